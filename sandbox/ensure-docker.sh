@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Make sure a Docker engine answers on this machine: install Debian's docker.io and
+# docker-compose when missing, and start dockerd by hand where no systemd runs it
+# (the test bed and CI have no systemd). Idempotent; safe to call from every target.
+set -euo pipefail
+need=()
+command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || need+=(docker-compose)
+for tool in debootstrap espeak-ng sox ffmpeg; do
+  command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
+done
+command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "ensure-docker: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if ! docker info >/dev/null 2>&1; then
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    systemctl start docker
+  else
+    echo "ensure-docker: starting dockerd (no systemd here)"
+    setsid dockerd >/var/log/dockerd.log 2>&1 < /dev/null &
+  fi
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && break
+    sleep 1
+  done
+fi
+docker info >/dev/null 2>&1 || { echo "ensure-docker: dockerd did not come up, see /var/log/dockerd.log" >&2; exit 1; }
