@@ -1,0 +1,105 @@
+"""Defaults for every host: the runbook's values (../shared/seed/guide-whisper-services.md).
+
+Group files (production.py, sandbox.py) override single knobs. Secrets never live here:
+they come from environment variables at deploy time (see README, "Secrets").
+"""
+
+# --- the platform is a list of services -------------------------------------------------
+# Each entry is everything the stages need for one service: compose project, image, vhost,
+# autostart registration. Per-group changes go in `service_overrides`, not in a copy of this.
+services = [
+    {
+        "key": "faster",
+        "name": "Whisper API (faster-whisper)",
+        "subdomain": "whisper",
+        "project_dir": "/opt/whisper-faster",
+        "container": "faster-whisper",
+        "image_name": "whisper-faster",
+        "image_dir": "faster",  # images/<image_dir>/Dockerfile, build context images/
+        "port": 8001,
+        "model": "Systran/faster-whisper-small",
+        "device": "cpu",
+        "compute_type": "int8",
+        "cpu_threads": 0,
+        "max_concurrency": 1,
+        "max_queue": 8,
+        "model_ttl": 600,
+        "extra_env": {},
+        # secrets this service's .env receives (values from the environment, see README)
+        "secrets": ["STT_API_KEYS"],
+        "blocking": True,
+        "enabled": True,
+    },
+    {
+        "key": "whisperx",
+        "name": "WhisperX API (with diarization)",
+        "subdomain": "whisperx",
+        "project_dir": "/opt/whisperx",
+        "container": "whisperx",
+        "image_name": "whisperx",
+        "image_dir": "whisperx",
+        "port": 8002,
+        "model": "base",
+        "device": "cpu",
+        "compute_type": "int8",
+        "cpu_threads": 0,
+        "max_concurrency": 1,
+        "max_queue": 8,
+        "model_ttl": 600,
+        "extra_env": {"STT_DIARIZATION_BACKEND": "auto", "STT_BATCH_SIZE": "8"},
+        "secrets": ["STT_API_KEYS", "HF_TOKEN"],
+        "blocking": True,
+        "enabled": True,
+    },
+]
+# {"faster": {"model": "..."}, ...}: merged over the entries above, per group or per run
+service_overrides = {}
+
+# --- naming ------------------------------------------------------------------------------
+domain = "srv759970.hstgr.cloud"  # vhost of a service = <subdomain>.<domain>
+cors_origin = "https://portal.srv759970.hstgr.cloud"  # the Swagger portal
+timezone = "Europe/Paris"
+
+# --- nginx -------------------------------------------------------------------------------
+body_limit = "500M"
+proxy_timeout = 600  # seconds, read and send
+http_port = 80
+https_port = 443
+htpasswd_file = "/etc/nginx/.htpasswd"  # shared with the host's other vhosts: we own one line
+basic_auth_realm = "Whisper services"
+acme_webroot = "/var/www/letsencrypt"
+
+# --- TLS: "letsencrypt" (certbot, webroot) or "selfsigned" ------------------------------
+tls_mode = "letsencrypt"
+letsencrypt_email = ""  # certbot account email; empty registers without one
+selfsigned_dir = "/etc/ssl/whisper-platform"
+
+# --- Docker --------------------------------------------------------------------------------
+# "auto": keep any Docker the host already has (docker-ce included); install the OS
+# packages only when there is none.
+docker_install = "auto"
+base_image = "python:3.11-slim"
+# a local PEM bundle handed to pip inside image builds (TLS-intercepting proxies); "" = none
+build_ca_bundle = ""
+# images to load into a host without registry access: {"tag": "local docker-save tarball"}
+seed_images = {}
+build_timeout = 3600
+
+# --- models --------------------------------------------------------------------------------
+hf_cache_dir = "/var/lib/whisper-platform/hf-cache"  # mounted at /cache/huggingface
+models_dir = "/var/lib/whisper-platform/models"  # mounted read-only at /models
+# local model folders uploaded into models_dir for hosts without internet: {"name": "local/folder"}
+model_uploads = {}
+
+# --- the autostart proxy -------------------------------------------------------------------
+autostart_install = True  # False keeps a host's own proxy (the runbook's Node server.js)
+autostart_listen_host = "127.0.0.1"
+autostart_port = 8890
+autostart_config = "/opt/docker-autostart/config.json"
+autostart_idle_timeout = 1800
+autostart_max_wait = 300
+
+# --- where our own files go on the host ----------------------------------------------------
+platform_dir = "/opt/whisper-platform"  # image build contexts, the autostart proxy's code
+state_dir = "/var/lib/whisper-platform"  # caches, models, staging for secret uploads
+app_uid = 10001  # the services' non-root user inside the images (images/README.md)

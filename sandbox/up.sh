@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Start the sandbox host: a fresh systemd+sshd Debian in Docker, Docker-in-Docker capable.
+#   SSH 127.0.0.1:2222, HTTP 127.0.0.1:8080, HTTPS 127.0.0.1:8443
+# Generates the SSH key and throwaway secrets in .sandbox/ (git-ignored). Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NAME=${SANDBOX_NAME:-whisper-sandbox}
+IMAGE=whisper-sandbox-host:latest
+STATE=.sandbox
+mkdir -p "$STATE/images"
+chmod 700 "$STATE"
+
+[ -f "$STATE/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C whisper-sandbox -f "$STATE/id_ed25519"
+if [ ! -f "$STATE/secrets.env" ]; then
+  (umask 077; python3 - >"$STATE/secrets.env" <<'PY'
+import secrets
+print("# throwaway secrets for the sandbox host (make sandbox); never used anywhere else")
+print("WHISPER_BASIC_AUTH_USER=whisper")
+print("WHISPER_BASIC_AUTH_PASSWORD=" + secrets.token_urlsafe(18))
+print("WHISPER_API_KEY=sk-sandbox-" + secrets.token_urlsafe(24))
+print("HF_TOKEN=")
+PY
+  )
+fi
+# the base image the service Dockerfiles build on, for the host's registry-less Docker
+[ -s "$STATE/images/python-3.11-slim.tar" ] || docker save local/python:3.11-slim -o "$STATE/images/python-3.11-slim.tar"
+
+if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
+  echo "sandbox: building the host image"
+  docker build -q -t "$IMAGE" sandbox/ >/dev/null
+fi
+
+if [ -z "$(docker ps -q -f name="^${NAME}$")" ]; then
+  docker rm -f "$NAME" >/dev/null 2>&1 || true
+  echo "sandbox: starting $NAME"
+  docker run -d --name "$NAME" --hostname "$NAME" \
+    --cap-add=ALL --cap-drop=SYS_RESOURCE \
+    --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
+    --cgroupns=host -v /sys/fs/cgroup:/sys/fs/cgroup:rw \
+    --tmpfs /run --tmpfs /run/lock \
+    -v "$NAME-docker:/var/lib/docker" \
+    -p 127.0.0.1:${SANDBOX_SSH_PORT:-2222}:22 \
+    -p 127.0.0.1:${SANDBOX_HTTP_PORT:-8080}:80 \
+    -p 127.0.0.1:${SANDBOX_HTTPS_PORT:-8443}:443 \
+    "$IMAGE" >/dev/null
+fi
+docker exec -i "$NAME" sh -c 'cat > /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys' <"$STATE/id_ed25519.pub"
+
+for _ in $(seq 1 60); do
+  state=$(docker exec "$NAME" systemctl is-system-running 2>/dev/null || true)
+  case "$state" in running|degraded) break ;; esac
+  sleep 1
+done
+for _ in $(seq 1 30); do
+  ssh -q -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+      -i "$STATE/id_ed25519" -p "${SANDBOX_SSH_PORT:-2222}" root@127.0.0.1 true && break
+  sleep 1
+done
+# a re-created sandbox has a new host key: forget the old one
+rm -f "$STATE/known_hosts"
+echo "sandbox: $NAME is up (systemd: ${state:-unknown}); ssh -i $STATE/id_ed25519 -p ${SANDBOX_SSH_PORT:-2222} root@127.0.0.1"

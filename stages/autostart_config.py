@@ -1,0 +1,153 @@
+"""Register services in the autostart proxy's config.json without touching anything else.
+
+The file is shared with the host's other services (srv759970 has many): every byte outside
+our own entries must stay as it is, whatever its indentation or key order. So this edits
+the text: it finds the raw span of each entry of the "services" object with the JSON
+decoder, replaces the spans of our entries and inserts missing ones before the closing
+brace, in the file's own indentation.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+_WS = re.compile(r"\s*")
+_DECODER = json.JSONDecoder()
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _skip_ws(text: str, pos: int) -> int:
+    return _WS.match(text, pos).end()
+
+
+def _object_members(text: str, start: int):
+    """Yield (key, key_start, value_start, value_end) for the object opening at `start`;
+    return the position of its closing brace via StopIteration.value."""
+    assert text[start] == "{"
+    pos = _skip_ws(text, start + 1)
+    if text[pos] == "}":
+        return pos
+    while True:
+        key_start = pos
+        key, pos = _DECODER.raw_decode(text, pos)
+        if not isinstance(key, str):
+            raise ConfigError("object key is not a string")
+        pos = _skip_ws(text, pos)
+        if text[pos] != ":":
+            raise ConfigError(f"expected ':' at offset {pos}")
+        value_start = _skip_ws(text, pos + 1)
+        _, value_end = _DECODER.raw_decode(text, value_start)
+        yield key, key_start, value_start, value_end
+        pos = _skip_ws(text, value_end)
+        if text[pos] == ",":
+            pos = _skip_ws(text, pos + 1)
+            continue
+        if text[pos] == "}":
+            return pos
+        raise ConfigError(f"expected ',' or '}}' at offset {pos}")
+
+
+def _members(text: str, start: int):
+    gen = _object_members(text, start)
+    members = []
+    while True:
+        try:
+            members.append(next(gen))
+        except StopIteration as stop:
+            return members, stop.value
+
+
+def _indent_of(text: str, pos: int) -> str:
+    line_start = text.rfind("\n", 0, pos) + 1
+    return text[line_start:pos] if text[line_start:pos].strip() == "" else ""
+
+
+def _dump(value, indent: str, step: str) -> str:
+    raw = json.dumps(value, indent=len(step) if step else None, ensure_ascii=False)
+    return raw.replace("\n", "\n" + indent)
+
+
+def merge_services(text: str | None, entries: dict[str, dict]) -> str:
+    """Return config text with `entries` (hostname -> service entry) set under "services"."""
+    if text is None or not text.strip():
+        return json.dumps({"services": entries}, indent=2, ensure_ascii=False) + "\n"
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"existing config is not valid JSON: {exc}") from None
+    top = _skip_ws(text, 0)
+    if text[top] != "{":
+        raise ConfigError("existing config is not a JSON object")
+    members, top_close = _members(text, top)
+    services = [m for m in members if m[0] == "services"]
+    if not services:
+        # a config without "services": add it as the first member, touching nothing else
+        block = '\n  "services": ' + _dump(entries, "  ", "  ") + ("," if members else "\n")
+        return text[: top + 1] + block + text[top + 1 :]
+    _, _, svc_start, _ = services[0]
+    if text[svc_start] != "{":
+        raise ConfigError('"services" is not an object')
+    svc_members, svc_close = _members(text, svc_start)
+    existing = {m[0]: m for m in svc_members}
+    out, cursor = [], 0
+    # replace our entries in place, only when their value differs
+    for host, (_, key_start, v_start, v_end) in sorted(existing.items(), key=lambda kv: kv[1][2]):
+        if host not in entries:
+            continue
+        if json.loads(text[v_start:v_end]) == entries[host]:
+            continue
+        indent = _indent_of(text, key_start)
+        step = _guess_step(text, svc_start, indent)
+        out.append(text[cursor:v_start])
+        out.append(_dump(entries[host], indent, step))
+        cursor = v_end
+    # append the missing ones after the last entry
+    missing = [h for h in entries if h not in existing]
+    if missing:
+        if svc_members:
+            last_end = svc_members[-1][3]
+            indent = _indent_of(text, svc_members[-1][1]) or "    "
+            step = _guess_step(text, svc_start, indent)
+            insert_at = last_end
+            prefix = ""
+            for host in missing:
+                prefix += ",\n" + indent + json.dumps(host) + ": " + _dump(entries[host], indent, step)
+            out.append(text[cursor:insert_at])
+            out.append(prefix)
+            cursor = insert_at
+        else:
+            key_line_start = text.rfind("\n", 0, svc_start) + 1
+            outer = re.match(r"\s*", text[key_line_start:]).group(0)
+            indent = outer + "  "
+            body = ",\n".join(indent + json.dumps(h) + ": " + _dump(entries[h], indent, "  ") for h in missing)
+            out.append(text[cursor:svc_start + 1])
+            out.append("\n" + body + "\n" + outer)
+            cursor = svc_close
+    out.append(text[cursor:])
+    return "".join(out)
+
+
+def _guess_step(text: str, obj_start: int, member_indent: str) -> str:
+    key_line_start = text.rfind("\n", 0, obj_start) + 1
+    outer = re.match(r"[ \t]*", text[key_line_start:]).group(0)
+    step = member_indent[len(outer):] if member_indent.startswith(outer) else "  "
+    return step or "  "
+
+
+def entry_for(svc: dict, data) -> dict:
+    """The runbook's entry format, plus our optional keys."""
+    return {
+        "name": svc["name"],
+        "composeDir": svc["project_dir"],
+        "proxyPort": svc["port"],
+        "blocking": bool(svc.get("blocking", True)),
+        "containers": [svc["container"]],
+        "readinessPath": "/health",
+        "idleTimeout": int(data.autostart_idle_timeout),
+        "maxWait": int(data.autostart_max_wait),
+        "upstreamTimeout": int(data.proxy_timeout),
+    }

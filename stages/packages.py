@@ -1,0 +1,48 @@
+"""Stage 1: what the host needs installed. An existing Docker is detected and kept."""
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.facts.server import Which
+from pyinfra.operations import apt, files, server, systemd
+
+from stages.ops import ComposeFlavour
+
+
+@deploy("Packages: Docker, Compose, nginx, certbot")
+def install_packages():
+    data = host.data
+    packages = ["nginx", "openssl", "ca-certificates", "python3"]
+    if data.tls_mode == "letsencrypt":
+        packages.append("certbot")
+    if data.autostart_install:
+        packages.append("python3-aiohttp")  # the autostart proxy runs on Debian's Python
+
+    # Docker: keep whatever engine the host has (docker-ce from Docker's repository
+    # included); install the OS package only on a host that has none.
+    has_docker = bool(host.get_fact(Which, command="dockerd") or host.get_fact(Which, command="docker"))
+    if data.docker_install == "auto" and not has_docker:
+        packages.append("docker.io")
+    flavour = host.get_fact(ComposeFlavour)
+    if flavour == "pkg-v2":
+        packages.append("docker-compose-v2")
+    elif flavour == "pkg-v1":
+        packages.append("docker-compose")
+    host.data.compose_flavour = flavour
+
+    install = apt.packages(
+        name="Install packages",
+        packages=packages,
+        update=True,
+        cache_time=24 * 3600,
+        no_recommends=True,
+        _env={"DEBIAN_FRONTEND": "noninteractive"},
+    )
+    # facts are read before anything runs: on a fresh host the units do not exist yet
+    server.shell(
+        name="Start Docker and nginx after their installation",
+        commands=["systemctl enable --now docker nginx"],
+        _if=install.did_change,
+    )
+    systemd.service(name="Docker running and enabled", service="docker", running=True, enabled=True)
+    systemd.service(name="nginx running and enabled", service="nginx", running=True, enabled=True)
+    files.directory(name="State folder", path=data.state_dir, mode="755")

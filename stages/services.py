@@ -1,0 +1,83 @@
+"""Stages 2 and 3: each service's compose project and its root-only .env of secrets.
+
+A service is recreated only when its compose file or .env changed AND it is running;
+a stopped one stays stopped (the autostart proxy starts it with the new settings).
+"""
+
+import shlex
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import files, server
+
+from stages.config import REPO, image_tag, services
+from stages.ops import compose_command, secret_file
+from stages.secrets_env import Secret, api_keys
+
+
+def body_limit_mb(limit: str) -> int:
+    units = {"K": 1 / 1024, "M": 1, "G": 1024}
+    limit = str(limit).strip().upper()
+    if limit[-1] in units:
+        return max(1, int(float(limit[:-1]) * units[limit[-1]]))
+    return max(1, int(limit) // (1024 * 1024))
+
+
+def env_file(svc: dict, secrets: dict[str, Secret]) -> Secret:
+    values = {
+        "STT_API_KEYS": ",".join(api_keys(secrets)),
+        "HF_TOKEN": secrets["HF_TOKEN"].reveal(),
+    }
+    lines = ["# secrets for this service: written by the deploy, root-only, never in git"]
+    lines += [f"{name}={values[name]}" for name in svc["secrets"]]
+    return Secret("\n".join(lines) + "\n")
+
+
+@deploy("Model store and caches")
+def model_store():
+    data = host.data
+    uid = str(data.app_uid)
+    files.directory(name="HuggingFace cache (writable by the services)", path=data.hf_cache_dir,
+                    user=uid, group=uid, mode="755")
+    files.directory(name="Model store", path=data.models_dir, mode="755")
+    for name, local in (data.model_uploads or {}).items():
+        if not local:
+            raise ValueError(f"model_uploads[{name!r}] names no local folder")
+        files.sync(name=f"Upload model {name}", src=local, dest=f"{data.models_dir}/{name}",
+                   delete=True, mode="644", dir_mode="755")
+
+
+@deploy("Compose projects and secrets")
+def compose_projects(secrets: dict[str, Secret]):
+    data = host.data
+    compose = compose_command(data.compose_flavour)
+    for svc in services(data):
+        project = svc["project_dir"]
+        files.directory(name=f"{svc['key']}: project folder", path=project, mode="755")
+        env = secret_file(
+            name=f"{svc['key']}: .env (secrets)",
+            path=f"{project}/.env",
+            content=env_file(svc, secrets),
+            staging_dir=f"{data.state_dir}/staging",
+        )
+        compose_file = files.template(
+            name=f"{svc['key']}: docker-compose.yml",
+            src=str(REPO / "templates/compose/service.yml.j2"),
+            dest=f"{project}/docker-compose.yml",
+            mode="644",
+            svc=svc,
+            image_tag=image_tag(svc, data),
+            timezone=data.timezone,
+            body_limit_mb=body_limit_mb(data.body_limit),
+            hf_cache_dir=data.hf_cache_dir,
+            models_dir=data.models_dir,
+        )
+        q = shlex.quote(project)
+        server.shell(
+            name=f"{svc['key']}: recreate if running (settings changed)",
+            commands=[
+                f"cd {q} && if [ -n \"$({compose} ps -q 2>/dev/null | xargs -r docker inspect -f '{{{{.State.Running}}}}' | grep -x true)\" ]; "
+                f"then {compose} up -d; else echo 'not running: the autostart proxy starts it on demand'; fi"
+            ],
+            _if=lambda env=env, compose_file=compose_file: env.did_change() or compose_file.did_change(),
+        )

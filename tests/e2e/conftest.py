@@ -1,0 +1,116 @@
+"""The end-to-end tier: one fresh sandbox host per run, deployed once over real SSH.
+
+Set SANDBOX_REUSE=1 to keep an already running sandbox (faster while developing);
+by default the sandbox is removed and rebuilt so the first deploy is a fresh-host deploy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+STATE = REPO / ".sandbox"
+PYINFRA = [str(REPO / ".venv/bin/pyinfra"), "inventory.py", "deploy.py"]
+HTTPS_PORT = int(os.environ.get("SANDBOX_HTTPS_PORT", "8443"))
+HTTP_PORT = int(os.environ.get("SANDBOX_HTTP_PORT", "8080"))
+SANDBOX = os.environ.get("SANDBOX_NAME", "whisper-sandbox")
+
+# a config.json as a live host has it, with another service in its own formatting: the
+# deploy must keep it byte-for-byte
+FOREIGN_ENTRY = '''"blog.sandbox.test":   {"name":"Blog (not ours)","composeDir":"/opt/blog","proxyPort":9000,
+        "blocking":false,"containers":["blog"]}'''
+FOREIGN_CONFIG = '{\n    "services": {\n        ' + FOREIGN_ENTRY + '\n    }\n}\n'
+
+
+@dataclass
+class Run:
+    returncode: int
+    output: str
+
+    def json(self):
+        return json.loads(self.output[self.output.index("{"):])
+
+
+def pyinfra(*args: str, env: dict | None = None, timeout: int = 3600, check: bool = True) -> Run:
+    proc = subprocess.run(
+        PYINFRA + list(args), cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "DEPLOY_TARGET": "sandbox", **(env or {})},
+    )
+    run = Run(proc.returncode, proc.stdout + proc.stderr)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"pyinfra {' '.join(args)} failed ({proc.returncode}):\n{run.output[-6000:]}")
+    return run
+
+
+def ssh(command: str, check: bool = True) -> subprocess.CompletedProcess:
+    """A command on the sandbox host, over real SSH."""
+    proc = subprocess.run(
+        ["ssh", "-q", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+         "-i", str(STATE / "id_ed25519"), "-p", os.environ.get("SANDBOX_SSH_PORT", "2222"), "root@127.0.0.1", command],
+        capture_output=True, text=True, timeout=600,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"ssh {command!r} failed: {proc.stdout}{proc.stderr}")
+    return proc
+
+
+def secrets() -> dict[str, str]:
+    values = {}
+    for line in (STATE / "secrets.env").read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            k, _, v = line.partition("=")
+            values[k] = v
+    return values
+
+
+def curl(host: str, path: str = "/", *args: str, port: int = HTTPS_PORT, scheme: str = "https") -> dict:
+    """One request through nginx on 127.0.0.1 with the vhost's name (SNI and Host)."""
+    ca = STATE / f"{host}.crt"
+    if scheme == "https" and not ca.exists():
+        ca.write_text(ssh(f"cat /etc/ssl/whisper-platform/{host}.crt").stdout)
+    cmd = ["curl", "-sS", "-o", "/dev/stderr", "-D", "-", "--max-time", "600",
+           "--resolve", f"{host}:{port}:127.0.0.1", f"{scheme}://{host}:{port}{path}", *args]
+    if scheme == "https":
+        cmd[1:1] = ["--cacert", str(ca)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=700)
+    head, body = proc.stdout, proc.stderr
+    blocks = [b for b in head.replace("\r", "").split("\n\n") if b.strip()]
+    last = blocks[-1].splitlines() if blocks else ["HTTP/1.1 000"]
+    headers = {}
+    for line in last[1:]:
+        if ":" in line:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+    return {"status": int(last[0].split()[1]), "headers": headers, "body": body}
+
+
+def host_snapshot() -> str:
+    """Checksums, modes and owners of everything the deploy manages on the host."""
+    return ssh(
+        "find /etc/nginx /opt/whisper-faster /opt/whisperx /opt/docker-autostart /opt/whisper-platform "
+        "/etc/systemd/system/docker-autostart.service /var/lib/whisper-platform/models -xdev "
+        "\\( -type f -o -type l \\) -printf '%p %m %u %g %l\\n' 2>/dev/null | sort; "
+        "find /etc/nginx /opt/whisper-faster /opt/whisperx /opt/docker-autostart -type f -exec sha256sum {} + | sort; "
+        "docker images --format '{{.Repository}}:{{.Tag}}' | sort"
+    ).stdout
+
+
+@pytest.fixture(scope="session")
+def deployed():
+    """A sandbox host that received one full deploy from fresh."""
+    if os.environ.get("SANDBOX_REUSE") != "1":
+        subprocess.run(["bash", "sandbox/down.sh"], cwd=REPO, check=True)
+    subprocess.run(["bash", "sandbox/up.sh"], cwd=REPO, check=True)
+    if os.environ.get("SANDBOX_REUSE") != "1":
+        # the host already serves another service through the autostart proxy
+        ssh(f"mkdir -p /opt/docker-autostart && cat > /opt/docker-autostart/config.json <<'EOF'\n{FOREIGN_CONFIG}EOF")
+    started = time.monotonic()
+    first = pyinfra("-y")
+    return {"first": first, "seconds": time.monotonic() - started, "secrets": secrets()}
