@@ -65,6 +65,7 @@ body_limit = "500M"
 proxy_timeout = 600  # seconds, read and send
 http_port = 80
 https_port = 443
+listen_ipv6 = True  # also listen on [::] (hosts without IPv6: False)
 htpasswd_file = "/etc/nginx/.htpasswd"  # shared with the host's other vhosts: we own one line
 basic_auth_realm = "Whisper services"
 acme_webroot = "/var/www/letsencrypt"

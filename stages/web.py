@@ -37,6 +37,33 @@ def cert_paths(svc: dict, data) -> tuple[str, str]:
     return f"{data.selfsigned_dir}/{svc['vhost']}.crt", f"{data.selfsigned_dir}/{svc['vhost']}.key"
 
 
+def render_shared(data) -> str:
+    return _render("whisper-platform.conf.j2", cors_origin=data.cors_origin)
+
+
+def render_tls_params() -> str:
+    return _render("tls-params.conf.j2")
+
+
+def render_auth_map(data, keys: list[str]) -> str:
+    return _render("auth-map.conf.j2", api_keys=keys, realm=data.basic_auth_realm)
+
+
+def render_http_vhost(svc: dict, data) -> str:
+    return _render("vhost-http.conf.j2", svc=svc, http_port=data.http_port, listen_ipv6=data.listen_ipv6,
+                   acme_webroot=data.acme_webroot)
+
+
+def render_https_vhost(svc: dict, data) -> str:
+    cert, key = cert_paths(svc, data)
+    return _render(
+        "vhost-https.conf.j2", svc=svc, https_port=data.https_port, listen_ipv6=data.listen_ipv6,
+        cert=cert, key=key, body_limit=data.body_limit, htpasswd_file=data.htpasswd_file,
+        autostart_host=data.autostart_listen_host, autostart_port=data.autostart_port,
+        proxy_timeout=int(data.proxy_timeout),
+    )
+
+
 def htpasswd_update(current: str | None, user: str, password: str) -> str | None:
     """The htpasswd text with `user`'s line set to a bcrypt hash of `password`; every other
     line byte-for-byte. None when the existing line already matches the password."""
@@ -83,18 +110,18 @@ def nginx_base(secrets: dict[str, Secret]):
     changed = []
     changed.append(files.put(
         name="nginx http-level settings",
-        src=_StringSrc(_render("whisper-platform.conf.j2", cors_origin=data.cors_origin)),
+        src=_StringSrc(render_shared(data)),
         dest=f"{NGINX}/conf.d/whisper-platform.conf", mode="644",
     ))
     changed.append(files.put(
         name="nginx TLS parameters",
-        src=_StringSrc(_render("tls-params.conf.j2")),
+        src=_StringSrc(render_tls_params()),
         dest=f"{NGINX}/snippets/whisper-platform-tls.conf", mode="644",
     ))
     changed.append(secret_file(
         name="nginx auth map (API keys)",
         path=f"{NGINX}/conf.d/whisper-platform-auth.conf",
-        content=Secret(_render("auth-map.conf.j2", api_keys=api_keys(secrets), realm=data.basic_auth_realm)),
+        content=Secret(render_auth_map(data, api_keys(secrets))),
         staging_dir=f"{data.state_dir}/staging",
     ))
     # basic auth: our user's line in the shared htpasswd, every other line untouched
@@ -115,8 +142,7 @@ def nginx_base(secrets: dict[str, Secret]):
         ))
     files.directory(name="ACME webroot", path=data.acme_webroot, mode="755")
     for svc in services(data):
-        _site(f"{svc['vhost']}-http", _render("vhost-http.conf.j2", svc=svc, http_port=data.http_port,
-                                             acme_webroot=data.acme_webroot), changed)
+        _site(f"{svc['vhost']}-http", render_http_vhost(svc, data), changed)
     _reload("nginx -t and reload (base, port 80)", changed)
 
 
@@ -156,11 +182,5 @@ def nginx_vhosts():
     data = host.data
     changed = []
     for svc in services(data):
-        cert, key = cert_paths(svc, data)
-        _site(svc["vhost"], _render(
-            "vhost-https.conf.j2", svc=svc, https_port=data.https_port, cert=cert, key=key,
-            body_limit=data.body_limit, htpasswd_file=data.htpasswd_file,
-            autostart_host=data.autostart_listen_host, autostart_port=data.autostart_port,
-            proxy_timeout=int(data.proxy_timeout),
-        ), changed)
+        _site(svc["vhost"], render_https_vhost(svc, data), changed)
     _reload("nginx -t and reload (vhosts)", changed)

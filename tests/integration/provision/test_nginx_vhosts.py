@@ -1,0 +1,178 @@
+"""The rendered vhosts in a real nginx (`nginx -t`, then serving on 127.0.0.1), in front of
+a small upstream that records what reaches it. Fast: no sandbox host needed."""
+
+from __future__ import annotations
+
+import http.server
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import types
+
+import bcrypt
+import pytest
+import requests
+
+from stages import config
+from stages.web import render_auth_map, render_http_vhost, render_https_vhost, render_shared, render_tls_params
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+pytestmark = pytest.mark.skipif(not shutil.which("nginx") and not shutil.which("/usr/sbin/nginx"),
+                                reason="nginx is not installed (make docker installs it)")
+PORTAL = "https://portal.test.example"
+KEY = "sk-test-key-123"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Upstream(http.server.ThreadingHTTPServer):
+    seen: list
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def _answer(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        elif self.headers.get("Transfer-Encoding") == "chunked":
+            while True:
+                size = int(self.rfile.readline().strip(), 16)
+                self.rfile.read(size + 2)
+                if size == 0:
+                    break
+        self.server.seen.append((self.command, self.path, self.headers.get("Authorization"), self.headers.get("Host")))
+        body = b'{"ok": true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_OPTIONS = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def nginx(tmp_path_factory):
+    root = tmp_path_factory.mktemp("nginx")
+    upstream = Upstream(("127.0.0.1", 0), Handler)
+    upstream.seen = []
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    http_port, https_port = _free_port(), _free_port()
+    import group_data.all as defaults
+
+    values = {k: v for k, v in vars(defaults).items() if not k.startswith("_")}
+    values.update(
+        domain="test.example", cors_origin=PORTAL, tls_mode="selfsigned", selfsigned_dir=str(root / "tls"),
+        http_port=f"127.0.0.1:{http_port}", https_port=f"127.0.0.1:{https_port}", listen_ipv6=False,
+        htpasswd_file=str(root / "htpasswd"), acme_webroot=str(root / "acme"), body_limit="1M",
+        autostart_port=upstream.server_address[1],
+    )
+    data = types.SimpleNamespace(**values)
+    data.get = lambda key, default=None: getattr(data, key, default)
+    for d in ("conf.d", "snippets", "sites-enabled", "tls", "acme", "logs"):
+        (root / d).mkdir()
+    svc = [s for s in config.services(data) if s["key"] == "faster"][0]
+    host = svc["vhost"]
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={host}",
+                    "-addext", f"subjectAltName=DNS:{host}", "-keyout", str(root / "tls" / f"{host}.key"),
+                    "-out", str(root / "tls" / f"{host}.crt")], check=True, capture_output=True)
+    (root / "htpasswd").write_text("someone:else\nwhisper:" + bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode() + "\n")
+    (root / "conf.d" / "whisper-platform.conf").write_text(render_shared(data))
+    (root / "conf.d" / "whisper-platform-auth.conf").write_text(render_auth_map(data, [KEY]))
+    (root / "snippets" / "whisper-platform-tls.conf").write_text(render_tls_params())
+    (root / "sites-enabled" / f"{host}-http").write_text(render_http_vhost(svc, data))
+    (root / "sites-enabled" / host).write_text(render_https_vhost(svc, data))
+    (root / "nginx.conf").write_text(f"""
+daemon off; master_process on; worker_processes 1; user root;
+error_log {root}/logs/error.log; pid {root}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/body; proxy_temp_path {root}/proxy;
+    fastcgi_temp_path {root}/fcgi; uwsgi_temp_path {root}/uwsgi; scgi_temp_path {root}/scgi;
+    include {root}/conf.d/*.conf;
+    include {root}/sites-enabled/*;
+}}
+""")
+    check = subprocess.run([NGINX, "-t", "-p", str(root), "-c", str(root / "nginx.conf")], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    proc = subprocess.Popen([NGINX, "-p", str(root), "-c", str(root / "nginx.conf")])
+    for _ in range(50):
+        try:
+            socket.create_connection(("127.0.0.1", https_port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    session = requests.Session()
+    ca = str(root / "tls" / f"{host}.crt")
+
+    def call(method, path, port=https_port, scheme="https", **kw):
+        # the vhost's name for SNI and Host, the connection to 127.0.0.1
+        from requests.adapters import HTTPAdapter
+
+        class Resolve(HTTPAdapter):
+            def init_poolmanager(self, *a, **k):
+                k["server_hostname"] = host
+                k["assert_hostname"] = host
+                super().init_poolmanager(*a, **k)
+
+        session.mount("https://127.0.0.1", Resolve())
+        headers = {"Host": host, **kw.pop("headers", {})}
+        return session.request(method, f"{scheme}://127.0.0.1:{port}{path}", headers=headers,
+                               allow_redirects=False, timeout=10, verify=ca, **kw)
+
+    yield types.SimpleNamespace(call=call, seen=upstream.seen, http_port=http_port, host=host)
+    proc.terminate()
+    proc.wait(5)
+    upstream.shutdown()
+
+
+def test_credentials(nginx):
+    nginx.seen.clear()
+    assert nginx.call("GET", "/v1/models").status_code == 401
+    assert nginx.call("GET", "/v1/models", auth=("whisper", "wrong")).status_code == 401
+    assert nginx.call("GET", "/v1/models", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert nginx.seen == []  # nothing reached the service
+    assert nginx.call("GET", "/v1/models", auth=("whisper", "pw")).status_code == 200
+    # basic auth passed: the service gets the platform's API key instead of the password
+    assert nginx.seen[-1] == ("GET", "/v1/models", f"Bearer {KEY}", nginx.host)
+    assert nginx.call("GET", "/v1/models", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+    assert nginx.seen[-1][2] == f"Bearer {KEY}"
+
+
+def test_cors(nginx):
+    nginx.seen.clear()
+    pre = nginx.call("OPTIONS", "/v1/audio/transcriptions",
+                     headers={"Origin": PORTAL, "Access-Control-Request-Method": "POST"})
+    assert pre.status_code == 204
+    assert pre.headers["Access-Control-Allow-Origin"] == PORTAL
+    assert "Authorization" in pre.headers["Access-Control-Allow-Headers"]
+    assert nginx.seen == []  # answered by nginx, the service was not woken
+    other = nginx.call("OPTIONS", "/", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+    denied = nginx.call("GET", "/", headers={"Origin": PORTAL})
+    assert denied.status_code == 401 and denied.headers["Access-Control-Allow-Origin"] == PORTAL
+    ok = nginx.call("GET", "/", headers={"Origin": PORTAL}, auth=("whisper", "pw"))
+    assert ok.headers["Access-Control-Allow-Origin"] == PORTAL
+
+
+def test_redirect_and_acme(nginx):
+    r = nginx.call("GET", "/docs?x=1", port=nginx.http_port, scheme="http")
+    assert r.status_code == 308 and r.headers["Location"] == f"https://{nginx.host}/docs?x=1"
+    assert nginx.call("GET", "/.well-known/acme-challenge/t", port=nginx.http_port, scheme="http").status_code == 404
+
+
+def test_body_limit_and_streaming_upload(nginx):
+    too_big = nginx.call("POST", "/v1/audio/transcriptions", auth=("whisper", "pw"), data=b"\0" * (2 * 1024 * 1024))
+    assert too_big.status_code == 413
+    fine = nginx.call("POST", "/v1/audio/transcriptions", auth=("whisper", "pw"), data=b"\0" * (512 * 1024))
+    assert fine.status_code == 200

@@ -1,0 +1,104 @@
+"""Pieces of the deploy that need no host: htpasswd edits, image tags, secrets, templates."""
+
+from __future__ import annotations
+
+import types
+
+import bcrypt
+import pytest
+
+from stages import config, secrets_env
+from stages.services import body_limit_mb, env_file
+from stages.web import htpasswd_update
+
+OTHER = "alice:$apr1$abc$defghijklmnopqrstuv\nbob:$2y$05$" + "x" * 53 + "\n"
+
+
+def test_htpasswd_adds_our_line_and_keeps_others():
+    out = htpasswd_update(OTHER, "whisper", "s3cret")
+    assert out.startswith(OTHER)
+    user, _, hashed = out.splitlines()[-1].partition(":")
+    assert user == "whisper" and bcrypt.checkpw(b"s3cret", hashed.encode())
+
+
+def test_htpasswd_unchanged_when_password_matches():
+    once = htpasswd_update(OTHER, "whisper", "s3cret")
+    assert htpasswd_update(once, "whisper", "s3cret") is None
+
+
+def test_htpasswd_rotates_only_our_line():
+    once = htpasswd_update(OTHER, "whisper", "s3cret")
+    twice = htpasswd_update(once, "whisper", "n3w")
+    assert twice.splitlines()[:2] == OTHER.splitlines()
+    assert bcrypt.checkpw(b"n3w", twice.splitlines()[2].split(":", 1)[1].encode())
+
+
+def test_htpasswd_file_without_final_newline():
+    out = htpasswd_update("alice:x", "whisper", "pw")
+    assert out.startswith("alice:x\nwhisper:")
+
+
+def test_secret_repr_is_masked(monkeypatch):
+    s = secrets_env.Secret("hunter2")
+    assert "hunter2" not in repr(s) and "hunter2" not in str(s) and "hunter2" not in repr([s])
+
+
+def test_missing_secret_stops_before_anything(monkeypatch):
+    for name in secrets_env.VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(secrets_env.MissingSecret, match="WHISPER_BASIC_AUTH_USER"):
+        secrets_env.load(sandbox=False)
+
+
+def test_env_file_holds_only_the_services_secrets(monkeypatch):
+    monkeypatch.setenv("WHISPER_BASIC_AUTH_USER", "u")
+    monkeypatch.setenv("WHISPER_BASIC_AUTH_PASSWORD", "p")
+    monkeypatch.setenv("WHISPER_API_KEY", "k1, k2")
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    secrets = secrets_env.load(sandbox=False)
+    faster = env_file({"secrets": ["STT_API_KEYS"]}, secrets).reveal()
+    assert "STT_API_KEYS=k1,k2" in faster and "hf_test" not in faster
+    assert "HF_TOKEN=hf_test" in env_file({"secrets": ["STT_API_KEYS", "HF_TOKEN"]}, secrets).reveal()
+
+
+@pytest.mark.parametrize("limit,mb", [("500M", 500), ("1G", 1024), ("1M", 1), ("512K", 1)])
+def test_body_limit_mb(limit, mb):
+    assert body_limit_mb(limit) == mb
+
+
+def _data(**over):
+    import group_data.all as defaults
+
+    values = {k: v for k, v in vars(defaults).items() if not k.startswith("_")}
+    values.update(over)
+    ns = types.SimpleNamespace(**values)
+    ns.get = lambda key, default=None: getattr(ns, key, default)
+    return ns
+
+
+def test_services_get_vhosts_and_overrides():
+    data = _data(domain="example.test", service_overrides={"faster": {"model": "/models/x", "extra_env": {"A": "1"}}})
+    svcs = {s["key"]: s for s in config.services(data)}
+    assert svcs["faster"]["vhost"] == "whisper.example.test"
+    assert svcs["whisperx"]["vhost"] == "whisperx.example.test"
+    assert svcs["faster"]["model"] == "/models/x" and svcs["faster"]["extra_env"] == {"A": "1"}
+    assert svcs["whisperx"]["model"] == "base"
+
+
+def test_image_tag_follows_sources(tmp_path, monkeypatch):
+    (tmp_path / "common").mkdir()
+    (tmp_path / "faster").mkdir()
+    (tmp_path / "common" / "a.py").write_text("a")
+    (tmp_path / "faster" / "Dockerfile").write_text("FROM x")
+    (tmp_path / "faster" / "__pycache__").mkdir()
+    (tmp_path / "faster" / "__pycache__" / "a.pyc").write_text("junk")
+    monkeypatch.setattr(config, "IMAGES", tmp_path)
+    svc = {"image_name": "whisper-faster", "sources": ["common", "faster"]}
+    data = _data(build_ca_bundle="")
+    tag = config.image_tag(svc, data)
+    assert tag.startswith("whisper-faster:src-")
+    (tmp_path / "faster" / "__pycache__" / "a.pyc").write_text("other junk")
+    assert config.image_tag(svc, data) == tag  # caches don't count
+    (tmp_path / "common" / "a.py").write_text("b")
+    assert config.image_tag(svc, data) != tag  # a shared source does
+    assert config.image_tag(svc, _data(build_ca_bundle="", base_image="other:1")) != config.image_tag(svc, data)
