@@ -1,0 +1,267 @@
+"""Offline speaker diarization: silero-vad regions, shipped speaker embeddings, agglomerative clustering.
+
+No network and no HuggingFace token: every weight file comes inside a pip package
+(silero-vad's ONNX VAD, resemblyzer's pretrained.pt).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+
+
+@dataclass
+class Params:
+    # VAD (silero-vad sequence ONNX model)
+    vad_threshold: float = 0.5
+    min_speech_ms: int = 250
+    min_silence_ms: int = 100
+    speech_pad_ms: int = 30
+    # embedding windows
+    window_s: float = 1.5
+    step_s: float = 0.75
+    min_window_s: float = 0.5
+    # clustering (cosine distance on mean-subtracted embeddings, average linkage)
+    distance_threshold: float = 0.8
+    # clusters with less speech than this are folded into the nearest larger one (auto count only)
+    min_cluster_s: float = 2.0
+    min_cluster_frac: float = 0.02
+    # output smoothing
+    fill_gap_s: float = 0.25
+    min_segment_s: float = 0.0
+    # re-label windows inside long regions (speaker changes without a pause)
+    resegment: bool = True
+    batch_windows: int = 128
+    vad_block_s: float = 300.0
+
+
+def load_audio(audio) -> np.ndarray:
+    """16 kHz mono float32 from an array or a file path (any format ffmpeg reads)."""
+    if isinstance(audio, np.ndarray):
+        a = audio
+        if a.ndim > 1:
+            a = a.mean(axis=0 if a.shape[0] < a.shape[-1] else 1)
+        return np.ascontiguousarray(a, dtype=np.float32)
+    if hasattr(audio, "detach"):  # torch tensor
+        return load_audio(audio.detach().cpu().numpy())
+    path = os.fspath(audio)
+    try:
+        import soundfile as sf
+
+        info = sf.info(path)
+        if info.samplerate == SAMPLE_RATE:
+            data, _ = sf.read(path, dtype="float32", always_2d=True)
+            return np.ascontiguousarray(data.mean(axis=1), dtype=np.float32)
+    except Exception:  # not readable by libsndfile: let ffmpeg decode it
+        pass
+    out = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-i", path, "-f", "f32le", "-ac", "1",
+         "-ar", str(SAMPLE_RATE), "-"],
+        check=True, capture_output=True,
+    ).stdout
+    return np.frombuffer(out, dtype=np.float32).copy()
+
+
+class OfflineDiarizer:
+    """Same call shape as whisperx.diarize.DiarizationPipeline: audio in, speaker turns DataFrame out."""
+
+    def __init__(self, device: str = "cpu", threads: int | None = None, params: Params | None = None,
+                 embedder: str = "resemblyzer"):
+        import torch
+
+        self.params = params or Params()
+        self.threads = threads or max(1, min(os.cpu_count() or 1, 4))
+        # silero_vad sets torch to one thread when imported: import it, then size torch ourselves
+        from silero_vad import load_silero_vad
+
+        torch.set_num_threads(self.threads)
+        self.device = device
+        self.vad = load_silero_vad(sequence=True)  # ONNX, 1 thread, numpy in/out
+        if embedder == "resemblyzer":
+            from .embedders import ResemblyzerEmbedder
+
+            self.embedder = ResemblyzerEmbedder(device=device)
+        else:
+            raise ValueError(f"unknown embedder {embedder!r}")
+
+    # ---------------------------------------------------------------- steps
+    def speech_regions(self, audio: np.ndarray) -> list[tuple[int, int]]:
+        """Speech regions in samples, from silero-vad, computed block by block."""
+        from silero_vad.utils_vad import get_speech_timestamps_from_probs
+
+        p = self.params
+        probs = self.vad.audio_forward(audio, sampling_rate=SAMPLE_RATE)
+        ts = get_speech_timestamps_from_probs(
+            probs, sampling_rate=SAMPLE_RATE, threshold=p.vad_threshold,
+            min_speech_duration_ms=p.min_speech_ms, min_silence_duration_ms=p.min_silence_ms,
+            speech_pad_ms=p.speech_pad_ms, audio_length_samples=audio.size,
+        )
+        return [(int(t["start"]), int(t["end"])) for t in ts]
+
+    def windows(self, regions):
+        """(region index, start sample, end sample) of the embedding windows inside each region."""
+        p = self.params
+        win, step, min_win = (int(x * SAMPLE_RATE) for x in (p.window_s, p.step_s, p.min_window_s))
+        out = []
+        for r, (s, e) in enumerate(regions):
+            n = e - s
+            if n <= win:
+                if n >= min_win // 2:
+                    out.append((r, s, e))
+                continue
+            starts = list(range(s, e - win + 1, step))
+            if starts[-1] + win < e:
+                starts.append(e - win)
+            out.extend((r, a, a + win) for a in starts)
+        return out
+
+    # ---------------------------------------------------------------- main
+    def __call__(self, audio, num_speakers=None, min_speakers=None, max_speakers=None, **_ignored):
+        import pandas as pd
+
+        audio = load_audio(audio)
+        segments = self.diarize(audio, num_speakers, min_speakers, max_speakers)
+        df = pd.DataFrame(segments, columns=["start", "end", "speaker"])
+        if len(df):
+            df = df.sort_values("start", kind="stable").reset_index(drop=True)
+        return df
+
+    def diarize(self, audio: np.ndarray, num_speakers=None, min_speakers=None, max_speakers=None):
+        p = self.params
+        regions = self.speech_regions(audio)
+        wins = self.windows(regions)
+        if not wins:
+            return []
+        emb = self.embedder.embed(audio, [(a, b) for _, a, b in wins], batch=p.batch_windows)
+        win_region = np.array([r for r, _, _ in wins])
+        emb = emb - emb.mean(axis=0, keepdims=True)
+        emb /= np.linalg.norm(emb, axis=1, keepdims=True) + 1e-9
+
+        used = np.unique(win_region)
+        reg_emb = np.stack([emb[win_region == r].mean(axis=0) for r in used])
+        reg_emb /= np.linalg.norm(reg_emb, axis=1, keepdims=True) + 1e-9
+        reg_dur = np.array([(regions[r][1] - regions[r][0]) / SAMPLE_RATE for r in used])
+
+        labels = self.cluster(reg_emb, reg_dur, num_speakers, min_speakers, max_speakers)
+        k = labels.max() + 1
+        centroids = np.stack([reg_emb[labels == c].mean(axis=0) for c in range(k)])
+        centroids /= np.linalg.norm(centroids, axis=1, keepdims=True) + 1e-9
+
+        # window labels: the region's label, or per window in long regions when resegmenting
+        region_label = dict(zip(used.tolist(), labels.tolist()))
+        win_label = np.array([region_label[r] for r in win_region])
+        if p.resegment and k > 1:
+            win_label = self._resegment(emb, win_region, win_label, centroids)
+
+        segs = self._to_segments(regions, wins, win_label)
+        order = self._speaker_order(segs)
+        return [(s, e, f"SPEAKER_{order[c]:02d}") for s, e, c in segs]
+
+    def cluster(self, x, dur, num_speakers=None, min_speakers=None, max_speakers=None):
+        from sklearn.cluster import AgglomerativeClustering
+
+        n = len(x)
+        if n == 1:
+            return np.zeros(1, dtype=int)
+        if num_speakers:
+            k = min(int(num_speakers), n)
+            return AgglomerativeClustering(n_clusters=k, metric="cosine", linkage="average").fit_predict(x)
+        p = self.params
+        labels = AgglomerativeClustering(
+            n_clusters=None, distance_threshold=p.distance_threshold, metric="cosine", linkage="average"
+        ).fit_predict(x)
+        labels = self._fold_small(x, dur, labels)
+        k = labels.max() + 1
+        lo = int(min_speakers or 1)
+        hi = int(max_speakers or n)
+        if k < lo or k > hi:
+            k = min(max(k, lo), hi, n)
+            labels = AgglomerativeClustering(n_clusters=k, metric="cosine", linkage="average").fit_predict(x)
+        return labels
+
+    def _fold_small(self, x, dur, labels):
+        """Merge clusters with too little speech into the nearest cluster that has enough."""
+        p = self.params
+        total = dur.sum()
+        size = np.bincount(labels, weights=dur)
+        big = np.flatnonzero(size >= max(p.min_cluster_s, p.min_cluster_frac * total))
+        if len(big) == 0 or len(big) == len(size):
+            return _relabel(labels)
+        cent = np.stack([x[labels == c].mean(axis=0) for c in big])
+        cent /= np.linalg.norm(cent, axis=1, keepdims=True) + 1e-9
+        out = labels.copy()
+        for i in np.flatnonzero(~np.isin(labels, big)):
+            out[i] = big[int(np.argmax(cent @ x[i]))]
+        return _relabel(out)
+
+    def _resegment(self, emb, win_region, win_label, centroids):
+        """Inside regions, let runs of >= 2 windows that clearly prefer another speaker switch to it."""
+        sim = emb @ centroids.T
+        best = sim.argmax(axis=1)
+        margin = sim[np.arange(len(sim)), best] - sim[np.arange(len(sim)), win_label]
+        want = np.where(margin > 0.1, best, win_label)
+        out = win_label.copy()
+        i = 0
+        n = len(want)
+        while i < n:
+            j = i
+            while j + 1 < n and win_region[j + 1] == win_region[i] and want[j + 1] == want[i]:
+                j += 1
+            if want[i] != win_label[i] and j - i + 1 >= 2:
+                out[i: j + 1] = want[i]
+            i = j + 1
+        return out
+
+    def _to_segments(self, regions, wins, win_label):
+        """Cut each region at midpoints between windows of different labels; fill short same-speaker gaps."""
+        p = self.params
+        segs = []
+        by_region: dict[int, list[tuple[int, int, int]]] = {}
+        for (r, a, b), lab in zip(wins, win_label):
+            by_region.setdefault(r, []).append((a, b, int(lab)))
+        for r, ws in by_region.items():
+            s, e = regions[r]
+            cur_start, cur_lab = s, ws[0][2]
+            for (a0, b0, l0), (a1, b1, l1) in zip(ws, ws[1:]):
+                if l1 != cur_lab:
+                    cut = ((a0 + b0) // 2 + (a1 + b1) // 2) // 2
+                    segs.append([cur_start / SAMPLE_RATE, cut / SAMPLE_RATE, cur_lab])
+                    cur_start, cur_lab = cut, l1
+            segs.append([cur_start / SAMPLE_RATE, e / SAMPLE_RATE, cur_lab])
+        segs.sort()
+        merged = []
+        for seg in segs:
+            if merged and merged[-1][2] == seg[2] and seg[0] - merged[-1][1] < p.fill_gap_s:
+                merged[-1][1] = max(merged[-1][1], seg[1])
+            else:
+                merged.append(seg)
+        return [(round(s, 3), round(e, 3), c) for s, e, c in merged if e - s >= p.min_segment_s]
+
+    @staticmethod
+    def _speaker_order(segs):
+        """SPEAKER_00 is whoever talks first, like pyannote's labels read."""
+        order = {}
+        for _, _, c in segs:
+            order.setdefault(c, len(order))
+        return order
+
+    @staticmethod
+    def annotation(df, uri: str = "audio"):
+        from pyannote.core import Annotation, Segment
+
+        ann = Annotation(uri=uri)
+        for i, row in enumerate(df.itertuples(index=False)):
+            ann[Segment(float(row.start), float(row.end)), i] = row.speaker
+        return ann
+
+
+def _relabel(labels):
+    _, inv = np.unique(labels, return_inverse=True)
+    return inv
