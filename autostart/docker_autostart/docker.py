@@ -1,0 +1,117 @@
+"""The Docker side: `docker inspect` for state, `docker compose` / `docker-compose` for
+up and stop. Plain subprocesses, run with asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shlex
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+log = logging.getLogger("docker_autostart")
+
+STDERR_TAIL_LINES = 15
+STDERR_TAIL_CHARS = 2000
+
+
+class DockerError(RuntimeError):
+    """A docker or compose command failed; the message carries the stderr tail."""
+
+
+@dataclass
+class Result:
+    rc: int
+    stdout: str
+    stderr: str
+
+
+def tail(text: str, lines: int = STDERR_TAIL_LINES, chars: int = STDERR_TAIL_CHARS) -> str:
+    kept = [line.rstrip() for line in text.strip().splitlines() if line.strip()][-lines:]
+    out = "\n".join(kept)
+    return out[-chars:]
+
+
+async def run(argv: Sequence[str], *, cwd: Optional[str] = None, timeout: Optional[float] = None) -> Result:
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        what = f"{argv[0]!r}" if not cwd or os.path.isdir(cwd) else f"composeDir {cwd!r}"
+        raise DockerError(f"cannot run {shlex.join(argv)}: {what}: {exc.strerror or exc}") from None
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise DockerError(f"{shlex.join(argv)} did not finish within {timeout:.0f}s") from None
+    except asyncio.CancelledError:
+        # never leave a compose command half-way without an owner
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
+    return Result(proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+
+
+class Docker:
+    def __init__(self, docker_cmd: Sequence[str] = ("docker",), compose_cmd: Optional[Sequence[str]] = None,
+                 compose_timeout: float = 900.0):
+        self.docker_cmd = list(docker_cmd)
+        self._compose_cmd: Optional[List[str]] = list(compose_cmd) if compose_cmd else None
+        self._detect_lock = asyncio.Lock()
+        self.compose_timeout = compose_timeout
+
+    async def compose_cmd(self) -> List[str]:
+        """`docker compose` (v2) when it answers, else `docker-compose` (v1); detected once."""
+        if self._compose_cmd is not None:
+            return self._compose_cmd
+        async with self._detect_lock:
+            if self._compose_cmd is not None:
+                return self._compose_cmd
+            for candidate in (self.docker_cmd + ["compose"], ["docker-compose"]):
+                try:
+                    res = await run(candidate + ["version"], timeout=60)
+                except DockerError:
+                    continue
+                if res.rc == 0:
+                    self._compose_cmd = candidate
+                    log.info("compose command: %s (%s)", shlex.join(candidate),
+                             (res.stdout.strip().splitlines() or ["?"])[0])
+                    return candidate
+            raise DockerError("neither `docker compose` nor `docker-compose` works on this host "
+                              "(install one, or pass --compose-command)")
+
+    async def running(self, containers: Sequence[str]) -> Dict[str, str]:
+        """{container: state} for each listed container: running, exited, restarting... or missing."""
+        fmt = "{{.Name}}\t{{.State.Status}}\t{{.State.ExitCode}}"
+        res = await run(self.docker_cmd + ["inspect", "--type", "container", "--format", fmt, *containers],
+                        timeout=60)
+        states = {c: "missing" for c in containers}
+        for line in res.stdout.splitlines():
+            parts = line.strip().split("\t")
+            if len(parts) >= 2:
+                name = parts[0].lstrip("/")
+                if name in states:
+                    states[name] = parts[1] if parts[1] != "exited" or len(parts) < 3 else f"exited ({parts[2]})"
+        if res.rc != 0 and all(s == "missing" for s in states.values()) and "No such" not in res.stderr:
+            raise DockerError(f"docker inspect failed: {tail(res.stderr) or f'exit {res.rc}'}")
+        return states
+
+    async def compose(self, compose_dir: str, *args: str) -> Result:
+        if not os.path.isdir(compose_dir):
+            raise DockerError(f"composeDir {compose_dir!r} does not exist")
+        cmd = await self.compose_cmd()
+        res = await run(cmd + list(args), cwd=compose_dir, timeout=self.compose_timeout)
+        if res.rc != 0:
+            raise DockerError(f"{shlex.join(cmd + list(args))} failed (exit {res.rc}): "
+                              f"{tail(res.stderr) or tail(res.stdout) or 'no output'}")
+        return res
+
+    async def up(self, compose_dir: str) -> Result:
+        return await self.compose(compose_dir, "up", "-d")
+
+    async def stop(self, compose_dir: str) -> Result:
+        return await self.compose(compose_dir, "stop")

@@ -1,0 +1,482 @@
+"""The proxy: route by Host, start the service's containers when they are down, stream the
+request through, stop idle services. aiohttp 3.8 APIs only (Debian bookworm's python3-aiohttp)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import signal
+import time
+from collections import defaultdict
+from typing import Dict, Optional
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from . import __version__
+from . import config as configmod
+from .config import Config, ConfigError, ServiceConfig
+from .docker import Docker, DockerError
+from .headers import downstream_response_headers, routing_host, upstream_request_headers
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import Metrics
+
+log = logging.getLogger("docker_autostart")
+
+RECHECK_INTERVAL = 5.0  # a service seen ready within this many seconds is proxied without a docker call
+READY_POLL = 0.25  # seconds between readiness probes while starting
+CONTAINER_CHECK_EVERY = 8  # readiness probes between two `docker inspect` while starting
+NONBLOCKING_GRACE = 1.0  # a non-blocking request waits this long for an already-running service
+RETRY_AFTER = 5  # seconds, for non-blocking services while they start
+CONNECT_TIMEOUT = 10.0
+# aiohttp's client would add these itself; a proxy sends only what the client sent
+SKIP_AUTO_HEADERS = ("Accept-Encoding", "User-Agent", "Content-Type")
+RUNNING_STATES = ("running", "restarting")
+
+
+class StartError(Exception):
+    def __init__(self, status: int, message: str, reason: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.reason = reason
+
+
+class _UpstreamUnreachable(Exception):
+    """Connection refused before any request byte was read from the client: safe to retry."""
+
+
+class ServiceState:
+    def __init__(self, cfg: ServiceConfig):
+        self.cfg = cfg
+        self.in_flight = 0
+        self.last_active = time.monotonic()
+        self.ready = False  # last seen running and answering its readiness path
+        self.verified_at = 0.0
+        self.stopped: Optional[bool] = None  # True once we stopped it or saw it stopped
+        self.start_task: Optional[asyncio.Future] = None
+        self.last_error: Optional[str] = None
+
+    @property
+    def starting(self) -> bool:
+        return self.start_task is not None and not self.start_task.done()
+
+    def describe(self) -> str:
+        if self.starting:
+            return "starting"
+        if self.ready:
+            return "running"
+        if self.stopped:
+            return "stopped"
+        return "unknown"
+
+    def invalidate(self) -> None:
+        self.ready = False
+        self.verified_at = 0.0
+
+
+def json_error(status: int, message: str, err_type: str, host: Optional[str] = None,
+               headers: Optional[dict] = None) -> web.Response:
+    body = {"error": {"message": message, "type": err_type, "code": status}}
+    if host:
+        body["error"]["host"] = host
+    return web.Response(status=status, text=json.dumps(body), content_type="application/json",
+                        headers=headers)
+
+
+class Autostart:
+    def __init__(self, config_path: str, *, docker: Optional[Docker] = None, poll_interval: float = 2.0,
+                 idle_tick: float = 1.0):
+        self.config_path = config_path
+        self.docker = docker or Docker()
+        self.poll_interval = poll_interval
+        self.idle_tick = idle_tick
+        self.config = Config()
+        self.config_error: Optional[str] = None
+        self.states: Dict[str, ServiceState] = {}
+        self.metrics = Metrics(lambda: sorted(self.states.items()))
+        self._locks: Dict[str, asyncio.Lock] = {}
+        self._signature = None
+        self._tasks = []
+        self._stopping = set()
+        self.session: Optional[aiohttp.ClientSession] = None
+        self.started_at = time.time()
+
+    # ---------------------------------------------------------------- config
+    def reload(self, why: str) -> bool:
+        self._signature = configmod.file_signature(self.config_path)
+        try:
+            cfg = configmod.load(self.config_path)
+        except ConfigError as exc:
+            self.config_error = str(exc)
+            self.metrics.reloads.inc(result="error")
+            log.error("config rejected (%s): %s: %s; keeping the previous config (%d services)",
+                      why, self.config_path, exc, len(self.states))
+            return False
+        self.config_error = None
+        self.apply(cfg)
+        self.metrics.reloads.inc(result="ok")
+        log.info("config loaded (%s): %s: %d services: %s", why, self.config_path, len(cfg.services),
+                 ", ".join(sorted(cfg.services)) or "-")
+        return True
+
+    def apply(self, cfg: Config) -> None:
+        for host in list(self.states):
+            if host not in cfg.services:
+                log.info("service removed host=%s (its containers are left as they are)", host)
+                del self.states[host]
+        for host, svc in cfg.services.items():
+            st = self.states.get(host)
+            if st is None:
+                self.states[host] = ServiceState(svc)
+            elif st.cfg != svc:
+                st.cfg = svc
+                st.invalidate()
+                log.info("service changed host=%s", host)
+        self.config = cfg
+
+    async def _poll_config(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            sig = configmod.file_signature(self.config_path)
+            if sig == self._signature:
+                continue
+            if sig is None:
+                self._signature = None
+                log.warning("config file %s disappeared; keeping the current config", self.config_path)
+                continue
+            self.reload("file changed")
+
+    # ---------------------------------------------------------------- lifecycle
+    def _lock(self, compose_dir: str) -> asyncio.Lock:
+        lock = self._locks.get(compose_dir)
+        if lock is None:
+            lock = self._locks[compose_dir] = asyncio.Lock()
+        return lock
+
+    async def ensure_ready(self, st: ServiceState, wait: float) -> bool:
+        """True when the service is up and ready; False when still starting after `wait`
+        seconds; StartError when the start failed. Many callers share one start."""
+        if st.ready and time.monotonic() - st.verified_at < RECHECK_INTERVAL:
+            return True
+        task = st.start_task
+        if task is None or task.done():
+            task = st.start_task = asyncio.ensure_future(self._start(st))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved here
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=wait)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    async def _start(self, st: ServiceState) -> None:
+        cfg = st.cfg
+        t0 = time.monotonic()
+        deadline = t0 + cfg.max_wait
+        started = False
+        async with self._lock(cfg.compose_dir):
+            try:
+                states = await self.docker.running(cfg.containers)
+            except DockerError as exc:
+                raise self._fail(st, 502, f"cannot check containers: {exc}", "docker") from None
+            down = {c: s for c, s in states.items() if s not in RUNNING_STATES}
+            if down:
+                st.invalidate()
+                st.stopped = False
+                self.metrics.starts.inc(host=cfg.host)
+                log.info("starting host=%s (%s): %s; compose up -d in %s", cfg.host, cfg.name,
+                         ", ".join(f"{c} {s}" for c, s in down.items()), cfg.compose_dir)
+                try:
+                    await self.docker.up(cfg.compose_dir)
+                except DockerError as exc:
+                    raise self._fail(st, 502, str(exc), "compose") from None
+                started = True
+        await self._wait_ready(st, deadline)
+        elapsed = time.monotonic() - t0
+        if started:
+            self.metrics.start_duration.observe(elapsed, host=cfg.host)
+            log.info("ready host=%s after %.1fs", cfg.host, elapsed)
+        st.ready, st.verified_at, st.stopped, st.last_error = True, time.monotonic(), False, None
+
+    def _fail(self, st: ServiceState, status: int, message: str, reason: str) -> StartError:
+        st.invalidate()
+        st.last_error = message
+        self.metrics.start_failures.inc(host=st.cfg.host, reason=reason)
+        log.error("start failed host=%s reason=%s: %s", st.cfg.host, reason, message)
+        return StartError(status, message, reason)
+
+    async def _wait_ready(self, st: ServiceState, deadline: float) -> None:
+        cfg = st.cfg
+        url = f"http://127.0.0.1:{cfg.proxy_port}{cfg.readiness_path}"
+        last = "no answer yet"
+        probes = 0
+        while True:
+            try:
+                timeout = aiohttp.ClientTimeout(total=max(1.0, min(5.0, deadline - time.monotonic())))
+                async with self.session.get(url, timeout=timeout, allow_redirects=False) as resp:
+                    await resp.read()
+                    if 200 <= resp.status < 300:
+                        return
+                    last = f"{cfg.readiness_path} answered {resp.status}"
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                last = f"{cfg.readiness_path}: {type(exc).__name__}: {exc}".rstrip(": ")
+            if time.monotonic() >= deadline:
+                raise self._fail(st, 504, f"{cfg.host} not ready within maxWait={cfg.max_wait:g}s ({last})",
+                                 "timeout")
+            probes += 1
+            if probes % CONTAINER_CHECK_EVERY == 0:
+                try:
+                    states = await self.docker.running(cfg.containers)
+                except DockerError as exc:
+                    raise self._fail(st, 502, f"cannot check containers: {exc}", "docker") from None
+                dead = {c: s for c, s in states.items() if s not in RUNNING_STATES and s != "created"}
+                if dead:
+                    raise self._fail(st, 502, "container stopped while starting: " +
+                                     ", ".join(f"{c} {s}" for c, s in dead.items()), "exited")
+            await asyncio.sleep(max(0.0, min(READY_POLL, deadline - time.monotonic())))
+
+    async def _idle_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.idle_tick)
+            try:
+                self.idle_pass()
+            except Exception:  # never let the stopper die
+                log.exception("idle check failed")
+
+    def idle_pass(self) -> None:
+        groups = defaultdict(list)
+        for st in self.states.values():
+            groups[st.cfg.compose_dir].append(st)
+        for compose_dir, sts in groups.items():
+            if compose_dir in self._stopping or not self._idle(sts) or all(s.stopped for s in sts):
+                continue
+            self._stopping.add(compose_dir)
+            task = asyncio.ensure_future(self._stop_group(compose_dir, sts))
+            task.add_done_callback(lambda t, d=compose_dir: self._stopping.discard(d))
+
+    @staticmethod
+    def _idle(sts) -> bool:
+        now = time.monotonic()
+        return all(s.cfg.idle_timeout > 0 and not s.in_flight and not s.starting
+                   and now - s.last_active >= s.cfg.idle_timeout for s in sts)
+
+    async def _stop_group(self, compose_dir: str, sts) -> None:
+        async with self._lock(compose_dir):
+            if not self._idle(sts):
+                return
+            for s in sts:
+                s.invalidate()
+            containers = sorted({c for s in sts for c in s.cfg.containers})
+            try:
+                states = await self.docker.running(containers)
+            except DockerError as exc:
+                log.error("idle check failed for %s: %s", compose_dir, exc)
+                for s in sts:
+                    s.last_active = time.monotonic()  # try again after another idle period
+                return
+            if not any(v in RUNNING_STATES for v in states.values()):
+                for s in sts:
+                    s.stopped = True
+                return
+            if not self._idle(sts):  # a request came in while docker answered
+                return
+            hosts = ", ".join(s.cfg.host for s in sts)
+            idle_for = time.monotonic() - max(s.last_active for s in sts)
+            log.info("stopping host=%s after %.0fs idle: compose stop in %s", hosts, idle_for, compose_dir)
+            try:
+                await self.docker.stop(compose_dir)
+            except DockerError as exc:
+                log.error("stop failed host=%s: %s", hosts, exc)
+                for s in sts:
+                    self.metrics.stop_failures.inc(host=s.cfg.host)
+                    s.last_active = time.monotonic()
+                return
+            for s in sts:
+                s.stopped = True
+                self.metrics.stops.inc(host=s.cfg.host)
+            log.info("stopped host=%s", hosts)
+
+    # ---------------------------------------------------------------- HTTP
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        host = routing_host(request.headers.get("Host"))
+        st = self.states.get(host) if host else None
+        if st is None:
+            return self.own(request, host)
+        st.in_flight += 1
+        st.last_active = time.monotonic()
+        try:
+            resp = await self._serve(request, st)
+        finally:
+            st.in_flight -= 1
+            st.last_active = time.monotonic()
+        self.metrics.requests.inc(host=st.cfg.host, code=resp.status)
+        return resp
+
+    async def _serve(self, request: web.Request, st: ServiceState) -> web.StreamResponse:
+        body_touched = [False]
+        for attempt in (1, 2):
+            cfg = st.cfg
+            try:
+                wait = cfg.max_wait if cfg.blocking else min(NONBLOCKING_GRACE, cfg.max_wait)
+                if not await self.ensure_ready(st, wait):
+                    if cfg.blocking:
+                        return json_error(504, f"{cfg.host} is still starting after {cfg.max_wait:g}s",
+                                          "start_timeout", cfg.host)
+                    return json_error(503, f"{cfg.host} is starting, retry in a few seconds", "starting",
+                                      cfg.host, headers={"Retry-After": str(RETRY_AFTER)})
+            except StartError as exc:
+                return json_error(exc.status, exc.message,
+                                  "start_timeout" if exc.status == 504 else "start_failed", cfg.host)
+            try:
+                return await self._forward(request, st, body_touched)
+            except _UpstreamUnreachable as exc:
+                st.invalidate()
+                if attempt == 2 or body_touched[0]:
+                    self.metrics.upstream_errors.inc(host=cfg.host, kind="connect")
+                    return json_error(502, f"{cfg.host} unreachable: {exc}", "upstream_unreachable", cfg.host)
+                log.warning("host=%s refused the connection; checking its containers", cfg.host)
+        raise AssertionError("unreachable")
+
+    async def _forward(self, request: web.Request, st: ServiceState, body_touched) -> web.StreamResponse:
+        cfg = st.cfg
+        path = request.raw_path if request.raw_path.startswith("/") else request.rel_url.path_qs
+        url = URL(f"http://127.0.0.1:{cfg.proxy_port}{path}", encoded=True)
+        headers = upstream_request_headers(request.headers, remote=request.remote, scheme=request.scheme)
+        data = _body(request.content, body_touched) if request.body_exists else None
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=cfg.upstream_timeout)
+        try:
+            async with self.session.request(request.method, url, headers=headers, data=data,
+                                            allow_redirects=False, skip_auto_headers=SKIP_AUTO_HEADERS,
+                                            timeout=timeout) as up:
+                out_headers = downstream_response_headers(up.headers)
+                if request.method == "HEAD" or up.status in (204, 304) or up.status < 200:
+                    return web.Response(status=up.status, reason=up.reason, headers=out_headers)
+                resp = web.StreamResponse(status=up.status, reason=up.reason, headers=out_headers)
+                await resp.prepare(request)
+                try:
+                    async for chunk in up.content.iter_any():
+                        await resp.write(chunk)
+                except ConnectionError:
+                    return resp  # the client went away; leaving the block closes upstream
+                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                    kind = "timeout" if isinstance(exc, asyncio.TimeoutError) else "broken"
+                    self.metrics.upstream_errors.inc(host=cfg.host, kind=kind)
+                    log.warning("host=%s upstream %s mid-response on %s %s: %s", cfg.host, kind,
+                                request.method, request.path, type(exc).__name__)
+                    if request.transport is not None:
+                        request.transport.close()  # a truncated body must not look complete
+                    return resp
+                await resp.write_eof()
+                return resp
+        except aiohttp.ClientConnectorError as exc:
+            raise _UpstreamUnreachable(str(exc)) from None
+        except asyncio.TimeoutError:
+            self.metrics.upstream_errors.inc(host=cfg.host, kind="timeout")
+            return json_error(504, f"{cfg.host} did not answer within {cfg.upstream_timeout:g}s",
+                              "upstream_timeout", cfg.host)
+        except aiohttp.ClientError as exc:
+            self.metrics.upstream_errors.inc(host=cfg.host, kind="broken")
+            st.invalidate()
+            return json_error(502, f"{cfg.host} upstream error: {type(exc).__name__}: {exc}".rstrip(": "),
+                              "upstream_error", cfg.host)
+
+    def own(self, request: web.Request, host: Optional[str]) -> web.Response:
+        """The proxy's own endpoints, for Hosts that are not a configured service."""
+        if request.path == "/health" and request.method in ("GET", "HEAD"):
+            body = {
+                "status": "ok",
+                "version": __version__,
+                "uptime_s": round(time.time() - self.started_at, 1),
+                "config": self.config_path,
+                "config_error": self.config_error,
+                "services": {h: {"name": s.cfg.name, "state": s.describe(), "in_flight": s.in_flight,
+                                 "blocking": s.cfg.blocking, "last_error": s.last_error}
+                             for h, s in sorted(self.states.items())},
+            }
+            return web.json_response(body)
+        if request.path == "/metrics" and request.method in ("GET", "HEAD"):
+            return web.Response(body=self.metrics.render().encode(),
+                                headers={"Content-Type": METRICS_CONTENT_TYPE})
+        return json_error(404, f"no service is configured for host {host!r}" if host else
+                          "no Host header and no such endpoint", "unknown_host", host)
+
+    # ---------------------------------------------------------------- app
+    async def _on_startup(self, app) -> None:
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, force_close=True),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            trust_env=False,
+        )
+        self._tasks = [asyncio.ensure_future(self._idle_loop())]
+        if self.poll_interval > 0:
+            self._tasks.append(asyncio.ensure_future(self._poll_config()))
+        self._tasks.append(asyncio.ensure_future(self._detect_compose()))
+
+    async def _detect_compose(self) -> None:
+        try:
+            await self.docker.compose_cmd()
+        except Exception as exc:  # reported again on each start
+            log.error("%s", exc)
+
+    async def _on_cleanup(self, app) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self.session is not None:
+            await self.session.close()
+
+    def make_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        app.on_startup.append(self._on_startup)
+        app.on_cleanup.append(self._on_cleanup)
+        return app
+
+
+async def _body(content, touched):
+    """The client's request body, chunk by chunk as it arrives (flow-controlled both ways)."""
+    while True:
+        touched[0] = True
+        chunk = await content.readany()
+        if not chunk:
+            return
+        yield chunk
+
+
+async def serve(autostart: Autostart, host: str, port: int, *, access_log: bool = False,
+                shutdown_timeout: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    autostart.reload("startup")
+    app = autostart.make_app()
+    runner_kwargs = {"handle_signals": False}
+    if not access_log:
+        runner_kwargs["access_log"] = None
+    site_kwargs = {}
+    if "shutdown_timeout" in inspect.signature(web.BaseRunner.__init__).parameters:  # aiohttp >= 3.9
+        runner_kwargs["shutdown_timeout"] = shutdown_timeout
+    else:  # aiohttp 3.8
+        site_kwargs["shutdown_timeout"] = shutdown_timeout
+    runner = web.AppRunner(app, **runner_kwargs)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, **site_kwargs)
+    await site.start()
+    log.info("docker-autostart %s listening on http://%s:%d (aiohttp %s)", __version__,
+             f"[{host}]" if ":" in host else host, port, aiohttp.__version__)
+    done = asyncio.Event()
+    loop.add_signal_handler(signal.SIGHUP, lambda: autostart.reload("SIGHUP"))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, done.set)
+    try:
+        await done.wait()
+    finally:
+        log.info("shutting down (waiting up to %.0fs for requests in flight; containers are left running)",
+                 shutdown_timeout)
+        await runner.cleanup()
