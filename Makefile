@@ -60,7 +60,8 @@ test-integration: venv venv-ml docker base-images
 	$(PYTEST) tests/integration $(addprefix --ignore=,$(ML_INTEGRATION))
 	$(if $(ML_INTEGRATION),$(MLPY) -m pytest $(ML_INTEGRATION))
 
-test-e2e: sandbox
+# the e2e tier rebuilds the sandbox from scratch itself (SANDBOX_REUSE=1 keeps a running one)
+test-e2e: venv base-images
 	$(PYTEST) tests/e2e
 
 test: test-unit test-integration test-e2e

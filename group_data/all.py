@@ -16,6 +16,7 @@ services = [
         "container": "faster-whisper",
         "image_name": "whisper-faster",
         "image_dir": "faster",  # images/<image_dir>/Dockerfile, build context images/
+        "build_args": {},
         "port": 8001,
         "model": "Systran/faster-whisper-small",
         "device": "cpu",
@@ -38,6 +39,8 @@ services = [
         "container": "whisperx",
         "image_name": "whisperx",
         "image_dir": "whisperx",
+        # TORCH_INDEX_URL: CPU wheels by default; https://download.pytorch.org/whl/cu128 for GPU hosts
+        "build_args": {},
         "port": 8002,
         "model": "base",
         "device": "cpu",
@@ -52,8 +55,11 @@ services = [
         "enabled": True,
     },
 ]
-# {"faster": {"model": "..."}, ...}: merged over the entries above, per group or per run
+# {"faster": {"model": "..."}, ...}: merged over the entries above, per group
 service_overrides = {}
+# merged over those, for one run without repeating the group's own overrides:
+#   pyinfra inventory.py deploy.py --data 'service_overrides_extra={"faster": {"max_queue": 4}}'
+service_overrides_extra = {}
 
 # --- naming ------------------------------------------------------------------------------
 domain = "srv759970.hstgr.cloud"  # vhost of a service = <subdomain>.<domain>

@@ -30,6 +30,8 @@ service_overrides = {
     "faster": {"model": "/models/tiny.en", "extra_env": {"HF_HUB_OFFLINE": "1"}},
     "whisperx": {
         "model": "/models/tiny.en",
+        # only PyPI is reachable here: its Linux torch is the CUDA build (a bigger image)
+        "build_args": {"TORCH_INDEX_URL": "https://pypi.org/simple"},
         "extra_env": {"HF_HUB_OFFLINE": "1", "STT_DIARIZATION_BACKEND": "auto", "STT_BATCH_SIZE": "8"},
     },
 }

@@ -33,9 +33,10 @@ def _merge(base: dict, override: dict) -> dict:
 def services(data) -> list[dict]:
     """Enabled services, each with its vhost, image sources and overrides applied."""
     overrides = data.get("service_overrides") or {}
+    extra = data.get("service_overrides_extra") or {}
     result = []
     for entry in data.services:
-        svc = _merge(entry, overrides.get(entry["key"], {}))
+        svc = _merge(_merge(entry, overrides.get(entry["key"], {})), extra.get(entry["key"], {}))
         if not svc.get("enabled", True):
             continue
         svc["vhost"] = f"{svc['subdomain']}.{data.domain}"

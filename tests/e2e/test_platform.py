@@ -1,0 +1,123 @@
+"""Issue 7: the whole platform on the sandbox, used the way the runbook's readers use it."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import jiwer
+import openai
+import pytest
+
+from sandbox.client import base_url, http_client, requests_session
+
+from .conftest import REPO, pyinfra, ssh
+
+pytestmark = pytest.mark.sandbox
+SENTENCE = "the quick brown fox jumps over the lazy dog and speech recognition works on this platform"
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("speech")
+    wav = folder / "sentence.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), SENTENCE], check=True)
+    mp3 = folder / "meeting.mp3"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(wav), str(mp3)], check=True)
+    return mp3
+
+
+def _wer(text: str) -> float:
+    norm = lambda s: " ".join("".join(c for c in s.lower() if c.isalnum() or c.isspace()).split())  # noqa: E731
+    return jiwer.wer(SENTENCE, norm(text))
+
+
+def _running(container: str) -> bool:
+    out = ssh(f"docker inspect -f '{{{{.State.Running}}}}' {container}", check=False).stdout.strip()
+    return out == "true"
+
+
+def _started_at(container: str) -> str:
+    return ssh(f"docker inspect -f '{{{{.Id}}}} {{{{.State.StartedAt}}}}' {container}").stdout.strip()
+
+
+def test_runbook_openai_example(deployed, speech):
+    # the runbook's example, with the sandbox's URL, key, certificate and model name
+    client = openai.OpenAI(
+        base_url=base_url("whisper.sandbox.test") + "/v1",
+        api_key=deployed["secrets"]["WHISPER_API_KEY"],
+        http_client=http_client("whisper.sandbox.test"),
+    )
+    with open(speech, "rb") as audio_file:
+        transcript = client.audio.transcriptions.create(model="whisper-1", file=audio_file, language="en")
+    print(transcript.text)
+    assert _wer(transcript.text) <= 0.25
+
+
+def test_runbook_whisperx_example(deployed, speech):
+    # the runbook's requests example, with basic-auth credentials and the sandbox's URL
+    s = deployed["secrets"]
+    url = base_url("whisperx.sandbox.test") + "/transcribe"
+    requests = requests_session("whisperx.sandbox.test")
+    with open(speech, "rb") as f:
+        files = {"file": f}
+        data = {"model": "/models/tiny.en", "language": "en", "diarize": "true"}
+        response = requests.post(url, files=files, data=data,
+                                 auth=(s["WHISPER_BASIC_AUTH_USER"], s["WHISPER_BASIC_AUTH_PASSWORD"]))
+    assert response.status_code == 200, response.text[:1000]
+    result = response.json()
+    for segment in result["segments"]:
+        print(f"[{segment['speaker']}] {segment['text']}")
+    assert _wer(" ".join(seg["text"] for seg in result["segments"])) <= 0.25
+    assert all(seg["speaker"].startswith("SPEAKER_") for seg in result["segments"])
+
+
+def test_cold_start_idle_stop_warm(deployed, speech):
+    key = deployed["secrets"]["WHISPER_API_KEY"]
+    pyinfra("-y", "--data", "autostart_idle_timeout=15")
+    try:
+        with http_client("whisper.sandbox.test") as http:
+            health = base_url("whisper.sandbox.test") + "/health"
+            auth = {"Authorization": f"Bearer {key}"}
+            # wait for the idle stop of whatever ran before
+            deadline = time.monotonic() + 120
+            while _running("faster-whisper") and time.monotonic() < deadline:
+                time.sleep(2)
+            assert not _running("faster-whisper"), "idle stop did not happen"
+            started = time.monotonic()
+            assert http.get(health, headers=auth).status_code == 200
+            cold = time.monotonic() - started
+            assert _running("faster-whisper")
+            started = time.monotonic()
+            assert http.get(health, headers=auth).status_code == 200
+            warm = time.monotonic() - started
+            print(f"cold start {cold:.2f} s, warm {warm:.3f} s")
+            assert warm < cold
+            deadline = time.monotonic() + 120
+            while _running("faster-whisper") and time.monotonic() < deadline:
+                time.sleep(2)
+            assert not _running("faster-whisper"), "idle stop did not happen"
+            assert http.get(health, headers=auth).status_code == 200  # and back again
+    finally:
+        pyinfra("-y")
+
+
+def test_template_change_restarts_only_the_affected_service(deployed, tmp_path):
+    key = deployed["secrets"]["WHISPER_API_KEY"]
+    for vhost in ("whisper.sandbox.test", "whisperx.sandbox.test"):
+        with http_client(vhost) as http:
+            assert http.get(base_url(vhost) + "/health", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    before = {c: _started_at(c) for c in ("faster-whisper", "whisperx")}
+    change = ["--data", 'service_overrides_extra={"faster": {"max_queue": 3}}']
+    dry = pyinfra("--dry", "--diff", *change)
+    assert "Will modify /opt/whisper-faster/docker-compose.yml" in dry.output
+    assert '+      STT_MAX_QUEUE: "3"' in dry.output
+    assert "/opt/whisperx/docker-compose.yml" not in dry.output
+    try:
+        pyinfra("-y", *change)
+        assert "STT_MAX_QUEUE=3" in ssh("docker exec faster-whisper env").stdout
+        assert _started_at("faster-whisper") != before["faster-whisper"]
+        assert _started_at("whisperx") == before["whisperx"]
+        assert pyinfra("-y", "--json", *change).json()["totals"]["success"] == 0
+    finally:
+        pyinfra("-y")
