@@ -1,0 +1,15 @@
+"""Shared API glue of the speech-to-text images (see README.md for the public API)."""
+from .app import Service, create_app
+from .auth import check_key, require_api_key
+from .errors import (APIError, bad_request, error_body, install_error_handlers, not_found, too_large,
+                     unauthorized, unavailable)
+from .executor import InferenceExecutor, StreamHandle
+from .formats import (RESPONSE_FORMATS, Segment, Transcript, Word, join_text, render_transcript, to_diarized_json,
+                      to_json, to_srt, to_text, to_verbose_json, to_vtt)
+from .forms import TranscriptionForm
+from .metrics import Metrics, MetricsMiddleware, metrics_router
+from .models import ModelCache, find_local_model, list_local_models
+from .settings import STTSettings
+from .uploads import SAMPLE_RATE, Upload, decode_audio, decode_audio_sync, iter_audio_chunks, receive_upload
+
+__all__ = [n for n in dir() if not n.startswith("_")]

@@ -1,0 +1,43 @@
+"""create_app: error handlers, auth, /health, /metrics, Swagger; each service adds its engine and routes."""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from fastapi import APIRouter, Depends, FastAPI
+
+from .auth import require_api_key
+from .errors import install_error_handlers
+from .health import health_router
+from .metrics import Metrics, MetricsMiddleware, metrics_router
+
+
+class Service:
+    def __init__(self, app: FastAPI, settings, metrics: Metrics):
+        self.app, self.settings, self.metrics = app, settings, metrics
+        self.api = APIRouter(dependencies=[Depends(require_api_key(settings))])
+        self.ready: Callable[[], bool] = lambda: False
+        self.details: Callable[[], dict] = lambda: {}
+        self.error: Optional[str] = None
+        self._mounted = False
+
+    def fail(self, message: str) -> None:
+        """Mark the service broken (e.g. the default model cannot load): /health says so."""
+        self.error = message
+
+    def mount(self) -> None:
+        if not self._mounted:
+            self.app.include_router(self.api)
+            self._mounted = True
+
+
+def create_app(settings, title: str, version: str = "0.1.0", description: str = "",
+               lifespan=None, metrics: Optional[Metrics] = None):
+    app = FastAPI(title=title, version=version, description=description, lifespan=lifespan)
+    metrics = metrics or Metrics()
+    svc = Service(app, settings, metrics)
+    app.state.service = svc
+    install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.include_router(health_router(svc))
+    app.include_router(metrics_router(metrics))
+    return app, svc

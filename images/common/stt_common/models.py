@@ -1,0 +1,195 @@
+"""Model cache generic over a loader: load once, share concurrent loads, idle TTL unload, load timeout."""
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+from .errors import APIError, not_found, unavailable
+
+log = logging.getLogger("stt_common.models")
+
+
+@dataclass
+class _Entry:
+    model: Any
+    last_used: float = field(default_factory=time.monotonic)
+    users: int = 0
+    loaded_at: float = field(default_factory=time.time)
+
+
+class ModelCache:
+    def __init__(self, loader: Callable[[str], Any], default: str, ttl: float = 600, load_timeout: float = 300,
+                 metrics=None, resolve: Optional[Callable[[Optional[str]], str]] = None,
+                 unload: Optional[Callable[[str, Any], None]] = None):
+        self.loader, self.ttl, self.load_timeout = loader, ttl, load_timeout
+        self.metrics, self._resolve, self._unload = metrics, resolve, unload
+        self.default_key = self.key(default)
+        self._models: Dict[str, _Entry] = {}
+        self._loading: Dict[str, asyncio.Future] = {}
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="model-load")
+        self._reaper: Optional[asyncio.Task] = None
+        self.last_error: Optional[str] = None
+
+    def key(self, name: Optional[str]) -> str:
+        if self._resolve is not None:
+            return self._resolve(name)
+        return name or self.default_key
+
+    # -- queries ---------------------------------------------------------------
+    def is_loaded(self, name: Optional[str] = None) -> bool:
+        return (self.default_key if name is None else self.key(name)) in self._models
+
+    def loaded(self) -> List[str]:
+        return list(self._models)
+
+    def loading(self) -> List[str]:
+        return list(self._loading)
+
+    # -- loading -----------------------------------------------------------------
+    async def _load(self, key: str) -> Any:
+        t0 = time.monotonic()
+        try:
+            model = await asyncio.get_running_loop().run_in_executor(self._pool, self.loader, key)
+        except APIError as e:
+            self._count(key, "error")
+            self.last_error = e.message
+            raise
+        except Exception as e:  # noqa: BLE001 - reported to the caller as a clear error
+            self._count(key, "error")
+            msg = f"Model '{key}' could not be loaded: {type(e).__name__}: {str(e)[:300]}"
+            self.last_error = msg
+            log.warning(msg)
+            raise not_found(msg, param="model", code="model_not_found") from None
+        finally:
+            self._loading.pop(key, None)
+        self._models[key] = _Entry(model)
+        self._count(key, "ok")
+        if self.metrics is not None:
+            self.metrics.model_load_seconds.labels(key).observe(time.monotonic() - t0)
+            self.metrics.models_loaded.set(len(self._models))
+        log.info("loaded model %s in %.1fs", key, time.monotonic() - t0)
+        return model
+
+    def _count(self, key: str, result: str) -> None:
+        if self.metrics is not None:
+            self.metrics.model_loads.labels(key, result).inc()
+
+    async def _get_entry(self, key: str) -> _Entry:
+        e = self._models.get(key)
+        if e is not None:
+            return e
+        fut = self._loading.get(key)
+        if fut is None:
+            fut = asyncio.ensure_future(self._load(key))
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # never "never retrieved"
+            self._loading[key] = fut
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout=self.load_timeout)
+        except asyncio.TimeoutError:
+            raise unavailable(f"Model '{key}' did not load within {self.load_timeout:g} s; it keeps loading in "
+                              f"the background, retry later.", retry_after=30, code="model_load_timeout") from None
+        return self._models[key]
+
+    async def get(self, name: Optional[str] = None) -> Any:
+        e = await self._get_entry(self.key(name))
+        e.last_used = time.monotonic()
+        return e.model
+
+    @asynccontextmanager
+    async def use(self, name: Optional[str] = None):
+        e = await self._get_entry(self.key(name))
+        e.users += 1
+        e.last_used = time.monotonic()
+        try:
+            yield e.model
+        finally:
+            e.users -= 1
+            e.last_used = time.monotonic()
+
+    async def load_default(self) -> Any:
+        return await self.get(None)
+
+    # -- unloading ---------------------------------------------------------------
+    def reap(self, now: Optional[float] = None) -> List[str]:
+        """Unload idle non-default models; returns their names."""
+        if self.ttl is None or self.ttl < 0:
+            return []
+        now = time.monotonic() if now is None else now
+        gone = [k for k, e in self._models.items()
+                if k != self.default_key and e.users == 0 and now - e.last_used >= self.ttl]
+        for k in gone:
+            e = self._models.pop(k)
+            if self._unload is not None:
+                try:
+                    self._unload(k, e.model)
+                except Exception:  # noqa: BLE001
+                    log.exception("unload hook failed for %s", k)
+            del e
+            log.info("unloaded idle model %s", k)
+        if gone:
+            gc.collect()
+            if self.metrics is not None:
+                self.metrics.models_loaded.set(len(self._models))
+        return gone
+
+    def start_reaper(self, interval: Optional[float] = None) -> None:
+        if self.ttl is None or self.ttl < 0 or self._reaper is not None:
+            return
+        every = interval if interval is not None else max(1.0, min(30.0, self.ttl / 4))
+
+        async def loop():
+            while True:
+                await asyncio.sleep(every)
+                self.reap()
+
+        self._reaper = asyncio.ensure_future(loop())
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
+        self._models.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+# -- local model folders ---------------------------------------------------------
+
+def find_local_model(name: str, models_dir: Optional[str]) -> Optional[str]:
+    """A folder for `name` under `models_dir` (name, its last part, or an HF cache layout), else None."""
+    if not models_dir or not name or not os.path.isdir(models_dir):
+        return None
+    if os.path.isabs(name) or ".." in name.split("/"):
+        return None
+    root = os.path.realpath(models_dir)
+    candidates = [os.path.join(root, name), os.path.join(root, name.rsplit("/", 1)[-1])]
+    if "/" in name:
+        snaps = os.path.join(root, "models--" + name.replace("/", "--"), "snapshots")
+        if os.path.isdir(snaps):
+            candidates += sorted((os.path.join(snaps, s) for s in os.listdir(snaps)), reverse=True)
+    for c in candidates:
+        real = os.path.realpath(c)
+        if (real == root or real.startswith(root + os.sep)) and os.path.isdir(real) and real != root:
+            return real
+    return None
+
+
+def list_local_models(models_dir: Optional[str]) -> List[str]:
+    if not models_dir or not os.path.isdir(models_dir):
+        return []
+    out = []
+    for n in sorted(os.listdir(models_dir)):
+        p = os.path.join(models_dir, n)
+        if not os.path.isdir(p) or n.startswith("."):
+            continue
+        if n.startswith("models--"):
+            out.append(n[len("models--"):].replace("--", "/"))
+        else:
+            out.append(n)
+    return out

@@ -1,0 +1,53 @@
+"""Typed settings shared by both images (env names: images/README.md)."""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class STTSettings(BaseSettings):
+    """Environment `STT_*`. Subclass to add service knobs or change the default model."""
+
+    model_config = SettingsConfigDict(env_prefix="STT_", extra="ignore", protected_namespaces=())
+
+    model: str = "Systran/faster-whisper-small"
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    compute_type: Optional[str] = None
+    cpu_threads: int = Field(0, ge=0)
+    models_dir: str = "/models"
+    model_ttl: float = 600
+    model_load_timeout: float = Field(300, gt=0)
+    api_keys: str = ""
+    max_upload_mb: float = Field(500, gt=0)
+    max_concurrency: int = Field(1, ge=1)
+    max_queue: int = Field(8, ge=0)
+    tmp_dir: Optional[str] = None
+    host: str = Field("0.0.0.0", validation_alias=AliasChoices("HOST", "STT_HOST"))
+    port: int = Field(8000, validation_alias=AliasChoices("PORT", "STT_PORT"))
+
+    @field_validator("compute_type", "tmp_dir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v):
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @property
+    def effective_compute_type(self) -> str:
+        if self.compute_type:
+            return self.compute_type
+        return "float16" if self.device == "cuda" else "int8"
+
+    @property
+    def api_key_set(self) -> frozenset[str]:
+        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    def public_dict(self) -> dict:
+        """Settings safe to show (no keys)."""
+        d = self.model_dump()
+        d["api_keys"] = f"{len(self.api_key_set)} configured"
+        return d
