@@ -36,10 +36,22 @@ class InferenceExecutor:
             self.metrics.queue_depth.set(self.waiting)
             self.metrics.in_progress.set(self.running)
 
+    def full(self) -> bool:
+        return self.running + self.waiting >= self.max_concurrency + self.max_queue
+
+    def check(self) -> None:
+        """Refuse early (before reading an upload) when a new request could not even wait in line."""
+        if self.full():
+            if self.metrics is not None:
+                self.metrics.rejected.inc()
+            raise unavailable(
+                f"The server is busy: {self.running} running and {self.waiting} waiting. Retry later.",
+                retry_after=self.retry_after(), code="queue_full")
+
     async def acquire(self) -> None:
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.max_concurrency)
-        if self.running + self.waiting >= self.max_concurrency + self.max_queue:
+        if self.full():
             if self.metrics is not None:
                 self.metrics.rejected.inc()
             raise unavailable(

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Dict, Iterator, List, Optional, Union
@@ -176,8 +177,9 @@ def _open(src):
 
 
 def _short(e: Exception) -> str:
-    s = str(e).strip() or type(e).__name__
-    return s.replace(os.sep + "tmp" + os.sep, "")[:200]
+    """FFmpeg's reason without the errno and the server-side temp file name."""
+    s = getattr(e, "strerror", None) or str(e).strip() or type(e).__name__
+    return re.sub(r"\S*stt-upload-\S*", "", str(s)).strip(" :'")[:200]
 
 
 def _iter_frames(src) -> Iterator[np.ndarray]:

@@ -1,0 +1,21 @@
+"""python -m faster_server: serve on $HOST:$PORT (default 0.0.0.0:8000)."""
+import logging
+import os
+
+import uvicorn
+
+from .app import build_app
+from .settings import FasterSettings
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = FasterSettings()
+    app = build_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=os.environ.get("LOG_LEVEL", "info").lower(),
+                access_log=os.environ.get("ACCESS_LOG", "1") not in ("0", "false", "no"), timeout_keep_alive=30)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""The FastAPI app: OpenAI's /v1/audio/transcriptions and /translations, /v1/models, plus stt_common's glue."""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import time
+from contextlib import asynccontextmanager
+from typing import Optional
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from stt_common import (APIError, InferenceExecutor, ModelCache, Transcript, TranscriptionForm, create_app,
+                        error_body, iter_audio_chunks, join_text, receive_upload, render_transcript)
+
+from . import __version__
+from .engine import LANGUAGE_NAMES, Info, ModelNames, Options, check_language, load_model, transcribe_chunks
+from .settings import FasterSettings
+
+log = logging.getLogger("faster_server")
+
+FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+
+
+def _open_chunks(path: str, seconds: float):
+    """Decode the first chunk now (undecodable input fails here, as a 400); the rest lazily, from the open file."""
+    it = iter_audio_chunks(path, seconds)
+    first = next(it)
+    return first, it
+
+
+def _sse(obj: dict) -> bytes:
+    return ("data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n\n").encode()
+
+
+def build_app(settings: Optional[FasterSettings] = None):
+    settings = settings or FasterSettings()
+    names = ModelNames(settings)
+    state = {}
+
+    @asynccontextmanager
+    async def lifespan(app):
+        async def load_default():
+            try:
+                await cache.load_default()
+            except APIError as e:
+                svc.fail(e.message)
+                log.error("default model failed to load: %s", e.message)
+
+        state["default_load"] = asyncio.ensure_future(load_default())
+        cache.start_reaper()
+        try:
+            yield
+        finally:
+            state["default_load"].cancel()
+            await cache.close()
+            executor.shutdown()
+
+    app, svc = create_app(
+        settings, title="faster-whisper server", version=__version__, lifespan=lifespan,
+        description="OpenAI-compatible speech-to-text on faster-whisper (CTranslate2). "
+                    "Use the `openai` SDK with `base_url=<this server>/v1`.")
+    metrics = svc.metrics
+    cache = ModelCache(loader=lambda key: load_model(key, settings), default=settings.model, ttl=settings.model_ttl,
+                       load_timeout=settings.model_load_timeout, metrics=metrics, resolve=names.resolve)
+    executor = InferenceExecutor(settings.max_concurrency, settings.max_queue, metrics=metrics)
+    svc.ready = lambda: cache.is_loaded(None)
+    svc.details = lambda: {"model": settings.model, "loaded_models": cache.loaded(),
+                           "running": executor.running, "waiting": executor.waiting}
+    app.state.cache, app.state.executor, app.state.names = cache, executor, names
+
+    async def handle(request: Request, task: str):
+        executor.check()  # refuse a full queue before reading a (maybe huge) upload
+        async with receive_upload(request, settings.max_upload_bytes, tmp_dir=settings.tmp_dir) as up:
+            form = TranscriptionForm.parse(up.fields, allowed_formats=FORMATS, allow_stream=(task == "transcribe"))
+            language = check_language(form.language)
+            key = names.resolve(form.model)
+            first, rest = await run_in_threadpool(_open_chunks, up.path, settings.chunk_seconds)
+        # the upload's name is gone now; the decoder still reads the rest of a long file from its open handle
+        chunks = itertools.chain([first], rest)
+        opts = Options(task=task, language=language, prompt=form.prompt, temperature=form.temperature,
+                       word_timestamps=form.word_timestamps)
+        info = Info()
+        try:
+            model = await cache.get(key)
+        except BaseException:
+            rest.close()
+            raise
+
+        def work():
+            try:
+                return list(transcribe_chunks(model, chunks, opts, settings, info))
+            finally:
+                rest.close()
+
+        if form.stream:
+            return await stream_response(key, model, chunks, rest, opts, info, task)
+
+        t0 = time.perf_counter()
+        try:
+            async with cache.use(key):
+                segments = await executor.run(work)
+        except BaseException:
+            rest.close()
+            raise
+        _account(task, info, time.perf_counter() - t0)
+        transcript = Transcript(text=join_text(segments), segments=segments, task=task,
+                                language=LANGUAGE_NAMES.get(info.language, info.language), duration=info.duration)
+        return render_transcript(transcript, form.response_format, form.word_timestamps, form.segment_timestamps)
+
+    def _account(task: str, info: Info, seconds: float) -> None:
+        metrics.audio_seconds.labels(task).inc(info.duration)
+        metrics.inference_seconds.labels(task).inc(seconds)
+
+    async def stream_response(key, model, chunks, rest, opts, info, task):
+        def produce():
+            try:
+                yield from transcribe_chunks(model, chunks, opts, settings, info)
+            finally:
+                rest.close()
+
+        handle = executor.stream(produce)
+        try:
+            await handle.start()  # a full queue is still a real 503 status here
+        except BaseException:
+            rest.close()
+            raise
+
+        async def events():
+            parts = []
+            t0 = time.perf_counter()
+            try:
+                async with cache.use(key):
+                    async for seg in handle:
+                        delta = seg.text.lstrip() if not parts else seg.text
+                        parts.append(delta)
+                        yield _sse({"type": "transcript.text.delta", "delta": delta})
+                _account(task, info, time.perf_counter() - t0)
+                yield _sse({"type": "transcript.text.done", "text": "".join(parts).strip(),
+                            "usage": {"type": "duration", "seconds": int(round(info.duration + 0.4999))}})
+            except APIError as e:
+                yield _sse({"type": "error", **e.body()})
+            except Exception:  # noqa: BLE001 - the status is already sent: report in-band
+                log.exception("stream failed")
+                yield _sse({"type": "error", **error_body("The server had an error while transcribing.",
+                                                          "server_error", None, "internal_error")})
+            finally:
+                handle.cancel()
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @svc.api.post("/v1/audio/transcriptions", tags=["audio"], summary="Transcribe audio (OpenAI-compatible)",
+                  openapi_extra=TranscriptionForm.openapi_body(formats=FORMATS))
+    async def transcriptions(request: Request):
+        return await handle(request, "transcribe")
+
+    @svc.api.post("/v1/audio/translations", tags=["audio"], summary="Translate audio to English (OpenAI-compatible)",
+                  openapi_extra=TranscriptionForm.openapi_body(formats=FORMATS, stream=False, language=False))
+    async def translations(request: Request):
+        return await handle(request, "translate")
+
+    def model_obj(model_id: str, key: str) -> dict:
+        return {"id": model_id, "object": "model", "created": 0, "owned_by": "faster-whisper",
+                "loaded": key in cache.loaded(), "default": key == names.default_key}
+
+    @svc.api.get("/v1/models", tags=["models"], summary="Models this server can serve, and which are loaded")
+    async def list_models():
+        data = []
+        for m in names.available():
+            try:
+                data.append(model_obj(m, names.resolve(m)))
+            except APIError:
+                continue
+        return JSONResponse({"object": "list", "data": data})
+
+    @svc.api.get("/v1/models/{model_id:path}", tags=["models"], summary="One model")
+    async def get_model(model_id: str):
+        return JSONResponse(model_obj(model_id, names.resolve(model_id)))
+
+    svc.mount()
+    return app

@@ -1,0 +1,154 @@
+"""faster-whisper behind a small interface: model names, loading, transcription as a segment iterator."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Iterator, List, Optional
+
+import numpy as np
+
+from stt_common import SAMPLE_RATE, Segment, Word, bad_request, find_local_model, list_local_models, not_found
+
+from .settings import FasterSettings
+
+log = logging.getLogger("faster_server.engine")
+
+ALIASES = ("whisper-1",)
+
+LANGUAGE_NAMES = {
+    "en": "english", "fr": "french", "de": "german", "es": "spanish", "it": "italian", "pt": "portuguese",
+    "nl": "dutch", "ru": "russian", "zh": "chinese", "ja": "japanese", "ko": "korean", "ar": "arabic",
+    "hi": "hindi", "tr": "turkish", "pl": "polish", "uk": "ukrainian", "sv": "swedish", "da": "danish",
+    "no": "norwegian", "fi": "finnish", "cs": "czech", "el": "greek", "he": "hebrew", "hu": "hungarian",
+    "ro": "romanian", "id": "indonesian", "vi": "vietnamese", "th": "thai", "ca": "catalan", "fa": "persian",
+}
+
+
+def catalogue() -> dict:
+    from faster_whisper.utils import _MODELS
+    return dict(_MODELS)
+
+
+def language_codes() -> tuple:
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+    return tuple(_LANGUAGE_CODES)
+
+
+class ModelNames:
+    """Maps request model names to load keys (a local folder or a hub id)."""
+
+    def __init__(self, settings: FasterSettings):
+        self.settings = settings
+        self.default_id = settings.model
+        self.default_key = self._key_for(settings.model, default=True)
+
+    def _key_for(self, name: str, default: bool = False) -> Optional[str]:
+        s = self.settings
+        local = find_local_model(name, s.models_dir)
+        if local:
+            return local
+        cat = catalogue()
+        if name in cat:
+            repo = cat[name]
+            return find_local_model(repo, s.models_dir) or repo
+        if default and os.path.isdir(name):  # the operator's own folder (never from a request)
+            return os.path.realpath(name)
+        if "/" in name and not name.startswith("/") and ".." not in name and name.count("/") == 1:
+            return name  # a hub id: faster-whisper downloads it (HF_HOME cache)
+        return None
+
+    def available(self) -> List[str]:
+        out = ["whisper-1", self.default_id]
+        out += [m for m in list_local_models(self.settings.models_dir)]
+        out += list(catalogue())
+        return list(dict.fromkeys(out))
+
+    def resolve(self, name: Optional[str]) -> str:
+        if not name or name in ALIASES or name == self.default_id or name == self.default_key:
+            return self.default_key
+        key = self._key_for(name)
+        if key is None:
+            raise not_found(
+                f"The model '{name}' does not exist or cannot be served here. Available: "
+                + ", ".join(self.available()) + ", or any Hugging Face id of a CTranslate2 model (org/name).",
+                param="model", code="model_not_found")
+        return key
+
+
+def load_model(key: str, settings: FasterSettings):
+    from faster_whisper import WhisperModel
+    t0 = time.monotonic()
+    model = WhisperModel(key, device=settings.device, compute_type=settings.effective_compute_type,
+                         cpu_threads=settings.cpu_threads, num_workers=settings.max_concurrency)
+    log.info("WhisperModel(%s) ready in %.1fs", key, time.monotonic() - t0)
+    return model
+
+
+@dataclass
+class Options:
+    task: str = "transcribe"
+    language: Optional[str] = None
+    prompt: Optional[str] = None
+    temperature: float = 0.0
+    word_timestamps: bool = False
+
+
+@dataclass
+class Info:
+    language: str = "en"
+    duration: float = 0.0
+
+
+def check_language(language: Optional[str]) -> Optional[str]:
+    if language is None:
+        return None
+    if language not in language_codes():
+        raise bad_request(f"Unsupported language '{language}'.", param="language", code="unsupported_language")
+    return language
+
+
+def _temperature(t: float):
+    # 0 keeps faster-whisper's fallback ladder (its default, what a direct call does); otherwise one value
+    return [0.0, 0.2, 0.4, 0.6, 0.8, 1.0] if t == 0 else [t]
+
+
+def transcribe_chunks(model, chunks: Iterator[np.ndarray], opts: Options, settings: FasterSettings,
+                      info: Info) -> Iterator[Segment]:
+    """Transcribe consecutive audio chunks; yields Segments with absolute times. Fills `info` as it goes."""
+    seg_id = 0
+    offset = 0.0
+    prompt = opts.prompt
+    language = opts.language
+    batched = None
+    for chunk in chunks:
+        dur = chunk.size / SAMPLE_RATE
+        kw = dict(language=language, task=opts.task, beam_size=settings.beam_size, initial_prompt=prompt,
+                  temperature=_temperature(opts.temperature), word_timestamps=opts.word_timestamps)
+        vad = settings.vad_filter == "true" or (settings.vad_filter == "auto" and dur >= settings.vad_min_seconds)
+        if settings.batch_size > 0 and dur >= settings.batch_min_seconds:
+            if batched is None:
+                from faster_whisper import BatchedInferencePipeline
+                batched = BatchedInferencePipeline(model)
+            segments, finfo = batched.transcribe(chunk, batch_size=settings.batch_size, vad_filter=True, **kw)
+        else:
+            segments, finfo = model.transcribe(chunk, vad_filter=vad, **kw)
+        if language is None:
+            language = finfo.language
+            info.language = finfo.language
+        last_text = []
+        for s in segments:
+            words = None
+            if opts.word_timestamps:
+                words = [Word(w.word, w.start + offset, w.end + offset, w.probability) for w in (s.words or [])]
+            yield Segment(id=seg_id, seek=int(s.seek + offset * 100), start=s.start + offset, end=s.end + offset,
+                          text=s.text, tokens=list(s.tokens), temperature=float(s.temperature or 0.0),
+                          avg_logprob=float(s.avg_logprob), compression_ratio=float(s.compression_ratio),
+                          no_speech_prob=float(s.no_speech_prob), words=words)
+            seg_id += 1
+            last_text.append(s.text)
+        offset += dur
+        info.duration = offset
+        if last_text:  # carry context across windows, as whisper does across its 30 s windows
+            prompt = "".join(last_text)[-200:].strip() or opts.prompt
