@@ -1,0 +1,124 @@
+"""InferenceExecutor (bounded slots and queue) and ModelCache (shared loads, errors, timeout, TTL)."""
+import asyncio
+import threading
+import time
+
+import pytest
+
+from stt_common import APIError, InferenceExecutor, ModelCache, find_local_model, list_local_models
+
+
+def test_executor_bounds_and_retry_after():
+    async def main():
+        ex = InferenceExecutor(max_concurrency=1, max_queue=2)
+        gate = threading.Event()
+        main_thread = threading.get_ident()
+        threads = []
+
+        def job(i):
+            threads.append(threading.get_ident())
+            gate.wait(5)
+            return i
+
+        tasks = [asyncio.ensure_future(ex.run(job, i)) for i in range(5)]
+        await asyncio.sleep(0.1)
+        assert (ex.running, ex.waiting) == (1, 2)
+        done = [t for t in tasks if t.done()]
+        assert len(done) == 2
+        for t in done:
+            e = t.exception()
+            assert isinstance(e, APIError) and e.status == 503 and int(e.headers["Retry-After"]) >= 1
+        gate.set()
+        results = [await t for t in tasks if t not in done]
+        assert sorted(results) == [0, 1, 2]
+        assert main_thread not in threads
+        assert (ex.running, ex.waiting) == (0, 0)
+        ex.shutdown()
+
+    asyncio.run(main())
+
+
+def test_executor_stream():
+    async def main():
+        ex = InferenceExecutor(1, 0)
+
+        def gen():
+            for i in range(3):
+                time.sleep(0.01)
+                yield i
+
+        h = ex.stream(gen)
+        await h.start()
+        with pytest.raises(APIError):  # the only slot is taken, no queue
+            await ex.run(lambda: None)
+        assert [x async for x in h] == [0, 1, 2]
+        await asyncio.sleep(0.05)
+        assert ex.running == 0
+
+        def bad():
+            yield 1
+            raise ValueError("x")
+
+        with pytest.raises(ValueError):
+            async for _ in ex.stream(bad):
+                pass
+        ex.shutdown()
+
+    asyncio.run(main())
+
+
+def test_model_cache_loads_once_and_reaps():
+    calls = []
+
+    def loader(name):
+        calls.append(name)
+        time.sleep(0.05)
+        if name == "broken":
+            raise OSError("no such weights")
+        return {"name": name}
+
+    async def main():
+        c = ModelCache(loader, default="base", ttl=0.01, load_timeout=5)
+        models = await asyncio.gather(*[c.get("small") for _ in range(5)], c.load_default())
+        assert calls.count("small") == 1 and models[0] is models[1]
+        with pytest.raises(APIError) as e:
+            await c.get("broken")
+        assert e.value.status == 404 and "no such weights" in e.value.message
+        async with c.use("small"):
+            await asyncio.sleep(0.02)
+            assert c.reap() == []  # in use
+        await asyncio.sleep(0.02)
+        assert c.reap() == ["small"] and c.loaded() == ["base"]  # the default stays
+        await c.close()
+
+    asyncio.run(main())
+
+
+def test_model_cache_load_timeout():
+    release = threading.Event()
+
+    def slow(name):
+        release.wait(5)
+        return name
+
+    async def main():
+        c = ModelCache(slow, default="d", load_timeout=0.1)
+        with pytest.raises(APIError) as e:
+            await c.get("x")
+        assert e.value.status == 503 and "Retry-After" in e.value.headers
+        release.set()
+        await asyncio.sleep(0.1)
+        assert c.is_loaded("x")  # kept loading in the background
+        await c.close()
+
+    asyncio.run(main())
+
+
+def test_local_models(tmp_path):
+    (tmp_path / "faster-whisper-tiny").mkdir()
+    (tmp_path / "models--Systran--faster-whisper-base" / "snapshots" / "abc").mkdir(parents=True)
+    assert find_local_model("Systran/faster-whisper-tiny", str(tmp_path)).endswith("faster-whisper-tiny")
+    assert find_local_model("Systran/faster-whisper-base", str(tmp_path)).endswith("abc")
+    assert find_local_model("../etc", str(tmp_path)) is None
+    assert find_local_model("/etc", str(tmp_path)) is None
+    assert list_local_models(str(tmp_path)) == ["faster-whisper-tiny", "Systran/faster-whisper-base"]
