@@ -59,6 +59,7 @@ class ServiceState:
         self.stopped: Optional[bool] = None  # True once we stopped it or saw it stopped
         self.start_task: Optional[asyncio.Future] = None
         self.last_error: Optional[str] = None
+        self.phase = "idle"  # what a start is doing, for the 504 message
 
     @property
     def starting(self) -> bool:
@@ -177,7 +178,9 @@ class Autostart:
         t0 = time.monotonic()
         deadline = t0 + cfg.max_wait
         started = False
+        st.phase = "waiting for another start or stop in the same composeDir"
         async with self._lock(cfg.compose_dir):
+            st.phase = "checking containers"
             try:
                 states = await self.docker.running(cfg.containers)
             except DockerError as exc:
@@ -189,6 +192,7 @@ class Autostart:
                 self.metrics.starts.inc(host=cfg.host)
                 log.info("starting host=%s (%s): %s; compose up -d in %s", cfg.host, cfg.name,
                          ", ".join(f"{c} {s}" for c, s in down.items()), cfg.compose_dir)
+                st.phase = "compose up -d still running"
                 try:
                     await self.docker.up(cfg.compose_dir)
                 except DockerError as exc:
@@ -221,8 +225,10 @@ class Autostart:
                     if 200 <= resp.status < 300:
                         return
                     last = f"{cfg.readiness_path} answered {resp.status}"
+                st.phase = f"waiting for readiness, last: {last}"
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 last = f"{cfg.readiness_path}: {type(exc).__name__}: {exc}".rstrip(": ")
+                st.phase = f"waiting for readiness, last: {last}"
             if time.monotonic() >= deadline:
                 raise self._fail(st, 504, f"{cfg.host} not ready within maxWait={cfg.max_wait:g}s ({last})",
                                  "timeout")
@@ -320,11 +326,12 @@ class Autostart:
         for attempt in (1, 2):
             cfg = st.cfg
             try:
-                wait = cfg.max_wait if cfg.blocking else min(NONBLOCKING_GRACE, cfg.max_wait)
+                # the start itself gives up after maxWait with the reason; the slack lets it say so
+                wait = cfg.max_wait + 2 if cfg.blocking else min(NONBLOCKING_GRACE, cfg.max_wait)
                 if not await self.ensure_ready(st, wait):
                     if cfg.blocking:
-                        return json_error(504, f"{cfg.host} is still starting after {cfg.max_wait:g}s",
-                                          "start_timeout", cfg.host)
+                        return json_error(504, f"{cfg.host} not ready within maxWait={cfg.max_wait:g}s "
+                                          f"({st.phase})", "start_timeout", cfg.host)
                     return json_error(503, f"{cfg.host} is starting, retry in a few seconds", "starting",
                                       cfg.host, headers={"Retry-After": str(RETRY_AFTER)})
             except StartError as exc:

@@ -1,0 +1,132 @@
+"""Tiny stand-in service for the autostart proxy's tests (stdlib only).
+
+GET  /health            503 {"status": "loading"} for HEALTH_DELAY seconds after start, then 200;
+                        HEALTH_DELAY < 0: never ready
+GET  /headers           the request line and headers as JSON
+GET  /slow?seconds=N    answers after N seconds
+GET  /sse?n=N&delay=S   N server-sent events, S seconds apart, written as produced
+POST /echo              counts the body (Content-Length or chunked): {"bytes", "sha256"};
+                        with ?back=1 streams the body back instead
+"""
+
+import hashlib
+import json
+import os
+import signal
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+START = time.monotonic()
+DELAY = float(os.environ.get("HEALTH_DELAY", "0"))
+CHUNK = 1 << 20
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def _json(self, code, obj):
+        body = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Set-Cookie", "a=1")
+        self.send_header("Set-Cookie", "b=2")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _query(self):
+        parts = urlsplit(self.path)
+        return parts.path, {k: v[-1] for k, v in parse_qs(parts.query).items()}
+
+    def do_HEAD(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "1234")
+        self.end_headers()
+
+    def do_GET(self):
+        path, q = self._query()
+        if path == "/health":
+            ready = DELAY >= 0 and time.monotonic() - START >= DELAY
+            self._json(200 if ready else 503, {"status": "ok" if ready else "loading"})
+        elif path == "/headers":
+            self._json(200, {"path": self.path, "headers": [[k, v] for k, v in self.headers.items()]})
+        elif path == "/slow":
+            seconds = float(q.get("seconds", "1"))
+            time.sleep(seconds)
+            self._json(200, {"slept": seconds})
+        elif path == "/sse":
+            n, delay = int(q.get("n", "3")), float(q.get("delay", "0.5"))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Connection", "close")  # the body ends when the connection does
+            self.end_headers()
+            self.close_connection = True
+            for i in range(n):
+                self.wfile.write(f"id: {i}\ndata: event {i}\n\n".encode())
+                self.wfile.flush()
+                if i < n - 1:
+                    time.sleep(delay)
+        else:
+            self._json(404, {"error": "not found", "path": path})
+
+    def _body_chunks(self):
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return
+                left = size
+                while left:
+                    data = self.rfile.read(min(left, CHUNK))
+                    if not data:
+                        return
+                    left -= len(data)
+                    yield data
+                self.rfile.readline()
+        else:
+            left = int(self.headers.get("Content-Length", "0"))
+            while left:
+                data = self.rfile.read(min(left, CHUNK))
+                if not data:
+                    return
+                left -= len(data)
+                yield data
+
+    def do_POST(self):
+        path, q = self._query()
+        if path != "/echo":
+            self._json(404, {"error": "not found"})
+            return
+        if q.get("back"):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            for data in self._body_chunks():
+                self.wfile.write(data)
+            return
+        digest, count = hashlib.sha256(), 0
+        for data in self._body_chunks():
+            digest.update(data)
+            count += len(data)
+        self._json(200, {"bytes": count, "sha256": digest.hexdigest(),
+                         "chunked": "chunked" in self.headers.get("Transfer-Encoding", "")})
+
+
+def main():
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # PID 1 has no default SIGTERM action
+    server = ThreadingHTTPServer(("0.0.0.0", int(os.environ.get("PORT", "8000"))), Handler)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Starting on demand, readiness, failures, idle stop, crash recovery: real Docker, real compose."""
+
+import socket
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from .conftest import wait_for
+
+pytestmark = pytest.mark.docker
+
+M = "docker_autostart_"
+
+
+def test_cold_start_waits_for_readiness_and_forwards_headers(make_service, start_proxy):
+    svc = make_service(health_delay=2)
+    proxy = start_proxy([svc])
+    assert svc.state() == "missing"
+
+    host_as_sent = svc.host.upper() + ":443"  # routing ignores case and port
+    t0 = time.monotonic()
+    r = proxy.get(host_as_sent, "/headers?x=%2Fa%20b", headers={
+        "Connection": "keep-alive, X-Hop", "X-Hop": "drop me", "Keep-Alive": "timeout=5",
+        "X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https", "X-Custom": "kept"})
+    elapsed = time.monotonic() - t0
+    assert r.status_code == 200, r.text
+    assert elapsed >= 2.0, "answered before the service's /health turned 200"
+    assert svc.state() == "running"
+
+    body = r.json()
+    assert body["path"] == "/headers?x=%2Fa%20b"  # raw path and query passed as sent
+    seen = {k.lower(): v for k, v in body["headers"]}
+    assert seen["host"] == host_as_sent  # Host kept as the client sent it
+    assert seen["x-forwarded-for"] == "203.0.113.7, 127.0.0.1"
+    assert seen["x-forwarded-proto"] == "https"  # a front proxy's value is kept
+    assert seen["x-forwarded-host"] == host_as_sent
+    assert seen["x-custom"] == "kept"
+    assert "x-hop" not in seen and "keep-alive" not in seen
+    assert r.raw.headers.getlist("Set-Cookie") == ["a=1", "b=2"]  # repeated headers survive
+
+    assert proxy.metric(M + "starts_total", host=svc.host) == 1
+    assert proxy.metric(M + "start_duration_seconds_count", host=svc.host) == 1
+    assert f"starting host={svc.host}" in proxy.log() and f"ready host={svc.host}" in proxy.log()
+
+    # warm: no docker work, no new start
+    t0 = time.monotonic()
+    assert proxy.get(svc.host, "/health").status_code == 200
+    assert time.monotonic() - t0 < 1.0
+    head = proxy.request("HEAD", svc.host, "/anything")
+    assert head.status_code == 200 and head.headers["Content-Length"] == "1234"
+    assert proxy.metric(M + "starts_total", host=svc.host) == 1
+
+
+def test_twenty_concurrent_cold_requests_start_once(make_service, start_proxy):
+    svc = make_service(health_delay=1)
+    proxy = start_proxy([svc])
+    barrier = threading.Barrier(20)
+
+    def one(_):
+        barrier.wait()
+        return proxy.get(svc.host, "/health").status_code
+
+    with ThreadPoolExecutor(20) as pool:
+        codes = list(pool.map(one, range(20)))
+    assert codes == [200] * 20
+    assert proxy.metric(M + "starts_total", host=svc.host) == 1
+    assert proxy.log().count(f"starting host={svc.host}") == 1
+
+
+def test_never_ready_answers_504_after_max_wait(make_service, start_proxy):
+    svc = make_service(health_delay=-1, max_wait=3)
+    proxy = start_proxy([svc])
+    t0 = time.monotonic()
+    r = proxy.get(svc.host, "/health")
+    elapsed = time.monotonic() - t0
+    assert r.status_code == 504
+    err = r.json()["error"]
+    assert err["type"] == "start_timeout" and "maxWait=3s" in err["message"], err
+    # the reason names what it waited on: normally the readiness path's last answer
+    assert 3.0 <= elapsed < 10
+    assert proxy.metric(M + "start_failures_total", host=svc.host, reason="timeout") == 1
+    assert f"start failed host={svc.host} reason=timeout" in proxy.log()
+
+
+def test_non_blocking_answers_503_with_retry_after_while_starting(make_service, start_proxy):
+    svc = make_service(health_delay=2, blocking=False)
+    proxy = start_proxy([svc])
+    r = proxy.get(svc.host, "/health")
+    assert r.status_code == 503
+    assert r.headers["Retry-After"].isdigit()
+    assert r.json()["error"]["type"] == "starting"
+    wait_for(lambda: proxy.get(svc.host, "/health").status_code == 200, 30, interval=0.5,
+             what="the non-blocking service to come up")
+    assert proxy.metric(M + "starts_total", host=svc.host) == 1
+
+
+def test_start_failure_answers_502_with_compose_reason(make_service, start_proxy):
+    svc = make_service()
+    proxy = start_proxy([svc])
+    with socket.socket() as squatter:  # the service's port is taken: the daemon refuses to start it
+        squatter.bind(("127.0.0.1", svc.port))
+        squatter.listen()
+        r = proxy.get(svc.host, "/")
+    assert r.status_code == 502
+    err = r.json()["error"]
+    assert err["type"] == "start_failed"
+    assert "up -d failed" in err["message"] and str(svc.port) in err["message"], err["message"]
+    assert proxy.metric(M + "start_failures_total", host=svc.host, reason="compose") == 1
+    assert f"start failed host={svc.host} reason=compose" in proxy.log()
+    # the next request tries again, and succeeds now that the port is free
+    assert proxy.get(svc.host, "/health").status_code == 200
+
+
+def test_idle_stop_then_next_request_starts_again(make_service, start_proxy):
+    svc = make_service(idle_timeout=2)
+    proxy = start_proxy([svc])
+    assert proxy.get(svc.host, "/health").status_code == 200
+    assert svc.state() == "running"
+    wait_for(lambda: proxy.metric(M + "stops_total", host=svc.host) == 1, 20, what="the idle stop")
+    assert svc.state() == "exited"
+    assert f"stopping host={svc.host}" in proxy.log()
+    # `stop`, not `down`: the container still exists and comes back
+    assert proxy.get(svc.host, "/health").status_code == 200
+    assert proxy.metric(M + "starts_total", host=svc.host) == 2
+
+
+def test_long_request_in_flight_is_not_cut_by_idle_stop(make_service, start_proxy):
+    svc = make_service(idle_timeout=1)
+    proxy = start_proxy([svc])
+    r = proxy.get(svc.host, "/slow?seconds=6")  # six idle timeouts long
+    assert r.status_code == 200 and r.json() == {"slept": 6.0}
+    assert proxy.metric(M + "stops_total", host=svc.host) == 0
+    assert svc.state() == "running"
+    wait_for(lambda: proxy.metric(M + "stops_total", host=svc.host) == 1, 20,
+             what="the idle stop after the request ended")
+    assert svc.state() == "exited"
+
+
+def test_crashed_container_is_started_by_next_request(make_service, start_proxy):
+    svc = make_service()
+    proxy = start_proxy([svc])
+    assert proxy.get(svc.host, "/health").status_code == 200
+    subprocess.run(["docker", "kill", svc.container], check=True, capture_output=True)
+    wait_for(lambda: svc.state() != "running", 10, what="the container to die")
+    r = proxy.get(svc.host, "/headers")  # right away: within the proxy's "seen ready" window
+    assert r.status_code == 200, r.text
+    assert svc.state() == "running"
+    assert proxy.metric(M + "starts_total", host=svc.host) == 2
+
+
+def test_own_health_and_metrics_do_not_wake_services(make_service, start_proxy):
+    svc = make_service()
+    proxy = start_proxy([svc])
+    for host in (f"127.0.0.1:{proxy.port}", "localhost", None):
+        r = proxy.get(host, "/health")
+        assert r.status_code == 200
+        assert r.json()["services"][svc.host]["state"] in ("unknown", "stopped")
+        m = proxy.get(host, "/metrics")
+        assert m.status_code == 200 and m.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        assert M + "in_flight_requests" in m.text
+    unknown = proxy.get("nope.example.test", "/")
+    assert unknown.status_code == 404 and unknown.json()["error"]["type"] == "unknown_host"
+    time.sleep(1)
+    assert svc.state() == "missing"
+    assert proxy.metric(M + "starts_total", host=svc.host) == 0
+    assert "starting host=" not in proxy.log()
