@@ -24,7 +24,7 @@ def test_model_names(tmp_path):
     assert e.resolve_model("Systran/faster-whisper-small") == "Systran/faster-whisper-small"
     with pytest.raises(ModelNotFound) as info:
         e.resolve_model("gpt-4o-transcribe")
-    assert info.value.status == 400 and info.value.param == "model"
+    assert info.value.status == 404 and info.value.param == "model"
     assert "large-v3" in info.value.message
 
 

@@ -262,6 +262,10 @@ class WhisperXEngine:
         pinned = arch == self.resolve_model(None)
         return self.cache.get(f"asr:{arch}", lambda: self._load_asr(arch), pinned=pinned)
 
+    def load_asr_uncached(self, key: str):
+        """Loader for stt_common's ModelCache: ``key`` is what :meth:`resolve_model` returned."""
+        return self._load_asr(key)
+
     def _load_asr(self, arch: str):
         self._setup_torch()
         import whisperx
@@ -372,7 +376,7 @@ class WhisperXEngine:
         return df, backend
 
     # ---------------------------------------------------------------- the pipeline
-    def run(self, audio: np.ndarray, *, model: str | None = None, language: str | None = None,
+    def run(self, audio: np.ndarray, *, asr=None, model: str | None = None, language: str | None = None,
             align: bool = True, diarize: bool = False, num_speakers: int | None = None,
             min_speakers: int | None = None, max_speakers: int | None = None,
             batch_size: int | None = None) -> dict:
@@ -383,7 +387,7 @@ class WhisperXEngine:
                 self._pyannote_diarizer()
             else:
                 self._offline_diarizer()
-        pipe = self.load_asr(model)
+        pipe = asr if asr is not None else self.load_asr(model)
         multilingual = bool(pipe.model.model.is_multilingual)
         if not multilingual:
             if language not in (None, "en"):
@@ -392,48 +396,59 @@ class WhisperXEngine:
             language = "en"
         duration = len(audio) / SAMPLE_RATE
         batch = batch_size or self.cfg.batch_size
+        diar_info = None
+        df = None
+        if diarize:
+            # diarize first: ASR then runs on speaker turns, so a segment never spans two speakers, even
+            # where no alignment model gives word times
+            t1 = time.monotonic()
+            df, backend = self.diarize(audio, num_speakers=num_speakers, min_speakers=min_speakers,
+                                       max_speakers=max_speakers)
+            speakers = sorted({str(x) for x in df["speaker"]}) if len(df) else []
+            diar_info = {"backend": backend, "speakers": speakers, "seconds": round(time.monotonic() - t1, 3)}
+            groups = group_spans(speaker_turn_spans(df, audio), self.cfg.window_s)
+        else:
+            cuts = quiet_cut_points(audio, self.cfg.window_s)
+            groups = [(a, b, None) for a, b in zip(cuts[:-1], cuts[1:])]
         t0 = time.monotonic()
-        cuts = quiet_cut_points(audio, self.cfg.window_s)
         segments: list[dict] = []
         align_info = {"status": "disabled"} if not align else None
-        for w0, w1 in zip(cuts[:-1], cuts[1:]):
+        for w0, w1, spans in groups:
             chunk = np.ascontiguousarray(audio[w0:w1], dtype=np.float32)
             if language is None:
-                language = pipe.detect_language(chunk)
-            res = pipe.transcribe(chunk, batch_size=batch, language=language)
-            segs = [s for s in res["segments"] if s.get("text", "").strip()]
+                language = self._detect_language(pipe, chunk, spans[0][0] - w0 if spans else 0)
+            if spans is None:
+                res = pipe.transcribe(chunk, batch_size=batch, language=language)
+                segs = res["segments"]
+            else:
+                segs = asr_on_spans(pipe, chunk, [(a - w0, b - w0) for a, b in spans], batch, language)
+            segs = [s for s in segs if s.get("text", "").strip()]
             if align and segs and (align_info is None or align_info["status"] == "aligned"):
                 try:
                     segs = self._align(segs, chunk, language)
                     align_info = {"status": "aligned", "language": language,
                                   "model": self.align_model_name(language) or "default"}
                 except _AlignUnavailable as exc:
-                    align_info = {"status": "unavailable", "language": language, "reason": str(exc)}
+                    align_info = {"status": "unavailable", "language": language,
+                                  "reason": f"{exc}; timestamps are per segment, words are not timed"}
                     log.warning("alignment unavailable: %s", exc)
                 except Exception as exc:  # noqa: BLE001 - degrade, never fail the transcription
                     log.exception("alignment failed")
                     align_info = {"status": "unavailable", "language": language,
-                                  "reason": f"alignment failed ({type(exc).__name__})"}
-                if align_info["status"] != "aligned":
-                    segs = [{"start": s["start"], "end": s["end"], "text": s["text"]} for s in segs]
+                                  "reason": f"alignment failed ({type(exc).__name__}); timestamps are per segment"}
+            if align_info is None or align_info["status"] != "aligned":
+                segs = [{"start": s["start"], "end": s["end"], "text": s["text"]} for s in segs]
             offset = w0 / SAMPLE_RATE
             for s in segs:
                 segments.append(_offset_segment(s, offset))
-            del chunk, res
+            del chunk
         if align_info is None:
             align_info = {"status": "skipped", "language": language, "reason": "no speech to align"}
         asr_s = time.monotonic() - t0
         result: dict[str, Any] = {"segments": segments, "language": language}
-        diar_info = None
         if diarize:
-            t1 = time.monotonic()
-            df, backend = self.diarize(audio, num_speakers=num_speakers, min_speakers=min_speakers,
-                                       max_speakers=max_speakers)
             import whisperx
             result = whisperx.assign_word_speakers(df, result, fill_nearest=True)
-            speakers = sorted({str(x) for x in df["speaker"]}) if len(df) else []
-            diar_info = {"backend": backend, "speakers": speakers,
-                         "seconds": round(time.monotonic() - t1, 3)}
         out = {
             "segments": [_public_segment(s, diarize) for s in result["segments"]],
             "language": language,
@@ -445,12 +460,78 @@ class WhisperXEngine:
         out["timings"] = {"asr_align_seconds": round(asr_s, 3)}
         return out
 
+    @staticmethod
+    def _detect_language(pipe, chunk, first_speech: int = 0) -> str:
+        chunk = chunk[max(0, first_speech):]  # detect where someone speaks
+        return pipe.detect_language(np.ascontiguousarray(chunk[: 30 * SAMPLE_RATE]))
+
     def sweep(self):
         return self.cache.sweep()
 
 
 class _AlignUnavailable(Exception):
     pass
+
+
+def speaker_turn_spans(df, audio, max_s: float = 28.0, merge_gap: float = 0.6, pad: float = 0.15) -> list:
+    """(start_sample, end_sample) spans to transcribe: the diarizer's turns, consecutive turns of one
+    speaker merged across short gaps, turns longer than ``max_s`` cut at quiet points (whisper reads
+    30 s at a time)."""
+    n = len(audio)
+    rows = sorted((float(r.start), float(r.end), str(r.speaker)) for r in df.itertuples()) if df is not None else []
+    turns: list[list] = []
+    for st, en, spk in rows:
+        if en <= st:
+            continue
+        if turns and turns[-1][2] == spk and st - turns[-1][1] <= merge_gap:
+            turns[-1][1] = max(turns[-1][1], en)
+        else:
+            turns.append([st, en, spk])
+    spans = []
+    for st, en, _ in turns:
+        a = max(0, int((st - pad) * SAMPLE_RATE))
+        b = min(n, int((en + pad) * SAMPLE_RATE))
+        if b - a < SAMPLE_RATE // 10:
+            continue
+        cuts = quiet_cut_points(audio[a:b], max_s, search_s=min(5.0, max_s / 3))
+        spans += [(a + c0, a + c1) for c0, c1 in zip(cuts[:-1], cuts[1:]) if c1 > c0]
+    return spans
+
+
+def group_spans(spans: list, window_s: float) -> list:
+    """Spans grouped into windows of at most ``window_s`` seconds: [(w0, w1, [spans])]."""
+    groups: list = []
+    limit = int(window_s * SAMPLE_RATE)
+    for a, b in spans:
+        if groups and b - groups[-1][0] <= limit:
+            g = groups[-1]
+            groups[-1] = (g[0], max(g[1], b), g[2] + [(a, b)])
+        else:
+            groups.append((a, b, [(a, b)]))
+    return groups
+
+
+def asr_on_spans(pipe, audio: np.ndarray, spans: list, batch_size: int, language: str) -> list[dict]:
+    """whisperx's batched ASR over given spans (instead of its own VAD chunks): one segment per span."""
+    from faster_whisper.tokenizer import Tokenizer
+    if not spans:
+        return []
+    tokenizer = pipe.tokenizer
+    if tokenizer is None or tokenizer.language_code != language or tokenizer.task != "transcribe":
+        pipe.tokenizer = Tokenizer(pipe.model.hf_tokenizer, pipe.model.model.is_multilingual,
+                                   task="transcribe", language=language)
+    try:
+        data = ({"inputs": np.ascontiguousarray(audio[a:b])} for a, b in spans)
+        out = []
+        for (a, b), res in zip(spans, pipe(data, batch_size=batch_size, num_workers=0)):
+            text = res["text"]
+            if batch_size in (0, 1, None) and isinstance(text, list):
+                text = text[0]
+            out.append({"text": text, "start": round(a / SAMPLE_RATE, 3), "end": round(b / SAMPLE_RATE, 3)})
+        return out
+    finally:
+        if pipe.preset_language is None:
+            pipe.tokenizer = None
 
 
 def check_speaker_hints(num_speakers, min_speakers, max_speakers):

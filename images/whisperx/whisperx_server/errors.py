@@ -58,6 +58,7 @@ class InvalidRequest(ServiceError):
 
 
 class ModelNotFound(InvalidRequest):
+    status_code = 404            # as stt_common's model cache answers for faster
     code = "model_not_found"
     param = "model"
 
