@@ -1,0 +1,109 @@
+"""The proxy's own endpoints and routing, in process, without Docker (no service is woken:
+nothing here may call docker), plus the compose command choice."""
+
+import asyncio
+import json
+import os
+import stat
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from docker_autostart.docker import Docker, DockerError, tail
+from docker_autostart.proxy import Autostart
+
+CONFIG = {"services": {"Whisper.Example.test": {
+    "name": "W", "composeDir": "/nonexistent", "proxyPort": 1, "blocking": True, "containers": ["w"]}},
+    "logLevel": "debug"}
+
+
+class NoDocker(Docker):
+    """Fails the test if anything tries to touch Docker."""
+
+    async def compose_cmd(self):
+        return ["compose-not-used"]
+
+    async def running(self, containers):
+        raise AssertionError("docker inspect called")
+
+    async def compose(self, compose_dir, *args):
+        raise AssertionError("compose called")
+
+
+def run_with_client(tmp_path, body):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(CONFIG))
+
+    async def main():
+        autostart = Autostart(str(path), docker=NoDocker(), poll_interval=0)
+        autostart.reload("test")
+        async with TestClient(TestServer(autostart.make_app())) as client:
+            await body(client, autostart)
+
+    asyncio.run(main())
+
+
+def test_own_health_and_metrics_for_hosts_that_are_not_services(tmp_path):
+    async def body(client, autostart):
+        r = await client.get("/health", headers={"Host": "127.0.0.1:8890"})
+        assert r.status == 200
+        data = await r.json()
+        assert data["status"] == "ok" and data["config_error"] is None
+        assert data["services"]["whisper.example.test"]["state"] == "unknown"
+        m = await client.get("/metrics", headers={"Host": "localhost"})
+        assert m.status == 200 and m.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        assert 'docker_autostart_in_flight_requests{host="whisper.example.test"} 0' in await m.text()
+        assert 'docker_autostart_config_reloads_total{result="ok"} 1' in await m.text()
+
+    run_with_client(tmp_path, body)
+
+
+def test_unknown_host_is_404_json(tmp_path):
+    async def body(client, autostart):
+        r = await client.post("/v1/audio/transcriptions", headers={"Host": "other.example.test"}, data=b"x")
+        assert r.status == 404
+        err = (await r.json())["error"]
+        assert err["type"] == "unknown_host" and err["host"] == "other.example.test"
+
+    run_with_client(tmp_path, body)
+
+
+def test_reload_with_bad_file_keeps_services(tmp_path):
+    async def body(client, autostart):
+        (tmp_path / "config.json").write_text('{"services": {"a.test": {"proxyPort": 1}}}')
+        assert autostart.reload("test") is False
+        assert list(autostart.states) == ["whisper.example.test"]
+        assert "composeDir" in autostart.config_error
+        r = await client.get("/health")
+        assert (await r.json())["config_error"] == autostart.config_error
+
+    run_with_client(tmp_path, body)
+
+
+def _script(folder, name, rc):
+    p = folder / name
+    p.write_text(f"#!/bin/sh\necho \"$0 $*\"\nexit {rc}\n")
+    p.chmod(p.stat().st_mode | stat.S_IEXEC)
+    return str(p)
+
+
+@pytest.mark.parametrize("v2_rc, expect", [(0, "v2"), (1, "v1")])
+def test_compose_v2_preferred_then_v1(tmp_path, monkeypatch, v2_rc, expect):
+    """Stub CLIs: Compose v2 does not exist on bookworm, so the choice is checked with scripts."""
+    docker = _script(tmp_path, "docker", v2_rc)
+    _script(tmp_path, "docker-compose", 0)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    cmd = asyncio.run(Docker(docker_cmd=[docker]).compose_cmd())
+    assert cmd == ([docker, "compose"] if expect == "v2" else ["docker-compose"])
+
+
+def test_compose_override_and_none_found(tmp_path, monkeypatch):
+    assert asyncio.run(Docker(compose_cmd=["my", "compose"]).compose_cmd()) == ["my", "compose"]
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(DockerError, match="neither `docker compose` nor `docker-compose`"):
+        asyncio.run(Docker(docker_cmd=[str(tmp_path / "docker")]).compose_cmd())
+
+
+def test_stderr_tail_keeps_the_last_lines():
+    text = "\n".join(f"line {i}" for i in range(100)) + "\n\n"
+    assert tail(text).splitlines() == [f"line {i}" for i in range(85, 100)]
