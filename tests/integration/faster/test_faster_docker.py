@@ -1,0 +1,87 @@
+"""The image builds on the test bed's Docker (local stand-in base) and serves /health + a real transcription."""
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import ROOT, free_port, tiny_model, wer
+
+pytestmark = [pytest.mark.docker]
+TAG = "whisper-faster-test:dev"
+BASE = "local/python:3.11-slim"
+
+
+def sh(*args, check=True, timeout=900):
+    return subprocess.run(args, capture_output=True, text=True, check=check, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def image():
+    if not shutil.which("docker") or sh("docker", "info", check=False).returncode != 0:
+        pytest.skip("no Docker engine (make docker)")
+    if sh("docker", "image", "inspect", BASE, check=False).returncode != 0:
+        sh("bash", str(ROOT / "sandbox/base-images.sh"))
+    ca = ROOT / "images/build-ca/extra-ca.pem"
+    system_ca = Path("/etc/ssl/certs/ca-certificates.crt")
+    if not (ca.exists() and ca.stat().st_size) and system_ca.exists():
+        shutil.copyfile(system_ca, ca)  # this network re-signs TLS: pip in the build needs its CA
+    r = sh("docker", "build", "-q", "-f", str(ROOT / "images/faster/Dockerfile"), "--build-arg",
+           f"BASE_IMAGE={BASE}", "-t", TAG, str(ROOT / "images"), check=False)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return TAG
+
+
+@pytest.fixture(scope="module")
+def container(image):
+    port = free_port()
+    name = f"faster-test-{port}"
+    sh("docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8000",
+       "-v", f"{tiny_model()}:/models/tiny.en:ro", "-e", "STT_MODEL=/models/tiny.en", "-e", "STT_CPU_THREADS=2",
+       image)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("container never became healthy: " + sh("docker", "logs", name, check=False).stderr[-3000:])
+        yield name, url
+    finally:
+        sh("docker", "rm", "-f", name, check=False)
+
+
+def test_image_serves(container, speech):
+    name, url = container
+    assert httpx.get(url + "/health").json()["status"] == "ok"
+    with open(speech["mp3"], "rb") as f:
+        r = httpx.post(url + "/v1/audio/transcriptions", files={"file": f}, data={"model": "whisper-1"}, timeout=120)
+    assert r.status_code == 200, r.text
+    assert wer(speech["text"], r.json()["text"]) <= 0.25
+
+
+def test_image_contract(container, image):
+    name, _ = container
+    assert sh("docker", "exec", name, "id", "-u").stdout.strip() == "10001"
+    cfg = json.loads(sh("docker", "image", "inspect", image).stdout)[0]["Config"]
+    assert "/cache/huggingface" in (cfg.get("Volumes") or {})
+    assert any(e == "HF_HOME=/cache/huggingface" for e in cfg["Env"])
+    assert cfg.get("Healthcheck", {}).get("Test")
+    r = sh("docker", "exec", name, "python3", "-c", "import importlib.util as u; print(u.find_spec('torch'))")
+    assert r.stdout.strip() == "None"
+    deadline = time.monotonic() + 60  # the HEALTHCHECK itself (python urllib, no curl) turns healthy
+    status = ""
+    while time.monotonic() < deadline:
+        status = sh("docker", "inspect", "-f", "{{.State.Health.Status}}", name).stdout.strip()
+        if status == "healthy":
+            break
+        time.sleep(1)
+    assert status == "healthy"
