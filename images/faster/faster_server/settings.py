@@ -12,8 +12,9 @@ class FasterSettings(STTSettings):
 
     model: str = "Systran/faster-whisper-small"
     beam_size: int = Field(5, ge=1, le=20)
-    # VAD: "auto" filters silence only on audio longer than vad_min_seconds (short clips gain nothing)
-    vad_filter: Literal["auto", "true", "false"] = "auto"
+    # VAD (silero): "true" always, "auto" only on audio longer than vad_min_seconds; off by default as in
+    # faster-whisper (on continuous speech it costs time; on long recordings with silence it saves time)
+    vad_filter: Literal["auto", "true", "false"] = "false"
     vad_min_seconds: float = 60
     # batched pipeline (VAD-chunked, batch_size windows at once); 0 = the sequential decoder
     batch_size: int = Field(0, ge=0)
