@@ -235,6 +235,8 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
         from .engine import check_speaker_hints
         check_speaker_hints(num_speakers, min_speakers, max_speakers)
         cache.key(model)  # 404 on an unknown model before anything heavy
+        if diarize:        # a missing/invalid HF token answers before the upload is decoded or ASR runs
+            await run_in_threadpool(engine.check_diarization)
         audio = await run_in_threadpool(decode_to_memmap, upload.path, settings.tmp_dir)
         try:
             upload.cleanup()  # the decoded copy is all we need now

@@ -203,6 +203,7 @@ class WhisperXEngine:
         self._torch_ready = False
         self._init_lock = threading.Lock()
         self.last_diarization_backend: str | None = None
+        self._align_failures: dict[str, tuple[float, str]] = {}
 
     # ---------------------------------------------------------------- setup
     def _setup_torch(self):
@@ -293,15 +294,30 @@ class WhisperXEngine:
     def align_model_name(self, language: str) -> str | None:
         return self.cfg.align_models.get(language)
 
+    ALIGN_RETRY_S = 600.0   # a failed alignment-model load is not retried for this long
+
     def load_align(self, language: str):
-        """(model, metadata) for ``language``; raises _AlignUnavailable with the reason."""
+        """(model, metadata) for ``language``; raises _AlignUnavailable with the reason. A failure is
+        remembered for ALIGN_RETRY_S so that requests do not each wait on an unreachable download."""
         name = self.align_model_name(language)
         key = f"align:{language}:{name or 'default'}"
-        return self.cache.get(key, lambda: self._load_align(language, name))
+        failed = self._align_failures.get(key)
+        if failed and time.monotonic() - failed[0] < self.ALIGN_RETRY_S:
+            raise _AlignUnavailable(failed[1])
+        try:
+            return self.cache.get(key, lambda: self._load_align(language, name))
+        except _AlignUnavailable as exc:
+            self._align_failures[key] = (time.monotonic(), str(exc))
+            raise
 
     def _load_align(self, language: str, name: str | None):
         self._setup_torch()
         import whisperx
+        from whisperx.alignment import DEFAULT_ALIGN_MODELS_TORCH
+        bundle = name or DEFAULT_ALIGN_MODELS_TORCH.get(language)
+        if _hf_offline() and bundle in DEFAULT_ALIGN_MODELS_TORCH.values() and not _torchaudio_cached(bundle):
+            raise _AlignUnavailable(f"the alignment model for {language!r} ({bundle}) is not cached and downloads "
+                                    f"are off (HF_HUB_OFFLINE=1)")
         try:
             return whisperx.load_align_model(language_code=language, device=self.cfg.device, model_name=name,
                                              model_dir=self.cfg.align_cache_dir,
@@ -362,6 +378,13 @@ class WhisperXEngine:
                 raise map_diarization_load_error(exc, token_set=True, model=model) from exc
         return self.cache.get(f"diarize:pyannote:{model}", load)
 
+    def check_diarization(self):
+        """Raise the configuration error diarization would meet (missing/invalid token, gated model)."""
+        if self.diarization_backend() == "pyannote":
+            self._pyannote_diarizer()
+        else:
+            self._offline_diarizer()
+
     def diarize(self, audio: np.ndarray, *, num_speakers=None, min_speakers=None, max_speakers=None):
         backend = self.diarization_backend()
         diarizer = self._pyannote_diarizer() if backend == "pyannote" else self._offline_diarizer()
@@ -383,10 +406,7 @@ class WhisperXEngine:
         check_speaker_hints(num_speakers, min_speakers, max_speakers)
         language = (language or "").strip().lower() or None
         if diarize:  # fail fast on a configuration error, before minutes of ASR
-            if self.diarization_backend() == "pyannote":
-                self._pyannote_diarizer()
-            else:
-                self._offline_diarizer()
+            self.check_diarization()
         pipe = asr if asr is not None else self.load_asr(model)
         multilingual = bool(pipe.model.model.is_multilingual)
         if not multilingual:
@@ -585,6 +605,18 @@ def _is_within(path: Path, root: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def _torchaudio_cached(bundle_name: str) -> bool:
+    """Whether torchaudio's checkpoint for a pipeline bundle is already in the torch hub cache."""
+    try:
+        import torch
+        import torchaudio
+        bundle = getattr(torchaudio.pipelines, bundle_name)
+        fname = os.path.basename(bundle._path)
+        return os.path.isfile(os.path.join(torch.hub.get_dir(), "checkpoints", fname))
+    except Exception:  # noqa: BLE001 - unknown layout: let the real load decide
+        return True
 
 
 def _hf_offline() -> bool:
