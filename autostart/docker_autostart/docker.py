@@ -8,7 +8,7 @@ import logging
 import os
 import shlex
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 log = logging.getLogger("docker_autostart")
 
@@ -84,21 +84,26 @@ class Docker:
             raise DockerError("neither `docker compose` nor `docker-compose` works on this host "
                               "(install one, or pass --compose-command)")
 
-    async def running(self, containers: Sequence[str]) -> Dict[str, str]:
-        """{container: state} for each listed container: running, exited, restarting... or missing."""
-        fmt = "{{.Name}}\t{{.State.Status}}\t{{.State.ExitCode}}"
+    async def inspect(self, containers: Sequence[str]) -> Dict[str, Tuple[str, str]]:
+        """{container: (state, started_at)}; state is running, exited (N), restarting... or missing."""
+        fmt = "{{.Name}}\t{{.State.Status}}\t{{.State.ExitCode}}\t{{.State.StartedAt}}"
         res = await run(self.docker_cmd + ["inspect", "--type", "container", "--format", fmt, *containers],
                         timeout=60)
-        states = {c: "missing" for c in containers}
+        states = {c: ("missing", "") for c in containers}
         for line in res.stdout.splitlines():
             parts = line.strip().split("\t")
-            if len(parts) >= 2:
+            if len(parts) >= 4:
                 name = parts[0].lstrip("/")
                 if name in states:
-                    states[name] = parts[1] if parts[1] != "exited" or len(parts) < 3 else f"exited ({parts[2]})"
-        if res.rc != 0 and all(s == "missing" for s in states.values()) and "No such" not in res.stderr:
+                    status = f"exited ({parts[2]})" if parts[1] == "exited" else parts[1]
+                    states[name] = (status, parts[3])
+        if res.rc != 0 and all(s == "missing" for s, _ in states.values()) and "No such" not in res.stderr:
             raise DockerError(f"docker inspect failed: {tail(res.stderr) or f'exit {res.rc}'}")
         return states
+
+    async def running(self, containers: Sequence[str]) -> Dict[str, str]:
+        """{container: state} for each listed container: running, exited (N), restarting... or missing."""
+        return {c: state for c, (state, _) in (await self.inspect(containers)).items()}
 
     async def compose(self, compose_dir: str, *args: str) -> Result:
         if not os.path.isdir(compose_dir):

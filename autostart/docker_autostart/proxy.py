@@ -54,8 +54,9 @@ class ServiceState:
         self.cfg = cfg
         self.in_flight = 0
         self.last_active = time.monotonic()
-        self.ready = False  # last seen running and answering its readiness path
-        self.verified_at = 0.0
+        self.ready = False  # seen running and answering its readiness path, containers not restarted since
+        self.verified_at = 0.0  # when `ready` was last confirmed (docker inspect)
+        self.started_sig: tuple = ()  # the containers' StartedAt when last seen ready
         self.stopped: Optional[bool] = None  # True once we stopped it or saw it stopped
         self.start_task: Optional[asyncio.Future] = None
         self.last_error: Optional[str] = None
@@ -182,10 +183,16 @@ class Autostart:
         async with self._lock(cfg.compose_dir):
             st.phase = "checking containers"
             try:
-                states = await self.docker.running(cfg.containers)
+                found = await self.docker.inspect(cfg.containers)
             except DockerError as exc:
                 raise self._fail(st, 502, f"cannot check containers: {exc}", "docker") from None
-            down = {c: s for c, s in states.items() if s not in RUNNING_STATES}
+            down = {c: s for c, (s, _) in found.items() if s not in RUNNING_STATES}
+            sig = tuple(found[c][1] for c in cfg.containers)
+            if not down and st.ready and sig == st.started_sig:
+                # still the same running containers we saw ready: no readiness probe, which a
+                # busy service might answer slowly
+                st.verified_at = time.monotonic()
+                return
             if down:
                 st.invalidate()
                 st.stopped = False
@@ -198,12 +205,20 @@ class Autostart:
                 except DockerError as exc:
                     raise self._fail(st, 502, str(exc), "compose") from None
                 started = True
+        st.ready = False
         await self._wait_ready(st, deadline)
+        if started:
+            try:
+                found = await self.docker.inspect(cfg.containers)
+                sig = tuple(found[c][1] for c in cfg.containers)
+            except DockerError:
+                sig = ()
         elapsed = time.monotonic() - t0
         if started:
             self.metrics.start_duration.observe(elapsed, host=cfg.host)
             log.info("ready host=%s after %.1fs", cfg.host, elapsed)
         st.ready, st.verified_at, st.stopped, st.last_error = True, time.monotonic(), False, None
+        st.started_sig = sig
 
     def _fail(self, st: ServiceState, status: int, message: str, reason: str) -> StartError:
         st.invalidate()

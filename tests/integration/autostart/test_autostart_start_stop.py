@@ -145,10 +145,23 @@ def test_crashed_container_is_started_by_next_request(make_service, start_proxy)
     assert proxy.get(svc.host, "/health").status_code == 200
     subprocess.run(["docker", "kill", svc.container], check=True, capture_output=True)
     wait_for(lambda: svc.state() != "running", 10, what="the container to die")
-    r = proxy.get(svc.host, "/headers")  # right away: within the proxy's "seen ready" window
+    # right away, within the proxy's "seen ready" window, and with a body: the refused
+    # connection is noticed before any body byte is read, so the request is replayed intact
+    r = proxy.request("POST", svc.host, "/echo", data=b"x" * 100_000)
     assert r.status_code == 200, r.text
+    assert r.json()["bytes"] == 100_000
     assert svc.state() == "running"
     assert proxy.metric(M + "starts_total", host=svc.host) == 2
+
+
+def test_upstream_timeout_answers_504(make_service, start_proxy):
+    svc = make_service()
+    svc.entry["upstreamTimeout"] = 1
+    proxy = start_proxy([svc])
+    assert proxy.get(svc.host, "/slow?seconds=0").status_code == 200
+    r = proxy.get(svc.host, "/slow?seconds=3")
+    assert r.status_code == 504 and r.json()["error"]["type"] == "upstream_timeout"
+    assert proxy.metric(M + "upstream_errors_total", host=svc.host, kind="timeout") == 1
 
 
 def test_own_health_and_metrics_do_not_wake_services(make_service, start_proxy):
