@@ -476,6 +476,10 @@ async def _body(content, touched):
 async def serve(autostart: Autostart, host: str, port: int, *, access_log: bool = False,
                 shutdown_timeout: float = 30.0) -> None:
     loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    loop.add_signal_handler(signal.SIGHUP, lambda: autostart.reload("SIGHUP"))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, done.set)
     autostart.reload("startup")
     app = autostart.make_app()
     runner_kwargs = {"handle_signals": False}
@@ -492,10 +496,6 @@ async def serve(autostart: Autostart, host: str, port: int, *, access_log: bool 
     await site.start()
     log.info("docker-autostart %s listening on http://%s:%d (aiohttp %s)", __version__,
              f"[{host}]" if ":" in host else host, port, aiohttp.__version__)
-    done = asyncio.Event()
-    loop.add_signal_handler(signal.SIGHUP, lambda: autostart.reload("SIGHUP"))
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, done.set)
     try:
         await done.wait()
     finally:

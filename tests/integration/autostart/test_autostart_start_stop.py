@@ -1,5 +1,6 @@
 """Starting on demand, readiness, failures, idle stop, crash recovery: real Docker, real compose."""
 
+import signal
 import socket
 import subprocess
 import threading
@@ -128,10 +129,10 @@ def test_idle_stop_then_next_request_starts_again(make_service, start_proxy):
 
 
 def test_long_request_in_flight_is_not_cut_by_idle_stop(make_service, start_proxy):
-    svc = make_service(idle_timeout=1)
+    svc = make_service(idle_timeout=2)
     proxy = start_proxy([svc])
-    r = proxy.get(svc.host, "/slow?seconds=6")  # six idle timeouts long
-    assert r.status_code == 200 and r.json() == {"slept": 6.0}
+    r = proxy.get(svc.host, "/slow?seconds=7")  # three and a half idle timeouts long
+    assert r.status_code == 200 and r.json() == {"slept": 7.0}
     assert proxy.metric(M + "stops_total", host=svc.host) == 0
     assert svc.state() == "running"
     wait_for(lambda: proxy.metric(M + "stops_total", host=svc.host) == 1, 20,
@@ -180,3 +181,17 @@ def test_own_health_and_metrics_do_not_wake_services(make_service, start_proxy):
     assert svc.state() == "missing"
     assert proxy.metric(M + "starts_total", host=svc.host) == 0
     assert "starting host=" not in proxy.log()
+
+
+def test_sigterm_lets_the_request_in_flight_finish(make_service, start_proxy):
+    svc = make_service()
+    proxy = start_proxy([svc])
+    assert proxy.get(svc.host, "/health").status_code == 200
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(proxy.get, svc.host, "/slow?seconds=3")
+        time.sleep(1)
+        proxy.proc.send_signal(signal.SIGTERM)
+        r = pending.result()
+    assert r.status_code == 200 and r.json() == {"slept": 3.0}
+    assert proxy.proc.wait(10) == 0
+    assert svc.state() == "running"  # containers are left as they are
