@@ -381,15 +381,15 @@ class Autostart:
                 try:
                     async for chunk in up.content.iter_any():
                         await resp.write(chunk)
-                except ConnectionError:
-                    return resp  # the client went away; leaving the block closes upstream
-                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                except (OSError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                    transport = request.transport
+                    if transport is None or transport.is_closing():
+                        return resp  # the client went away; leaving the block closes upstream
                     kind = "timeout" if isinstance(exc, asyncio.TimeoutError) else "broken"
                     self.metrics.upstream_errors.inc(host=cfg.host, kind=kind)
                     log.warning("host=%s upstream %s mid-response on %s %s: %s", cfg.host, kind,
                                 request.method, request.path, type(exc).__name__)
-                    if request.transport is not None:
-                        request.transport.close()  # a truncated body must not look complete
+                    transport.close()  # a truncated body must not look complete to the client
                     return resp
                 await resp.write_eof()
                 return resp
