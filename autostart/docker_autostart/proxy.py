@@ -306,7 +306,7 @@ class Autostart:
                 return
             hosts = ", ".join(s.cfg.host for s in sts)
             idle_for = time.monotonic() - max(s.last_active for s in sts)
-            log.info("stopping host=%s after %.0fs idle: compose stop in %s", hosts, idle_for, compose_dir)
+            t0 = time.monotonic()
             try:
                 await self.docker.stop(compose_dir)
             except DockerError as exc:
@@ -318,7 +318,8 @@ class Autostart:
             for s in sts:
                 s.stopped = True
                 self.metrics.stops.inc(host=s.cfg.host)
-            log.info("stopped host=%s", hosts)
+            log.info("stopped host=%s after %.0fs idle (compose stop in %s, %.1fs)", hosts, idle_for, compose_dir,
+                     time.monotonic() - t0)
 
     # ---------------------------------------------------------------- HTTP
     async def handle(self, request: web.Request) -> web.StreamResponse:

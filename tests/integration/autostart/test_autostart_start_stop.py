@@ -122,7 +122,7 @@ def test_idle_stop_then_next_request_starts_again(make_service, start_proxy):
     assert svc.state() == "running"
     wait_for(lambda: proxy.metric(M + "stops_total", host=svc.host) == 1, 20, what="the idle stop")
     assert svc.state() == "exited"
-    assert f"stopping host={svc.host}" in proxy.log()
+    assert f"stopped host={svc.host} after" in proxy.log()
     # `stop`, not `down`: the container still exists and comes back
     assert proxy.get(svc.host, "/health").status_code == 200
     assert proxy.metric(M + "starts_total", host=svc.host) == 2
