@@ -199,6 +199,14 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
                 msg = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
                 log.error("default model %s failed to load: %s", settings.model, msg)
                 svc.fail(f"default model {settings.model!r} failed to load: {msg}")
+                return
+            # warm the diarization backend so the first diarized request does not pay for it, and say
+            # at startup (not at the first request) when the HF token or the model conditions are wrong
+            try:
+                await run_in_threadpool(engine.check_diarization)
+                log.info("diarization backend %s ready", engine.diarization_backend())
+            except Exception as e:  # noqa: BLE001 - diarized requests answer the same error
+                log.warning("diarization is not available: %s", getattr(e, "message", None) or e)
 
         async def sweep():
             every = max(1.0, min(30.0, settings.model_ttl / 4)) if settings.model_ttl >= 0 else None

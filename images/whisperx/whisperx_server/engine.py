@@ -204,6 +204,7 @@ class WhisperXEngine:
         self._init_lock = threading.Lock()
         self.last_diarization_backend: str | None = None
         self._align_failures: dict[str, tuple[float, str]] = {}
+        self._diarize_failure: tuple | None = None
 
     # ---------------------------------------------------------------- setup
     def _setup_torch(self):
@@ -294,6 +295,7 @@ class WhisperXEngine:
     def align_model_name(self, language: str) -> str | None:
         return self.cfg.align_models.get(language)
 
+    DIARIZE_RETRY_S = 60.0  # a refused pyannote download is answered from memory for this long
     ALIGN_RETRY_S = 600.0   # a failed alignment-model load is not retried for this long
 
     def load_align(self, language: str):
@@ -369,6 +371,11 @@ class WhisperXEngine:
         if not token.startswith("hf_"):
             raise token_malformed_error()
 
+        key = f"diarize:pyannote:{model}"
+        failed = self._diarize_failure
+        if failed and failed[0] == key and time.monotonic() - failed[1] < self.DIARIZE_RETRY_S:
+            raise failed[2]
+
         def load():
             self._setup_torch()
             try:
@@ -376,7 +383,12 @@ class WhisperXEngine:
                 return DiarizationPipeline(model_name=model, token=token, device=self.cfg.device)
             except Exception as exc:  # noqa: BLE001
                 raise map_diarization_load_error(exc, token_set=True, model=model) from exc
-        return self.cache.get(f"diarize:pyannote:{model}", load)
+        try:
+            return self.cache.get(key, load)
+        except ServiceError as err:
+            # a hub refusal does not change within seconds: answer it again without a new download attempt
+            self._diarize_failure = (key, time.monotonic(), err)
+            raise
 
     def check_diarization(self):
         """Raise the configuration error diarization would meet (missing/invalid token, gated model)."""

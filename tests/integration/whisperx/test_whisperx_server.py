@@ -9,10 +9,6 @@ from conftest import SPEECH_TEXT
 pytestmark = pytest.mark.slow
 
 
-def norm(s: str) -> str:
-    return re.sub(r"[^a-z' ]+", " ", s.lower()).split().__str__()
-
-
 def wer(ref: str, hyp: str) -> float:
     clean = lambda s: " ".join(re.sub(r"[^a-z' ]+", " ", s.lower()).split())  # noqa: E731
     return jiwer.wer(clean(ref), clean(hyp))
@@ -25,7 +21,8 @@ def test_health_and_docs(server):
     assert requests.get(server.url + "/docs", timeout=5).status_code == 200
     spec = requests.get(server.url + "/openapi.json", timeout=5).json()
     assert "/transcribe" in spec["paths"] and "/v1/audio/transcriptions" in spec["paths"]
-    assert "whisperx" in requests.get(server.url + "/metrics", timeout=5).text.lower() or True
+    metrics = requests.get(server.url + "/metrics", timeout=5).text
+    assert "_model_loads_total" in metrics and "_requests_total" in metrics
 
 
 def test_transcribe_runbook_contract_and_wer(server, speech_wav):
@@ -87,16 +84,14 @@ def test_diarized_outputs_in_every_format(server, conversation):
 def test_speaker_hints_change_the_result(server, conversation):
     wav = conversation.wav_path
     counts = {}
-    for hints in ({"num_speakers": 1}, {"num_speakers": 2}, {"num_speakers": 3}, {"min_speakers": 3, "max_speakers": 4},
-                  {"max_speakers": 2}):
+    for hints in ({"num_speakers": 1}, {"num_speakers": 3}, {"min_speakers": 3, "max_speakers": 4}):
         r = server.post("/transcribe", wav, diarize="true", **hints)
         assert r.status_code == 200, r.text
         counts[tuple(sorted(hints.items()))] = len(r.json()["diarization"]["speakers"])
     assert counts[(("num_speakers", 1),)] == 1
-    assert counts[(("num_speakers", 2),)] == 2
     assert counts[(("num_speakers", 3),)] == 3
     assert 3 <= counts[(("max_speakers", 4), ("min_speakers", 3))] <= 4
-    assert counts[(("max_speakers", 2),)] <= 2
+    # num_speakers=2 gives 2 (test_diarized_outputs_in_every_format)
 
 
 def test_error_paths_for_real(server, speech_wav, tmp_path):
