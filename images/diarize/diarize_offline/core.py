@@ -28,17 +28,21 @@ class Params:
     window_s: float = 1.5
     step_s: float = 0.75
     min_window_s: float = 0.5
+    # windows per clustering unit
+    chunk_windows: int = 3
+    # units shorter than this are left out of clustering and attached to the nearest speaker
+    min_unit_s: float = 1.2
     # clustering (cosine distance on mean-subtracted embeddings, average linkage)
     distance_threshold: float = 0.8
     # clusters with less speech than this are folded into the nearest larger one (auto count only)
-    min_cluster_s: float = 2.0
-    min_cluster_frac: float = 0.02
+    min_cluster_s: float = 4.0
+    min_cluster_frac: float = 0.01
     # output smoothing
     fill_gap_s: float = 0.25
     min_segment_s: float = 0.0
     # re-label windows inside long regions (speaker changes without a pause)
     resegment: bool = True
-    batch_windows: int = 128
+    batch_windows: int = 64
     vad_block_s: float = 300.0
 
 
@@ -84,12 +88,11 @@ class OfflineDiarizer:
         torch.set_num_threads(self.threads)
         self.device = device
         self.vad = load_silero_vad(sequence=True)  # ONNX, 1 thread, numpy in/out
-        if embedder == "resemblyzer":
-            from .embedders import ResemblyzerEmbedder
+        from .embedders import EMBEDDERS
 
-            self.embedder = ResemblyzerEmbedder(device=device)
-        else:
-            raise ValueError(f"unknown embedder {embedder!r}")
+        if embedder not in EMBEDDERS:
+            raise ValueError(f"unknown embedder {embedder!r}; one of {sorted(EMBEDDERS)}")
+        self.embedder = EMBEDDERS[embedder](device=device)
 
     # ---------------------------------------------------------------- steps
     def speech_regions(self, audio: np.ndarray) -> list[tuple[int, int]]:
@@ -139,30 +142,63 @@ class OfflineDiarizer:
         wins = self.windows(regions)
         if not wins:
             return []
-        emb = self.embedder.embed(audio, [(a, b) for _, a, b in wins], batch=p.batch_windows)
+        emb = self.embedder.embed(audio, regions, wins, batch=p.batch_windows)
         win_region = np.array([r for r, _, _ in wins])
         emb = emb - emb.mean(axis=0, keepdims=True)
         emb /= np.linalg.norm(emb, axis=1, keepdims=True) + 1e-9
 
-        used = np.unique(win_region)
-        reg_emb = np.stack([emb[win_region == r].mean(axis=0) for r in used])
-        reg_emb /= np.linalg.norm(reg_emb, axis=1, keepdims=True) + 1e-9
-        reg_dur = np.array([(regions[r][1] - regions[r][0]) / SAMPLE_RATE for r in used])
+        # clustering units: runs of up to `chunk_windows` consecutive windows of one region, so a
+        # region holding a speaker change or an overlap yields short mixed units, not one long one
+        win_chunk = self._chunks(win_region)
+        n_chunks = win_chunk.max() + 1
+        counts = np.bincount(win_chunk, minlength=n_chunks)
+        chunk_emb = np.zeros((n_chunks, emb.shape[1]), dtype=np.float64)
+        np.add.at(chunk_emb, win_chunk, emb)
+        chunk_emb /= np.linalg.norm(chunk_emb, axis=1, keepdims=True) + 1e-9
+        first = np.full(n_chunks, np.iinfo(np.int64).max)
+        last = np.zeros(n_chunks, dtype=np.int64)
+        np.minimum.at(first, win_chunk, np.array([a for _, a, _ in wins]))
+        np.maximum.at(last, win_chunk, np.array([b for _, _, b in wins]))
+        chunk_dur = (last - first) / SAMPLE_RATE
 
-        labels = self.cluster(reg_emb, reg_dur, num_speakers, min_speakers, max_speakers)
-        k = labels.max() + 1
-        centroids = np.stack([reg_emb[labels == c].mean(axis=0) for c in range(k)])
+        # short units give noisy embeddings: cluster the long ones, then attach the short ones
+        long_ = chunk_dur >= p.min_unit_s
+        if long_.sum() < 2:
+            long_[:] = True
+        labels = np.empty(n_chunks, dtype=int)
+        labels[long_] = self.cluster(chunk_emb[long_], chunk_dur[long_], num_speakers, min_speakers,
+                                     max_speakers)
+        k = labels[long_].max() + 1
+        centroids = np.stack([chunk_emb[long_][labels[long_] == c].mean(axis=0) for c in range(k)])
         centroids /= np.linalg.norm(centroids, axis=1, keepdims=True) + 1e-9
+        if (~long_).any():
+            labels[~long_] = (chunk_emb[~long_] @ centroids.T).argmax(axis=1)
+        win_label = labels[win_chunk]
 
-        # window labels: the region's label, or per window in long regions when resegmenting
-        region_label = dict(zip(used.tolist(), labels.tolist()))
-        win_label = np.array([region_label[r] for r in win_region])
         if p.resegment and k > 1:
             win_label = self._resegment(emb, win_region, win_label, centroids)
 
         segs = self._to_segments(regions, wins, win_label)
         order = self._speaker_order(segs)
         return [(s, e, f"SPEAKER_{order[c]:02d}") for s, e, c in segs]
+
+    def _chunks(self, win_region):
+        """Chunk id per window: consecutive windows of one region, at most chunk_windows per chunk,
+        split evenly (7 windows with chunk_windows=3 -> 3+2+2)."""
+        c = self.params.chunk_windows
+        out = np.empty(len(win_region), dtype=int)
+        nxt = 0
+        i = 0
+        while i < len(win_region):
+            j = i
+            while j + 1 < len(win_region) and win_region[j + 1] == win_region[i]:
+                j += 1
+            n = j - i + 1
+            parts = -(-n // c)
+            out[i: j + 1] = nxt + (np.arange(n) * parts) // n
+            nxt += parts
+            i = j + 1
+        return out
 
     def cluster(self, x, dur, num_speakers=None, min_speakers=None, max_speakers=None):
         from sklearn.cluster import AgglomerativeClustering
