@@ -110,3 +110,4 @@ autostart_max_wait = 300
 platform_dir = "/opt/whisper-platform"  # image build contexts, the autostart proxy's code
 state_dir = "/var/lib/whisper-platform"  # caches, models, staging for secret uploads
 app_uid = 10001  # the services' non-root user inside the images (images/README.md)
+app_user = "whisper-app"  # its name on the host

@@ -36,9 +36,12 @@ def env_file(svc: dict, secrets: dict[str, Secret]) -> Secret:
 @deploy("Model store and caches")
 def model_store():
     data = host.data
-    uid = str(data.app_uid)
+    # the images' non-root user, named on the host so ownership is readable (and comparable)
+    server.group(name="Service user group", group=data.app_user, gid=data.app_uid, system=True)
+    server.user(name="Service user (uid of the images' app user)", user=data.app_user, uid=data.app_uid,
+                group=data.app_user, shell="/usr/sbin/nologin", home=data.state_dir, create_home=False, system=True)
     files.directory(name="HuggingFace cache (writable by the services)", path=data.hf_cache_dir,
-                    user=uid, group=uid, mode="755")
+                    user=data.app_user, group=data.app_user, mode="755")
     files.directory(name="Model store", path=data.models_dir, mode="755")
     for name, local in (data.model_uploads or {}).items():
         if not local:

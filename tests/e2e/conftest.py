@@ -32,10 +32,15 @@ FOREIGN_CONFIG = '{\n    "services": {\n        ' + FOREIGN_ENTRY + '\n    }\n}\
 @dataclass
 class Run:
     returncode: int
-    output: str
+    output: str  # stdout and stderr
+    stdout: str = ""
 
     def json(self):
-        return json.loads(self.output[self.output.index("{"):])
+        return json.loads(self.stdout)
+
+    def changed(self) -> int:
+        """Operations that changed something, from a `--json` run."""
+        return self.json()["results"]["totals"]["success"]
 
 
 def pyinfra(*args: str, env: dict | None = None, timeout: int = 3600, check: bool = True) -> Run:
@@ -43,7 +48,7 @@ def pyinfra(*args: str, env: dict | None = None, timeout: int = 3600, check: boo
         PYINFRA + list(args), cwd=REPO, capture_output=True, text=True, timeout=timeout,
         env={**os.environ, "DEPLOY_TARGET": "sandbox", **(env or {})},
     )
-    run = Run(proc.returncode, proc.stdout + proc.stderr)
+    run = Run(proc.returncode, proc.stdout + proc.stderr, proc.stdout)
     if check and proc.returncode != 0:
         raise AssertionError(f"pyinfra {' '.join(args)} failed ({proc.returncode}):\n{run.output[-6000:]}")
     return run

@@ -118,6 +118,6 @@ def test_template_change_restarts_only_the_affected_service(deployed, tmp_path):
         assert "STT_MAX_QUEUE=3" in ssh("docker exec faster-whisper env").stdout
         assert _started_at("faster-whisper") != before["faster-whisper"]
         assert _started_at("whisperx") == before["whisperx"]
-        assert pyinfra("-y", "--json", *change).json()["totals"]["success"] == 0
+        assert pyinfra("-y", "--json", *change).changed() == 0
     finally:
         pyinfra("-y")

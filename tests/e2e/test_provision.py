@@ -23,8 +23,7 @@ def _auth(deployed):
 
 
 def test_second_run_changes_nothing(deployed):
-    result = pyinfra("-y", "--json").json()
-    assert result["totals"]["success"] == 0, result["totals"]
+    assert pyinfra("-y", "--json").changed() == 0
 
 
 def test_existing_autostart_entries_kept_byte_for_byte(deployed):
@@ -150,7 +149,7 @@ def test_killed_deploy_converges_on_rerun(deployed):
         proc.wait()
         assert "Build image whisper-faster" in seen, seen[-3000:]
         pyinfra("-y")
-        assert pyinfra("-y", "--json").json()["totals"]["success"] == 0
+        assert pyinfra("-y", "--json").changed() == 0
     finally:
         marker.unlink()
         pyinfra("-y")

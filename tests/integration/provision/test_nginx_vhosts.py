@@ -22,7 +22,7 @@ NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 pytestmark = pytest.mark.skipif(not shutil.which("nginx") and not shutil.which("/usr/sbin/nginx"),
                                 reason="nginx is not installed (make docker installs it)")
 PORTAL = "https://portal.test.example"
-KEY = "sk-test-key-123"
+KEY = "sk-sandbox-" + "x" * 32  # as long as the keys make sandbox generates
 
 
 def _free_port() -> int:
