@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 SAMPLE_RATE = 16000
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 # espeak-ng voices whose speaker embeddings stay apart. Picked greedily from 60 candidates
 # (5 accents x 30 variants, random pitch and speed; `python bench/diarization.py --select-voices`)
@@ -93,7 +93,7 @@ def _synth(voice: tuple[str, int, int], text: str) -> np.ndarray:
         raw, out = os.path.join(tmp, "a.wav"), os.path.join(tmp, "b.wav")
         subprocess.run(["espeak-ng", "-v", name, "-p", str(pitch), "-s", str(speed), "-w", raw, text],
                        check=True, capture_output=True)
-        subprocess.run(["sox", raw, "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", out],
+        subprocess.run(["sox", "-R", "-D", raw, "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", out],
                        check=True, capture_output=True)
         audio = _read_wav(out)
     level = np.abs(audio)

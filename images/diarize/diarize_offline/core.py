@@ -81,11 +81,15 @@ class OfflineDiarizer:
         import torch
 
         self.params = params or Params()
-        self.threads = threads or max(1, min(os.cpu_count() or 1, 4))
-        # silero_vad sets torch to one thread when imported: import it, then size torch ourselves
+        # One torch thread by default: the embedder's small-batch LSTM/CNN gains little from more, and
+        # on a busy 2-core host two OpenMP threads ran the LSTM 4-5x slower than one (bench/diarization.py).
+        self.threads = int(threads) if threads else 1
+        prev = torch.get_num_threads()
+        # silero_vad sets torch to one thread when imported: give the process its setting back
         from silero_vad import load_silero_vad
 
-        torch.set_num_threads(self.threads)
+        torch.set_num_threads(prev)
+        self._torch = torch
         self.device = device
         self.vad = load_silero_vad(sequence=True)  # ONNX, 1 thread, numpy in/out
         from .embedders import EMBEDDERS
@@ -130,7 +134,12 @@ class OfflineDiarizer:
         import pandas as pd
 
         audio = load_audio(audio)
-        segments = self.diarize(audio, num_speakers, min_speakers, max_speakers)
+        prev = self._torch.get_num_threads()
+        self._torch.set_num_threads(self.threads)  # process-wide in torch: restored below
+        try:
+            segments = self.diarize(audio, num_speakers, min_speakers, max_speakers)
+        finally:
+            self._torch.set_num_threads(prev)
         df = pd.DataFrame(segments, columns=["start", "end", "speaker"])
         if len(df):
             df = df.sort_values("start", kind="stable").reset_index(drop=True)

@@ -47,6 +47,9 @@ class _Embedder:
                 pending.setdefault(win.shape[0], []).append((i, win))
                 if len(pending[win.shape[0]]) >= batch:
                     flush(win.shape[0])
+            if sum(map(len, pending.values())) > 4 * batch:  # many odd lengths: bound what waits
+                for n_frames in list(pending):
+                    flush(n_frames)
         for n_frames in list(pending):
             flush(n_frames)
         out /= np.linalg.norm(out, axis=1, keepdims=True) + 1e-9
