@@ -133,7 +133,8 @@ def _turn_text(rng: random.Random, target_s: float, words_per_s: float) -> str:
 def make_conversation(n_speakers: int, seed: int, out_dir, duration_s: float = 60.0,
                       overlaps: bool = False, voices=None) -> Conversation:
     """Generate (or reuse from out_dir) one conversation; see the module docstring."""
-    pool = list(voices) if voices is not None else VOICE_POOL
+    pool = [tuple(v) for v in voices] if voices is not None else VOICE_POOL
+    duration_s = float(duration_s)
     if not 1 <= n_speakers <= len(pool):
         raise ValueError(f"n_speakers must be 1..{len(pool)}")
     key = json.dumps([GENERATOR_VERSION, n_speakers, seed, duration_s, overlaps, pool])
