@@ -1,7 +1,7 @@
 """Benchmarks of the whole platform on the sandbox host (issue 7), printed as a table.
 
-    .venv/bin/python bench/platform.py            # against the running, deployed sandbox
-    .venv/bin/python bench/platform.py --fresh    # first rebuilds the sandbox: fresh deploy per stage
+    .venv/bin/python bench/full_platform.py            # against the running, deployed sandbox
+    .venv/bin/python bench/full_platform.py --fresh    # first rebuilds the sandbox: fresh deploy per stage
 
 1. full chain (nginx -> autostart proxy -> container) against a direct in-process
    faster-whisper call on the same audio and model: overhead ratio (goal <= 1.10);
