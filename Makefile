@@ -72,8 +72,12 @@ run-faster: venv
 run-whisperx: venv-ml
 	bash images/whisperx/run-local.sh
 
-bench: venv
-	$(VPY) -m bench
+# each benchmark prints its table; full_platform needs the deployed sandbox (make demo)
+bench: venv venv-ml
+	$(VPY) bench/faster_overhead.py
+	$(MLPY) bench/diarization.py
+	$(MLPY) bench/whisperx_memory.py
+	$(VPY) bench/full_platform.py
 
 clean: sandbox-down
 	rm -rf $(VENV) .pytest_cache
