@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make sure a Docker engine answers on this machine: install Debian's docker.io and
-# docker-compose when missing, and start dockerd by hand where no systemd runs it
+# docker-compose (and the tools the tests use) when missing, and start dockerd by hand where no systemd runs it
 # (the test bed and CI have no systemd). Idempotent; safe to call from every target.
 set -euo pipefail
 need=()
@@ -10,6 +10,10 @@ for tool in debootstrap espeak-ng sox ffmpeg; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
+# the autostart proxy's tests run it on Debian's python3 + aiohttp, as the hosts do
+/usr/bin/python3 -c 'import aiohttp' >/dev/null 2>&1 || need+=(python3-aiohttp)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 if [ ${#need[@]} -gt 0 ]; then
   echo "ensure-docker: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
