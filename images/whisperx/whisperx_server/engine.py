@@ -359,8 +359,7 @@ class WhisperXEngine:
                 raise DiarizationUnavailable(
                     f"The offline diarization backend is not installed ({exc}); set HF_TOKEN to use pyannote.",
                     code="diarization_unavailable") from exc
-            return OfflineDiarizer(device=self.cfg.device if self.cfg.device == "cpu" else "cpu",
-                                   threads=self.cfg.cpu_threads)
+            return OfflineDiarizer(device=self.cfg.device, threads=self.cfg.cpu_threads)
         return self.cache.get("diarize:offline", load)
 
     def _pyannote_diarizer(self):

@@ -118,20 +118,34 @@ def test_error_paths_for_real(server, speech_wav, tmp_path):
     assert server.wait_ready()["status"] == "ok"
 
 
-def test_missing_token_with_pyannote_backend(start_server, speech_wav):
-    srv = start_server("pyannote-no-token", STT_DIARIZATION_BACKEND="pyannote")
+def test_missing_token_with_pyannote_backend_and_api_keys(start_server, speech_wav):
+    srv = start_server("pyannote-no-token", STT_DIARIZATION_BACKEND="pyannote", STT_API_KEYS="key-one,key-two")
+    auth = {"Authorization": "Bearer key-two"}
     try:
+        # optional API keys (stt_common): refused without, /health stays public
         r = srv.post("/transcribe", speech_wav, diarize="true")
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+        r = srv.post("/transcribe", speech_wav, diarize="true", headers=auth)
         e = r.json()["error"]
         assert r.status_code == 503 and e["code"] == "hf_token_missing"
         assert "HF_TOKEN" in e["message"] and "https://huggingface.co/pyannote/speaker-diarization-community-1" in e["message"]
         assert "Traceback" not in r.text
-        # a token that is no HuggingFace token, and a well-formed one the (unreachable) hub cannot check
-        # are covered by their own servers below only in shape: one server start is enough here
-        r = srv.post("/transcribe", speech_wav)  # without diarization it still transcribes
+        r = srv.post("/v1/audio/transcriptions", speech_wav, response_format="diarized_json", headers=auth)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "hf_token_missing"
+        r = srv.post("/transcribe", speech_wav, headers=auth)  # without diarization it still transcribes
         assert r.status_code == 200
     finally:
         srv.stop()
+
+
+def test_openai_client(server, conversation):
+    openai = pytest.importorskip("openai", reason="the openai client is installed in the ML environment")
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=300)
+    with open(conversation.wav_path, "rb") as f:
+        d = client.audio.transcriptions.create(model="whisper-1", file=f, response_format="diarized_json",
+                                               extra_body={"num_speakers": 2})
+    d = d if isinstance(d, dict) else d.model_dump()
+    assert len({s["speaker"] for s in d["segments"]}) == 2 and d["text"]
 
 
 def test_token_set_but_hub_unreachable(start_server, speech_wav):
