@@ -99,6 +99,21 @@ class OfflineDiarizer:
         if embedder not in EMBEDDERS:
             raise ValueError(f"unknown embedder {embedder!r}; one of {sorted(EMBEDDERS)}")
         self.embedder = EMBEDDERS[embedder](device=device)
+        self._warm_up()
+
+    def _warm_up(self):
+        """Import the lazy modules and run each model once, so the first request is not the slow one."""
+        import scipy.cluster.hierarchy  # noqa: F401
+        import sklearn.metrics  # noqa: F401
+
+        noise = np.random.default_rng(0).normal(0, 0.1, SAMPLE_RATE * 2).astype(np.float32)
+        self.vad.audio_forward(noise, sampling_rate=SAMPLE_RATE)
+        prev = self._torch.get_num_threads()
+        self._torch.set_num_threads(self.threads)
+        try:
+            self.embedder.embed(noise, [(0, noise.size)], [(0, 0, int(self.params.window_s * SAMPLE_RATE))])
+        finally:
+            self._torch.set_num_threads(prev)
 
     # ---------------------------------------------------------------- steps
     def speech_regions(self, audio: np.ndarray) -> list[tuple[int, int]]:
