@@ -44,9 +44,9 @@ sandbox: venv base-images
 sandbox-down:
 	bash sandbox/down.sh
 
-# deploy: pyinfra against the sandbox host (or the hosts named by INVENTORY_HOSTS, see README)
+# deploy: pyinfra against the sandbox host (DEPLOY_TARGET=production for srv759970, see README);
+# the sandbox's throwaway secrets are read from .sandbox/secrets.env by the deploy itself
 deploy: venv
-	set -a; [ -f .sandbox/secrets.env ] && . .sandbox/secrets.env; set +a; \
 	$(VENV)/bin/pyinfra inventory.py deploy.py -y
 
 demo: sandbox deploy
