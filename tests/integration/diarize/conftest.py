@@ -10,11 +10,6 @@ import pytest
 os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-pytest.importorskip("torch", reason="offline diarization needs torch: run with .venv-ml/bin/python")
-pytest.importorskip("silero_vad", reason="silero-vad is not installed (pip install -r images/diarize/requirements.txt)")
-pytest.importorskip("resemblyzer", reason="resemblyzer is not installed (pip install -r images/diarize/requirements.txt)")
-pytest.importorskip("pyannote.metrics", reason="pyannote.metrics is needed to score diarization")
-
 # the fixed evaluation set: (speakers, seed, overlaps), 60 s each
 EVAL_SET = ([(n, seed, ov) for n in (2, 3) for seed in (0, 1) for ov in (False, True)]
             + [(4, 0, False), (4, 0, True), (1, 0, True)])

@@ -5,6 +5,11 @@ of the conversations. Speed and memory are measured by bench/diarization.py, not
 """
 import pytest
 
+pytest.importorskip("torch", reason="offline diarization needs torch: run with .venv-ml/bin/python")
+pytest.importorskip("silero_vad", reason="silero-vad is missing (pip install -r images/diarize/requirements.txt)")
+pytest.importorskip("resemblyzer", reason="resemblyzer is missing (pip install -r images/diarize/requirements.txt)")
+pytest.importorskip("pyannote.metrics", reason="pyannote.metrics is needed to score diarization")
+
 
 def _der(results, n):
     comps = [c for conv, _, c in results if conv.n_speakers == n]
