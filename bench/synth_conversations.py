@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 SAMPLE_RATE = 16000
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 # espeak-ng voices whose speaker embeddings stay apart. Picked greedily from 60 candidates
 # (5 accents x 30 variants, random pitch and speed; `python bench/diarization.py --select-voices`)
@@ -171,8 +171,8 @@ def make_conversation(n_speakers: int, seed: int, out_dir, duration_s: float = 6
         voice = voice_of[spk]
         text = _turn_text(rng, target, voice[2] / 60.0)
         audio = _synth(voice, text)
-        if audio.size < 0.8 * SAMPLE_RATE:
-            text = text + " " + _turn_text(rng, 1.0, voice[2] / 60.0)
+        while audio.size < 1.0 * SAMPLE_RATE:  # keep within the 1-8 s turn range
+            text = text + " " + _turn_text(rng, 0.5, voice[2] / 60.0)
             audio = _synth(voice, text)
         if audio.size > 8.0 * SAMPLE_RATE:  # keep within the 1-8 s turn range
             words = text.split()

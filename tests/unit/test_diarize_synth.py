@@ -22,7 +22,7 @@ def test_turns_rttm_and_audio_agree(out):
     assert abs(audio.size / 16000 - conv.duration_s) < 0.01
     assert 40 <= conv.duration_s <= 50
     for start, end, spk, text in conv.turns:
-        assert 0.8 <= end - start <= 8.0 + 1e-6, (start, end)
+        assert 1.0 <= end - start <= 8.0 + 1e-6, (start, end)
         assert text.strip()
     lines = conv.rttm_path.read_text().splitlines()
     assert len(lines) == len(conv.turns)

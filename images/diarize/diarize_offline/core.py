@@ -36,6 +36,7 @@ class Params:
     # mean-subtracted embeddings), then clusters whose raw centroids are this similar are merged
     max_auto_speakers: int = 10
     same_speaker_sim: float = 0.9
+    silhouette_tie: float = 0.01
     # clusters with less speech than this are folded into the nearest larger one (auto count only)
     min_cluster_s: float = 2.0
     min_cluster_frac: float = 0.01
@@ -264,8 +265,9 @@ class OfflineDiarizer:
             if lab.max() + 1 < 2:
                 continue
             score = silhouette_score(square, lab, metric="precomputed")
-            if score > best + 1e-9:
-                best, labels = score, lab
+            # near-ties go to the larger count: the same-voice merge below undoes needless splits
+            if score > best - p.silhouette_tie:
+                best, labels = max(best, score), lab
         if labels is None:  # n too small for a silhouette, or lo == hi == 1
             labels = cut(max(1, min(lo, n)))
         if raw is not None:
