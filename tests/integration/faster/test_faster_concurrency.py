@@ -5,7 +5,7 @@ import time
 import httpx
 import pytest
 
-from conftest import start_server, stop_server, wer
+from .conftest import start_server, stop_server, wer
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOT, free_port, tiny_model, wer
+from .conftest import ROOT, free_port, tiny_model, wer
 
 pytestmark = [pytest.mark.docker]
 TAG = "whisper-faster-test:dev"

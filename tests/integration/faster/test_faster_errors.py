@@ -3,7 +3,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import start_server, stop_server
+from .conftest import start_server, stop_server
 
 KEY = "test-key-123"
 

@@ -65,6 +65,12 @@ SPEECH_TEXT = ("the weather was cold this morning but the train arrived on time 
 
 
 @pytest.fixture(scope="session")
+def speech_text() -> str:
+    """What speech_wav says (a fixture, not an import: conftest modules of several test folders collide)."""
+    return SPEECH_TEXT
+
+
+@pytest.fixture(scope="session")
 def speech_wav(audio_dir) -> Path:
     return espeak(audio_dir / "speech.wav", SPEECH_TEXT)
 

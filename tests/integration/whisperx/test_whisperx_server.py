@@ -4,7 +4,6 @@ import re
 import jiwer
 import pytest
 
-from conftest import SPEECH_TEXT
 
 pytestmark = pytest.mark.slow
 
@@ -25,23 +24,23 @@ def test_health_and_docs(server):
     assert "_model_loads_total" in metrics and "_requests_total" in metrics
 
 
-def test_transcribe_runbook_contract_and_wer(server, speech_wav):
+def test_transcribe_runbook_contract_and_wer(server, speech_wav, speech_text):
     r = server.post("/transcribe", speech_wav)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["language"] == "en"
     assert body["segments"] and all({"start", "end", "text", "words"} <= set(s) for s in body["segments"])
     text = " ".join(s["text"] for s in body["segments"])
-    assert wer(SPEECH_TEXT, text) < 0.35, text
+    assert wer(speech_text, text) < 0.35, text
     # no alignment model can be had here: it degrades to segment timestamps and says so
     assert body["alignment"]["status"] == "unavailable" and "segment" in body["alignment"]["reason"]
     assert r.headers["X-Alignment"] == "unavailable"
     assert "speaker" not in body["segments"][0]
 
 
-def test_openai_formats(server, speech_wav):
+def test_openai_formats(server, speech_wav, speech_text):
     r = server.post("/v1/audio/transcriptions", speech_wav, model="whisper-1")
-    assert r.status_code == 200 and wer(SPEECH_TEXT, r.json()["text"]) < 0.35
+    assert r.status_code == 200 and wer(speech_text, r.json()["text"]) < 0.35
     r = server.post("/v1/audio/transcriptions", speech_wav, response_format="verbose_json")
     v = r.json()
     assert v["language"] == "en" and v["segments"][0]["id"] == 0 and v["duration"] > 5
