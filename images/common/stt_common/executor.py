@@ -51,12 +51,7 @@ class InferenceExecutor:
     async def acquire(self) -> None:
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.max_concurrency)
-        if self.full():
-            if self.metrics is not None:
-                self.metrics.rejected.inc()
-            raise unavailable(
-                f"The server is busy: {self.running} running and {self.waiting} waiting. Retry later.",
-                retry_after=self.retry_after(), code="queue_full")
+        self.check()
         self.waiting += 1
         self._gauges()
         try:
