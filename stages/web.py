@@ -95,11 +95,11 @@ def _reload(name: str, changed_ops):
 
 def _site(name: str, content: str, changed: list):
     available = f"{NGINX}/sites-available/{name}"
-    changed.append(files.put(name=f"nginx site {name}", src=_StringSrc(content), dest=available, mode="644"))
+    changed.append(files.put(name=f"nginx site {name}", src=_text(content), dest=available, mode="644"))
     changed.append(files.link(name=f"enable nginx site {name}", path=f"{NGINX}/sites-enabled/{name}", target=available))
 
 
-def _StringSrc(text: str) -> io.StringIO:
+def _text(text: str) -> io.StringIO:
     """files.put takes a file-like object for rendered text."""
     return io.StringIO(text)
 
@@ -110,12 +110,12 @@ def nginx_base(secrets: dict[str, Secret]):
     changed = []
     changed.append(files.put(
         name="nginx http-level settings",
-        src=_StringSrc(render_shared(data)),
+        src=_text(render_shared(data)),
         dest=f"{NGINX}/conf.d/whisper-platform.conf", mode="644",
     ))
     changed.append(files.put(
         name="nginx TLS parameters",
-        src=_StringSrc(render_tls_params()),
+        src=_text(render_tls_params()),
         dest=f"{NGINX}/snippets/whisper-platform-tls.conf", mode="644",
     ))
     changed.append(secret_file(
@@ -172,7 +172,7 @@ def certificates():
     if data.tls_mode == "letsencrypt":
         files.put(
             name="certbot renewal hook: reload nginx",
-            src=_StringSrc("#!/bin/sh\n# whisper-platform: reload nginx after a renewal\nnginx -t && systemctl reload nginx\n"),
+            src=_text("#!/bin/sh\n# whisper-platform: reload nginx after a renewal\nnginx -t && systemctl reload nginx\n"),
             dest="/etc/letsencrypt/renewal-hooks/deploy/whisper-platform-reload-nginx.sh", mode="755",
         )
 
