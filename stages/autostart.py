@@ -2,7 +2,6 @@
 registration in its config.json, keeping every other entry byte-for-byte."""
 
 import io
-import json
 
 from pyinfra import host
 from pyinfra.api import deploy

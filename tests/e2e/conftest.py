@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from sandbox.client import secrets
+
 REPO = Path(__file__).resolve().parents[2]
 STATE = REPO / ".sandbox"
 PYINFRA = [str(REPO / ".venv/bin/pyinfra"), "inventory.py", "deploy.py"]
@@ -64,15 +66,6 @@ def ssh(command: str, check: bool = True) -> subprocess.CompletedProcess:
     if check and proc.returncode != 0:
         raise AssertionError(f"ssh {command!r} failed: {proc.stdout}{proc.stderr}")
     return proc
-
-
-def secrets() -> dict[str, str]:
-    values = {}
-    for line in (STATE / "secrets.env").read_text().splitlines():
-        if "=" in line and not line.startswith("#"):
-            k, _, v = line.partition("=")
-            values[k] = v
-    return values
 
 
 def curl(host: str, path: str = "/", *args: str, port: int = HTTPS_PORT, scheme: str = "https") -> dict:

@@ -12,7 +12,7 @@ import pytest
 
 from sandbox.client import base_url, http_client, requests_session
 
-from .conftest import REPO, pyinfra, ssh
+from .conftest import pyinfra, ssh
 
 pytestmark = pytest.mark.sandbox
 SENTENCE = "the quick brown fox jumps over the lazy dog and speech recognition works on this platform"
