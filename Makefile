@@ -52,7 +52,8 @@ deploy: venv
 demo: sandbox deploy
 	$(VPY) -m sandbox.demo
 
-test-unit: venv venv-ml
+# `docker` also installs espeak-ng and sox, which the synthetic-conversation unit tests speak with
+test-unit: venv venv-ml docker
 	$(PYTEST) tests/unit $(addprefix --ignore=,$(ML_UNIT))
 	$(if $(ML_UNIT),$(MLPY) -m pytest $(ML_UNIT))
 

@@ -125,8 +125,3 @@ def client(server):
     return openai.OpenAI(base_url=server.url + "/v1", api_key="not-needed", max_retries=0, timeout=120)
 
 
-def wer(reference: str, hypothesis: str) -> float:
-    import jiwer
-    norm = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(),
-                          jiwer.Strip(), jiwer.ReduceToListOfListOfWords()])
-    return jiwer.wer(reference, hypothesis, reference_transform=norm, hypothesis_transform=norm)

@@ -6,7 +6,9 @@ import time
 import httpx
 import pytest
 
-from .conftest import FORMATS, wer
+from transcript_wer import wer
+
+from .conftest import FORMATS
 
 SEG_FIELDS = {"id", "seek", "start", "end", "text", "tokens", "temperature", "avg_logprob", "compression_ratio",
               "no_speech_prob"}

@@ -5,7 +5,9 @@ import time
 import httpx
 import pytest
 
-from .conftest import start_server, stop_server, wer
+from transcript_wer import wer
+
+from .conftest import start_server, stop_server
 
 
 @pytest.fixture(scope="module")

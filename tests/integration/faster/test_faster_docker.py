@@ -8,7 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import ROOT, free_port, tiny_model, wer
+from transcript_wer import wer
+
+from .conftest import ROOT, free_port, tiny_model
 
 pytestmark = [pytest.mark.docker]
 TAG = "whisper-faster-test:dev"

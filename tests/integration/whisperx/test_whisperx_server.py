@@ -1,16 +1,11 @@
 """The WhisperX server end to end over HTTP on 127.0.0.1 (tiny.en, espeak-ng speech, offline diarization)."""
 import re
 
-import jiwer
 import pytest
+from transcript_wer import wer
 
 
 pytestmark = pytest.mark.slow
-
-
-def wer(ref: str, hyp: str) -> float:
-    clean = lambda s: " ".join(re.sub(r"[^a-z' ]+", " ", s.lower()).split())  # noqa: E731
-    return jiwer.wer(clean(ref), clean(hyp))
 
 
 def test_health_and_docs(server):

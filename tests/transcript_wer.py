@@ -1,0 +1,33 @@
+"""Word error rate as a reader judges a transcript: case, punctuation, hyphens and digits do not count.
+
+Whisper writes "speech-to-text", "10" and "Ten." where espeak-ng said "speech to text ten"; those are the same
+words to a user, so both sides are normalised the same way before jiwer counts the edits. Used by the tests and
+the benchmarks (bench/ puts tests/ on its path).
+"""
+from __future__ import annotations
+
+import re
+
+_UNITS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+          "sixteen seventeen eighteen nineteen").split()
+_TENS = "- - twenty thirty forty fifty sixty seventy eighty ninety".split()
+
+
+def _spell(match: re.Match) -> str:
+    n = int(match.group())
+    if n < 20:
+        return _UNITS[n]
+    if n < 100:
+        tens, unit = divmod(n, 10)
+        return _TENS[tens] + (" " + _UNITS[unit] if unit else "")
+    return match.group()
+
+
+def normalise(text: str) -> str:
+    text = re.sub(r"\d+", _spell, text.lower())
+    return " ".join(re.sub(r"[^a-z' ]+", " ", text).split())
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    import jiwer
+    return jiwer.wer(normalise(reference), normalise(hypothesis))
