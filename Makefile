@@ -76,6 +76,7 @@ run-whisperx: venv-ml
 # each benchmark prints its table; full_platform needs the deployed sandbox (make demo)
 bench: venv venv-ml
 	$(VPY) bench/faster_overhead.py
+	$(VPY) bench/faster_long_audio.py
 	$(MLPY) bench/diarization.py
 	$(MLPY) bench/whisperx_memory.py
 	$(VPY) bench/full_platform.py

@@ -123,3 +123,22 @@ def test_docs_metrics_and_responsive_health_during_long_job(server, speech):
     assert audio and float(audio[0].split()[-1]) > 50
     assert 'stt_model_loads_total{model=' in m and 'result="ok"' in m
     assert not list(server.tmp_dir.iterdir()), "upload temp files left behind"
+
+
+def test_long_audio_takes_the_batched_pipeline_with_complete_output(client, speech):
+    """About 80 s: over STT_BATCH_MIN_SECONDS, so the default batched decoder answers; its output must be as
+    complete as the sequential one's (every verbose_json field, words in order inside the duration)."""
+    r = transcribe(client, speech["long"], response_format="verbose_json", timestamp_granularities=["word", "segment"])
+    assert r.duration > 60
+    assert wer(" ".join([speech["text"]] * 6), r.text) <= MAX_WER, r.text
+    raw = r.model_dump()
+    assert raw["segments"] and all(SEG_FIELDS <= set(s) for s in raw["segments"])
+    starts = [s.start for s in r.segments]
+    assert starts == sorted(starts) and r.segments[-1].end <= r.duration + 0.01
+    assert r.segments[-1].end > 50, "the last minute is missing"
+    assert max(s.end - s.start for s in r.segments) < 15, "segments must stay subtitle-sized"
+    prev = 0.0
+    for w in r.words:
+        assert prev - 1e-6 <= w.start <= w.end <= r.duration + 0.01
+        prev = w.start
+    assert len(r.words) >= 6 * 25
