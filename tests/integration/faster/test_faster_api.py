@@ -1,5 +1,4 @@
 """The faster-whisper server through the real `openai` SDK: every format, words, SSE, translations, models, WER."""
-import json
 import threading
 import time
 
