@@ -82,22 +82,21 @@ class Handler(BaseHTTPRequestHandler):
                     while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                         pass
                     return
-                left = size
-                while left:
-                    data = self.rfile.read(min(left, CHUNK))
-                    if not data:
-                        return
-                    left -= len(data)
-                    yield data
+                if not (yield from self._read(size)):
+                    return
                 self.rfile.readline()
         else:
-            left = int(self.headers.get("Content-Length", "0"))
-            while left:
-                data = self.rfile.read(min(left, CHUNK))
-                if not data:
-                    return
-                left -= len(data)
-                yield data
+            yield from self._read(int(self.headers.get("Content-Length", "0")))
+
+    def _read(self, left: int):
+        """Yield `left` bytes of the body, CHUNK at a time; return False if the client hung up first."""
+        while left:
+            data = self.rfile.read(min(left, CHUNK))
+            if not data:
+                return False
+            left -= len(data)
+            yield data
+        return True
 
     def do_POST(self):
         path, q = self._query()
