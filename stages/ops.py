@@ -60,6 +60,22 @@ def compose_command(flavour: str) -> str:
 
 
 # --- operations -------------------------------------------------------------------------------
+class StreamedCommand(StringCommand):
+    """A command whose output reaches the deploy's output line by line as it runs, at every
+    verbosity: pyinfra shows command output only with -vvv, which would also print facts (secrets
+    among them). For long, quiet-by-design commands that print only progress lines (image builds)."""
+
+    def execute(self, state, host, connector_arguments):
+        connector_arguments.update(self.connector_arguments)
+        return host.run_shell_command(self, print_output=True, print_input=state.print_input, **connector_arguments)
+
+
+@operation(is_idempotent=False)
+def streamed_shell(command: str):
+    """Run one shell command, its progress lines printed as they come (see StreamedCommand)."""
+    yield StreamedCommand(command)
+
+
 @operation()
 def secret_file(
     path: str,
