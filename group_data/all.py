@@ -39,7 +39,8 @@ services = [
         "container": "whisperx",
         "image_name": "whisperx",
         "image_dir": "whisperx",
-        # TORCH_INDEX_URL: CPU wheels by default; https://download.pytorch.org/whl/cu128 for GPU hosts
+        # TORCH_INDEX_URL: an index for torch alone; empty = pip's configured index (PyPI's Linux torch is the
+        # CUDA build, about 4 GB more). A CPU-only torch index gives a smaller CPU image (images/whisperx/README.md)
         "build_args": {},
         "port": 8002,
         "model": "base",
@@ -90,7 +91,13 @@ base_image = "python:3.11-slim"
 build_ca_bundle = ""
 # images to load into a host without registry access: {"tag": "local docker-save tarball"}
 seed_images = {}
-build_timeout = 3600
+# a build is stopped only after this many seconds without a line of output (a stuck build), never
+# for being slow: the slowest host may take an hour over the whisperx image and keeps printing
+build_stall_timeout = 1800
+# a folder of wheels ON THE HOST (sandbox/wheelhouse.sh makes one) served to pip inside image builds
+# on 127.0.0.1:build_wheelhouse_port: nothing is downloaded. "" = pip's configured index
+build_wheelhouse = ""
+build_wheelhouse_port = 3141
 
 # --- models --------------------------------------------------------------------------------
 hf_cache_dir = "/var/lib/whisper-platform/hf-cache"  # mounted at /cache/huggingface

@@ -1,7 +1,8 @@
 """The local sandbox host (sandbox/, `make sandbox`): a fresh systemd Debian in Docker.
 
 No registry, no model hub, a TLS-intercepting network: base image and models are
-uploaded, pip in image builds gets the machine's CA bundle.
+uploaded, pip in image builds gets the machine's CA bundle and the machine's wheelhouse
+(sandbox/wheelhouse.sh; sandbox/up.sh mounts it read-only at the path below).
 """
 
 import os
@@ -24,14 +25,13 @@ tls_mode = "selfsigned"
 base_image = "local/python:3.11-slim"
 seed_images = {"local/python:3.11-slim": ".sandbox/images/python-3.11-slim.tar"}
 build_ca_bundle = os.environ.get("BUILD_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+build_wheelhouse = "/var/cache/whisper-platform/wheelhouse"
 
 model_uploads = {"tiny.en": _shipped_tiny_en()}
 service_overrides = {
     "faster": {"model": "/models/tiny.en", "extra_env": {"HF_HUB_OFFLINE": "1"}},
     "whisperx": {
         "model": "/models/tiny.en",
-        # only PyPI is reachable here: its Linux torch is the CUDA build (a bigger image)
-        "build_args": {"TORCH_INDEX_URL": "https://pypi.org/simple"},
         "extra_env": {"HF_HUB_OFFLINE": "1", "STT_DIARIZATION_BACKEND": "auto", "STT_BATCH_SIZE": "8"},
     },
 }

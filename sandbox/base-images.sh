@@ -14,7 +14,8 @@ mkdir -p "$cache"
 if [ ! -s "$rootfs_tar" ]; then
   echo "base-images: debootstrap bookworm (minbase)"
   tmp=$(mktemp -d)
-  debootstrap --variant=minbase bookworm "$tmp/rootfs" http://deb.debian.org/debian >"$cache/debootstrap.log" 2>&1 \
+  # no mirror named: debootstrap's default, or the one this machine's configuration gives
+  debootstrap --variant=minbase bookworm "$tmp/rootfs" >"$cache/debootstrap.log" 2>&1 \
     || { tail -20 "$cache/debootstrap.log" >&2; exit 1; }
   tar -C "$tmp/rootfs" -c . >"$rootfs_tar.part"
   mv "$rootfs_tar.part" "$rootfs_tar"

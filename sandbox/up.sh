@@ -2,6 +2,8 @@
 # Start the sandbox host: a fresh systemd+sshd Debian in Docker, Docker-in-Docker capable.
 #   SSH 127.0.0.1:2222, HTTP 127.0.0.1:8080, HTTPS 127.0.0.1:8443
 # Generates the SSH key and throwaway secrets in .sandbox/ (git-ignored). Idempotent.
+# The machine's wheelhouse (sandbox/wheelhouse.sh) is mounted read-only where group_data/sandbox.py's
+# build_wheelhouse says: image builds on the sandbox download nothing, however often it is rebuilt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NAME=${SANDBOX_NAME:-whisper-sandbox}
@@ -22,6 +24,7 @@ print("HF_TOKEN=")
 PY
   )
 fi
+wheelhouse=$(bash sandbox/wheelhouse.sh | tail -n 1)
 # the base image the service Dockerfiles build on, for the host's registry-less Docker
 [ -s "$STATE/images/python-3.11-slim.tar" ] || docker save local/python:3.11-slim -o "$STATE/images/python-3.11-slim.tar"
 
@@ -39,6 +42,7 @@ if [ -z "$(docker ps -q -f name="^${NAME}$")" ]; then
     --cgroupns=host -v /sys/fs/cgroup:/sys/fs/cgroup:rw \
     --tmpfs /run --tmpfs /run/lock \
     -v "$NAME-docker:/var/lib/docker" \
+    -v "$wheelhouse:/var/cache/whisper-platform/wheelhouse:ro" \
     -p 127.0.0.1:${SANDBOX_SSH_PORT:-2222}:22 \
     -p 127.0.0.1:${SANDBOX_HTTP_PORT:-8080}:80 \
     -p 127.0.0.1:${SANDBOX_HTTPS_PORT:-8443}:443 \

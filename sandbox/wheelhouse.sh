@@ -29,11 +29,14 @@ started=$(date +%s)
 # machine's compiler, for this Python (3.11, the images' Python too); one run per image, since the
 # two images pin some packages differently
 echo "wheelhouse: whisperx image (torch first: the largest downloads) -> $wh"
-"$py" -m pip wheel -q --progress-bar off --wheel-dir "$wh" \
-  -r images/whisperx/torch-requirements.txt -r images/whisperx/requirements.txt \
+pipwheel() {
+  # pip's warnings about this machine's unreadable extra index folders are noise here
+  "$py" -m pip wheel -q --progress-bar off --wheel-dir "$wh" "$@" 2> >(grep -v 'is ignored: it is neither a file' >&2)
+}
+pipwheel -r images/whisperx/torch-requirements.txt -r images/whisperx/requirements.txt \
   -r images/diarize/requirements.txt -c images/whisperx/constraints.txt
 echo "wheelhouse: faster image"
-"$py" -m pip wheel -q --progress-bar off --wheel-dir "$wh" -r images/faster/requirements.txt
+pipwheel -r images/faster/requirements.txt
 echo "$stamp" >"$wh/.stamp"
 echo "wheelhouse: ready in $(( $(date +%s) - started )) s, $(ls "$wh"/*.whl | wc -l) wheels, $(du -sh "$wh" | cut -f1)"
 echo "$wh"

@@ -12,8 +12,8 @@ IMAGES = REPO / "images"
 
 # what each image's Dockerfile copies from the build context (images/)
 IMAGE_SOURCES = {
-    "faster": ["common", "faster"],
-    "whisperx": ["common", "diarize", "whisperx"],
+    "faster": ["build", "common", "faster"],
+    "whisperx": ["build", "common", "diarize", "whisperx"],
 }
 # never uploaded with a build context
 EXCLUDE_FILES = ["*.pyc", "*.pem", ".DS_Store"]
@@ -40,7 +40,7 @@ def services(data) -> list[dict]:
         if not svc.get("enabled", True):
             continue
         svc["vhost"] = f"{svc['subdomain']}.{data.domain}"
-        svc["sources"] = IMAGE_SOURCES.get(svc["image_dir"], ["common", svc["image_dir"]])
+        svc["sources"] = IMAGE_SOURCES.get(svc["image_dir"], ["build", "common", svc["image_dir"]])
         result.append(svc)
     return result
 

@@ -3,14 +3,14 @@ import json
 import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
+from image_build import build_image
 from transcript_wer import wer
 
-from .conftest import ROOT, free_port, tiny_model
+from .conftest import free_port, tiny_model
 
 pytestmark = [pytest.mark.docker]
 TAG = "whisper-faster-test:dev"
@@ -25,15 +25,7 @@ def sh(*args, check=True, timeout=900):
 def image():
     if not shutil.which("docker") or sh("docker", "info", check=False).returncode != 0:
         pytest.skip("no Docker engine (make docker)")
-    if sh("docker", "image", "inspect", BASE, check=False).returncode != 0:
-        sh("bash", str(ROOT / "sandbox/base-images.sh"))
-    ca = ROOT / "images/build-ca/extra-ca.pem"
-    system_ca = Path("/etc/ssl/certs/ca-certificates.crt")
-    if not (ca.exists() and ca.stat().st_size) and system_ca.exists():
-        shutil.copyfile(system_ca, ca)  # this network re-signs TLS: pip in the build needs its CA
-    r = sh("docker", "build", "-q", "-f", str(ROOT / "images/faster/Dockerfile"), "--build-arg",
-           f"BASE_IMAGE={BASE}", "-t", TAG, str(ROOT / "images"), check=False)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    build_image("faster", TAG, BASE)
     return TAG
 
 

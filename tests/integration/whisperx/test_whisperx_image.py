@@ -1,12 +1,9 @@
 """The images/whisperx Docker image builds on the test bed and serves: /health, the healthcheck, a non-root
 user, a diarized transcription through the offline backend.
 
-The image is big (torch 2.8 from PyPI is the CUDA build: about 9 GB, about 8 minutes to build from
-scratch on the test bed), so it is built once and reused under the tag ``whisperx-test:dev``:
-- the tag exists: ``docker build`` runs again and only the code layers are rebuilt (seconds, from the cache);
-- it does not: the test builds it only when WHISPERX_BUILD_IMAGE=1, and otherwise skips saying so.
+Built as the deploy builds it (stages/host/build_image.py) from the machine's wheelhouse: about 3 minutes
+from scratch on the test bed (9 GB: PyPI's Linux torch is the CUDA build), seconds when only our code changed.
 """
-import os
 import shutil
 import socket
 import subprocess
@@ -16,13 +13,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from image_build import build_image
+
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[3]
-TAG = os.environ.get("WHISPERX_IMAGE", "whisperx-test:dev")
-BASE = os.environ.get("WHISPERX_BASE_IMAGE", "local/python:3.11-slim")
-# only PyPI is reachable on the test bed; real CPU hosts keep the Dockerfile's CPU wheel index
-TORCH_INDEX = os.environ.get("WHISPERX_TORCH_INDEX_URL", "https://pypi.org/simple")
+TAG = "whisperx-test:dev"
 
 
 def _docker(*args, timeout=60, check=True):
@@ -32,26 +28,10 @@ def _docker(*args, timeout=60, check=True):
 @pytest.fixture(scope="module")
 def image():
     if not shutil.which("docker"):
-        pytest.skip("docker is not installed")
+        pytest.skip("docker is not installed (make docker)")
     if _docker("info", check=False).returncode != 0:
         pytest.skip("the Docker engine is not running (make docker)")
-    exists = _docker("image", "inspect", TAG, check=False).returncode == 0
-    if not exists and not os.environ.get("WHISPERX_BUILD_IMAGE"):
-        pytest.skip(f"image {TAG} is absent and WHISPERX_BUILD_IMAGE is not set: building it takes about 8 "
-                    f"minutes and 9 GB on the test bed; make test still builds and calls it: the e2e tier builds this "
-                    f"Dockerfile inside the sandbox host and transcribes through it")
-    if _docker("image", "inspect", BASE, check=False).returncode != 0:
-        subprocess.run(["bash", str(ROOT / "sandbox/base-images.sh")], check=True, timeout=900)
-    ca = ROOT / "images/build-ca/extra-ca.pem"
-    system_ca = Path("/etc/ssl/certs/ca-certificates.crt")
-    if system_ca.is_file() and (not ca.exists() or ca.read_bytes() != system_ca.read_bytes()):
-        shutil.copyfile(system_ca, ca)
-    t0 = time.monotonic()
-    r = subprocess.run(["docker", "build", "-f", "images/whisperx/Dockerfile", "--build-arg", f"BASE_IMAGE={BASE}",
-                        "--build-arg", f"TORCH_INDEX_URL={TORCH_INDEX}", "-t", TAG, "images/"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=3000)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    print(f"docker build {TAG}: {time.monotonic() - t0:.0f}s ({'cached' if exists else 'from scratch'})")
+    build_image("whisperx", TAG)
     return TAG
 
 

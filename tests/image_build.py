@@ -1,0 +1,43 @@
+"""Build a service image on the test bed's Docker the way the deploy builds it on a host: through
+stages/host/build_image.py, with pip fed by the machine's wheelhouse (sandbox/wheelhouse.sh), on the
+local stand-in base image, with the machine's CA bundle for pip."""
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = "local/python:3.11-slim"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_image(image_dir: str, tag: str, base: str = BASE, timeout: int = 3600) -> str:
+    """Build images/<image_dir>/Dockerfile as `tag`; returns the progress lines. Raises on failure."""
+    if subprocess.run(["docker", "image", "inspect", base], capture_output=True).returncode != 0:
+        subprocess.run(["bash", str(ROOT / "sandbox/base-images.sh")], check=True, timeout=900)
+    ca = ROOT / "images/build-ca/extra-ca.pem"
+    system_ca = Path("/etc/ssl/certs/ca-certificates.crt")
+    if system_ca.is_file() and (not ca.exists() or ca.read_bytes() != system_ca.read_bytes()):
+        shutil.copyfile(system_ca, ca)  # this network re-signs TLS: pip in the build needs its CA
+    wheelhouse = subprocess.run(["bash", str(ROOT / "sandbox/wheelhouse.sh")], capture_output=True, text=True,
+                                check=True, timeout=3600).stdout.strip().splitlines()[-1]
+    started = time.monotonic()
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "stages/host/build_image.py"), "--tag", tag,
+         "--file", str(ROOT / "images" / image_dir / "Dockerfile"), "--build-arg", f"BASE_IMAGE={base}",
+         "--wheelhouse", wheelhouse, "--wheelhouse-port", str(_free_port()),
+         "--log", str(ROOT / ".sandbox" / f"build-{image_dir}.log"), str(ROOT / "images")],
+        capture_output=True, text=True, timeout=timeout,
+    )
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    print(f"built {tag} in {time.monotonic() - started:.0f} s")
+    return r.stdout
