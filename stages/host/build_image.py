@@ -11,6 +11,9 @@ tag is missing. Standard library only (it runs on the host's own python3).
 - Stall limit: the build is stopped only when it printed nothing for --stall-timeout seconds. A long
   build that keeps printing is never killed. Layers finished before a stop stay in Docker's cache,
   so the next run resumes from them.
+- One build per image at a time: a second run (a deploy started again while an interrupted one's build
+  still runs on the host: a deploy that hangs up does not stop the build) waits for the first and is
+  done when it finished the tag.
 - Wheelhouse: with --wheelhouse DIR the folder is served on 127.0.0.1:--wheelhouse-port for the
   build's pip (build arg PIP_WHEELHOUSE_URL, build on the host network), so no wheel is downloaded
   again: the sandbox hosts and the test bed get their wheels this way.
@@ -21,6 +24,7 @@ Exit status: docker build's, or 124 after a stall.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import functools
 import http.server
 import os
@@ -134,8 +138,23 @@ def stop(proc: subprocess.Popen) -> None:
             continue
 
 
+def image_exists(tag: str) -> bool:
+    return subprocess.run(["docker", "image", "inspect", tag], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL).returncode == 0
+
+
 def build(args) -> int:
     progress = Progress(args.tag)
+    os.makedirs(os.path.dirname(os.path.abspath(args.log)), exist_ok=True)
+    lock = open(args.log + ".lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        progress.say(f"another build of this image is running (log {args.log}): waiting for it")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if image_exists(args.tag):
+            progress.say("done by the build that was running")
+            return 0
     if args.wheelhouse:
         if not os.path.isdir(args.wheelhouse):
             progress.say(f"wheelhouse {args.wheelhouse} is missing (build_wheelhouse): make wheelhouse creates it")
@@ -148,7 +167,6 @@ def build(args) -> int:
             return 2
     else:
         server = None
-    os.makedirs(os.path.dirname(os.path.abspath(args.log)), exist_ok=True)
     tail: deque[str] = deque(maxlen=40)
     lines: queue.Queue = queue.Queue()
     progress.say(f"started, full log in {args.log}")

@@ -97,3 +97,17 @@ def test_pip_inside_the_build_installs_from_the_wheelhouse(tmp_path, tag):
     log = (context / "build.log").read_text()
     assert "http://127.0.0.1:3149/wheelhouse_probe-1.0-py3-none-any.whl" in log
     assert "from the wheelhouse" in log
+
+
+def test_a_second_build_of_the_same_image_waits_for_the_first(tmp_path, tag):
+    # a deploy started again while the interrupted one's build still runs on the host
+    (tmp_path / "Dockerfile").write_text(f"FROM {BASE}\nRUN for i in 1 2 3 4 5 6; do echo tick $i; sleep 1; done\n")
+    cmd = [sys.executable, str(SCRIPT), "--tag", tag, "--file", str(tmp_path / "Dockerfile"),
+           "--log", str(tmp_path / "build.log"), str(tmp_path)]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert "started" in first.stdout.readline()
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert first.wait(120) == 0
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "another build of this image is running" in second.stdout
+    assert second.stdout.splitlines()[-1] == f"build {tag}: done by the build that was running"
