@@ -24,7 +24,7 @@ print("HF_TOKEN=")
 PY
   )
 fi
-wheelhouse=$(bash sandbox/wheelhouse.sh | tail -n 1)
+wheelhouse=$(bash sandbox/wheelhouse.sh | tee /dev/stderr | tail -n 1)
 # the base image the service Dockerfiles build on, for the host's registry-less Docker
 [ -s "$STATE/images/python-3.11-slim.tar" ] || docker save local/python:3.11-slim -o "$STATE/images/python-3.11-slim.tar"
 
