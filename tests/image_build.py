@@ -4,7 +4,6 @@ local stand-in base image, with the machine's CA bundle for pip."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -12,12 +11,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = "local/python:3.11-slim"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def build_image(image_dir: str, tag: str, base: str = BASE, timeout: int = 3600) -> str:
@@ -34,7 +27,9 @@ def build_image(image_dir: str, tag: str, base: str = BASE, timeout: int = 3600)
     r = subprocess.run(
         [sys.executable, str(ROOT / "stages/host/build_image.py"), "--tag", tag,
          "--file", str(ROOT / "images" / image_dir / "Dockerfile"), "--build-arg", f"BASE_IMAGE={base}",
-         "--wheelhouse", wheelhouse, "--wheelhouse-port", str(_free_port()),
+         # the default port, as the deploy uses: the wheelhouse URL is a build argument, so another port
+         # would miss the layer cache of earlier builds
+         "--wheelhouse", wheelhouse,
          "--log", str(ROOT / ".sandbox" / f"build-{image_dir}.log"), str(ROOT / "images")],
         capture_output=True, text=True, timeout=timeout,
     )
