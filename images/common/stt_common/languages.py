@@ -14,12 +14,14 @@ def whisper_languages() -> tuple:
 
 def model_languages(model) -> tuple:
     """The languages a loaded faster-whisper `WhisperModel` (or whisperx pipeline) can transcribe."""
-    inner = getattr(model, "model", model)          # whisperx's pipeline wraps the WhisperModel
-    langs = getattr(inner, "supported_languages", None)
-    if langs:
-        return tuple(langs)
-    ct2 = getattr(inner, "model", None)
-    return whisper_languages() if getattr(ct2, "is_multilingual", True) else ("en",)
+    for m in (model, getattr(model, "model", None)):   # whisperx's pipeline wraps the WhisperModel in .model
+        langs = getattr(m, "supported_languages", None)
+        if langs:
+            return tuple(langs)
+    for m in (getattr(model, "model", None), getattr(getattr(model, "model", None), "model", None)):
+        if m is not None and hasattr(m, "is_multilingual"):
+            return whisper_languages() if m.is_multilingual else ("en",)
+    return whisper_languages()
 
 
 def check_language(language: Optional[str], supported: Sequence[str], model_name: str = "the model") -> Optional[str]:

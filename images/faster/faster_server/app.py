@@ -65,7 +65,8 @@ def build_app(settings: Optional[FasterSettings] = None):
     executor = InferenceExecutor(settings.max_concurrency, settings.max_queue, metrics=metrics,
                                  max_uploads=settings.max_uploads)
     svc.ready = lambda: cache.is_loaded(None)
-    svc.details = lambda: {"model": settings.model, "loaded_models": cache.loaded(),
+    svc.details = lambda: {"model": public_name(settings.model),   # public: folder names, never host paths
+                           "loaded_models": [public_name(k) for k in cache.loaded()],
                            "running": executor.running, "waiting": executor.waiting}
     app.state.cache, app.state.executor, app.state.names = cache, executor, names
 

@@ -80,6 +80,10 @@ class ModelNames:
                 or name == public_name(self.default_id)):
             return self.default_key
         key = self._key_for(name)
+        if key is None and os.path.isabs(name) and os.path.isdir(self.settings.models_dir or ""):
+            root = os.path.realpath(self.settings.models_dir)   # a key this resolver gave before (cache.get(key))
+            if name.startswith(root + os.sep) and find_local_model(os.path.relpath(name, root), root) == name:
+                key = name
         if key is None:
             more = (", or any Hugging Face id of a CTranslate2 model (org/name)"
                     if self.settings.allow_model_downloads else
