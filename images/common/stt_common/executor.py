@@ -212,8 +212,9 @@ class InferenceExecutor:
                     job.cancel("disconnected")
                 if job.cancelled:
                     self._count_stop(job.reason)
-                    # the job stops at its next segment/window; answer within a few seconds either way
-                    await asyncio.wait({fut}, timeout=5)
+                    # the job stops at its next segment/batch/window: wait for that, since the caller frees
+                    # what the thread still reads (the decoded audio) as soon as this returns
+                    await asyncio.wait({fut})
                     raise job.error()
             try:
                 return fut.result()

@@ -188,7 +188,7 @@ class ModelCache:
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - reported on /health, then retried
-                msg = getattr(e, "message", None) or f"{type(e).__name__}: {redact_paths(str(e))}"
+                msg = redact_paths(getattr(e, "message", None) or f"{type(e).__name__}: {e}")
                 log.error("default model failed to load (attempt %d, next in %.0f s): %s", attempt, delay, msg)
                 on_error(f"default model failed to load (attempt {attempt}, retrying in {delay:.0f} s): {msg}")
                 await asyncio.sleep(delay)

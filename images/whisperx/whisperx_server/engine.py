@@ -272,6 +272,8 @@ class WhisperXEngine:
 
     @staticmethod
     def _check_folder(path: Path, name: str) -> str:
+        from stt_common import public_name
+        name = public_name(name)   # the default may be a host path: name its folder only
         if not path.is_dir():
             raise ModelNotFound(f"Model folder {name!r} does not exist.")
         if not (path / "model.bin").is_file():
