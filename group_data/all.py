@@ -25,6 +25,11 @@ services = [
         "max_concurrency": 1,
         "max_queue": 8,
         "model_ttl": 600,
+        # limits for a shared VPS: memory (the tmpfs included), CPUs, the upload/decode tmpfs, audio length
+        "mem_limit": "3g",
+        "cpus": 2,
+        "tmp_size": "1g",            # one 500 MB upload at a time fits with room
+        "max_audio_seconds": 14400,
         "extra_env": {},
         # secrets this service's .env receives (values from the environment, see README)
         "secrets": ["STT_API_KEYS"],
@@ -50,6 +55,12 @@ services = [
         "max_concurrency": 1,
         "max_queue": 8,
         "model_ttl": 600,
+        # torch + whisperx + diarization: 1.4 GB peak with tiny.en, more with bigger models; the tmpfs holds
+        # the upload and its decoded float32 copy (4 h x 16 kHz x 4 bytes = 0.9 GB)
+        "mem_limit": "6g",
+        "cpus": 2,
+        "tmp_size": "1536m",
+        "max_audio_seconds": 14400,
         "extra_env": {"STT_DIARIZATION_BACKEND": "auto", "STT_BATCH_SIZE": "8"},
         "secrets": ["STT_API_KEYS", "HF_TOKEN"],
         "blocking": True,

@@ -11,6 +11,8 @@ if [ -z "${STT_MODEL:-}" ]; then
   export STT_MODEL
 fi
 export HOST="${HOST:-127.0.0.1}" PORT="${PORT:-8001}"
+# local development: no key needed unless STT_API_KEYS is set
+export STT_ALLOW_OPEN_ACCESS="${STT_ALLOW_OPEN_ACCESS:-1}"
 export STT_MODELS_DIR="${STT_MODELS_DIR:-$ROOT/.models}"
 echo "faster-whisper server on http://$HOST:$PORT (docs: /docs), model: $STT_MODEL" >&2
 exec "$PY" -m faster_server "$@"

@@ -15,6 +15,8 @@ if [ -z "${STT_MODEL:-}" ]; then
   export STT_MODEL
 fi
 export HOST=${HOST:-127.0.0.1} PORT=${PORT:-8002}
+# local development: no key needed unless STT_API_KEYS is set
+export STT_ALLOW_OPEN_ACCESS=${STT_ALLOW_OPEN_ACCESS:-1}
 export STT_MODELS_DIR=${STT_MODELS_DIR:-$root/.sandbox/models}
 export STT_CPU_THREADS=${STT_CPU_THREADS:-2}
 export PYANNOTE_METRICS_ENABLED=0

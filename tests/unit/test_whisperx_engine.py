@@ -16,8 +16,20 @@ def engine(tmp_path, **kw):
     return WhisperXEngine(EngineConfig(models_dir=str(tmp_path), **kw))
 
 
-def test_model_names(tmp_path):
+def test_model_names_without_downloads(tmp_path):
     e = engine(tmp_path)
+    assert e.resolve_model(None) == e.resolve_model("base") == "base"   # the default, whatever it is
+    for name in ("tiny", "large-v3", "Systran/faster-whisper-small", "etc/ssl"):
+        with pytest.raises(ModelNotFound, match="downloads of other models are off"):
+            e.resolve_model(name)
+    from stt_common import APIError
+    with pytest.raises(APIError) as info:
+        e.resolve_model("x\x00y")
+    assert info.value.status == 400 and info.value.param == "model"
+
+
+def test_model_names(tmp_path):
+    e = engine(tmp_path, allow_downloads=True)
     assert e.resolve_model(None) == "base"
     for name in ("tiny", "base", "small", "medium", "large-v2", "large-v3"):
         assert e.resolve_model(name) == name

@@ -3,13 +3,16 @@ from .app import Service, create_app
 from .auth import check_key, require_api_key
 from .errors import (APIError, bad_request, error_body, install_error_handlers, not_found, too_large,
                      unauthorized, unavailable)
-from .executor import InferenceExecutor, StreamHandle
+from .executor import InferenceExecutor, Job, JobStopped, StreamHandle
 from .formats import (RESPONSE_FORMATS, Segment, Transcript, Word, join_text, render_transcript, to_diarized_json,
                       to_json, to_srt, to_text, to_verbose_json, to_vtt)
 from .forms import TranscriptionForm
 from .metrics import Metrics, MetricsMiddleware, metrics_router
-from .models import ModelCache, find_local_model, list_local_models
+from .languages import check_language, model_languages, whisper_languages
+from .models import ModelCache, find_local_model, list_local_models, public_name
+from .text import check_text, has_control, redact_paths
 from .settings import STTSettings
-from .uploads import SAMPLE_RATE, Upload, decode_audio, decode_audio_sync, iter_audio_chunks, receive_upload
+from .uploads import (SAMPLE_RATE, Upload, audio_too_long, decode_audio, decode_audio_sync, iter_audio_chunks,
+                      receive_upload, upload_limits)
 
 __all__ = [n for n in dir() if not n.startswith("_")]

@@ -24,6 +24,10 @@ class Service:
         """Mark the service broken (e.g. the default model cannot load): /health says so."""
         self.error = message
 
+    def recover(self) -> None:
+        """The failure is over (e.g. a later load of the default model worked)."""
+        self.error = None
+
     def mount(self) -> None:
         if not self._mounted:
             self.app.include_router(self.api)

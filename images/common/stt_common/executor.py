@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import logging
 import threading
 import time
 from collections import deque
@@ -10,20 +12,77 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, AsyncIterator, Callable, Iterable, Optional
 
-from .errors import unavailable
+from .errors import APIError, unavailable
+
+log = logging.getLogger("stt_common.executor")
 
 _DONE = object()
 
 
+class _Ticket:
+    """A place in line taken when a request arrives (before its body is read), used by its job later."""
+    __slots__ = ("pending",)
+
+    def __init__(self):
+        self.pending = True
+
+
+_ticket: contextvars.ContextVar[Optional[_Ticket]] = contextvars.ContextVar("stt_ticket", default=None)
+
+
+class JobStopped(Exception):
+    """Raised inside a job by `Job.check()` once the job is cancelled (client gone, time limit)."""
+
+
+class Job:
+    """Cancellation for one blocking job: the engine calls `check()` between segments/windows."""
+
+    def __init__(self, request=None, timeout: Optional[float] = None, started: Optional[float] = None):
+        self.request = request
+        self.timeout = timeout
+        self.started = time.monotonic() if started is None else started
+        self._stop = threading.Event()
+        self.reason: Optional[str] = None
+
+    @property
+    def deadline(self) -> Optional[float]:
+        return None if self.timeout is None else self.started + self.timeout
+
+    def cancel(self, reason: str) -> None:
+        if not self._stop.is_set():
+            self.reason = reason
+            self._stop.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._stop.is_set()
+
+    def check(self) -> None:
+        if self._stop.is_set():
+            raise JobStopped(self.reason)
+
+    def error(self) -> APIError:
+        if self.reason == "timeout":
+            return APIError(503, f"The transcription did not finish within the server's time limit "
+                                 f"({self.timeout:g} s) and was stopped: send shorter audio or split it.",
+                            type="server_error", code="job_timeout")
+        return APIError(499, "The client closed the request; the transcription was stopped.",
+                        code="client_disconnected")
+
+
 class InferenceExecutor:
-    def __init__(self, max_concurrency: int = 1, max_queue: int = 8, metrics=None, name: str = "inference"):
+    def __init__(self, max_concurrency: int = 1, max_queue: int = 8, metrics=None, name: str = "inference",
+                 max_uploads: Optional[int] = None):
         self.max_concurrency = max(1, int(max_concurrency))
         self.max_queue = max(0, int(max_queue))
+        self.max_uploads = max(1, int(max_uploads)) if max_uploads else self.max_concurrency + self.max_queue
         self.metrics = metrics
         self._pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix=name)
         self._sem: Optional[asyncio.Semaphore] = None
         self.running = 0
         self.waiting = 0
+        self.admitted = 0       # requests admitted (body being received, decoded...) not yet waiting/running
+        self.uploading = 0      # request bodies being received now
         self._durations: deque = deque(maxlen=20)
 
     # -- admission ---------------------------------------------------------
@@ -37,7 +96,7 @@ class InferenceExecutor:
             self.metrics.in_progress.set(self.running)
 
     def full(self) -> bool:
-        return self.running + self.waiting >= self.max_concurrency + self.max_queue
+        return self.running + self.waiting + self.admitted >= self.max_concurrency + self.max_queue
 
     def check(self) -> None:
         """Refuse early (before reading an upload) when a new request could not even wait in line."""
@@ -45,13 +104,48 @@ class InferenceExecutor:
             if self.metrics is not None:
                 self.metrics.rejected.inc()
             raise unavailable(
-                f"The server is busy: {self.running} running and {self.waiting} waiting. Retry later.",
-                retry_after=self.retry_after(), code="queue_full")
+                f"The server is busy: {self.running} running and {self.waiting + self.admitted} waiting. "
+                f"Retry later.", retry_after=self.retry_after(), code="queue_full")
+
+    @asynccontextmanager
+    async def admit(self):
+        """Take a place in line for this request before its body is read (503 queue_full at once when
+        there is none); the request's later `run`/`stream` uses that place instead of queueing again."""
+        self.check()
+        t = _Ticket()
+        self.admitted += 1
+        token = _ticket.set(t)
+        try:
+            yield t
+        finally:
+            _ticket.reset(token)
+            if t.pending:
+                t.pending = False
+                self.admitted -= 1
+
+    @asynccontextmanager
+    async def receiving(self):
+        """Bound the request bodies received at once (each holds a socket, a temp file and parser state)."""
+        if self.uploading >= self.max_uploads:
+            if self.metrics is not None:
+                self.metrics.rejected.inc()
+            raise unavailable(f"The server is receiving {self.uploading} uploads already. Retry later.",
+                              retry_after=max(1.0, self.retry_after() / 2), code="too_many_uploads")
+        self.uploading += 1
+        try:
+            yield
+        finally:
+            self.uploading -= 1
 
     async def acquire(self) -> None:
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.max_concurrency)
-        self.check()
+        t = _ticket.get()
+        if t is not None and t.pending:   # admitted earlier: its place in line is already counted
+            t.pending = False
+            self.admitted -= 1
+        else:
+            self.check()
         self.waiting += 1
         self._gauges()
         try:
@@ -75,13 +169,65 @@ class InferenceExecutor:
             self.release()
 
     # -- work ----------------------------------------------------------------
-    async def run(self, fn: Callable[..., Any], *args, **kwargs) -> Any:
-        async with self.slot():
-            t0 = time.monotonic()
+    async def run(self, fn: Callable[..., Any], *args, job: Optional[Job] = None, **kwargs) -> Any:
+        """Run `fn` in a worker thread. With a `job`, the job is cancelled when its request's client goes
+        away or its time limit passes (`fn` must call `job.check()` between units of work)."""
+        if job is None:
+            async with self.slot():
+                t0 = time.monotonic()
+                try:
+                    return await asyncio.get_running_loop().run_in_executor(self._pool, partial(fn, *args, **kwargs))
+                finally:
+                    self._durations.append(time.monotonic() - t0)
+        await self.acquire()
+        loop = asyncio.get_running_loop()
+        t0 = time.monotonic()
+
+        def done(_f):
+            self._durations.append(time.monotonic() - t0)
+            loop.call_soon_threadsafe(self.release)
+
+        try:
+            if job.deadline is not None and time.monotonic() >= job.deadline:
+                job.cancel("timeout")
+                raise job.error()
+            cfut = self._pool.submit(partial(fn, *args, **kwargs))
+        except BaseException:
+            self.release()
+            raise
+        cfut.add_done_callback(done)   # the slot is free when the thread is, not when we answer
+        fut = asyncio.wrap_future(cfut)
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # never "never retrieved"
+        try:
+            while not fut.done():
+                wait = 0.5
+                if job.deadline is not None:
+                    wait = max(0.0, min(wait, job.deadline - time.monotonic()))
+                await asyncio.wait({fut}, timeout=wait)
+                if fut.done():
+                    break
+                if job.deadline is not None and time.monotonic() >= job.deadline:
+                    job.cancel("timeout")
+                elif job.request is not None and await job.request.is_disconnected():
+                    job.cancel("disconnected")
+                if job.cancelled:
+                    self._count_stop(job.reason)
+                    # the job stops at its next segment/batch/window: wait for that, since the caller frees
+                    # what the thread still reads (the decoded audio) as soon as this returns
+                    await asyncio.wait({fut})
+                    raise job.error()
             try:
-                return await asyncio.get_running_loop().run_in_executor(self._pool, partial(fn, *args, **kwargs))
-            finally:
-                self._durations.append(time.monotonic() - t0)
+                return fut.result()
+            except JobStopped:
+                raise job.error() from None
+        except asyncio.CancelledError:
+            job.cancel("disconnected")
+            raise
+
+    def _count_stop(self, reason: Optional[str]) -> None:
+        log.info("job stopped: %s", reason)
+        if self.metrics is not None and hasattr(self.metrics, "jobs_stopped"):
+            self.metrics.jobs_stopped.labels(reason or "unknown").inc()
 
     def stream(self, fn: Callable[..., Iterable[Any]], *args, **kwargs) -> "StreamHandle":
         return StreamHandle(self, partial(fn, *args, **kwargs))

@@ -27,6 +27,8 @@ class Metrics:
         self.model_loads = Counter(f"{prefix}_model_loads_total", "Model loads", ["model", "result"], registry=r)
         self.model_load_seconds = Histogram(f"{prefix}_model_load_seconds", "Model load time", ["model"],
                                             buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600), registry=r)
+        self.jobs_stopped = Counter(f"{prefix}_jobs_stopped_total",
+                                    "Jobs stopped before the end (client gone, time limit)", ["reason"], registry=r)
         self.models_loaded = Gauge(f"{prefix}_models_loaded", "Models currently loaded", registry=r)
 
     def render(self) -> bytes:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 from .errors import APIError, not_found, unavailable
+from .text import redact_paths
 
 log = logging.getLogger("stt_common.models")
 
@@ -24,23 +25,54 @@ class _Entry:
     loaded_at: float = field(default_factory=time.time)
 
 
+OTHER = "other"   # the metric label every model but the configured ones shares
+
+
+def public_name(key: str) -> str:
+    """What a client or a metric may see of a load key: a folder's last part, never the host path."""
+    return os.path.basename(key.rstrip("/")) or key if os.path.isabs(key) else key
+
+
 class ModelCache:
     def __init__(self, loader: Callable[[str], Any], default: str, ttl: float = 600, load_timeout: float = 300,
                  metrics=None, resolve: Optional[Callable[[Optional[str]], str]] = None,
-                 unload: Optional[Callable[[str, Any], None]] = None):
+                 unload: Optional[Callable[[str, Any], None]] = None, max_loaded: int = 0,
+                 label: Optional[Callable[[str], str]] = None, retry_backoff: tuple = (2.0, 60.0)):
         self.loader, self.ttl, self.load_timeout = loader, ttl, load_timeout
         self.metrics, self._resolve, self._unload = metrics, resolve, unload
-        self.default_key = self.key(default)
+        self.max_loaded = max(0, int(max_loaded))   # 0 = no cap
+        self._label = label
+        self.retry_backoff = retry_backoff
+        self.default = default
+        self._default_key: Optional[str] = None
         self._models: Dict[str, _Entry] = {}
         self._loading: Dict[str, asyncio.Future] = {}
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="model-load")
         self._reaper: Optional[asyncio.Task] = None
         self.last_error: Optional[str] = None
 
+    @property
+    def default_key(self) -> str:
+        """The default's load key; resolved again until that works (its folder may appear later)."""
+        if self._default_key is None:
+            try:
+                self._default_key = self._resolve(None) if self._resolve is not None else self.default
+            except APIError:
+                return self.default
+        return self._default_key
+
     def key(self, name: Optional[str]) -> str:
         if self._resolve is not None:
             return self._resolve(name)
         return name or self.default_key
+
+    def label(self, key: str) -> str:
+        """A bounded metric label: configured models (the default, the model store) by name, others share one."""
+        if self._label is not None:
+            return self._label(key)
+        if key == self.default_key or os.path.isabs(key):
+            return public_name(key)
+        return OTHER
 
     # -- queries ---------------------------------------------------------------
     def is_loaded(self, name: Optional[str] = None) -> bool:
@@ -63,23 +95,23 @@ class ModelCache:
             raise
         except Exception as e:  # noqa: BLE001 - reported to the caller as a clear error
             self._count(key, "error")
-            msg = f"Model '{key}' could not be loaded: {type(e).__name__}: {str(e)[:300]}"
+            log.warning("model %s could not be loaded: %s: %s", key, type(e).__name__, e)
+            msg = f"Model '{public_name(key)}' could not be loaded: {type(e).__name__}: {redact_paths(str(e))}"
             self.last_error = msg
-            log.warning(msg)
             raise not_found(msg, param="model", code="model_not_found") from None
         finally:
             self._loading.pop(key, None)
         self._models[key] = _Entry(model)
         self._count(key, "ok")
         if self.metrics is not None:
-            self.metrics.model_load_seconds.labels(key).observe(time.monotonic() - t0)
+            self.metrics.model_load_seconds.labels(self.label(key)).observe(time.monotonic() - t0)
             self.metrics.models_loaded.set(len(self._models))
         log.info("loaded model %s in %.1fs", key, time.monotonic() - t0)
         return model
 
     def _count(self, key: str, result: str) -> None:
         if self.metrics is not None:
-            self.metrics.model_loads.labels(key, result).inc()
+            self.metrics.model_loads.labels(self.label(key), result).inc()
 
     async def _get_entry(self, key: str) -> _Entry:
         e = self._models.get(key)
@@ -87,6 +119,7 @@ class ModelCache:
             return e
         fut = self._loading.get(key)
         if fut is None:
+            self._make_room(key)
             fut = asyncio.ensure_future(self._load(key))
             fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # never "never retrieved"
             self._loading[key] = fut
@@ -113,8 +146,56 @@ class ModelCache:
             e.users -= 1
             e.last_used = time.monotonic()
 
+    def _make_room(self, key: str) -> None:
+        """Before loading `key`: unload the least recently used idle non-default model if at the cap, or 503."""
+        if not self.max_loaded or key == self.default_key:
+            return
+        d = self.default_key
+        reserved = 0 if (d in self._models or d in self._loading) else 1   # the default always keeps its place
+        while len(self._models) + len(self._loading) + reserved >= self.max_loaded:
+            idle = [(e.last_used, k) for k, e in self._models.items() if k != self.default_key and e.users == 0]
+            if not idle:
+                raise unavailable(f"{len(self._models) + len(self._loading)} models are loaded and in use (the "
+                                  f"limit is {self.max_loaded}); retry later or use the default model.",
+                                  retry_after=30, code="too_many_models")
+            self._drop(min(idle)[1])
+
+    def _drop(self, k: str) -> None:
+        e = self._models.pop(k)
+        if self._unload is not None:
+            try:
+                self._unload(k, e.model)
+            except Exception:  # noqa: BLE001
+                log.exception("unload hook failed for %s", k)
+        del e
+        gc.collect()
+        log.info("unloaded model %s", k)
+        if self.metrics is not None:
+            self.metrics.models_loaded.set(len(self._models))
+
     async def load_default(self) -> Any:
         return await self.get(None)
+
+    async def keep_loading_default(self, on_error: Callable[[str], None], on_ok: Callable[[], None]) -> None:
+        """Load the default model, retrying with exponential backoff until it works (never a permanent 503):
+        `on_error(message)` after each failure, `on_ok()` once loaded."""
+        delay, cap = self.retry_backoff
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self.load_default()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - reported on /health, then retried
+                msg = redact_paths(getattr(e, "message", None) or f"{type(e).__name__}: {e}")
+                log.error("default model failed to load (attempt %d, next in %.0f s): %s", attempt, delay, msg)
+                on_error(f"default model failed to load (attempt {attempt}, retrying in {delay:.0f} s): {msg}")
+                await asyncio.sleep(delay)
+                delay = min(cap, delay * 2)
+                continue
+            on_ok()
+            return
 
     # -- unloading ---------------------------------------------------------------
     def reap(self, now: Optional[float] = None) -> List[str]:

@@ -24,6 +24,15 @@ class STTSettings(BaseSettings):
     max_concurrency: int = Field(1, ge=1)
     max_queue: int = Field(8, ge=0)
     tmp_dir: Optional[str] = None
+    # hostile or unlucky requests (images/README.md, "Limits")
+    max_audio_seconds: float = Field(4 * 3600, gt=0)   # decoding stops here: 413 audio_too_long
+    max_form_parts: int = Field(32, ge=2)               # multipart parts per request, the file included
+    max_form_bytes: int = Field(64 * 1024, ge=1024)     # all non-file parts of one request together
+    max_uploads: int = Field(4, ge=1)                   # request bodies being received at once
+    job_timeout: float = Field(570, gt=0)               # s; below the proxies' 600 s: 503 job_timeout
+    max_loaded_models: int = Field(2, ge=1)             # the default included
+    allow_model_downloads: bool = False                 # hub ids/catalogue names beyond the configured ones
+    allow_open_access: bool = False                     # start without STT_API_KEYS (local development)
     host: str = Field("0.0.0.0", validation_alias=AliasChoices("HOST", "STT_HOST"))
     port: int = Field(8000, validation_alias=AliasChoices("PORT", "STT_PORT"))
 
@@ -45,6 +54,12 @@ class STTSettings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    def check_access(self) -> None:
+        """Refuse to serve without an API key unless open access is explicitly allowed."""
+        if not self.api_key_set and not self.allow_open_access:
+            raise SystemExit("STT_API_KEYS is empty: set at least one API key, or STT_ALLOW_OPEN_ACCESS=1 to "
+                             "serve without authentication (local development only).")
 
     def public_dict(self) -> dict:
         """Settings safe to show (no keys)."""

@@ -14,11 +14,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 
 from .errors import APIError, bad_request, too_large
+from .text import check_text
 
 SAMPLE_RATE = 16000
-_FIELD_LIMIT = 1024 * 1024          # a non-file field larger than this is refused
-_MAX_FIELDS = 200
+MAX_PARTS = 32                     # multipart parts per request, the file included (STT_MAX_FORM_PARTS)
+MAX_FORM_BYTES = 64 * 1024         # all non-file parts of a request together (STT_MAX_FORM_BYTES)
 _BODY_SLACK = 1024 * 1024          # multipart framing and fields on top of the file
+_HEADER_LIMIT = 8 * 1024           # one part's headers
 
 
 class Upload:
@@ -56,8 +58,12 @@ class Upload:
 
 
 class _Receiver:
-    def __init__(self, up: Upload, max_bytes: int, file_field: str):
+    def __init__(self, up: Upload, max_bytes: int, file_field: str, max_parts: int = MAX_PARTS,
+                 max_form_bytes: int = MAX_FORM_BYTES):
         self.up, self.max_bytes, self.file_field = up, max_bytes, file_field
+        self.max_parts, self.max_form_bytes = max_parts, max_form_bytes
+        self.parts = 0
+        self.form_bytes = 0         # every non-file byte: values and part headers, repeated names included
         self.hname = b""
         self.hvalue = b""
         self.headers: Dict[bytes, bytes] = {}
@@ -67,14 +73,28 @@ class _Receiver:
         self.error: Optional[APIError] = None
 
     def on_part_begin(self):
+        self.parts += 1
+        if self.parts > self.max_parts:
+            raise _Abort(bad_request(f"Too many multipart parts: at most {self.max_parts} per request.",
+                                     code="too_many_fields"))
         self.headers = {}
         self.name, self.is_file, self.buf = None, False, bytearray()
 
+    def _count(self, n: int) -> None:
+        self.form_bytes += n
+        if self.form_bytes > self.max_form_bytes:
+            raise _Abort(APIError(413, f"Too much form data: the non-file fields may hold at most "
+                                       f"{self.max_form_bytes // 1024} KiB together.", code="form_too_large"))
+
     def on_header_field(self, data, start, end):
+        self._count(end - start)
         self.hname += data[start:end]
 
     def on_header_value(self, data, start, end):
+        self._count(end - start)
         self.hvalue += data[start:end]
+        if len(self.hvalue) > _HEADER_LIMIT:
+            raise _Abort(bad_request("Malformed multipart part: header too long.", code="invalid_multipart"))
 
     def on_header_end(self):
         self.headers[self.hname.lower()] = self.hvalue
@@ -86,7 +106,7 @@ class _Receiver:
         if disp != b"form-data" or name is None:
             raise _Abort(bad_request("Malformed multipart part: missing Content-Disposition name.",
                                      code="invalid_multipart"))
-        self.name = name.decode("utf-8", "replace")
+        self.name = check_text(name.decode("utf-8", "replace"), "field name")
         if self.name == self.file_field:
             if self.up.has_file:
                 raise _Abort(bad_request(f"Only one '{self.file_field}' may be sent.", param=self.file_field))
@@ -96,8 +116,6 @@ class _Receiver:
             self.up.filename = fn.decode("utf-8", "replace") if fn is not None else None
             ct = self.headers.get(b"content-type")
             self.up.content_type = ct.decode("latin-1") if ct else None
-        elif len(self.up.fields) >= _MAX_FIELDS:
-            raise _Abort(bad_request("Too many form fields.", code="too_many_fields"))
 
     def on_part_data(self, data, start, end):
         n = end - start
@@ -107,13 +125,24 @@ class _Receiver:
                 raise _Abort(too_large(f"File too large: the limit is {self.max_bytes // (1024 * 1024)} MB."))
             self.up._fh.write(data[start:end])
         else:
+            self._count(n)
             self.buf += data[start:end]
-            if len(self.buf) > _FIELD_LIMIT:
-                raise _Abort(bad_request(f"Form field '{self.name}' is too long.", param=self.name))
 
     def on_part_end(self):
         if not self.is_file and self.name is not None:
-            self.up.fields.setdefault(self.name, []).append(self.buf.decode("utf-8", "replace"))
+            value = check_text(self.buf.decode("utf-8", "replace"), self.name, multiline=True)
+            self.up.fields.setdefault(self.name, []).append(value)
+
+
+@asynccontextmanager
+async def _nogate():
+    yield
+
+
+def upload_limits(settings) -> dict:
+    """receive_upload's limits from STTSettings."""
+    return {"max_bytes": settings.max_upload_bytes, "tmp_dir": settings.tmp_dir,
+            "max_parts": settings.max_form_parts, "max_form_bytes": settings.max_form_bytes}
 
 
 class _Abort(Exception):
@@ -123,7 +152,9 @@ class _Abort(Exception):
 
 @asynccontextmanager
 async def receive_upload(request: Request, max_bytes: int, file_field: str = "file",
-                         tmp_dir: Optional[str] = None, require_file: bool = True) -> AsyncIterator[Upload]:
+                         tmp_dir: Optional[str] = None, require_file: bool = True, max_parts: int = MAX_PARTS,
+                         max_form_bytes: int = MAX_FORM_BYTES, gate=None) -> AsyncIterator[Upload]:
+    """`gate`: an async context manager held while the body is received (InferenceExecutor.receiving())."""
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"multipart/form-data":
         raise bad_request("Expected a multipart/form-data body with the audio in the 'file' field.",
@@ -137,22 +168,25 @@ async def receive_upload(request: Request, max_bytes: int, file_field: str = "fi
 
     up = Upload(tmp_dir)
     try:
-        rec = _Receiver(up, max_bytes, file_field)
+        rec = _Receiver(up, max_bytes, file_field, max_parts, max_form_bytes)
         callbacks = {k: getattr(rec, k) for k in (
             "on_part_begin", "on_part_data", "on_part_end", "on_header_field", "on_header_value",
             "on_header_end", "on_headers_finished")}
         parser = MultipartParser(boundary, callbacks)
         total = 0
         try:
-            async for chunk in request.stream():
-                if chunk:
-                    total += len(chunk)
-                    if total > max_bytes + _BODY_SLACK:
-                        raise _Abort(too_large(f"File too large: the limit is {max_bytes // (1024 * 1024)} MB."))
-                    parser.write(chunk)
-            parser.finalize()
+            async with (gate if gate is not None else _nogate()):
+                async for chunk in request.stream():
+                    if chunk:
+                        total += len(chunk)
+                        if total > max_bytes + _BODY_SLACK:
+                            raise _Abort(too_large(f"File too large: the limit is {max_bytes // (1024 * 1024)} MB."))
+                        parser.write(chunk)
+                parser.finalize()
         except _Abort as a:
             raise a.err from None
+        except APIError:
+            raise
         except MultipartParseError as e:
             raise bad_request(f"Malformed multipart body: {e}", code="invalid_multipart") from None
         except ClientDisconnect:
@@ -182,25 +216,47 @@ def _short(e: Exception) -> str:
     return re.sub(r"\S*stt-upload-\S*", "", str(s)).strip(" :'")[:200]
 
 
-def _iter_frames(src) -> Iterator[np.ndarray]:
-    """Yield float32 mono 16 kHz arrays, one per decoded frame group."""
+def audio_too_long(max_seconds: float) -> APIError:
+    return APIError(413, f"Audio too long: at most {_hms(max_seconds)} per request; split the recording.",
+                    param="file", code="audio_too_long")
+
+
+def _hms(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s} s"
+
+
+def _iter_frames(src, max_seconds: Optional[float] = None) -> Iterator[np.ndarray]:
+    """Yield float32 mono 16 kHz arrays, one per decoded frame group; 413 once past `max_seconds`."""
     import av
     container = _open(src)
+    limit = int(max_seconds * SAMPLE_RATE) if max_seconds else None
+    done = 0
     try:
         if not container.streams.audio:
             raise bad_request("The file holds no audio stream.", param="file", code="invalid_audio")
         stream = container.streams.audio[0]
+        if limit is not None and container.duration and container.duration / 1_000_000 > max_seconds + 1:
+            raise audio_too_long(max_seconds)  # the header says so: refuse before decoding anything
         stream.thread_type = "AUTO"
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         try:
             for frame in container.decode(stream):
                 frame.pts = None
                 for out in resampler.resample(frame):
-                    yield out.to_ndarray().reshape(-1)
+                    a = out.to_ndarray().reshape(-1)
+                    done += a.size
+                    if limit is not None and done > limit:   # headers lie: the count of decoded samples decides
+                        raise audio_too_long(max_seconds)
+                    yield a
         except av.error.InvalidDataError:
             pass  # a damaged tail: keep what decoded (faster-whisper does the same)
         for out in resampler.resample(None):
-            yield out.to_ndarray().reshape(-1)
+            a = out.to_ndarray().reshape(-1)
+            done += a.size
+            if limit is not None and done > limit:
+                raise audio_too_long(max_seconds)
+            yield a
     except APIError:
         raise
     except Exception as e:  # noqa: BLE001 - FFmpeg errors on user data are 400s
@@ -209,9 +265,9 @@ def _iter_frames(src) -> Iterator[np.ndarray]:
         container.close()
 
 
-def decode_audio_sync(src: Union[str, os.PathLike, "object"]) -> np.ndarray:
+def decode_audio_sync(src: Union[str, os.PathLike, "object"], max_seconds: Optional[float] = None) -> np.ndarray:
     """Decode any PyAV-readable file to 16 kHz mono float32 (no gc.collect(), unlike faster-whisper)."""
-    parts = list(_iter_frames(src))
+    parts = list(_iter_frames(src, max_seconds))
     if not parts:
         raise bad_request("The file holds no decodable audio.", param="file", code="invalid_audio")
     audio = parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -220,17 +276,17 @@ def decode_audio_sync(src: Union[str, os.PathLike, "object"]) -> np.ndarray:
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
-async def decode_audio(src) -> np.ndarray:
-    return await run_in_threadpool(decode_audio_sync, src)
+async def decode_audio(src, max_seconds: Optional[float] = None) -> np.ndarray:
+    return await run_in_threadpool(decode_audio_sync, src, max_seconds)
 
 
-def iter_audio_chunks(src, seconds: float) -> Iterator[np.ndarray]:
+def iter_audio_chunks(src, seconds: float, max_seconds: Optional[float] = None) -> Iterator[np.ndarray]:
     """Consecutive float32 chunks of `seconds` (the last one shorter): memory bounded by one chunk."""
     n = max(1, int(seconds * SAMPLE_RATE))
     buf: List[np.ndarray] = []
     have = 0
     any_audio = False
-    for part in _iter_frames(src):
+    for part in _iter_frames(src, max_seconds):
         buf.append(part)
         have += part.size
         while have >= n:

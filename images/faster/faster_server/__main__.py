@@ -12,6 +12,7 @@ def main() -> None:
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = FasterSettings()
+    settings.check_access()
     app = build_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=os.environ.get("LOG_LEVEL", "info").lower(),
                 access_log=os.environ.get("ACCESS_LOG", "1") not in ("0", "false", "no"), timeout_keep_alive=30)

@@ -13,11 +13,12 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from stt_common import (APIError, InferenceExecutor, ModelCache, Transcript, TranscriptionForm, create_app,
-                        error_body, iter_audio_chunks, join_text, receive_upload, render_transcript)
+from stt_common import (APIError, InferenceExecutor, Job, ModelCache, Transcript, TranscriptionForm, check_language,
+                        check_text, create_app, error_body, iter_audio_chunks, join_text, model_languages,
+                        public_name, receive_upload, render_transcript, upload_limits)
 
 from . import __version__
-from .engine import LANGUAGE_NAMES, Info, ModelNames, Options, check_language, load_model, transcribe_chunks
+from .engine import LANGUAGE_NAMES, Info, ModelNames, Options, load_model, transcribe_chunks
 from .settings import FasterSettings
 
 log = logging.getLogger("faster_server")
@@ -25,9 +26,10 @@ log = logging.getLogger("faster_server")
 FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 
 
-def _open_chunks(path: str, seconds: float):
-    """Decode the first chunk now (undecodable input fails here, as a 400); the rest lazily, from the open file."""
-    it = iter_audio_chunks(path, seconds)
+def _open_chunks(path: str, seconds: float, max_seconds: float):
+    """Decode the first chunk now (undecodable input fails here, as a 400); the rest lazily, from the open file.
+    Decoding stops with a 413 once past `max_seconds` (then the job ends, whatever it has transcribed)."""
+    it = iter_audio_chunks(path, seconds, max_seconds)
     first = next(it)
     return first, it
 
@@ -43,14 +45,7 @@ def build_app(settings: Optional[FasterSettings] = None):
 
     @asynccontextmanager
     async def lifespan(app):
-        async def load_default():
-            try:
-                await cache.load_default()
-            except APIError as e:
-                svc.fail(e.message)
-                log.error("default model failed to load: %s", e.message)
-
-        state["default_load"] = asyncio.ensure_future(load_default())
+        state["default_load"] = asyncio.ensure_future(cache.keep_loading_default(svc.fail, svc.recover))
         cache.start_reaper()
         try:
             yield
@@ -65,34 +60,40 @@ def build_app(settings: Optional[FasterSettings] = None):
                     "Use the `openai` SDK with `base_url=<this server>/v1`.")
     metrics = svc.metrics
     cache = ModelCache(loader=lambda key: load_model(key, settings), default=settings.model, ttl=settings.model_ttl,
-                       load_timeout=settings.model_load_timeout, metrics=metrics, resolve=names.resolve)
-    executor = InferenceExecutor(settings.max_concurrency, settings.max_queue, metrics=metrics)
+                       load_timeout=settings.model_load_timeout, metrics=metrics, resolve=names.resolve,
+                       max_loaded=settings.max_loaded_models)
+    executor = InferenceExecutor(settings.max_concurrency, settings.max_queue, metrics=metrics,
+                                 max_uploads=settings.max_uploads)
     svc.ready = lambda: cache.is_loaded(None)
-    svc.details = lambda: {"model": settings.model, "loaded_models": cache.loaded(),
+    svc.details = lambda: {"model": public_name(settings.model),   # public: folder names, never host paths
+                           "loaded_models": [public_name(k) for k in cache.loaded()],
                            "running": executor.running, "waiting": executor.waiting}
     app.state.cache, app.state.executor, app.state.names = cache, executor, names
 
     async def handle(request: Request, task: str):
-        executor.check()  # refuse a full queue before reading a (maybe huge) upload
-        async with receive_upload(request, settings.max_upload_bytes, tmp_dir=settings.tmp_dir) as up:
+        job = Job(request, settings.job_timeout)   # the time limit counts from the request's arrival
+        # a place in line first: a request that would get 503 queue_full writes nothing to disk
+        async with executor.admit():
+            return await admitted(request, task, job)
+
+    async def admitted(request: Request, task: str, job: Job):
+        async with receive_upload(request, **upload_limits(settings), gate=executor.receiving()) as up:
             form = TranscriptionForm.parse(up.fields, allowed_formats=FORMATS, allow_stream=(task == "transcribe"))
-            language = check_language(form.language)
             key = names.resolve(form.model)
-            first, rest = await run_in_threadpool(_open_chunks, up.path, settings.chunk_seconds)
+            model = await cache.get(key)   # before decoding: the language is checked against this model
+            language = check_language(form.language, model_languages(model),
+                                      f"'{public_name(form.model or names.default_id)}'")
+            first, rest = await run_in_threadpool(_open_chunks, up.path, settings.chunk_seconds,
+                                                  settings.max_audio_seconds)
         # the upload's name is gone now; the decoder still reads the rest of a long file from its open handle
         chunks = itertools.chain([first], rest)
         opts = Options(task=task, language=language, prompt=form.prompt, temperature=form.temperature,
                        word_timestamps=form.word_timestamps)
         info = Info()
-        try:
-            model = await cache.get(key)
-        except BaseException:
-            rest.close()
-            raise
 
         def work():
             try:
-                return list(transcribe_chunks(model, chunks, opts, settings, info))
+                return list(transcribe_chunks(model, chunks, opts, settings, info, job))
             finally:
                 rest.close()
 
@@ -102,9 +103,12 @@ def build_app(settings: Optional[FasterSettings] = None):
         t0 = time.perf_counter()
         try:
             async with cache.use(key):
-                segments = await executor.run(work)
+                segments = await executor.run(work, job=job)
         except BaseException:
-            rest.close()
+            try:
+                rest.close()
+            except ValueError:
+                pass  # still running in its thread (stopping at its next segment): it closes it itself
             raise
         _account(task, info, time.perf_counter() - t0)
         transcript = Transcript(text=join_text(segments), segments=segments, task=task,
@@ -179,6 +183,7 @@ def build_app(settings: Optional[FasterSettings] = None):
 
     @svc.api.get("/v1/models/{model_id:path}", tags=["models"], summary="One model")
     async def get_model(model_id: str):
+        check_text(model_id, "model")
         return JSONResponse(model_obj(model_id, names.resolve(model_id)))
 
     svc.mount()

@@ -9,7 +9,8 @@ from typing import Iterator, List, Optional
 
 import numpy as np
 
-from stt_common import SAMPLE_RATE, Segment, Word, bad_request, find_local_model, list_local_models, not_found
+from stt_common import (SAMPLE_RATE, Segment, Word, bad_request, check_text, find_local_model, list_local_models,
+                        not_found, public_name)
 
 from .settings import FasterSettings
 
@@ -37,48 +38,67 @@ def language_codes() -> tuple:
 
 
 class ModelNames:
-    """Maps request model names to load keys (a local folder or a hub id)."""
+    """Maps request model names to load keys (a local folder or a hub id).
+
+    Served by default: the configured default (whatever it is: the operator chose it), its aliases and the
+    folders of the model store. Catalogue names and hub ids that are not in the store are downloaded only
+    with STT_ALLOW_MODEL_DOWNLOADS=1."""
 
     def __init__(self, settings: FasterSettings):
         self.settings = settings
         self.default_id = settings.model
-        self.default_key = self._key_for(settings.model, default=True)
+        self.default_key = self._key_for(settings.model, default=True) or settings.model
 
     def _key_for(self, name: str, default: bool = False) -> Optional[str]:
         s = self.settings
+        downloads = default or s.allow_model_downloads
         local = find_local_model(name, s.models_dir)
         if local:
             return local
         cat = catalogue()
         if name in cat:
             repo = cat[name]
-            return find_local_model(repo, s.models_dir) or repo
-        if default and os.path.isdir(name):  # the operator's own folder (never from a request)
+            return find_local_model(repo, s.models_dir) or (repo if downloads else None)
+        if default and os.path.isabs(name):  # the operator's own folder (never from a request)
             return os.path.realpath(name)
-        if "/" in name and not name.startswith("/") and ".." not in name and name.count("/") == 1:
+        if (downloads and "/" in name and not name.startswith("/") and ".." not in name.split("/")
+                and name.count("/") == 1):
             return name  # a hub id: faster-whisper downloads it (HF_HOME cache)
         return None
 
     def available(self) -> List[str]:
-        out = ["whisper-1", self.default_id]
+        out = ["whisper-1", public_name(self.default_id)]
         out += [m for m in list_local_models(self.settings.models_dir)]
-        out += list(catalogue())
+        if self.settings.allow_model_downloads:
+            out += list(catalogue())
         return list(dict.fromkeys(out))
 
     def resolve(self, name: Optional[str]) -> str:
-        if not name or name in ALIASES or name == self.default_id or name == self.default_key:
+        if name is not None:
+            check_text(name, "model")
+        if (not name or name in ALIASES or name == self.default_id or name == self.default_key
+                or name == public_name(self.default_id)):
             return self.default_key
         key = self._key_for(name)
+        if key is None and os.path.isabs(name) and os.path.isdir(self.settings.models_dir or ""):
+            root = os.path.realpath(self.settings.models_dir)   # a key this resolver gave before (cache.get(key))
+            if name.startswith(root + os.sep) and find_local_model(os.path.relpath(name, root), root) == name:
+                key = name
         if key is None:
+            more = (", or any Hugging Face id of a CTranslate2 model (org/name)"
+                    if self.settings.allow_model_downloads else
+                    " (other models: put them in the model store; downloads are off)")
             raise not_found(
                 f"The model '{name}' does not exist or cannot be served here. Available: "
-                + ", ".join(self.available()) + ", or any Hugging Face id of a CTranslate2 model (org/name).",
-                param="model", code="model_not_found")
+                + ", ".join(self.available()) + more + ".", param="model", code="model_not_found")
         return key
 
 
 def load_model(key: str, settings: FasterSettings):
     from faster_whisper import WhisperModel
+    if not os.path.isabs(key) and os.path.exists(key):
+        # faster-whisper would take a hub id that names a folder under the working directory as that folder
+        raise not_found(f"The model '{key}' cannot be served here.", param="model", code="model_not_found")
     t0 = time.monotonic()
     model = WhisperModel(key, device=settings.device, compute_type=settings.effective_compute_type,
                          cpu_threads=settings.cpu_threads, num_workers=settings.max_concurrency)
@@ -102,11 +122,9 @@ class Info:
 
 
 def check_language(language: Optional[str]) -> Optional[str]:
-    if language is None:
-        return None
-    if language not in language_codes():
-        raise bad_request(f"Unsupported language '{language}'.", param="language", code="unsupported_language")
-    return language
+    """A Whisper language code (any model); the model's own list is checked by the app once it is loaded."""
+    from stt_common import check_language as check
+    return check(language, language_codes(), "Whisper")
 
 
 def _temperature(t: float):
@@ -115,14 +133,17 @@ def _temperature(t: float):
 
 
 def transcribe_chunks(model, chunks: Iterator[np.ndarray], opts: Options, settings: FasterSettings,
-                      info: Info) -> Iterator[Segment]:
-    """Transcribe consecutive audio chunks; yields Segments with absolute times. Fills `info` as it goes."""
+                      info: Info, job=None) -> Iterator[Segment]:
+    """Transcribe consecutive audio chunks; yields Segments with absolute times. Fills `info` as it goes.
+    With a `job` (stt_common.Job), stops between segments once it is cancelled."""
     seg_id = 0
     offset = 0.0
     prompt = opts.prompt
     language = opts.language
     batched = None
     for chunk in chunks:
+        if job is not None:
+            job.check()
         dur = chunk.size / SAMPLE_RATE
         kw = dict(language=language, task=opts.task, beam_size=settings.beam_size, initial_prompt=prompt,
                   temperature=_temperature(opts.temperature), word_timestamps=opts.word_timestamps)
@@ -142,6 +163,8 @@ def transcribe_chunks(model, chunks: Iterator[np.ndarray], opts: Options, settin
             info.language = finfo.language
         last_text = []
         for s in segments:
+            if job is not None:
+                job.check()   # the next segment is decoded only when asked for: stopping here stops the decoder
             words = None
             if opts.word_timestamps:
                 words = [Word(w.word, w.start + offset, w.end + offset, w.probability) for w in (s.words or [])]

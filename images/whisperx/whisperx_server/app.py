@@ -18,9 +18,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
-from stt_common import (InferenceExecutor, ModelCache, Segment, STTSettings, Transcript, TranscriptionForm, Word,
-                        bad_request, create_app, receive_upload, to_diarized_json, to_json, to_srt, to_text,
-                        to_verbose_json, to_vtt)
+from stt_common import (InferenceExecutor, Job, ModelCache, Segment, STTSettings, Transcript, TranscriptionForm,
+                        Word, bad_request, check_language, create_app, model_languages, public_name, receive_upload,
+                        to_diarized_json, to_json, to_srt, to_text, to_verbose_json, to_vtt, upload_limits)
 
 from . import __version__
 from .audio import decode_to_memmap
@@ -68,7 +68,8 @@ def engine_config(settings: Settings, env=os.environ) -> EngineConfig:
         threads=settings.cpu_threads, batch_size=settings.batch_size, models_dir=settings.models_dir,
         model_ttl=settings.model_ttl, hf_token=(env.get("HF_TOKEN") or "").strip(),
         diarization_backend=backend, diarization_model=settings.diarization_model, align_models=align,
-        align_cache_dir=settings.align_model_dir, window_s=settings.window_seconds)
+        align_cache_dir=settings.align_model_dir, window_s=settings.window_seconds,
+        allow_downloads=settings.allow_model_downloads)
 
 
 # ---------------------------------------------------------------- form helpers
@@ -194,12 +195,10 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
             try:
                 from .punkt_data import ensure_punkt_tab
                 await run_in_threadpool(ensure_punkt_tab)
-                await cache.load_default()
-            except Exception as e:  # noqa: BLE001 - /health reports it
-                msg = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
-                log.error("default model %s failed to load: %s", settings.model, msg)
-                svc.fail(f"default model {settings.model!r} failed to load: {msg}")
-                return
+            except Exception as e:  # noqa: BLE001 - alignment degrades without it; the ASR model still loads
+                log.warning("punkt data unavailable: %s", e)
+            # retried with backoff until it loads: /health is 503 meanwhile, 200 as soon as it works
+            await cache.keep_loading_default(svc.fail, svc.recover)
             # warm the diarization backend so the first diarized request does not pay for it, and say
             # at startup (not at the first request) when the HF token or the model conditions are wrong
             try:
@@ -228,42 +227,51 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
         "(pyannote with HF_TOKEN, an offline backend without). `POST /transcribe` keeps the runbook's contract; "
         "`POST /v1/audio/transcriptions` is OpenAI-compatible and adds `diarized_json`."))
     cache = ModelCache(loader=engine.load_asr_uncached, default=settings.model, ttl=settings.model_ttl,
-                       load_timeout=settings.model_load_timeout, metrics=svc.metrics, resolve=engine.resolve_model)
-    executor = InferenceExecutor(settings.max_concurrency, settings.max_queue, metrics=svc.metrics)
+                       load_timeout=settings.model_load_timeout, metrics=svc.metrics, resolve=engine.resolve_model,
+                       max_loaded=settings.max_loaded_models)
+    executor = InferenceExecutor(settings.max_concurrency, settings.max_queue, metrics=svc.metrics,
+                                 max_uploads=settings.max_uploads)
     svc.ready = lambda: cache.is_loaded(None)
     svc.details = lambda: {
-        "model": settings.model, "device": engine.cfg.device, "compute_type": engine.cfg.compute_type,
-        "batch_size": engine.cfg.batch_size, "models_loaded": cache.loaded(),
+        "model": public_name(settings.model), "device": engine.cfg.device, "compute_type": engine.cfg.compute_type,
+        "batch_size": engine.cfg.batch_size, "models_loaded": [public_name(k) for k in cache.loaded()],
         "aux_models_loaded": engine.cache.loaded(), "diarization_backend": engine.diarization_backend(),
         "version": __version__}
     app.state.engine, app.state.cache, app.state.executor = engine, cache, executor
 
-    async def run(upload, *, model, language, align, diarize, num_speakers, min_speakers, max_speakers):
+    async def run(upload, job, *, model, language, align, diarize, num_speakers, min_speakers, max_speakers):
         # validate cheap things before decoding minutes of audio
         from .engine import check_speaker_hints
         check_speaker_hints(num_speakers, min_speakers, max_speakers)
         cache.key(model)  # 404 on an unknown model before anything heavy
         if diarize:        # a missing/invalid HF token answers before the upload is decoded or ASR runs
             await run_in_threadpool(engine.check_diarization)
-        audio = await run_in_threadpool(decode_to_memmap, upload.path, settings.tmp_dir)
-        try:
-            upload.cleanup()  # the decoded copy is all we need now
-            async with cache.use(model) as asr:
+        async with cache.use(model) as asr:   # loaded before decoding: the language is checked against it
+            language = check_language(language, model_languages(asr), f"'{public_name(model or settings.model)}'")
+            # decoding stops at STT_MAX_AUDIO_SECONDS (413): the decoded copy on disk stays bounded
+            audio = await run_in_threadpool(decode_to_memmap, upload.path, settings.tmp_dir,
+                                            settings.max_audio_seconds)
+            try:
+                upload.cleanup()  # the decoded copy is all we need now
                 result = await executor.run(engine.run, audio.array, asr=asr, model=model, language=language,
                                             align=align, diarize=diarize, num_speakers=num_speakers,
-                                            min_speakers=min_speakers, max_speakers=max_speakers)
-            svc.metrics.audio_seconds.labels("transcribe").inc(result.get("duration") or 0.0)
-            return result
-        finally:
-            await run_in_threadpool(audio.close)
+                                            min_speakers=min_speakers, max_speakers=max_speakers, job=job)
+                svc.metrics.audio_seconds.labels("transcribe").inc(result.get("duration") or 0.0)
+                return result
+            finally:
+                await run_in_threadpool(audio.close)
+
+    def receive(request: Request):
+        return receive_upload(request, **upload_limits(settings), gate=executor.receiving())
 
     @svc.api.post("/transcribe", tags=["whisperx"], summary="Transcribe with alignment and speaker labels",
                   openapi_extra=_transcribe_openapi())
     async def transcribe(request: Request):
-        async with receive_upload(request, max_bytes=settings.max_upload_bytes) as up:
+        job = Job(request, settings.job_timeout)
+        async with executor.admit(), receive(request) as up:   # a place in line before the body is read
             form = TranscriptionForm.parse(up.fields, allowed_formats=TRANSCRIBE_FORMATS, allow_stream=False)
             f = up.fields
-            result = await run(up, model=form.model, language=form.language, align=form_bool(f, "align", True),
+            result = await run(up, job, model=form.model, language=form.language, align=form_bool(f, "align", True),
                                diarize=form_bool(f, "diarize", False), num_speakers=form_int(f, "num_speakers"),
                                min_speakers=form_int(f, "min_speakers"), max_speakers=form_int(f, "max_speakers"))
         return transcribe_response(result, form.response_format)
@@ -272,7 +280,8 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
                   openapi_extra=TranscriptionForm.openapi_body(extra_properties=_EXTRA_DOC, formats=OPENAI_FORMATS,
                                                                stream=False))
     async def openai_transcriptions(request: Request):
-        async with receive_upload(request, max_bytes=settings.max_upload_bytes) as up:
+        job = Job(request, settings.job_timeout)
+        async with executor.admit(), receive(request) as up:
             form = TranscriptionForm.parse(up.fields, allowed_formats=OPENAI_FORMATS, allow_stream=False)
             f = up.fields
             model = form.model
@@ -282,7 +291,7 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
             elif model in OPENAI_DIARIZE_ALIASES:
                 model, diarize = None, True
             align = form_bool(f, "align", True)
-            result = await run(up, model=model, language=form.language, align=align, diarize=diarize,
+            result = await run(up, job, model=model, language=form.language, align=align, diarize=diarize,
                                num_speakers=form_int(f, "num_speakers"), min_speakers=form_int(f, "min_speakers"),
                                max_speakers=form_int(f, "max_speakers"))
         return openai_response(result, form)
@@ -297,5 +306,6 @@ def main() -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
     settings = Settings()
+    settings.check_access()
     app = build_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=True)

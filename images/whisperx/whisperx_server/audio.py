@@ -47,12 +47,14 @@ class DecodedAudio:
         self.close()
 
 
-def decode_to_memmap(src: str, tmp_dir: str | None = None) -> DecodedAudio:
+def decode_to_memmap(src: str, tmp_dir: str | None = None, max_seconds: float | None = None) -> DecodedAudio:
+    """Decode into a float32 file; stops with stt_common's 413 ``audio_too_long`` once past ``max_seconds``
+    (4 bytes x 16000 per second: a 4 h limit bounds the file at 0.9 GB)."""
     fd, path = tempfile.mkstemp(prefix="whisperx-audio-", suffix=".f32", dir=tmp_dir)
     n = 0
     try:
         with os.fdopen(fd, "wb") as f:
-            for chunk in iter_audio_chunks(src, CHUNK_SECONDS):
+            for chunk in iter_audio_chunks(src, CHUNK_SECONDS, max_seconds):
                 f.write(np.ascontiguousarray(chunk, dtype=np.float32).tobytes())
                 n += len(chunk)
         arr = np.memmap(path, dtype=np.float32, mode="r", shape=(n,)) if n else np.zeros(0, np.float32)

@@ -53,6 +53,7 @@ class EngineConfig:
     align_cache_dir: str | None = None
     window_s: float = 1200.0             # ASR/alignment window on long audio
     allowed_model_roots: tuple[str, ...] = ()
+    allow_downloads: bool = False        # short names / hub ids beyond the default and the store (opt-in)
 
     @classmethod
     def from_env(cls, env=os.environ, **overrides) -> "EngineConfig":
@@ -76,6 +77,7 @@ class EngineConfig:
             align_models=align_models,
             align_cache_dir=env.get("STT_ALIGN_MODEL_DIR") or None,
             window_s=float(env.get("STT_WINDOW_SECONDS", "1200") or 1200),
+            allow_downloads=(env.get("STT_ALLOW_MODEL_DOWNLOADS") or "").strip().lower() in ("1", "true", "yes", "on"),
         )
         for k, v in overrides.items():
             setattr(cfg, k, v)
@@ -226,33 +228,52 @@ class WhisperXEngine:
 
     # ---------------------------------------------------------------- ASR model
     def resolve_model(self, name: str | None) -> str:
-        """What to hand to whisperx.load_model for a request's ``model`` (or the default)."""
+        """What to hand to whisperx.load_model for a request's ``model`` (or the default).
+
+        Served without downloads: the default (the operator chose it) and folders of the model store; short
+        names and hub ids are downloads, allowed only with ``allow_downloads`` (STT_ALLOW_MODEL_DOWNLOADS)."""
+        from stt_common import check_text
+        check_text(name or "", "model")
         name = (name or "").strip() or self.cfg.default_model
         default = self.cfg.default_model
+        downloads = self.cfg.allow_downloads or name == default
         roots = [self.cfg.models_dir, *self.cfg.allowed_model_roots]
         if os.path.isabs(name) or name.startswith("."):
             path = Path(name).resolve()
             allowed = (name == default or str(path) == str(Path(default).resolve())
                        or any(_is_within(path, r) for r in roots if r))
             if not allowed:
-                raise ModelNotFound(f"Model folder {name!r} is outside the model store ({self.cfg.models_dir}); "
-                                    f"put it there and pass its name.")
+                raise ModelNotFound(f"Model folder {name!r} is outside the model store; put it there and pass "
+                                    f"its name.")
             return self._check_folder(path, name)
         if "/" not in name and "\\" not in name and name not in ("..", "."):
             local = Path(self.cfg.models_dir) / name
             if local.is_dir():
                 return self._check_folder(local, name)
-        if name in SHORT_NAMES:
+        if name in SHORT_NAMES and downloads:
             return name
-        if "/" in name and ".." not in name and not name.startswith("/"):
+        if downloads and "/" in name and ".." not in name.split("/") and not name.startswith("/"):
             return name  # a hub repo id, e.g. Systran/faster-whisper-small
+        if not self.cfg.allow_downloads:
+            raise ModelNotFound(
+                f"Unknown model {name!r}: this server serves its default model and the folders of its model "
+                f"store ({', '.join(self.store_models()) or 'none'}); downloads of other models are off.")
         raise ModelNotFound(
             f"Unknown model {name!r}. Use one of {', '.join(SHORT_NAMES)}, a HuggingFace repo id of a "
-            f"CTranslate2 Whisper model (e.g. Systran/faster-whisper-small), or the name of a folder in "
-            f"{self.cfg.models_dir}.")
+            f"CTranslate2 Whisper model (e.g. Systran/faster-whisper-small), or the name of a folder in the "
+            f"model store.")
+
+    def store_models(self) -> list[str]:
+        root = Path(self.cfg.models_dir)
+        try:
+            return sorted(p.name for p in root.iterdir() if (p / "model.bin").is_file())
+        except OSError:
+            return []
 
     @staticmethod
     def _check_folder(path: Path, name: str) -> str:
+        from stt_common import public_name
+        name = public_name(name)   # the default may be a host path: name its folder only
         if not path.is_dir():
             raise ModelNotFound(f"Model folder {name!r} does not exist.")
         if not (path / "model.bin").is_file():
@@ -413,8 +434,11 @@ class WhisperXEngine:
     def run(self, audio: np.ndarray, *, asr=None, model: str | None = None, language: str | None = None,
             align: bool = True, diarize: bool = False, num_speakers: int | None = None,
             min_speakers: int | None = None, max_speakers: int | None = None,
-            batch_size: int | None = None) -> dict:
+            batch_size: int | None = None, job=None) -> dict:
+        """``job`` (stt_common.Job): checked between windows and after each ASR batch; stops the run once
+        cancelled (client gone, time limit)."""
         check_speaker_hints(num_speakers, min_speakers, max_speakers)
+        stop = job.check if job is not None else (lambda: None)
         language = (language or "").strip().lower() or None
         if diarize:  # fail fast on a configuration error, before minutes of ASR
             self.check_diarization()
@@ -445,14 +469,17 @@ class WhisperXEngine:
         segments: list[dict] = []
         align_info = {"status": "disabled"} if not align else None
         for w0, w1, spans in groups:
+            stop()
             chunk = np.ascontiguousarray(audio[w0:w1], dtype=np.float32)
             if language is None:
                 language = self._detect_language(pipe, chunk, spans[0][0] - w0 if spans else 0)
             if spans is None:
-                res = pipe.transcribe(chunk, batch_size=batch, language=language)
+                res = pipe.transcribe(chunk, batch_size=batch, language=language,
+                                      progress_callback=lambda _pct: stop())   # after each batch
                 segs = res["segments"]
             else:
-                segs = asr_on_spans(pipe, chunk, [(a - w0, b - w0) for a, b in spans], batch, language)
+                segs = asr_on_spans(pipe, chunk, [(a - w0, b - w0) for a, b in spans], batch, language, stop)
+            stop()
             segs = [s for s in segs if s.get("text", "").strip()]
             if align and segs and (align_info is None or align_info["status"] == "aligned"):
                 try:
@@ -542,7 +569,7 @@ def group_spans(spans: list, window_s: float) -> list:
     return groups
 
 
-def asr_on_spans(pipe, audio: np.ndarray, spans: list, batch_size: int, language: str) -> list[dict]:
+def asr_on_spans(pipe, audio: np.ndarray, spans: list, batch_size: int, language: str, stop=None) -> list[dict]:
     """whisperx's batched ASR over given spans (instead of its own VAD chunks): one segment per span."""
     from faster_whisper.tokenizer import Tokenizer
     if not spans:
@@ -555,6 +582,8 @@ def asr_on_spans(pipe, audio: np.ndarray, spans: list, batch_size: int, language
         data = ({"inputs": np.ascontiguousarray(audio[a:b])} for a, b in spans)
         out = []
         for (a, b), res in zip(spans, pipe(data, batch_size=batch_size, num_workers=0)):
+            if stop is not None:
+                stop()
             text = res["text"]
             if batch_size in (0, 1, None) and isinstance(text, list):
                 text = text[0]
@@ -635,6 +664,8 @@ def _hf_offline() -> bool:
 
 
 def _map_model_load_error(exc: BaseException, arch: str) -> ServiceError:
+    from stt_common import public_name
+    arch = public_name(arch)   # a folder's name, never the host path
     try:
         from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
                                             RepositoryNotFoundError)
@@ -646,7 +677,7 @@ def _map_model_load_error(exc: BaseException, arch: str) -> ServiceError:
         return ModelNotFound(f"Model {arch!r} does not exist on the HuggingFace hub.")
     if isinstance(exc, LocalEntryNotFoundError):
         return ModelUnavailable(f"Model {arch!r} is not in the local cache and the HuggingFace hub cannot be reached; "
-                                f"put the model in {os.environ.get('STT_MODELS_DIR', '/models')} or allow one download.")
+                                f"put the model in the model store or allow one download.")
     if isinstance(exc, HfHubHTTPError):
         return ModelUnavailable(f"The HuggingFace hub failed while downloading model {arch!r}; retry later.")
     if isinstance(exc, (OSError, ConnectionError)):

@@ -82,7 +82,7 @@ def start_server(tmp_path: Path, timeout: float = 90, **env_overrides) -> Server
         "PYTHONPATH": f"{ROOT}/images/common:{ROOT}/images/faster",
         "HOST": "127.0.0.1", "PORT": str(port),
         "STT_MODEL": tiny_model(), "STT_MODELS_DIR": str(models_dir), "STT_TMP_DIR": str(tmp_dir),
-        "STT_CPU_THREADS": "2", "HF_HUB_OFFLINE": "1", "ACCESS_LOG": "0", "LOG_LEVEL": "warning",
+        "STT_CPU_THREADS": "2", "HF_HUB_OFFLINE": "1", "STT_ALLOW_OPEN_ACCESS": "1", "ACCESS_LOG": "0", "LOG_LEVEL": "warning",
     })
     env.update({k: str(v) for k, v in env_overrides.items()})
     log = tmp_path / f"server-{port}.log"

@@ -34,7 +34,7 @@ def container(image):
     port = free_port()
     name = f"faster-test-{port}"
     sh("docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8000",
-       "-v", f"{tiny_model()}:/models/tiny.en:ro", "-e", "STT_MODEL=/models/tiny.en", "-e", "STT_CPU_THREADS=2",
+       "-v", f"{tiny_model()}:/models/tiny.en:ro", "-e", "STT_MODEL=/models/tiny.en", "-e", "STT_CPU_THREADS=2", "-e", "STT_ALLOW_OPEN_ACCESS=1",
        image)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -86,10 +86,10 @@ def test_too_large(srv, tmp_path):
 
 def test_unknown_and_unloadable_models(srv, speech):
     e = err(post(srv, files={"file": open(speech["wav"], "rb")}, data={"model": "gpt-9"}), 404)
-    assert e["code"] == "model_not_found" and "whisper-1" in e["message"] and "tiny.en" in e["message"]
-    # a hub id that cannot be fetched here (offline): a clear 404, not a hang
+    assert e["code"] == "model_not_found" and "whisper-1" in e["message"]
+    # a hub id: downloads are an operator opt-in (tests/integration/faster/test_faster_hardening.py has it on)
     e = err(post(srv, files={"file": open(speech["wav"], "rb")}, data={"model": "nobody/no-such-model"}), 404)
-    assert "could not be loaded" in e["message"]
+    assert "downloads are off" in e["message"]
 
 
 def test_wrong_routes_and_methods(srv):

@@ -100,6 +100,7 @@ class Server:
             full.pop(k, None)
         full.update({"PYTHONPATH": PYTHONPATH, "HOST": "127.0.0.1", "PORT": str(self.port),
                      "HF_HUB_OFFLINE": "1", "PYANNOTE_METRICS_ENABLED": "0", "STT_CPU_THREADS": "2",
+                     "STT_ALLOW_OPEN_ACCESS": "1",
                      "STT_MODELS_DIR": str(log_path.parent / "models")})
         full.update(env)
         self.log_path = log_path

@@ -45,7 +45,8 @@ def test_image_serves(image, tiny_model, conversation):
     port = _free_port()
     name = f"whisperx-test-{port}"
     _docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8000", "-v", f"{tiny_model}:/models/tiny.en:ro",
-            "-e", "STT_MODEL=tiny.en", "-e", "HF_HUB_OFFLINE=1", "-e", "STT_CPU_THREADS=2", image)
+            "-e", "STT_MODEL=tiny.en", "-e", "HF_HUB_OFFLINE=1", "-e", "STT_CPU_THREADS=2",
+            "-e", "STT_ALLOW_OPEN_ACCESS=1", image)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 180

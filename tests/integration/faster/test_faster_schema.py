@@ -1,0 +1,35 @@
+"""Property-based API tests (Schemathesis) against the faster-whisper server's own OpenAPI schema, which
+describes the real multipart fields: whatever is generated, no 5xx, and every error in OpenAI's shape.
+Bounded to a few dozen examples per operation (about a minute here). Real server, real tiny.en model."""
+from __future__ import annotations
+
+import pytest
+
+schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is in the dev extra (make venv)")
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+from .conftest import start_server, stop_server  # noqa: E402
+
+KEY = "schema-key"
+
+
+@pytest.fixture(scope="module")
+def api_schema(tmp_path_factory):
+    s = start_server(tmp_path_factory.mktemp("faster-schema"), STT_API_KEYS=KEY)
+    try:
+        yield schemathesis.openapi.from_url(s.url + "/openapi.json")
+    finally:
+        stop_server(s)
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+def test_no_5xx_and_openai_errors(case):
+    r = case.call(headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+    assert r.status_code < 500, (case.method, case.path, r.status_code, r.text[:300])
+    if r.status_code >= 400:
+        body = r.json()
+        assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body

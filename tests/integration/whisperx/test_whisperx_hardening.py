@@ -1,0 +1,151 @@
+"""Issue 11 on the WhisperX server (ML environment): bounded temp disk, form floods refused early, the queue
+before the body, hang-ups and the job limit, control characters, languages before decoding, health recovery.
+Real server processes with the real tiny.en model."""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+
+import pytest
+import requests
+
+import hostile
+
+PATH = "/v1/audio/transcriptions"
+
+
+def shape(a) -> dict:
+    e = a.json()["error"]
+    assert set(e) == {"message", "type", "param", "code"}, e
+    return e
+
+
+def metrics(srv) -> str:
+    return requests.get(srv.url + "/metrics", timeout=5).text
+
+
+def wait_idle(srv, timeout=30.0) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if hostile.metric(metrics(srv), "stt_inference_in_progress") == 0:
+            return time.monotonic() - t0
+        time.sleep(0.2)
+    raise AssertionError("the job is still running")
+
+
+@pytest.fixture(scope="module")
+def tmpdir_server(start_server, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("wx-decode")
+    srv = start_server("hardening", STT_TMP_DIR=str(tmp), STT_MAX_AUDIO_SECONDS="600", STT_MAX_QUEUE="0",
+                       STT_BATCH_SIZE="1")
+    srv.tmp = tmp
+    return srv
+
+
+@pytest.fixture(scope="module")
+def long_speech(speech_wav, tmp_path_factory):
+    d = tmp_path_factory.mktemp("wx-long")
+    return hostile.repeat(speech_wav, d / "long.wav", 30)   # ~4 min of speech
+
+
+def peak_dir_bytes(folder, stop: threading.Event, out: list):
+    peak = 0
+    while not stop.is_set():
+        try:
+            peak = max(peak, sum(f.stat().st_size for f in folder.iterdir() if f.is_file()))
+        except FileNotFoundError:
+            pass
+        time.sleep(0.01)
+    out.append(peak)
+
+
+def test_hour_of_silence_writes_nothing_big(tmpdir_server, tmp_path):
+    for name, make in (("hour.flac", hostile.silence_flac), ("piped.flac", hostile.headerless_stream)):
+        f = make(tmp_path / name, 3600)
+        stop, peak = threading.Event(), []
+        t = threading.Thread(target=peak_dir_bytes, args=(tmpdir_server.tmp, stop, peak))
+        t.start()
+        a = hostile.post(tmpdir_server.url, PATH, hostile.multipart(file=f.read_bytes()))
+        stop.set()
+        t.join()
+        assert a.status == 413 and shape(a)["code"] == "audio_too_long", a
+        # decoding stopped at the 600 s limit: at most 600 s x 16 kHz x 4 bytes (38 MB), not the hour's 230 MB
+        assert peak[0] <= 600 * 16000 * 4 + 2_000_000, (name, peak)
+        assert not list(tmpdir_server.tmp.iterdir())
+
+
+def test_form_floods_are_refused(tmpdir_server):
+    a = hostile.post(tmpdir_server.url, PATH, hostile.multipart([("extra", b"x" * (1024 * 1024))] * 100, file=b"x"))
+    assert a.status == 413 and shape(a)["code"] == "form_too_large" and a.sent < 50 * 1024 * 1024, a
+    a = hostile.post(tmpdir_server.url, PATH, hostile.multipart([("extra", b"1")] * 400, file=b"x"))
+    assert a.status == 400 and shape(a)["code"] == "too_many_fields", a
+
+
+@pytest.mark.parametrize("field", ["model", "language", "diarize", "prompt"])
+def test_control_characters_are_400(tmpdir_server, speech_wav, field):
+    a = hostile.post(tmpdir_server.url, PATH, hostile.multipart([(field, b"a\x00b")], file=speech_wav.read_bytes()))
+    assert a.status == 400 and shape(a)["param"] == field, a
+
+
+@pytest.mark.parametrize("language", ["fr", "english", "xx"])
+def test_languages_checked_before_decoding(tmpdir_server, speech_wav, language):
+    a = hostile.post(tmpdir_server.url, "/transcribe",
+                     hostile.multipart([("language", language.encode())], file=speech_wav.read_bytes()))
+    e = shape(a)
+    assert a.status == 400 and e["param"] == "language" and "English-only" in e["message"], a
+
+
+def test_queue_full_before_the_body_and_hang_up_stops_the_job(tmpdir_server, long_speech):
+    body = hostile.multipart(file=long_speech.read_bytes())
+    before = hostile.metric(metrics(tmpdir_server), "stt_jobs_stopped_total", 'reason="disconnected"')
+    t = threading.Thread(target=hostile.hang_up_after, args=(tmpdir_server.url, PATH, body, 6.0))
+    t.start()
+    deadline = time.monotonic() + 30
+    while hostile.metric(metrics(tmpdir_server), "stt_inference_in_progress") < 1:
+        assert time.monotonic() < deadline, "the job did not start"
+        time.sleep(0.1)
+    big = hostile.multipart(file=b"\0" * 65536)
+    a = hostile.post(tmpdir_server.url, PATH, big, length=100 * 1024 * 1024, send_limit=len(big), timeout=10)
+    assert a.status == 503 and shape(a)["code"] == "queue_full", a
+    t.join()
+    # it stops at the next ASR batch or window (the VAD pass over a window cannot be interrupted)
+    assert wait_idle(tmpdir_server, timeout=60) < 60
+    assert hostile.metric(metrics(tmpdir_server), "stt_jobs_stopped_total", 'reason="disconnected"') == before + 1
+    assert requests.get(tmpdir_server.url + "/health", timeout=5).status_code == 200   # alive, not crashed
+    assert not list(tmpdir_server.tmp.iterdir())
+
+
+def test_job_time_limit(start_server, long_speech):
+    srv = start_server("timeout", STT_JOB_TIMEOUT="3", STT_BATCH_SIZE="1")
+    try:
+        a = hostile.post(srv.url, PATH, hostile.multipart(file=long_speech.read_bytes()))
+        assert a.status == 503 and shape(a)["code"] == "job_timeout" and a.seconds < 60, a
+    finally:
+        srv.stop()
+
+
+def test_health_recovers_when_the_default_model_loads_later(tmp_path_factory, tiny_model):
+    from conftest import Server   # whisperx's conftest (this folder)
+    d = tmp_path_factory.mktemp("wx-late")
+    late = d / "models" / "late"
+    late.mkdir(parents=True)
+    srv = Server({"STT_MODEL": str(late)}, d / "server.log")
+    try:
+        deadline = time.monotonic() + 90
+        body = None
+        while time.monotonic() < deadline and body is None:
+            try:
+                r = requests.get(srv.url + "/health", timeout=2)
+                if r.status_code == 503 and r.json().get("status") == "error":
+                    body = r.json()
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        assert body is not None and str(d) not in body["error"], body
+        for f in os.listdir(tiny_model):
+            shutil.copy(os.path.join(tiny_model, f), late / f)
+        assert srv.wait_ready(timeout=90)["status"] == "ok"
+    finally:
+        srv.stop()
