@@ -9,6 +9,8 @@ command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2
 for tool in debootstrap espeak-ng sox ffmpeg; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
+# the job tests run a real Redis (started by the tests themselves)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
 # the autostart proxy's tests run it on Debian's python3 + aiohttp, as the hosts do
 /usr/bin/python3 -c 'import aiohttp' >/dev/null 2>&1 || need+=(python3-aiohttp)

@@ -5,14 +5,14 @@ from .errors import (APIError, bad_request, error_body, install_error_handlers, 
                      unauthorized, unavailable)
 from .executor import InferenceExecutor, Job, JobStopped, StreamHandle
 from .formats import (RESPONSE_FORMATS, Segment, Transcript, Word, join_text, render_transcript, to_diarized_json,
-                      to_json, to_srt, to_text, to_verbose_json, to_vtt)
+                      to_json, to_srt, to_text, to_verbose_json, to_vtt, transcript_from_dict, transcript_to_dict)
 from .forms import TranscriptionForm
 from .metrics import Metrics, MetricsMiddleware, metrics_router
 from .languages import check_language, model_languages, whisper_languages
 from .models import ModelCache, find_local_model, list_local_models, public_name
 from .text import check_text, has_control, redact_paths
 from .settings import STTSettings
-from .uploads import (SAMPLE_RATE, Upload, audio_too_long, decode_audio, decode_audio_sync, iter_audio_chunks,
+from .uploads import (SAMPLE_RATE, Upload, audio_duration, audio_too_long, decode_audio, decode_audio_sync, iter_audio_chunks,
                       receive_upload, upload_limits)
 
 __all__ = [n for n in dir() if not n.startswith("_")]

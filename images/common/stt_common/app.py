@@ -18,6 +18,7 @@ class Service:
         self.ready: Callable[[], bool] = lambda: False
         self.details: Callable[[], dict] = lambda: {}
         self.error: Optional[str] = None
+        self.jobs = None  # stt_common.jobs.Jobs when the service takes asynchronous jobs
         self._mounted = False
 
     def fail(self, message: str) -> None:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Iterable, List, Optional
 
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -171,3 +171,17 @@ def render_transcript(t: Transcript, response_format: str = "json", word_timesta
 
 def dumps(d: dict) -> str:
     return json.dumps(d, ensure_ascii=False, separators=(",", ":"))
+
+
+def transcript_to_dict(t: Transcript) -> dict:
+    """A Transcript as plain JSON (a stored job result); transcript_from_dict reads it back."""
+    return asdict(t)
+
+
+def transcript_from_dict(d: dict) -> Transcript:
+    def words(ws):
+        return None if ws is None else [Word(**w) for w in ws]
+
+    segments = [Segment(**{**s, "words": words(s.get("words"))}) for s in d["segments"]]
+    return Transcript(text=d["text"], segments=segments, language=d["language"], duration=d["duration"],
+                      task=d.get("task", "transcribe"), words=words(d.get("words")))

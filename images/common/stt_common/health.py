@@ -23,6 +23,14 @@ def health_router(service) -> APIRouter:
             body.update(service.details() or {})
         except Exception:  # noqa: BLE001
             pass
+        jobs = getattr(service, "jobs", None)
+        if jobs is not None and jobs.enabled:
+            # queued and running jobs: the autostart proxy does not stop a service that has any
+            try:
+                counts = jobs.counts()
+                body["jobs"] = {"queued": counts["queued"], "running": counts["running"]}
+            except Exception as e:  # noqa: BLE001 - Redis away: say so, stay healthy for synchronous requests
+                body["jobs"] = {"error": type(e).__name__}
         return JSONResponse(body)
 
     return router

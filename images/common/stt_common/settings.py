@@ -33,6 +33,17 @@ class STTSettings(BaseSettings):
     max_loaded_models: int = Field(2, ge=1)             # the default included
     allow_model_downloads: bool = False                 # hub ids/catalogue names beyond the configured ones
     allow_open_access: bool = False                     # start without STT_API_KEYS (local development)
+    # asynchronous jobs (stt_common/jobs.py, POST /v1/jobs); off while redis_url is empty
+    redis_url: str = ""                 # redis://host:port/0, rediss://... (TLS) or unix:///run/redis/redis.sock
+    redis_password: str = Field("", validation_alias=AliasChoices("REDIS_PASSWORD", "STT_REDIS_PASSWORD"))
+    jobs_dir: str = "/jobs"             # uploads and results of jobs (shared by the API and its workers)
+    job_ttl: float = Field(3 * 86400, gt=0)          # s a finished job's audio, result and status are kept
+    job_max_seconds: float = Field(6 * 3600, gt=0)   # a job's time limit on the worker
+    job_max_audio_seconds: float = Field(12 * 3600, gt=0)  # longest recording a job accepts
+    job_retries: int = Field(2, ge=0)   # a crashed or abandoned job (worker killed) runs again this often
+    webhook_secret: str = ""            # HMAC key of the callback signatures; empty = callback_url refused
+    webhook_allow_private: bool = False  # callbacks to loopback/private addresses (tests, private networks)
+    job_heartbeat_ttl: float = Field(60, ge=2)  # s without a heartbeat before a running job counts as abandoned
     host: str = Field("0.0.0.0", validation_alias=AliasChoices("HOST", "STT_HOST"))
     port: int = Field(8000, validation_alias=AliasChoices("PORT", "STT_PORT"))
 
@@ -65,4 +76,6 @@ class STTSettings(BaseSettings):
         """Settings safe to show (no keys)."""
         d = self.model_dump()
         d["api_keys"] = f"{len(self.api_key_set)} configured"
+        d["redis_password"] = "set" if self.redis_password else ""
+        d["webhook_secret"] = "set" if self.webhook_secret else ""
         return d

@@ -210,6 +210,17 @@ def _open(src):
         raise bad_request(f"Could not decode the audio file: {_short(e)}", param="file", code="invalid_audio") from None
 
 
+def audio_duration(src) -> Optional[float]:
+    """The length the file's header states (None when it states none, e.g. a raw stream); 400 if unreadable."""
+    container = _open(src)
+    try:
+        if not container.streams.audio:
+            raise bad_request("The file holds no audio stream.", param="file", code="invalid_audio")
+        return container.duration / 1_000_000 if container.duration else None
+    finally:
+        container.close()
+
+
 def _short(e: Exception) -> str:
     """FFmpeg's reason without the errno and the server-side temp file name."""
     s = getattr(e, "strerror", None) or str(e).strip() or type(e).__name__

@@ -17,13 +17,14 @@ from stt_common import (APIError, InferenceExecutor, Job, ModelCache, Transcript
                         check_text, create_app, error_body, iter_audio_chunks, join_text, model_languages,
                         public_name, receive_upload, render_transcript, upload_limits)
 
+from stt_common.jobs import Jobs, jobs_routes, register_job_metrics
+
 from . import __version__
 from .engine import LANGUAGE_NAMES, Info, ModelNames, Options, load_model, transcribe_chunks
+from .jobs import FORMATS, job_spec
 from .settings import FasterSettings
 
 log = logging.getLogger("faster_server")
-
-FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 
 
 def _open_chunks(path: str, seconds: float, max_seconds: float):
@@ -69,6 +70,11 @@ def build_app(settings: Optional[FasterSettings] = None):
                            "loaded_models": [public_name(k) for k in cache.loaded()],
                            "running": executor.running, "waiting": executor.waiting}
     app.state.cache, app.state.executor, app.state.names = cache, executor, names
+    jobs = app.state.jobs = Jobs(job_spec(settings, names, cache), settings)
+    jobs_routes(svc, jobs, lambda request: receive_upload(
+        request, **{**upload_limits(settings), "tmp_dir": settings.jobs_dir}, gate=executor.receiving()))
+    register_job_metrics(metrics, jobs)
+    svc.jobs = jobs
 
     async def handle(request: Request, task: str):
         job = Job(request, settings.job_timeout)   # the time limit counts from the request's arrival

@@ -9,7 +9,7 @@ from typing import Iterator, List, Optional
 
 import numpy as np
 
-from stt_common import (SAMPLE_RATE, Segment, Word, bad_request, check_text, find_local_model, list_local_models,
+from stt_common import (SAMPLE_RATE, Segment, Word, check_text, find_local_model, list_local_models,
                         not_found, public_name)
 
 from .settings import FasterSettings

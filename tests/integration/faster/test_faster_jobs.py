@@ -1,0 +1,300 @@
+"""Asynchronous jobs (POST /v1/jobs) with a real Redis, real RQ workers (python -m faster_server.worker) and
+real tiny.en inference: status and progress, every result format, cancel, signed webhooks, a worker killed
+mid-job, Redis restarted with jobs queued, and the error paths."""
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from stt_common.jobs import SIGNATURE_HEADER, verify
+from transcript_wer import wer
+
+from .conftest import ROOT, free_port, start_server, stop_server, tiny_model
+
+pytestmark = pytest.mark.skipif(not shutil.which("redis-server"),
+                                reason="redis-server is not installed (make docker installs it)")
+SECRET = "test-webhook-secret"
+KEY = "sk-jobs-test"
+
+
+class RedisServer:
+    def __init__(self, folder: Path):
+        self.folder, self.port, self.password = folder, free_port(), "redis-test-password"
+        self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        self.proc = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.folder),
+             "--appendonly", "yes", "--save", "", "--requirepass", self.password],
+            stdout=open(self.folder / "redis.log", "ab"), stderr=subprocess.STDOUT)
+        for _ in range(100):
+            if subprocess.run(["redis-cli", "-p", str(self.port), "-a", self.password, "--no-auth-warning", "ping"],
+                              capture_output=True, text=True).stdout.strip() == "PONG":
+                return self
+            time.sleep(0.1)
+        raise RuntimeError("redis-server did not start: " + (self.folder / "redis.log").read_text()[-2000:])
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()   # SIGTERM: Redis flushes its AOF and exits
+            self.proc.wait(20)
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    r = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="module")
+def jobs_env(tmp_path_factory, redis_server):
+    jobs_dir = tmp_path_factory.mktemp("jobs")
+    return {"STT_REDIS_URL": redis_server.url, "REDIS_PASSWORD": redis_server.password, "STT_JOBS_DIR": str(jobs_dir),
+            "STT_WEBHOOK_SECRET": SECRET, "STT_WEBHOOK_ALLOW_PRIVATE": "1", "STT_JOB_HEARTBEAT_TTL": "4",
+            "STT_API_KEYS": f"{KEY},sk-other-caller", "STT_ALLOW_OPEN_ACCESS": "0"}
+
+
+class Worker:
+    def __init__(self, tmp_path: Path, env: dict):
+        self.log = tmp_path / f"worker-{time.monotonic_ns()}.log"
+        full = dict(os.environ)
+        full.update({"PYTHONPATH": f"{ROOT}/images/common:{ROOT}/images/faster", "STT_MODEL": tiny_model(),
+                     "STT_MODELS_DIR": str(tmp_path), "STT_CPU_THREADS": "2", "HF_HUB_OFFLINE": "1",
+                     "LOG_LEVEL": "INFO", **env})
+        self.proc = subprocess.Popen([sys.executable, "-m", "faster_server.worker"], env=full, cwd=str(ROOT),
+                                     stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def stop(self, sig=signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory, jobs_env):
+    s = start_server(tmp_path_factory.mktemp("jobs-api"), **jobs_env)
+    yield s
+    stop_server(s)
+
+
+@pytest.fixture
+def worker(tmp_path, jobs_env):
+    w = Worker(tmp_path, jobs_env)
+    yield w
+    w.stop()
+
+
+def headers(key: str = KEY) -> dict:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def submit(api, path: Path, key: str = KEY, **fields) -> dict:
+    with open(path, "rb") as f:
+        r = httpx.post(api.url + "/v1/jobs", headers=headers(key), files={"file": (path.name, f)},
+                       data={k: str(v) for k, v in fields.items()}, timeout=60)
+    assert r.status_code == 202, r.text
+    assert r.headers["location"] == f"/v1/jobs/{r.json()['id']}"
+    return r.json()
+
+
+def status(api, job_id: str, key: str = KEY) -> dict:
+    r = httpx.get(f"{api.url}/v1/jobs/{job_id}", headers=headers(key), timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def wait_for(api, job_id: str, states=("succeeded", "failed", "canceled"), timeout: float = 240,
+             worker: Worker | None = None) -> tuple[dict, list]:
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        s = status(api, job_id)
+        seen.append(s)
+        if s["status"] in states:
+            return s, seen
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} still {seen[-1]}\n" + (worker.logs() if worker else ""))
+
+
+@pytest.fixture(scope="module")
+def meeting(speech, tmp_path_factory) -> Path:
+    """About 12 minutes (some 15 s of work for tiny.en's batched decoder here): long enough to be seen running,
+    cancelled or killed halfway."""
+    d = tmp_path_factory.mktemp("meeting")
+    lst = d / "list.txt"
+    lst.write_text("".join(f"file '{speech['long']}'\n" for _ in range(10)))
+    out = d / "meeting.wav"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(lst), str(out)], check=True)
+    return out
+
+
+def test_job_runs_to_the_end_with_progress_and_every_format(api, worker, speech):
+    job = submit(api, speech["long"], response_format="verbose_json", language="en")
+    assert job["status"] == "queued" and job["object"] == "transcription.job"
+    done, seen = wait_for(api, job["id"], worker=worker)
+    assert done["status"] == "succeeded", done
+    assert done["attempts"] == 1 and done["worker"] and done["error"] is None
+    assert done["progress"]["fraction"] == 1.0 and done["progress"]["seconds_total"] > 60
+    running = [s["progress"]["seconds_done"] for s in seen if s["status"] == "running"]
+    assert running == sorted(running), "progress never goes back"
+    r = httpx.get(api.url + done["result_url"], headers=headers(), timeout=10)
+    assert r.status_code == 200
+    body = r.json()   # the job's own response_format
+    assert body["language"] == "english" and body["segments"]
+    assert body["duration"] == pytest.approx(done["progress"]["seconds_total"], abs=1)
+    assert wer(" ".join([speech["text"]] * 6), body["text"]) < 0.25
+    for fmt, check in (("text", lambda t: t.strip()), ("srt", lambda t: "-->" in t), ("vtt", lambda t: t.startswith("WEBVTT")),
+                       ("json", lambda t: json.loads(t)["text"])):
+        r = httpx.get(api.url + done["result_url"], params={"response_format": fmt}, headers=headers(), timeout=10)
+        assert r.status_code == 200 and check(r.text), (fmt, r.text[:200])
+    # the job and the synchronous endpoint agree on the same audio
+    with open(speech["long"], "rb") as f:
+        sync = httpx.post(api.url + "/v1/audio/transcriptions", headers=headers(), files={"file": f},
+                          data={"language": "en"}, timeout=120).json()
+    assert sync["text"] == body["text"]
+
+
+def test_list_is_per_caller_and_unknown_jobs_are_404(api, worker, speech):
+    mine = submit(api, speech["wav"])
+    theirs = submit(api, speech["wav"], key="sk-other-caller")
+    ids = [j["id"] for j in httpx.get(api.url + "/v1/jobs", headers=headers(), timeout=10).json()["data"]]
+    assert mine["id"] in ids and theirs["id"] not in ids
+    assert httpx.get(f"{api.url}/v1/jobs/{theirs['id']}", headers=headers(), timeout=10).status_code == 404
+    r = httpx.get(f"{api.url}/v1/jobs/0123abcd", headers=headers(), timeout=10)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "job_not_found"
+    assert httpx.get(f"{api.url}/v1/jobs/{mine['id']}", timeout=10).status_code == 401  # no key
+    wait_for(api, mine["id"], worker=worker)
+
+
+def test_bad_input_is_refused_before_queueing_or_fails_the_job_once(api, worker, tmp_path):
+    noise = tmp_path / "notes.txt"
+    noise.write_text("not audio at all " * 100)
+    # what can be checked at once is a 4xx at submission, nothing queued
+    with open(noise, "rb") as f:
+        r = httpx.post(api.url + "/v1/jobs", headers=headers(), files={"file": f}, data={"model": "no-such-model"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+    with open(noise, "rb") as f:
+        r = httpx.post(api.url + "/v1/jobs", headers=headers(), files={"file": f},
+                       data={"callback_url": "ftp://example.org/x"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "callback_url"
+    # undecodable audio is found by the worker: failed, with the reason, and not retried
+    job = submit(api, noise)
+    done, _ = wait_for(api, job["id"], worker=worker)
+    assert done["status"] == "failed" and done["attempts"] == 1
+    assert done["error"]["code"] == "invalid_audio"
+    r = httpx.get(api.url + f"/v1/jobs/{job['id']}/result", headers=headers(), timeout=10)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "job_failed"
+
+
+def test_cancel_a_running_job(api, worker, meeting):
+    job = submit(api, meeting)
+    wait_for(api, job["id"], states=("running",), worker=worker)
+    r = httpx.get(api.url + f"/v1/jobs/{job['id']}/result", headers=headers(), timeout=10)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "job_running"
+    t0 = time.monotonic()
+    assert httpx.delete(f"{api.url}/v1/jobs/{job['id']}", headers=headers(), timeout=10).status_code == 200
+    done, _ = wait_for(api, job["id"], timeout=30, worker=worker)
+    assert done["status"] == "canceled", done
+    assert time.monotonic() - t0 < 15, "a running job stops at its next segment"
+    assert done["progress"]["seconds_done"] < done["progress"]["seconds_total"]
+
+
+def test_webhook_is_signed_and_delivered(api, worker, speech):
+    received = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.headers, body))  # case-insensitive, as HTTP headers are
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    hook = http.server.HTTPServer(("127.0.0.1", free_port()), Receiver)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    try:
+        job = submit(api, speech["wav"], callback_url=f"http://127.0.0.1:{hook.server_port}/hook")
+        wait_for(api, job["id"], worker=worker)
+        deadline = time.monotonic() + 20
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        hook.shutdown()
+    assert received, worker.logs()
+    got_headers, body = received[0]
+    assert verify(SECRET, got_headers[SIGNATURE_HEADER], body)
+    assert not verify("another-secret", got_headers[SIGNATURE_HEADER], body)
+    assert not verify(SECRET, got_headers[SIGNATURE_HEADER], body + b" ")
+    payload = json.loads(body)
+    assert payload == {"id": job["id"], "object": "transcription.job", "status": "succeeded",
+                       "result_url": f"/v1/jobs/{job['id']}/result", "error": None}
+
+
+def test_worker_killed_mid_job_is_retried_and_finishes(api, jobs_env, meeting, tmp_path):
+    first = Worker(tmp_path, jobs_env)
+    try:
+        job = submit(api, meeting)
+        running, _ = wait_for(api, job["id"], states=("running",), worker=first)
+        deadline = time.monotonic() + 60
+        while status(api, job["id"])["progress"]["seconds_done"] <= 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        first.stop(signal.SIGKILL)   # as the OOM killer or a host reboot would
+    finally:
+        first.stop()
+    assert status(api, job["id"])["status"] == "running"   # nobody knows yet
+    second = Worker(tmp_path, jobs_env)
+    try:
+        done, _ = wait_for(api, job["id"], timeout=300, worker=second)
+    finally:
+        second.stop()
+    assert done["status"] == "succeeded", done
+    assert done["attempts"] == 2
+    result = httpx.get(api.url + done["result_url"], params={"response_format": "verbose_json"}, headers=headers())
+    assert result.json()["duration"] == pytest.approx(done["progress"]["seconds_total"], abs=1)
+
+
+def test_redis_restart_keeps_queued_jobs(api, jobs_env, redis_server, speech, tmp_path):
+    queued = [submit(api, speech["wav"])["id"] for _ in range(2)]   # no worker: they stay queued
+    assert all(status(api, i)["status"] == "queued" for i in queued)
+    health = httpx.get(api.url + "/health", timeout=10).json()
+    assert health["jobs"]["queued"] >= 2   # what the autostart proxy reads before an idle stop
+    redis_server.stop()
+    redis_server.start()
+    w = Worker(tmp_path, jobs_env)
+    try:
+        for job_id in queued:
+            done, _ = wait_for(api, job_id, worker=w)
+            assert done["status"] == "succeeded"
+    finally:
+        w.stop()
+
+
+def test_jobs_are_off_without_redis(server):
+    with open(__file__, "rb") as f:
+        r = httpx.post(server.url + "/v1/jobs", files={"file": f}, timeout=10)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "jobs_unavailable"
