@@ -616,6 +616,8 @@ def run_worker(spec: JobSpec, settings, burst: bool = False) -> None:
 
     queues = [Queue(webhook_queue_name(spec.service), connection=conn),
               Queue(queue_name(spec.service), connection=conn)]
-    worker = ModelWorker(queues, connection=conn, maintenance_interval=max(1, ttl // 2))
+    # maintenance runs between waits for the next job: the wait (worker_ttl - 15) must not outlast its interval
+    maintenance = max(1, ttl // 2)
+    worker = ModelWorker(queues, connection=conn, maintenance_interval=maintenance, worker_ttl=maintenance + 15)
     log.info("worker %s listening on %s", worker.name, ", ".join(q.name for q in queues))
     worker.work(burst=burst, with_scheduler=True, logging_level=os.environ.get("LOG_LEVEL", "INFO").upper())

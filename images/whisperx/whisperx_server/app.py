@@ -264,6 +264,15 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
     def receive(request: Request):
         return receive_upload(request, **upload_limits(settings), gate=executor.receiving())
 
+    # asynchronous jobs (POST /v1/jobs, stt_common.jobs): the upload lands in the jobs folder directly
+    from stt_common.jobs import Jobs, jobs_routes, register_job_metrics
+
+    from .jobs import job_spec
+    svc.jobs = Jobs(job_spec(settings, engine, cache), settings)
+    jobs_routes(svc, svc.jobs, lambda request: receive_upload(
+        request, **{**upload_limits(settings), "tmp_dir": settings.jobs_dir}, gate=executor.receiving()))
+    register_job_metrics(svc.metrics, svc.jobs)
+
     @svc.api.post("/transcribe", tags=["whisperx"], summary="Transcribe with alignment and speaker labels",
                   openapi_extra=_transcribe_openapi())
     async def transcribe(request: Request):

@@ -500,6 +500,8 @@ class WhisperXEngine:
             for s in segs:
                 segments.append(_offset_segment(s, offset))
             del chunk
+            if hasattr(job, "progress"):   # an asynchronous job (stt_common.jobs) reports how far it got
+                job.progress(w1 / SAMPLE_RATE)
         if align_info is None:
             align_info = {"status": "skipped", "language": language, "reason": "no speech to align"}
         asr_s = time.monotonic() - t0

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,42 +15,16 @@ from pathlib import Path
 import httpx
 import pytest
 
+from jobs_support import RedisServer, Worker
 from stt_common.jobs import SIGNATURE_HEADER, verify
 from transcript_wer import wer
 
-from .conftest import ROOT, free_port, start_server, stop_server, tiny_model
+from .conftest import free_port, start_server, stop_server, tiny_model
 
 pytestmark = pytest.mark.skipif(not shutil.which("redis-server"),
                                 reason="redis-server is not installed (make docker installs it)")
 SECRET = "test-webhook-secret"
 KEY = "sk-jobs-test"
-
-
-class RedisServer:
-    def __init__(self, folder: Path):
-        self.folder, self.port, self.password = folder, free_port(), "redis-test-password"
-        self.proc = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> "RedisServer":
-        self.proc = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.folder),
-             "--appendonly", "yes", "--save", "", "--requirepass", self.password],
-            stdout=open(self.folder / "redis.log", "ab"), stderr=subprocess.STDOUT)
-        for _ in range(100):
-            if subprocess.run(["redis-cli", "-p", str(self.port), "-a", self.password, "--no-auth-warning", "ping"],
-                              capture_output=True, text=True).stdout.strip() == "PONG":
-                return self
-            time.sleep(0.1)
-        raise RuntimeError("redis-server did not start: " + (self.folder / "redis.log").read_text()[-2000:])
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()   # SIGTERM: Redis flushes its AOF and exits
-            self.proc.wait(20)
 
 
 @pytest.fixture(scope="module")
@@ -64,33 +36,14 @@ def redis_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def jobs_env(tmp_path_factory, redis_server):
-    jobs_dir = tmp_path_factory.mktemp("jobs")
-    return {"STT_REDIS_URL": redis_server.url, "REDIS_PASSWORD": redis_server.password, "STT_JOBS_DIR": str(jobs_dir),
-            "STT_WEBHOOK_SECRET": SECRET, "STT_WEBHOOK_ALLOW_PRIVATE": "1", "STT_JOB_HEARTBEAT_TTL": "4",
-            "STT_API_KEYS": f"{KEY},sk-other-caller", "STT_ALLOW_OPEN_ACCESS": "0"}
+    return redis_server.jobs_env(tmp_path_factory.mktemp("jobs"), STT_WEBHOOK_SECRET=SECRET,
+                                 STT_WEBHOOK_ALLOW_PRIVATE="1", STT_JOB_HEARTBEAT_TTL="4",
+                                 STT_API_KEYS=f"{KEY},sk-other-caller", STT_ALLOW_OPEN_ACCESS="0")
 
 
-class Worker:
-    def __init__(self, tmp_path: Path, env: dict):
-        self.log = tmp_path / f"worker-{time.monotonic_ns()}.log"
-        full = dict(os.environ)
-        full.update({"PYTHONPATH": f"{ROOT}/images/common:{ROOT}/images/faster", "STT_MODEL": tiny_model(),
-                     "STT_MODELS_DIR": str(tmp_path), "STT_CPU_THREADS": "2", "HF_HUB_OFFLINE": "1",
-                     "LOG_LEVEL": "INFO", **env})
-        self.proc = subprocess.Popen([sys.executable, "-m", "faster_server.worker"], env=full, cwd=str(ROOT),
-                                     stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
-
-    def logs(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-    def stop(self, sig=signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+def faster_worker(tmp_path: Path, env: dict) -> Worker:
+    return Worker(tmp_path, {"STT_MODEL": tiny_model(), "STT_MODELS_DIR": str(tmp_path), **env},
+                  "faster")
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +55,7 @@ def api(tmp_path_factory, jobs_env):
 
 @pytest.fixture
 def worker(tmp_path, jobs_env):
-    w = Worker(tmp_path, jobs_env)
+    w = faster_worker(tmp_path, jobs_env)
     yield w
     w.stop()
 
@@ -256,7 +209,7 @@ def test_webhook_is_signed_and_delivered(api, worker, speech):
 
 
 def test_worker_killed_mid_job_is_retried_and_finishes(api, jobs_env, meeting, tmp_path):
-    first = Worker(tmp_path, jobs_env)
+    first = faster_worker(tmp_path, jobs_env)
     try:
         job = submit(api, meeting)
         running, _ = wait_for(api, job["id"], states=("running",), worker=first)
@@ -267,7 +220,7 @@ def test_worker_killed_mid_job_is_retried_and_finishes(api, jobs_env, meeting, t
     finally:
         first.stop()
     assert status(api, job["id"])["status"] == "running"   # nobody knows yet
-    second = Worker(tmp_path, jobs_env)
+    second = faster_worker(tmp_path, jobs_env)
     try:
         done, _ = wait_for(api, job["id"], timeout=300, worker=second)
     finally:
@@ -285,7 +238,7 @@ def test_redis_restart_keeps_queued_jobs(api, jobs_env, redis_server, speech, tm
     assert health["jobs"]["queued"] >= 2   # what the autostart proxy reads before an idle stop
     redis_server.stop()
     redis_server.start()
-    w = Worker(tmp_path, jobs_env)
+    w = faster_worker(tmp_path, jobs_env)
     try:
         for job_id in queued:
             done, _ = wait_for(api, job_id, worker=w)

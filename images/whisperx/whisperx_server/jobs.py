@@ -1,0 +1,72 @@
+"""WhisperX's plug-in for the asynchronous jobs of stt_common.jobs: the OpenAI fields plus diarize, speaker
+hints and align; validated in the API, run in the worker window by window (progress after each window, cancel
+between ASR batches), rendered as the runbook's JSON or any OpenAI format."""
+from __future__ import annotations
+
+from typing import Optional
+
+from stt_common import TranscriptionForm, check_language, model_languages, public_name
+from stt_common.jobs import JobContext, JobSpec
+
+from .app import (OPENAI_DEFAULT_ALIASES, OPENAI_DIARIZE_ALIASES, OPENAI_FORMATS, Settings, form_bool, form_int,
+                  openai_response, transcribe_response)
+from .audio import decode_to_memmap
+from .engine import WhisperXEngine, check_speaker_hints
+
+# "json" is the runbook's /transcribe JSON (segments with speakers and timed words); the others as OpenAI's
+FORMATS = OPENAI_FORMATS
+
+
+def job_spec(settings: Settings, engine: WhisperXEngine, cache=None) -> JobSpec:
+    """`cache` (the API's ModelCache) validates models and languages in the API; the worker passes none."""
+
+    async def prepare(fields) -> dict:
+        form = TranscriptionForm.parse(fields, allowed_formats=FORMATS, allow_stream=False)
+        model = form.model
+        diarize = form_bool(fields, "diarize", form.response_format == "diarized_json")
+        if model in OPENAI_DEFAULT_ALIASES:
+            model = None
+        elif model in OPENAI_DIARIZE_ALIASES:
+            model, diarize = None, True
+        hints = {k: form_int(fields, k) for k in ("num_speakers", "min_speakers", "max_speakers")}
+        check_speaker_hints(hints["num_speakers"], hints["min_speakers"], hints["max_speakers"])
+        language = form.language
+        if cache is not None:
+            cache.key(model)   # 404 for an unknown model before the job is accepted
+            async with cache.use(model) as asr:
+                language = check_language(language, model_languages(asr), f"'{public_name(model or settings.model)}'")
+        return {"model": model, "model_name": public_name(model or settings.model), "language": language,
+                "align": form_bool(fields, "align", True), "diarize": diarize, **hints,
+                "response_format": form.response_format,
+                "timestamp_granularities": form.timestamp_granularities}
+
+    def run(audio_path: str, params: dict, ctx: JobContext) -> dict:
+        audio = decode_to_memmap(audio_path, settings.tmp_dir, settings.job_max_audio_seconds)
+        try:
+            ctx.set_total(len(audio.array) / 16000)
+            return engine.run(audio.array, model=params.get("model"), language=params.get("language"),
+                              align=params.get("align", True), diarize=params.get("diarize", False),
+                              num_speakers=params.get("num_speakers"), min_speakers=params.get("min_speakers"),
+                              max_speakers=params.get("max_speakers"), job=ctx)
+        finally:
+            audio.close()
+
+    def render(result: dict, fmt: str, params: dict):
+        if fmt == "json":
+            return transcribe_response(result, "json")
+        form = TranscriptionForm(response_format=fmt,
+                                 timestamp_granularities=params.get("timestamp_granularities") or ["segment"])
+        return openai_response(result, form)
+
+    def warm() -> None:
+        from .punkt_data import ensure_punkt_tab
+        ensure_punkt_tab()
+        engine.load_asr(None)
+
+    return JobSpec(service="whisperx", formats=FORMATS, prepare=prepare, run=run, render=render, warm=warm)
+
+
+def worker_spec(settings: Optional[Settings] = None) -> tuple[JobSpec, Settings]:
+    from .app import engine_config
+    settings = settings or Settings()
+    return job_spec(settings, WhisperXEngine(engine_config(settings))), settings

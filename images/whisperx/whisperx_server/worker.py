@@ -1,0 +1,20 @@
+"""python -m whisperx_server.worker: an RQ worker for this service's asynchronous jobs (stt_common.jobs),
+with the default model loaded once and kept."""
+import logging
+import os
+
+from stt_common.jobs import run_worker
+
+from .jobs import worker_spec
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
+    spec, settings = worker_spec()
+    run_worker(spec, settings, burst=os.environ.get("STT_WORKER_BURST") == "1")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""WhisperX asynchronous jobs with a real Redis and a real worker (python -m whisperx_server.worker): a
+diarized job on a two-voice conversation runs to the end, reports progress and renders the runbook's JSON and
+OpenAI's formats; the same helpers as the faster service's job tests (tests/jobs_support.py)."""
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+import requests
+
+from jobs_support import RedisServer, Worker
+
+pytestmark = pytest.mark.skipif(not shutil.which("redis-server"),
+                                reason="redis-server is not installed (make docker installs it)")
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    r = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield r
+    r.stop()
+
+
+def test_diarized_job_end_to_end(start_server, redis_server, tiny_model, conversation, tmp_path):
+    env = redis_server.jobs_env(tmp_path / "jobs")
+    (tmp_path / "jobs").mkdir()
+    api = start_server("jobs", **env)
+    with open(conversation.wav_path, "rb") as f:
+        r = requests.post(api.url + "/v1/jobs", files={"file": f}, timeout=60,
+                          data={"diarize": "true", "num_speakers": "2", "response_format": "diarized_json"})
+    assert r.status_code == 202, r.text
+    job = r.json()
+    worker = Worker(tmp_path, {"STT_MODEL": tiny_model, "STT_MODELS_DIR": str(tmp_path), **env},
+                    "whisperx")
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            status = requests.get(api.url + job["status_url"], timeout=10).json()
+            if status["status"] in ("succeeded", "failed", "canceled"):
+                break
+            time.sleep(0.5)
+        assert status["status"] == "succeeded", (status, worker.logs())
+        assert status["progress"]["fraction"] == 1.0
+        diarized = requests.get(api.url + status["result_url"], timeout=10).json()   # the job's own format
+        assert len({s["speaker"] for s in diarized["segments"]}) == 2
+        runbook = requests.get(api.url + status["result_url"], params={"response_format": "json"}, timeout=10).json()
+        assert runbook["diarization"]["speakers"] and runbook["segments"][0]["speaker"].startswith("SPEAKER_")
+        srt = requests.get(api.url + status["result_url"], params={"response_format": "srt"}, timeout=10)
+        assert "-->" in srt.text
+    finally:
+        worker.stop()
