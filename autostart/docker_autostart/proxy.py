@@ -304,6 +304,14 @@ class Autostart:
                 return
             if not self._idle(sts):  # a request came in while docker answered
                 return
+            busy = await self._jobs_pending(sts)
+            if busy:
+                # asynchronous jobs queued or running (the service's /health says so): its workers live in
+                # this compose project, stopping it would hold them until the next request
+                for s in sts:
+                    s.last_active = time.monotonic()
+                log.info("kept host=%s running: %s", ", ".join(s.cfg.host for s in sts), busy)
+                return
             hosts = ", ".join(s.cfg.host for s in sts)
             idle_for = time.monotonic() - max(s.last_active for s in sts)
             t0 = time.monotonic()
@@ -320,6 +328,25 @@ class Autostart:
                 self.metrics.stops.inc(host=s.cfg.host)
             log.info("stopped host=%s after %.0fs idle (compose stop in %s, %.1fs)", hosts, idle_for, compose_dir,
                      time.monotonic() - t0)
+
+    async def _jobs_pending(self, sts) -> str:
+        """'N jobs queued, M running' when a service's readiness answer reports asynchronous jobs in
+        progress ({"jobs": {"queued": N, "running": M}}, as the whisper images' /health does); '' otherwise,
+        also when the service does not answer or reports no jobs."""
+        for st in sts:
+            cfg = st.cfg
+            try:
+                async with self.session.get(f"http://127.0.0.1:{cfg.proxy_port}{cfg.readiness_path}",
+                                            timeout=aiohttp.ClientTimeout(total=5), allow_redirects=False) as resp:
+                    body = await resp.json(content_type=None) if resp.status == 200 else None
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+                continue
+            jobs = body.get("jobs") if isinstance(body, dict) else None
+            if isinstance(jobs, dict):
+                queued, running = jobs.get("queued") or 0, jobs.get("running") or 0
+                if isinstance(queued, int) and isinstance(running, int) and queued + running > 0:
+                    return f"{queued} jobs queued, {running} running"
+        return ""
 
     # ---------------------------------------------------------------- HTTP
     async def handle(self, request: web.Request) -> web.StreamResponse:

@@ -140,6 +140,19 @@ def test_long_request_in_flight_is_not_cut_by_idle_stop(make_service, start_prox
     assert svc.state() == "exited"
 
 
+def test_service_with_jobs_queued_or_running_is_not_stopped(make_service, start_proxy):
+    svc = make_service(idle_timeout=2)
+    proxy = start_proxy([svc])
+    assert proxy.request("POST", svc.host, "/jobs?queued=1&running=1").status_code == 200
+    # idle for longer than the timeout, but its /health reports asynchronous jobs: it keeps running
+    wait_for(lambda: f"kept host={svc.host} running: 1 jobs queued, 1 running" in proxy.log(), 20,
+             what="the proxy keeping the busy service")
+    assert proxy.metric(M + "stops_total", host=svc.host) == 0 and svc.state() == "running"
+    assert proxy.request("POST", svc.host, "/jobs?queued=0&running=0").status_code == 200
+    wait_for(lambda: proxy.metric(M + "stops_total", host=svc.host) == 1, 20, what="the idle stop once done")
+    assert svc.state() == "exited"
+
+
 def test_crashed_container_is_started_by_next_request(make_service, start_proxy):
     svc = make_service()
     proxy = start_proxy([svc])

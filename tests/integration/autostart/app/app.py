@@ -1,7 +1,8 @@
 """Tiny stand-in service for the autostart proxy's tests (stdlib only).
 
 GET  /health            503 {"status": "loading"} for HEALTH_DELAY seconds after start, then 200;
-                        HEALTH_DELAY < 0: never ready
+                        HEALTH_DELAY < 0: never ready; with "jobs" once POST /jobs set them
+POST /jobs?queued=N&running=M   asynchronous jobs /health reports, as the whisper images do
 GET  /headers           the request line and headers as JSON
 GET  /slow?seconds=N    answers after N seconds
 GET  /sse?n=N&delay=S   N server-sent events, S seconds apart, written as produced
@@ -20,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 START = time.monotonic()
 DELAY = float(os.environ.get("HEALTH_DELAY", "0"))
 CHUNK = 1 << 20
+JOBS = {}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -51,7 +53,10 @@ class Handler(BaseHTTPRequestHandler):
         path, q = self._query()
         if path == "/health":
             ready = DELAY >= 0 and time.monotonic() - START >= DELAY
-            self._json(200 if ready else 503, {"status": "ok" if ready else "loading"})
+            body = {"status": "ok" if ready else "loading"}
+            if JOBS:
+                body["jobs"] = dict(JOBS)
+            self._json(200 if ready else 503, body)
         elif path == "/headers":
             self._json(200, {"path": self.path, "headers": [[k, v] for k, v in self.headers.items()]})
         elif path == "/slow":
@@ -100,6 +105,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         path, q = self._query()
+        if path == "/jobs":
+            JOBS.update(queued=int(q.get("queued", "0")), running=int(q.get("running", "0")))
+            self._json(200, JOBS)
+            return
         if path != "/echo":
             self._json(404, {"error": "not found"})
             return
