@@ -6,7 +6,7 @@
 
 from pyinfra import host
 
-from stages import autostart, images, packages, secrets_env, services, web
+from stages import autostart, images, packages, redis, secrets_env, services, web
 
 # secrets first: a missing one stops the deploy before anything changes on the host
 secrets = secrets_env.load(sandbox="sandbox" in host.groups)
@@ -15,6 +15,7 @@ packages.install_packages()
 images.seed_images()
 services.model_store()
 images.build_images()
+redis.redis_server()
 services.compose_projects(secrets)
 web.nginx_base(secrets)
 web.certificates()

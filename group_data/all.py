@@ -33,6 +33,7 @@ services = [
         "extra_env": {},
         # secrets this service's .env receives (values from the environment, see README)
         "secrets": ["STT_API_KEYS"],
+        "worker_module": "faster_server.worker",  # the RQ worker of its asynchronous jobs
         "blocking": True,
         "enabled": True,
     },
@@ -63,6 +64,7 @@ services = [
         "max_audio_seconds": 14400,
         "extra_env": {"STT_DIARIZATION_BACKEND": "auto", "STT_BATCH_SIZE": "8"},
         "secrets": ["STT_API_KEYS", "HF_TOKEN"],
+        "worker_module": "whisperx_server.worker",
         "blocking": True,
         "enabled": True,
     },
@@ -115,6 +117,17 @@ hf_cache_dir = "/var/lib/whisper-platform/hf-cache"  # mounted at /cache/hugging
 models_dir = "/var/lib/whisper-platform/models"  # mounted read-only at /models
 # local model folders uploaded into models_dir for hosts without internet: {"name": "local/folder"}
 model_uploads = {}
+
+# --- asynchronous jobs (POST /v1/jobs): Redis on the host, one RQ worker per service ----------
+jobs_enabled = True
+jobs_dir = "/var/lib/whisper-platform/jobs"  # uploads and results, <jobs_dir>/<service>/<job id>/
+job_ttl = 3 * 86400  # seconds a finished job's audio, result and status are kept
+job_max_seconds = 6 * 3600  # a job's time limit on the worker
+job_retries = 2  # a job whose worker crashed or died runs again this often
+# generated on the host at the first deploy, kept there (root 0600): REDIS_PASSWORD, STT_WEBHOOK_SECRET
+jobs_env_file = "/etc/whisper-platform/jobs.env"
+redis_port = 6379  # loopback only
+redis_maxmemory = "256mb"  # no eviction: jobs are small records, uploads stay on disk
 
 # --- the autostart proxy -------------------------------------------------------------------
 autostart_install = True  # False keeps a host's own proxy (the runbook's Node server.js)

@@ -33,6 +33,14 @@ def env_file(svc: dict, secrets: dict[str, Secret]) -> Secret:
     return Secret("\n".join(lines) + "\n")
 
 
+def jobs_settings(svc: dict, data):
+    """What the compose template needs for a service's asynchronous jobs; None when jobs are off."""
+    if not data.jobs_enabled:
+        return None
+    return {"env_file": data.jobs_env_file, "dir": f"{data.jobs_dir}/{svc['key']}", "ttl": int(data.job_ttl),
+            "max_seconds": int(data.job_max_seconds), "retries": int(data.job_retries)}
+
+
 @deploy("Model store and caches")
 def model_store():
     data = host.data
@@ -57,6 +65,9 @@ def compose_projects(secrets: dict[str, Secret]):
     for svc in services(data):
         project = svc["project_dir"]
         files.directory(name=f"{svc['key']}: project folder", path=project, mode="755")
+        if data.jobs_enabled:
+            files.directory(name=f"{svc['key']}: jobs folder", path=f"{data.jobs_dir}/{svc['key']}",
+                            user=data.app_user, group=data.app_user, mode="750")
         env = secret_file(
             name=f"{svc['key']}: .env (secrets)",
             path=f"{project}/.env",
@@ -74,6 +85,7 @@ def compose_projects(secrets: dict[str, Secret]):
             body_limit_mb=body_limit_mb(data.body_limit),
             hf_cache_dir=data.hf_cache_dir,
             models_dir=data.models_dir,
+            jobs=jobs_settings(svc, data),
         )
         q = shlex.quote(project)
         server.shell(

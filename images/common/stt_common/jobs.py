@@ -569,6 +569,14 @@ def run_worker(spec: JobSpec, settings, burst: bool = False) -> None:
     if not settings.redis_url:
         raise SystemExit("STT_REDIS_URL is empty: a job worker needs Redis.")
     conn = redis_connection(settings)
+    for attempt in range(60):   # Redis may still be starting (a host boot, a restart after a settings change)
+        try:
+            conn.ping()
+            break
+        except Exception as e:  # noqa: BLE001
+            if attempt == 59:
+                raise SystemExit(f"Redis at STT_REDIS_URL does not answer: {type(e).__name__}: {e}")
+            time.sleep(1)
     os.makedirs(settings.jobs_dir, exist_ok=True)
     if spec.warm:
         spec.warm()
