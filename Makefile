@@ -93,6 +93,7 @@ bench: venv venv-ml
 	$(VPY) bench/faster_long_audio.py
 	$(MLPY) bench/diarization.py
 	$(MLPY) bench/whisperx_memory.py
+	$(MLPY) bench/multilingual.py
 	$(VPY) bench/full_platform.py
 
 clean: sandbox-down
