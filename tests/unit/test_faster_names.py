@@ -51,3 +51,7 @@ def test_hallucination_guards_are_settings_with_docs(monkeypatch):
     monkeypatch.setenv("STT_CONDITION_ON_PREVIOUS_TEXT", "false")
     g = FasterSettings().guards
     assert g["compression_ratio_threshold"] == 2.0 and g["condition_on_previous_text"] is False
+    monkeypatch.setenv("STT_NO_SPEECH_THRESHOLD", "none")
+    monkeypatch.setenv("STT_LOG_PROB_THRESHOLD", "off")
+    g = FasterSettings().guards
+    assert g["no_speech_threshold"] is None and g["log_prob_threshold"] is None

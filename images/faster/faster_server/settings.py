@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from stt_common import STTSettings
 
@@ -46,6 +46,13 @@ class FasterSettings(STTSettings):
     hallucination_silence_threshold: Optional[float] = Field(
         None, gt=0, description="With word timestamps on: skip silent stretches longer than this many seconds "
                                 "around a suspected hallucination. None: off (faster-whisper's default).")
+
+    @field_validator("compression_ratio_threshold", "log_prob_threshold", "no_speech_threshold",
+                     "hallucination_silence_threshold", mode="before")
+    @classmethod
+    def _off_is_none(cls, v):
+        # from the environment: STT_COMPRESSION_RATIO_THRESHOLD=none (or off, or empty) disables that guard
+        return None if isinstance(v, str) and v.strip().lower() in ("", "none", "off") else v
 
     @property
     def guards(self) -> dict:
