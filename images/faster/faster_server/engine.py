@@ -146,7 +146,8 @@ def transcribe_chunks(model, chunks: Iterator[np.ndarray], opts: Options, settin
             job.check()
         dur = chunk.size / SAMPLE_RATE
         kw = dict(language=language, task=opts.task, beam_size=settings.beam_size, initial_prompt=prompt,
-                  temperature=_temperature(opts.temperature), word_timestamps=opts.word_timestamps)
+                  temperature=_temperature(opts.temperature), word_timestamps=opts.word_timestamps,
+                  **settings.guards)
         vad = settings.vad_filter == "true" or (settings.vad_filter == "auto" and dur >= settings.vad_min_seconds)
         if settings.batch_size > 0 and dur >= settings.batch_min_seconds:
             if batched is None:
@@ -176,5 +177,5 @@ def transcribe_chunks(model, chunks: Iterator[np.ndarray], opts: Options, settin
             last_text.append(s.text)
         offset += dur
         info.duration = offset
-        if last_text:  # carry context across windows, as whisper does across its 30 s windows
+        if last_text and settings.condition_on_previous_text:  # carry context across windows, as whisper does
             prompt = "".join(last_text)[-200:].strip() or opts.prompt
