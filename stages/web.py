@@ -18,7 +18,7 @@ from pyinfra.facts.files import File
 from pyinfra.operations import files, server
 
 from stages.config import REPO, services
-from stages.ops import RawFile, secret_file
+from stages.ops import HtpasswdEntry, htpasswd_line, secret_file
 from stages.secrets_env import Secret, api_keys
 
 NGINX = "/etc/nginx"
@@ -128,17 +128,18 @@ def nginx_base(secrets: dict[str, Secret]):
     user, password = secrets["WHISPER_BASIC_AUTH_USER"].reveal(), secrets["WHISPER_BASIC_AUTH_PASSWORD"].reveal()
     if ":" in user or not user.strip():
         raise ValueError("WHISPER_BASIC_AUTH_USER must be a non-empty name without ':'")
-    current = host.get_fact(RawFile, path=data.htpasswd_file)
-    updated = htpasswd_update(current, user, password)
+    # only our line and the file's sha256 leave the host (never other sites' hashes); merged there
+    entry = host.get_fact(HtpasswdEntry, path=data.htpasswd_file, user=user)
+    updated = htpasswd_update(entry and entry["line"], user, password)
     existing = host.get_fact(File, path=data.htpasswd_file)
     mode, owner, group = ("640", "root", "www-data")
     if existing:  # keep the owner and mode the host chose for its shared file
         mode, owner, group = str(existing["mode"]), existing["user"], existing["group"]
     if updated is not None:
-        changed.append(secret_file(
+        changed.append(htpasswd_line(
             name=f"basic-auth user in {data.htpasswd_file}",
-            path=data.htpasswd_file, content=Secret(updated), mode=mode, user=owner, group=group,
-            staging_dir=f"{data.state_dir}/staging",
+            path=data.htpasswd_file, user=user, line=Secret(updated), expected_sha256=entry and entry["sha256"],
+            mode=mode, owner=owner, group=group, staging_dir=f"{data.state_dir}/staging",
         ))
     files.directory(name="ACME webroot", path=data.acme_webroot, mode="755")
     for svc in services(data):
