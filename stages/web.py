@@ -8,6 +8,7 @@ before every reload, and nginx reloads only when one of our files changed.
 from __future__ import annotations
 
 import io
+import re
 import shlex
 
 import bcrypt
@@ -25,8 +26,18 @@ NGINX = "/etc/nginx"
 TEMPLATES = REPO / "templates" / "nginx"
 
 
+def bearer_regex(key: str) -> str:
+    """An API key as the literal part of nginx's case-sensitive `~^Bearer <key>$` (auth-map.conf.j2).
+    Keys are RFC 6750 tokens, the only thing a client can send after "Bearer "; of those only . and +
+    mean something to a regex, so a class ([.]) quotes them without a backslash for nginx to parse."""
+    if not re.fullmatch(r"[A-Za-z0-9._~+/-]+=*", key):
+        raise ValueError("WHISPER_API_KEY: a key holds only letters, digits and - . _ ~ + / (then = padding)")
+    return re.sub(r"([.+])", r"[\1]", key)
+
+
 def _render(name: str, **values) -> str:
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined, keep_trailing_newline=True)
+    env.filters["bearer_regex"] = bearer_regex
     return env.get_template(name).render(**values)
 
 
