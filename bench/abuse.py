@@ -237,11 +237,32 @@ def small_fields(srv, audio, cap):
     return (*answer_status(a, cap), "")
 
 
+def audio_seconds_done(srv) -> float:
+    """stt_audio_seconds_total over all its labels: it grows only when a job ran to its end."""
+    return sum(float(ln.split()[-1]) for ln in srv.metrics().splitlines() if ln.startswith("stt_audio_seconds_total"))
+
+
 def hang_up(srv, audio, cap):
-    """The whole request (3 min of speech) sent, the connection closed 2 s later: time until the job stopped."""
-    hostile.hang_up_after(srv.url, PATH, hostile.multipart(file=audio["long3"].read_bytes()), 2.0, key=KEY)
+    """The whole request (10 min of speech) sent, the connection closed once the job runs: time until the slot is
+    free again, and whether the job ran to its end anyway."""
+    body = hostile.multipart(file=audio["long10"].read_bytes())
+    done0 = audio_seconds_done(srv)
+    host, port, head = hostile._request_head(srv.url, PATH, len(body), KEY, {})
+    with socket.create_connection((host, port), timeout=30) as s:
+        s.sendall(head + body)
+        deadline = time.monotonic() + 30
+        while not srv.busy():
+            if time.monotonic() > deadline:
+                return "-", "-", "the job never started"
+            time.sleep(0.05)
+        time.sleep(0.5)
     idle = srv.wait_idle(cap)
-    return "(hung up)", (f"stopped {idle:.1f} s after" if idle is not None else f"> {cap:.0f} s"), ""
+    if idle is None:
+        return "(hung up)", f"> {cap:.0f} s", "the job still ran at the cap"
+    if audio_seconds_done(srv) > done0:
+        return "(hung up)", f"slot free {idle:.1f} s after", "the job ran to its end"
+    stopped = hostile.metric(srv.metrics(), "stt_jobs_stopped_total", 'reason="disconnected"')
+    return "(hung up)", f"slot free {idle:.1f} s after", f"the job stopped (jobs stopped for a hang-up: {stopped:.0f})"
 
 
 def junk_model(srv, audio, cap):
@@ -336,7 +357,7 @@ def make_audio(d: Path) -> dict:
     one = d / "one.wav"
     subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(one), TEXT], check=True)
     return {"short": one, "long": hostile.repeat(one, d / "long.wav", 6),   # ~1 min of speech
-            "long3": hostile.repeat(one, d / "long3.wav", 18),                 # ~3 min
+            "long10": hostile.repeat(one, d / "long10.wav", 60),               # ~10 min
             "hour": hostile.silence_flac(d / "hour.flac", 3600)}
 
 
@@ -351,6 +372,7 @@ def main() -> None:
     ap.add_argument("--before-commit", default="859b999")
     ap.add_argument("--cap", type=float, default=60.0, help="wall-time bound of each attack, seconds")
     ap.add_argument("--services", default="faster,whisperx")
+    ap.add_argument("--only", default="", help="run only the attacks whose name contains this")
     args = ap.parse_args()
 
     model, label = bench_model()
@@ -376,6 +398,8 @@ def main() -> None:
                     continue
                 try:
                     for name, fn in ATTACKS:
+                        if args.only not in name:
+                            continue
                         print(f"# {service} {version}: {name}", file=sys.stderr, flush=True)
                         results[(name, service, version)] = r = run_attack(srv, fn, audio, args.cap)
                         print(f"#   {r}", file=sys.stderr, flush=True)
@@ -391,6 +415,8 @@ def main() -> None:
           "| peak RSS MiB (growth) before -> after | peak temp disk MiB before -> after | notes |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, _ in ATTACKS:
+        if args.only not in name:
+            continue
         for service in args.services.split(","):
             b, a = results.get((name, service, "before"), Result()), results.get((name, service, "after"), Result())
             notes = "; ".join([f"before: {n}" for n in b.notes] + [f"after: {n}" for n in a.notes])
