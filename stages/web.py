@@ -8,6 +8,7 @@ before every reload, and nginx reloads only when one of our files changed.
 from __future__ import annotations
 
 import io
+import re
 import shlex
 
 import bcrypt
@@ -18,15 +19,25 @@ from pyinfra.facts.files import File
 from pyinfra.operations import files, server
 
 from stages.config import REPO, services
-from stages.ops import RawFile, secret_file
+from stages.ops import HtpasswdEntry, htpasswd_line, secret_file
 from stages.secrets_env import Secret, api_keys
 
 NGINX = "/etc/nginx"
 TEMPLATES = REPO / "templates" / "nginx"
 
 
+def bearer_regex(key: str) -> str:
+    """An API key as the literal part of nginx's case-sensitive `~^Bearer <key>$` (auth-map.conf.j2).
+    Keys are RFC 6750 tokens, the only thing a client can send after "Bearer "; of those only . and +
+    mean something to a regex, so a class ([.]) quotes them without a backslash for nginx to parse."""
+    if not re.fullmatch(r"[A-Za-z0-9._~+/-]+=*", key):
+        raise ValueError("WHISPER_API_KEY: a key holds only letters, digits and - . _ ~ + / (then = padding)")
+    return re.sub(r"([.+])", r"[\1]", key)
+
+
 def _render(name: str, **values) -> str:
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined, keep_trailing_newline=True)
+    env.filters["bearer_regex"] = bearer_regex
     return env.get_template(name).render(**values)
 
 
@@ -128,17 +139,18 @@ def nginx_base(secrets: dict[str, Secret]):
     user, password = secrets["WHISPER_BASIC_AUTH_USER"].reveal(), secrets["WHISPER_BASIC_AUTH_PASSWORD"].reveal()
     if ":" in user or not user.strip():
         raise ValueError("WHISPER_BASIC_AUTH_USER must be a non-empty name without ':'")
-    current = host.get_fact(RawFile, path=data.htpasswd_file)
-    updated = htpasswd_update(current, user, password)
+    # only our line and the file's sha256 leave the host (never other sites' hashes); merged there
+    entry = host.get_fact(HtpasswdEntry, path=data.htpasswd_file, user=user)
+    updated = htpasswd_update(entry and entry["line"], user, password)
     existing = host.get_fact(File, path=data.htpasswd_file)
     mode, owner, group = ("640", "root", "www-data")
     if existing:  # keep the owner and mode the host chose for its shared file
         mode, owner, group = str(existing["mode"]), existing["user"], existing["group"]
     if updated is not None:
-        changed.append(secret_file(
+        changed.append(htpasswd_line(
             name=f"basic-auth user in {data.htpasswd_file}",
-            path=data.htpasswd_file, content=Secret(updated), mode=mode, user=owner, group=group,
-            staging_dir=f"{data.state_dir}/staging",
+            path=data.htpasswd_file, user=user, line=Secret(updated), expected_sha256=entry and entry["sha256"],
+            mode=mode, owner=owner, group=group, staging_dir=f"{data.state_dir}/staging",
         ))
     files.directory(name="ACME webroot", path=data.acme_webroot, mode="755")
     for svc in services(data):

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.skipif(not shutil.which("nginx") and not shutil.which("
                                 reason="nginx is not installed (make docker installs it)")
 PORTAL = "https://portal.test.example"
 KEY = "sk-sandbox-" + "x" * 32  # as long as the keys make sandbox generates
+KEY2 = "sk.second+key/b64=="     # a second key, with the token characters a regex would read as operators
 
 
 def _free_port() -> int:
@@ -87,7 +88,7 @@ def nginx(tmp_path_factory):
                     "-out", str(root / "tls" / f"{host}.crt")], check=True, capture_output=True)
     (root / "htpasswd").write_text("someone:else\nwhisper:" + bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode() + "\n")
     (root / "conf.d" / "whisper-platform.conf").write_text(render_shared(data))
-    (root / "conf.d" / "whisper-platform-auth.conf").write_text(render_auth_map(data, [KEY]))
+    (root / "conf.d" / "whisper-platform-auth.conf").write_text(render_auth_map(data, [KEY, KEY2]))
     (root / "snippets" / "whisper-platform-tls.conf").write_text(render_tls_params())
     (root / "sites-enabled" / f"{host}-http").write_text(render_http_vhost(svc, data))
     (root / "sites-enabled" / host).write_text(render_https_vhost(svc, data))
@@ -147,6 +148,26 @@ def test_credentials(nginx):
     assert nginx.seen[-1] == ("GET", "/v1/models", f"Bearer {KEY}", nginx.host)
     assert nginx.call("GET", "/v1/models", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
     assert nginx.seen[-1][2] == f"Bearer {KEY}"
+
+
+def test_bearer_match_is_exact_and_case_sensitive(nginx):
+    nginx.seen.clear()
+    for wrong in (f"bearer {KEY}", f"BEARER {KEY}", f"Bearer {KEY.upper()}", f"Bearer {KEY}x", f"Bearer {KEY[:-1]}",
+                  f"xBearer {KEY}", f"Bearer  {KEY}", "Bearer skXsecond+key/b64==",
+                  "Bearer sk.secondkey/b64==", "Bearer sk.second++key/b64=="):
+        assert nginx.call("GET", "/v1/models", headers={"Authorization": wrong}).status_code == 401, wrong
+    assert nginx.seen == []  # refused by nginx: the service was never woken
+    for key in (KEY, KEY2):
+        assert nginx.call("GET", "/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200, key
+        assert nginx.seen[-1][2] == f"Bearer {key}"
+
+
+def test_keys_outside_bearer_token_syntax_are_refused_at_render(nginx):
+    import group_data.all as defaults
+    data = types.SimpleNamespace(basic_auth_realm=defaults.basic_auth_realm)
+    for bad in ('k"ey', "k$ey", "k ey", "k\\ey", "ke(y)*", "k=ey"):
+        with pytest.raises(ValueError, match="WHISPER_API_KEY"):
+            render_auth_map(data, [bad])
 
 
 def test_cors(nginx):
