@@ -17,6 +17,7 @@ retries left (`STT_JOB_RETRIES`). Redis persists queued jobs (AOF, set up by the
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import ipaddress
@@ -343,9 +344,16 @@ def jobs_routes(svc, jobs: Jobs, receive) -> None:
     async def list_jobs(request: Request, limit: int = 20):
         return JSONResponse(jobs.list(request, limit))
 
-    @svc.api.get("/v1/jobs/{job_id}", tags=["jobs"], summary="A job's status and progress")
-    async def get_job(request: Request, job_id: str):
-        return JSONResponse(jobs.status(request, job_id))
+    @svc.api.get("/v1/jobs/{job_id}", tags=["jobs"],
+                 summary="A job's status and progress; with wait=N (up to 60 s) the answer waits until the job "
+                         "has finished or N seconds have passed (long polling)")
+    async def get_job(request: Request, job_id: str, wait: float = 0):
+        body = jobs.status(request, job_id)
+        deadline = time.monotonic() + max(0.0, min(float(wait), 60.0))
+        while body["status"] in ("queued", "running") and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            body = jobs.status(request, job_id)
+        return JSONResponse(body)
 
     @svc.api.get("/v1/jobs/{job_id}/result", tags=["jobs"],
                  summary=f"A finished job's result (response_format: {fmt_list}); 409 while not finished")

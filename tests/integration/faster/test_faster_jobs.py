@@ -123,6 +123,11 @@ def test_job_runs_to_the_end_with_progress_and_every_format(api, worker, speech)
                        ("json", lambda t: json.loads(t)["text"])):
         r = httpx.get(api.url + done["result_url"], params={"response_format": fmt}, headers=headers(), timeout=10)
         assert r.status_code == 200 and check(r.text), (fmt, r.text[:200])
+    # long polling answers at once for a finished job
+    t0 = time.monotonic()
+    assert status(api, job["id"])["status"] == "succeeded"
+    r = httpx.get(f"{api.url}/v1/jobs/{job['id']}", params={"wait": 30}, headers=headers(), timeout=40)
+    assert r.json()["status"] == "succeeded" and time.monotonic() - t0 < 5
     # the job and the synchronous endpoint agree on the same audio
     with open(speech["long"], "rb") as f:
         sync = httpx.post(api.url + "/v1/audio/transcriptions", headers=headers(), files={"file": f},
@@ -165,6 +170,10 @@ def test_bad_input_is_refused_before_queueing_or_fails_the_job_once(api, worker,
 def test_cancel_a_running_job(api, worker, meeting):
     job = submit(api, meeting)
     wait_for(api, job["id"], states=("running",), worker=worker)
+    # long polling on a running job waits, then answers with its current state
+    t0 = time.monotonic()
+    r = httpx.get(f"{api.url}/v1/jobs/{job['id']}", params={"wait": 1.5}, headers=headers(), timeout=10)
+    assert r.json()["status"] == "running" and time.monotonic() - t0 >= 1.4
     r = httpx.get(api.url + f"/v1/jobs/{job['id']}/result", headers=headers(), timeout=10)
     assert r.status_code == 409 and r.json()["error"]["code"] == "job_running"
     t0 = time.monotonic()
