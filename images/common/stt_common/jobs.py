@@ -18,6 +18,7 @@ retries left (`STT_JOB_RETRIES`). Redis persists queued jobs (AOF, set up by the
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import hmac
 import ipaddress
@@ -58,6 +59,7 @@ class JobSpec:
     run: Callable[[str, dict, "JobContext"], dict]           # worker: audio path, parameters -> JSON result
     render: Callable[[dict, str, dict], Response]            # API: stored result, format, parameters
     warm: Optional[Callable[[], None]] = None                # worker: load the default model at start
+    openapi: Optional[dict] = None                           # the multipart body, for /docs and schema tests
 
 
 def queue_name(service: str) -> str:
@@ -333,7 +335,15 @@ def jobs_routes(svc, jobs: Jobs, receive) -> None:
     upload context manager (its limits; the jobs folder as temp dir)."""
     fmt_list = ", ".join(jobs.spec.formats)
 
-    @svc.api.post("/v1/jobs", tags=["jobs"], status_code=202,
+    body = copy.deepcopy(jobs.spec.openapi or {})
+    props = body.get("requestBody", {}).get("content", {}).get("multipart/form-data", {}).get("schema", {}) \
+        .get("properties")
+    if props is not None:
+        props["callback_url"] = {"type": "string", "format": "uri", "description": (
+            "Called with a signed POST when the job ends (header X-STT-Signature: t=<unix time>,v1=<HMAC-SHA256 "
+            "of '<t>.<body>' with the server's webhook secret>).")}
+
+    @svc.api.post("/v1/jobs", tags=["jobs"], status_code=202, openapi_extra=body or None,
                   summary="Queue a transcription job (same fields as the synchronous endpoint, plus callback_url)")
     async def create_job(request: Request):
         jobs.conn  # 503 before reading the body when jobs are off

@@ -91,6 +91,9 @@ def job_spec(settings: FasterSettings, names: Optional[ModelNames] = None, cache
     def warm() -> None:
         models.get(names.default_key)
 
-    return JobSpec(service="faster", formats=FORMATS, prepare=prepare, run=run, render=render, warm=warm)
+    openapi = TranscriptionForm.openapi_body(formats=FORMATS, stream=False, extra_properties={
+        "task": {"type": "string", "enum": ["transcribe", "translate"], "default": "transcribe"}})
+    return JobSpec(service="faster", formats=FORMATS, prepare=prepare, run=run, render=render, warm=warm,
+                   openapi=openapi)
 
 

@@ -8,8 +8,8 @@ from typing import Optional
 from stt_common import TranscriptionForm, check_language, model_languages, public_name
 from stt_common.jobs import JobContext, JobSpec
 
-from .app import (OPENAI_DEFAULT_ALIASES, OPENAI_DIARIZE_ALIASES, OPENAI_FORMATS, Settings, form_bool, form_int,
-                  openai_response, transcribe_response)
+from .app import (_EXTRA_DOC, OPENAI_DEFAULT_ALIASES, OPENAI_DIARIZE_ALIASES, OPENAI_FORMATS, Settings, form_bool,
+                  form_int, openai_response, transcribe_response)
 from .audio import decode_to_memmap
 from .engine import WhisperXEngine, check_speaker_hints
 
@@ -63,7 +63,9 @@ def job_spec(settings: Settings, engine: WhisperXEngine, cache=None) -> JobSpec:
         ensure_punkt_tab()
         engine.load_asr(None)
 
-    return JobSpec(service="whisperx", formats=FORMATS, prepare=prepare, run=run, render=render, warm=warm)
+    openapi = TranscriptionForm.openapi_body(extra_properties=_EXTRA_DOC, formats=FORMATS, stream=False)
+    return JobSpec(service="whisperx", formats=FORMATS, prepare=prepare, run=run, render=render, warm=warm,
+                   openapi=openapi)
 
 
 def worker_spec(settings: Optional[Settings] = None) -> tuple[JobSpec, Settings]:

@@ -4,7 +4,11 @@ in OpenAI's shape. Bounded to 50 examples per operation (under 10 s here once th
 real tiny.en model (ML environment: .venv-ml/bin/python -m pytest tests/integration/whisperx)."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
+
+from jobs_support import RedisServer
 
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is installed in .venv-ml by make venv-ml")
 from hypothesis import HealthCheck, settings  # noqa: E402
@@ -13,9 +17,15 @@ KEY = "schema-key"
 
 
 @pytest.fixture(scope="module")
-def api_schema(start_server):
-    srv = start_server("schema", STT_API_KEYS=KEY, STT_ALLOW_OPEN_ACCESS="0", STT_BATCH_SIZE="1")
-    return schemathesis.openapi.from_url(srv.url + "/openapi.json")
+def api_schema(start_server, tmp_path_factory):
+    # with a real Redis, so that the job routes are exercised too (no worker: generated jobs stay queued)
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server is not installed (make docker installs it)")
+    redis = RedisServer(tmp_path_factory.mktemp("schema-redis")).start()
+    srv = start_server("schema", STT_API_KEYS=KEY, STT_ALLOW_OPEN_ACCESS="0", STT_BATCH_SIZE="1",
+                       **redis.jobs_env(tmp_path_factory.mktemp("schema-jobs")))
+    yield schemathesis.openapi.from_url(srv.url + "/openapi.json")
+    redis.stop()
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")
