@@ -127,7 +127,7 @@ def nginx_apply(
         elif isinstance(item["content"], Secret):
             host.log(f"Will {'update' if existed else 'create'} {path} (secret, contents not shown)")
         else:
-            host.log(f"Will {'update' if existed else 'create'} {path}"
+            host.log(f"Will {'modify' if existed else 'create'} {path}"
                      + (f" (previous version kept in {backup}/)" if existed else ""))
             if state.config.DIFF and planning:
                 current = host.get_fact(FileContents, path=path) if existed else None

@@ -15,7 +15,6 @@ import bcrypt
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.files import File
 from pyinfra.operations import files, server
 
 from stages.config import REPO, services
@@ -144,8 +143,13 @@ def _text(text: str) -> io.StringIO:
     return io.StringIO(text)
 
 
+def _cert_present(cert: str) -> bool:
+    # `test -f` follows links: certbot's live/<name>/*.pem are links into archive/
+    return host.get_fact(CommandSucceeds, command=f"test -f {shlex.quote(cert)}")
+
+
 def _certificates_present(data) -> bool:
-    return all(host.get_fact(File, path=cert_paths(svc, data)[0]) for svc in services(data))
+    return all(_cert_present(cert_paths(svc, data)[0]) for svc in services(data))
 
 
 @deploy("nginx: shared settings, auth, port-80 vhosts")
@@ -172,7 +176,7 @@ def certificates():
     for svc in services(data):
         cert, key = cert_paths(svc, data)
         vhost = svc["vhost"]
-        if host.get_fact(File, path=cert):
+        if _cert_present(cert):
             # existing certificates are reused as long as they are valid for another day
             if host.get_fact(CommandSucceeds, command=f"openssl x509 -checkend 86400 -noout -in {shlex.quote(cert)}"):
                 continue
@@ -204,5 +208,7 @@ def certificates():
 @deploy("nginx: TLS vhosts")
 def nginx_vhosts(secrets: dict):
     data = host.data
+    if _certificates_present(data):
+        return  # the first nginx step already had every certificate and wrote the TLS vhosts
     _nginx("nginx: TLS vhosts, conflicting blocks disabled, nginx -t, reload (all or nothing)", data, secrets,
            with_https=True)
