@@ -176,3 +176,36 @@ def test_env_merge_keeps_absent_values_and_digest_matches(tmp_path):
 
 def test_secret_values_never_in_repr():
     assert "x" not in repr(Secret("x" * 3))
+
+
+def _data(**over):
+    import group_data.all as defaults
+
+    values = {k: v for k, v in vars(defaults).items() if not k.startswith("_")}
+    values.update(over)
+    ns = types.SimpleNamespace(**values)
+    ns.get = lambda key, default=None: getattr(ns, key, default)
+    return ns
+
+
+def test_nginx_files_keep_the_hosts_auth_map_when_no_key_is_given():
+    from stages.web import nginx_files
+
+    data = _data()
+    given = nginx_files(data, {"WHISPER_API_KEY": Secret("sk-one")}, with_https=True)
+    absent = nginx_files(data, {"WHISPER_API_KEY": None}, with_https=False)
+    auth = [f for f in given if f["path"].endswith("whisper-platform-auth.conf")][0]
+    assert not auth["keep_existing"] and isinstance(auth["content"], Secret) and auth["mode"] == "600"
+    assert [f for f in absent if f["path"].endswith("whisper-platform-auth.conf")][0]["keep_existing"]
+    paths = {f["path"] for f in given}
+    assert "/etc/nginx/sites-enabled/whisper.srv759970.hstgr.cloud" in paths
+    assert "/etc/nginx/sites-enabled/whisper.srv759970.hstgr.cloud" not in {f["path"] for f in absent}
+
+
+def test_only_our_images_count_as_ours():
+    from stages.services import is_ours
+
+    svc = {"image_name": "whisperx"}
+    assert is_ours("whisperx:src-0123456789ab", svc)
+    assert not is_ours("whisperx-whisperx", svc) and not is_ours("whisperx_whisperx:latest", svc)
+    assert not is_ours("fedirz/faster-whisper-server:latest-cpu", {"image_name": "whisper-faster"})
