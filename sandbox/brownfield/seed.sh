@@ -39,10 +39,10 @@ done
 rm -f /etc/nginx/sites-enabled/default
 for site in blog portal whisper whisperx; do ln -sfn /etc/nginx/sites-available/$site /etc/nginx/sites-enabled/$site; done
 # the shared htpasswd: the runbook's admin and another user (apr1 hashes, as `htpasswd` writes them)
-{
-  echo "admin:$(openssl passwd -apr1 "$TENANT_PASSWORD")"
-  echo "alice:$(openssl passwd -apr1 "$(head -c 18 /dev/urandom | base64)")"
-} > /etc/nginx/.htpasswd
+# (passwords on stdin: one starting with "-" would read as an option)
+admin_hash=$(printf '%s' "$TENANT_PASSWORD" | openssl passwd -apr1 -stdin)
+alice_hash=$(head -c 18 /dev/urandom | base64 | openssl passwd -apr1 -stdin)
+printf 'admin:%s\nalice:%s\n' "$admin_hash" "$alice_hash" > /etc/nginx/.htpasswd
 chown root:www-data /etc/nginx/.htpasswd
 chmod 640 /etc/nginx/.htpasswd
 nginx -t
