@@ -117,7 +117,7 @@ def test_dry_diff_shows_exactly_the_affected_file_and_changes_nothing(deployed, 
     assert host_snapshot() == before
     # the real run applies it, and the next one (back to the default) restores it
     pyinfra("-y", "--data", "cors_origin=https://portal.example.org")
-    assert "portal.example.org" in ssh("cat /etc/nginx/conf.d/whisper-platform.conf").stdout
+    assert "portal\\.example\\.org" in ssh("cat /etc/nginx/conf.d/whisper-platform.conf").stdout
     pyinfra("-y")
     assert host_snapshot() == before
 
