@@ -191,6 +191,9 @@ def test_takeover_disables_the_handmade_block_keeps_it_and_converges(host):
     prober = Prober(host.port)
     prober.start()
     out = _apply(host, _files(host), "-v")
+    deadline = time.monotonic() + 10
+    while _get(host.port, NAME) != (200, "ours\n") and time.monotonic() < deadline:
+        time.sleep(0.1)
     prober.stop.set()
     prober.join()
     assert SECRET_KEY not in out.stdout + out.stderr
@@ -212,6 +215,9 @@ def test_takeover_disables_the_handmade_block_keeps_it_and_converges(host):
     assert len([p for p in host.backups.iterdir() if p.is_dir()]) == 1
     # rollback by hand: the backup's restore.sh puts the hand-made site back
     subprocess.run(["sh", str(backup / "restore.sh")], check=True, capture_output=True)
+    deadline = time.monotonic() + 10  # a reload switches workers shortly after `nginx -s reload` returns
+    while _get(host.port, NAME) != (200, "handmade\n") and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert _get(host.port, NAME) == (200, "handmade\n")
 
 
