@@ -15,7 +15,7 @@ export WHISPER_WHEELHOUSE := $(WHEELHOUSE)
 ML_UNIT := $(wildcard tests/unit/test_whisperx_*.py tests/unit/test_diarize_*.py)
 ML_INTEGRATION := $(wildcard tests/integration/whisperx tests/integration/diarize)
 
-.PHONY: venv venv-ml wheelhouse docker base-images sandbox sandbox-down deploy demo test test-unit test-integration \
+.PHONY: venv venv-ml wheelhouse docker base-images sandbox sandbox-brownfield sandbox-down deploy demo test test-unit test-integration \
         test-e2e run-faster run-whisperx bench clean
 
 $(VENV)/.installed: pyproject.toml
@@ -56,8 +56,14 @@ base-images: docker
 sandbox: venv base-images
 	bash sandbox/up.sh
 
+# srv759970's hand-made twin (Debian 13, Compose v2), same ports as `make sandbox`: one of the two at a time;
+# deploy to it with DEPLOY_TARGET=brownfield (README, "Taking over srv759970")
+sandbox-brownfield: venv base-images
+	bash sandbox/brownfield/up.sh
+
 sandbox-down:
 	bash sandbox/down.sh
+	bash sandbox/brownfield/down.sh
 
 # deploy: pyinfra against the sandbox host (DEPLOY_TARGET=production for srv759970, see README);
 # the sandbox's throwaway secrets are read from .sandbox/secrets.env by the deploy itself
@@ -76,9 +82,11 @@ test-integration: venv venv-ml docker base-images
 	$(PYTEST) tests/integration $(addprefix --ignore=,$(ML_INTEGRATION))
 	$(if $(ML_INTEGRATION),$(MLPY) -m pytest $(ML_INTEGRATION))
 
-# the e2e tier rebuilds the sandbox from scratch itself (SANDBOX_REUSE=1 keeps a running one)
+# the e2e tier rebuilds the sandbox from scratch itself (SANDBOX_REUSE=1 keeps a running one); then the
+# brownfield host replaces it (same ports) for the takeover tests
 test-e2e: venv base-images
-	$(PYTEST) tests/e2e
+	$(PYTEST) tests/e2e --ignore=tests/e2e/test_brownfield.py
+	$(PYTEST) tests/e2e/test_brownfield.py
 
 test: test-unit test-integration test-e2e
 

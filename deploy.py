@@ -8,8 +8,12 @@ from pyinfra import host
 
 from stages import autostart, images, packages, redis, secrets_env, services, web
 
-# secrets first: a missing one stops the deploy before anything changes on the host
-secrets = secrets_env.load(sandbox="sandbox" in host.groups)
+# secrets first: a missing or unsafe one stops the deploy before anything changes on the host; an absent
+# optional one keeps the host's value. The sandbox hosts read their throwaway values from .sandbox/.
+if "brownfield" in host.groups:
+    secrets = secrets_env.load(sandbox=secrets_env.BROWNFIELD_SECRETS)
+else:
+    secrets = secrets_env.load(sandbox="sandbox" in host.groups)
 
 packages.install_packages()
 images.seed_images()
@@ -19,5 +23,5 @@ redis.redis_server()
 services.compose_projects(secrets)
 web.nginx_base(secrets)
 web.certificates()
-web.nginx_vhosts()
+web.nginx_vhosts(secrets)
 autostart.autostart_proxy()

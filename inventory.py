@@ -5,6 +5,9 @@ production: srv759970, SSH as root as in the runbook (override with PRODUCTION_S
             PRODUCTION_SSH_USER, PRODUCTION_SSH_KEY).
 sandbox:    the fresh host `make sandbox` starts: SSH on 127.0.0.1:2222 with the key
             it generates in .sandbox/.
+brownfield: DEPLOY_TARGET=brownfield: the twin of srv759970's hand-made state that
+            `make sandbox-brownfield` starts (same ports and key as the sandbox, one of the two
+            at a time); group data: production's values plus the sandbox's offline build settings.
 """
 
 import os
@@ -39,5 +42,8 @@ _sandbox = [
     )
 ]
 
+_brownfield = [("brownfield", dict(_sandbox[0][1]))]
+
 production = _production if _target in ("production", "all") else []
 sandbox = _sandbox if _target in ("sandbox", "all") else []
+brownfield = _brownfield if _target == "brownfield" else []

@@ -140,5 +140,8 @@ autostart_max_wait = 300
 # --- where our own files go on the host ----------------------------------------------------
 platform_dir = "/opt/whisper-platform"  # image build contexts, the autostart proxy's code
 state_dir = "/var/lib/whisper-platform"  # caches, models, staging for secret uploads
+# backups of what a run replaces: nginx files (one folder per run, with restore.sh), hand-made projects
+nginx_backup_dir = "/var/backups/whisper-platform/nginx"
+takeover_backup_dir = "/var/backups/whisper-platform/projects"
 app_uid = 10001  # the services' non-root user inside the images (images/README.md)
 app_user = "whisper-app"  # its name on the host

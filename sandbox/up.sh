@@ -7,7 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NAME=${SANDBOX_NAME:-whisper-sandbox}
-IMAGE=whisper-sandbox-host:latest
+# the brownfield sandbox (sandbox/brownfield/up.sh) reuses all of this with its own host image
+IMAGE=${SANDBOX_IMAGE:-whisper-sandbox-host:latest}
+BUILD_DIR=${SANDBOX_BUILD_DIR:-sandbox}
 STATE=.sandbox
 mkdir -p "$STATE/images"
 chmod 700 "$STATE"
@@ -30,7 +32,7 @@ wheelhouse=$(bash sandbox/wheelhouse.sh | tee /dev/stderr | tail -n 1)
 
 if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
   echo "sandbox: building the host image"
-  docker build -q -t "$IMAGE" sandbox/ >/dev/null
+  docker build -q -t "$IMAGE" "$BUILD_DIR" >/dev/null
 fi
 
 if [ -z "$(docker ps -q -f name="^${NAME}$")" ]; then

@@ -10,7 +10,7 @@ from pyinfra.operations import files, server, systemd
 
 from stages.autostart_config import entry_for, merge_services
 from stages.config import REPO, services
-from stages.ops import RawFile
+from stages.ops import CommandSucceeds, RawFile
 
 UNIT = "docker-autostart"
 
@@ -39,6 +39,14 @@ def autostart_proxy():
         return
 
     install_dir = f"{data.platform_dir}/autostart"
+    # a host's own proxy (the runbook's Node server.js): its unit is kept in the backup folder before ours
+    # replaces it (its code in /opt/docker-autostart stays where it is)
+    unit_path = f"/etc/systemd/system/{UNIT}.service"
+    if host.get_fact(File, path=unit_path) and not host.get_fact(
+            CommandSucceeds, command=f"grep -q 'Managed by whisper-platform' {unit_path}"):
+        backup = f"{data.takeover_backup_dir}/autostart"
+        server.shell(name=f"Keep the host's own autostart unit in {backup}",
+                     commands=[f"install -d -m 700 {backup}", f"cp -a {unit_path} {backup}/"])
     code = files.sync(
         name="Autostart proxy code",
         src=str(REPO / "autostart" / "docker_autostart"),

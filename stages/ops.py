@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import posixpath
 import shlex
+from pathlib import Path
 
 from pyinfra import host
-from pyinfra.api import FactBase, FileUploadCommand, StringCommand, operation
+from pyinfra.api import FactBase, FileUploadCommand, OperationError, StringCommand, operation
 from pyinfra.facts.files import File, Sha256File
 
 from stages.secrets_env import Secret
@@ -53,24 +55,6 @@ class RawFile(FactBase):
         if not output or output[0].strip() != "present":
             return None
         return base64.b64decode("".join(output[1:]).strip()).decode()
-
-
-class HtpasswdEntry(FactBase):
-    """One user's line of a shared htpasswd file and the sha256 of the whole file; None when the file
-    is absent. Only that line leaves the host (never the other sites' lines, which RawFile would
-    print with -vvv): the merge itself runs on the host (htpasswd_line). Output lines: "present",
-    the file's sha256, then the user's first line if it has one."""
-
-    def command(self, path, user):
-        q = shlex.quote(path)
-        return (f"if [ -f {q} ]; then echo present; sha256sum < {q} | cut -d' ' -f1; "
-                f"P={shlex.quote(user + ':')} awk 'index($0, ENVIRON[\"P\"]) == 1 {{ print; exit }}' {q}; "
-                "else echo absent; fi")
-
-    def process(self, output):
-        if not output or output[0].strip() != "present":
-            return None
-        return {"sha256": output[1].strip(), "line": output[2].rstrip("\r\n") if len(output) > 2 else None}
 
 
 def compose_command(flavour: str) -> str:
@@ -128,51 +112,213 @@ def secret_file(
     yield StringCommand("mv", "-f", staged, path)
 
 
-# On the host: our line (in the staged file $L) replaces the first line starting with "$P", or is
-# appended; every other line byte for byte, a last line without a newline included (as
-# stages.web.htpasswd_update does). Refuses when the file changed since the deploy read its sha256.
-HTPASSWD_MERGE = r"""
-if [ -f "$F" ]; then
-  [ "$(sha256sum < "$F" | cut -d' ' -f1)" = "$SUM" ] || { echo "$F changed since the deploy read it" >&2; exit 1; }
-  NOEOL=; [ -s "$F" ] && [ -n "$(tail -c1 "$F")" ] && NOEOL=1
-  NOEOL=$NOEOL awk '
-    NR == FNR { new = $0; next }
-    { if (have) print line; line = $0; have = 1; last = 0
-      if (!done && index($0, ENVIRON["P"]) == 1) { line = new; done = 1; last = 1 } }
-    END { if (have) { if (ENVIRON["NOEOL"] && !last && done) printf "%s", line; else print line }
-          if (!done) print new }' "$L" "$F" > "$N"
-else
-  cat "$L" > "$N"
-fi
-"""
+# --- takeover of a hand-made host ---------------------------------------------------------
+def _remote_python(source: str, *args: str) -> str:
+    """A `python3 -c` command running `source` (no secrets in it) with these arguments."""
+    encoded = base64.b64encode(source.encode()).decode()
+    quoted = " ".join(shlex.quote(a) for a in args)
+    return f"python3 -c 'import base64;exec(base64.b64decode(\"{encoded}\"))' {quoted}"
 
 
-def htpasswd_merge_command(path: str, user: str, staged_line: str, staged_new: str, expected_sha256: str | None) -> str:
-    env = {"F": path, "P": user + ":", "L": staged_line, "N": staged_new, "SUM": expected_sha256 or ""}
-    return " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " sh -c " + shlex.quote(HTPASSWD_MERGE)
+class NginxServerBlocks(FactBase):
+    """Every server block nginx loads (`nginx -T`): file, line, ports, names. Parsed on the host
+    (stages/nginx_conf.py), so no file content comes back: `nginx -T` also dumps our auth map."""
+
+    def command(self, nginx="nginx"):
+        source = (Path(__file__).parent / "nginx_conf.py").read_text()
+        return ("if command -v nginx >/dev/null 2>&1 && command -v python3 >/dev/null 2>&1; then "
+                f"{nginx} -T 2>/dev/null | {_remote_python(source)}; else echo '[]'; fi")
+
+    def process(self, output):
+        return json.loads("".join(output) or "[]")
+
+
+# a .env line, normalised: `export NAME = "value"` -> `NAME=value` (what compose reads from it)
+ENV_SCRIPT = r'''
+import hashlib, json, os, re, sys
+LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
+def parse(path):
+    out = []
+    if not os.path.exists(path):
+        return out
+    for raw in open(path, encoding="utf-8", errors="surrogateescape").read().splitlines():
+        m = LINE.match(raw)
+        if m:
+            value = m.group(2)
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+                value = value[1:-1]
+            out.append((m.group(1), m.group(1) + "=" + value))
+        else:
+            out.append((None, raw))
+    return out
+def digest(line):
+    return hashlib.sha256(line.encode("utf-8", "surrogateescape")).hexdigest()
+if sys.argv[1] == "digest":
+    print(json.dumps([[name, digest(line)] for name, line in parse(sys.argv[2])]))
+else:  # merge OLD PROVIDED OUT NAME...: header and provided values, the rest kept from OLD
+    old, provided, out, names = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
+    kept = {}
+    for name, line in parse(old):
+        if name:
+            kept.setdefault(name, line)
+    given = parse(provided)
+    lines = [given[0][1]]
+    values = {name: line for name, line in given[1:] if name}
+    for name in names:
+        lines.append(values.get(name) or kept.get(name) or name + "=")
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
+        f.write("\n".join(lines) + "\n")
+'''
+
+
+def env_line_digest(line: str) -> str:
+    return hashlib.sha256(line.encode()).hexdigest()
+
+
+class EnvFileDigest(FactBase):
+    """A .env file as [[name or None, sha256 of its normalised line]]: enough to tell whether it
+    holds what we want and to keep a value the deploy was not given, without ever reading one.
+    None when the file is absent."""
+
+    def command(self, path):
+        q = shlex.quote(path)
+        return f"if [ -f {q} ]; then {_remote_python(ENV_SCRIPT, 'digest', path)}; fi"
+
+    def process(self, output):
+        text = "".join(output).strip()
+        return json.loads(text) if text else None
+
+
+class ContainerImage(FactBase):
+    """The image (as configured) and running state of a container, None if there is none."""
+
+    def command(self, container):
+        q = shlex.quote(container)
+        return (f"docker inspect -f '{{{{.Config.Image}}}} {{{{.State.Running}}}}' {q} 2>/dev/null || true")
+
+    def process(self, output):
+        text = "".join(output).strip()
+        if not text:
+            return None
+        image, _, running = text.rpartition(" ")
+        return {"image": image, "running": running == "true"}
 
 
 @operation()
-def htpasswd_line(
-    path: str,
-    user: str,
-    line: Secret,
-    expected_sha256: str | None,
-    staging_dir: str,
-    mode: str = "640",
-    owner: str = "root",
-    group: str = "www-data",
-):
-    """Set `user`'s line of a shared htpasswd file to `line` (secret: uploaded, never printed) on the
-    host itself, so the other lines never leave it. `expected_sha256` is HtpasswdEntry's sha256 of the
-    file (None: the file is absent); the merge refuses a file changed since then."""
-    staged = posixpath.join(staging_dir, posixpath.basename(path))
-    host.log(f"Will set one line of {path} (secret, contents not shown)")
+def env_secret_file(path: str, header: str, values: dict, staging_dir: str, mode: str = "600"):
+    """A root-only .env of `NAME=value` lines, in the order of `values`. A value of None keeps the
+    one already in the file (or writes `NAME=` if it has none); "" clears it. Compared by hashes of
+    its lines, never diffed or printed."""
+    names = list(values)
+    current = host.get_fact(EnvFileDigest, path=path)
+    existing = {}
+    for name, digest in current or []:
+        if name and name not in existing:
+            existing[name] = digest
+    desired = [env_line_digest(header)]
+    for name in names:
+        value = values[name]
+        if value is None:
+            desired.append(existing.get(name) or env_line_digest(f"{name}="))
+        else:
+            desired.append(env_line_digest(f"{name}={value.reveal() if isinstance(value, Secret) else value}"))
+    kept = [n for n in names if values[n] is None and n in existing]
+    if current is not None and [d for _, d in current] == desired:
+        remote = host.get_fact(File, path=path)
+        if str(remote.get("mode")) != mode.lstrip("0") or remote.get("user") != "root" or remote.get("group") != "root":
+            yield StringCommand("chown", "root:root", path)
+            yield StringCommand("chmod", mode, path)
+        else:
+            host.noop(f"{path} is up to date (secret, contents not shown)")
+        return
+    note = f"; kept from the host: {', '.join(kept)}" if kept else ""
+    host.log(f"{'Will update' if current is not None else 'Will create'} {path} (secret, contents not shown{note})")
+    given = [header] + [f"{n}={v.reveal() if isinstance(v, Secret) else v}" for n, v in values.items() if v is not None]
+    base = posixpath.join(staging_dir, posixpath.basename(path.rstrip("/")) + "-" + hashlib.sha256(path.encode()).hexdigest()[:8])
     yield StringCommand("install", "-d", "-m", "700", "-o", "root", "-g", "root", staging_dir)
-    yield FileUploadCommand(io.BytesIO(line.reveal().encode()), staged + ".line",
-                            remote_temp_filename=staged + ".line.part")
-    yield htpasswd_merge_command(path, user, staged + ".line", staged + ".new", expected_sha256)
-    yield StringCommand("chown", f"{owner}:{group}", staged + ".new")
-    yield StringCommand("chmod", mode, staged + ".new")
-    yield StringCommand("mv", "-f", staged + ".new", path)
-    yield StringCommand("rm", "-f", staged + ".line")
+    yield FileUploadCommand(io.BytesIO(("\n".join(given) + "\n").encode()), base + ".given",
+                            remote_temp_filename=base + ".given.part")
+    yield StringCommand("chmod", "600", base + ".given")
+    yield StringCommand(_remote_python(ENV_SCRIPT, "merge", path, base + ".given", base + ".new", *names))
+    yield StringCommand("rm", "-f", base + ".given")
+    yield StringCommand("chown", "root:root", base + ".new")
+    yield StringCommand("chmod", mode, base + ".new")
+    yield StringCommand("mv", "-f", base + ".new", path)
+
+
+HTPASSWD_SCRIPT = r'''
+import os, sys
+path, user, line_file = sys.argv[1], sys.argv[2], sys.argv[3]
+new = open(line_file).read().strip("\n") + "\n"
+old = open(path, newline="").read() if os.path.exists(path) else ""   # CRLF lines stay byte for byte
+lines = old.splitlines(keepends=True)
+for i, line in enumerate(lines):
+    if line.startswith(user + ":"):
+        lines[i] = new
+        break
+else:
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    lines.append(new)
+tmp = path + ".whisper-platform.new"
+fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+with os.fdopen(fd, "w", newline="") as f:
+    f.write("".join(lines))
+if old:
+    st = os.stat(path)
+    os.chown(tmp, st.st_uid, st.st_gid)
+    os.chmod(tmp, st.st_mode & 0o7777)
+else:
+    import grp
+    os.chown(tmp, 0, grp.getgrnam("www-data").gr_gid if "www-data" in [g.gr_name for g in grp.getgrall()] else 0)
+    os.chmod(tmp, 0o640)
+os.rename(tmp, path)
+'''
+
+
+class HtpasswdHash(FactBase):
+    """The stored hash of one user's line in an htpasswd file ("" when the user has none, None
+    when there is no file): the other users' lines never leave the host."""
+
+    def command(self, path, user):
+        q = shlex.quote(path)
+        u = shlex.quote(user)
+        return (f"if [ -f {q} ]; then echo present; "
+                f"awk -v u={u} 'index($0, u \":\") == 1 {{ print substr($0, length(u) + 2); exit }}' {q}; fi")
+
+    def process(self, output):
+        if not output or output[0].strip() != "present":
+            return None
+        return "".join(output[1:]).strip()
+
+
+@operation()
+def htpasswd_user(path: str, user: str, password: Secret | None, staging_dir: str):
+    """Our user's line in a shared htpasswd file: set to a bcrypt hash of `password` (kept when it
+    already matches, or when no password is given and the line exists); every other line, the
+    owner and the mode stay as they are."""
+    import bcrypt
+
+    stored = host.get_fact(HtpasswdHash, path=path, user=user)
+    if password is None:
+        if stored:
+            host.noop(f"{path}: {user}'s line kept (WHISPER_BASIC_AUTH_PASSWORD not given)")
+            return
+        raise OperationError(f"WHISPER_BASIC_AUTH_PASSWORD is not set and {path} has no line for {user}: "
+                             "give the password for the first run")
+    secret = password.reveal().encode()
+    if stored:
+        try:
+            if bcrypt.checkpw(secret, stored.replace("$2y$", "$2b$", 1).encode()):
+                host.noop(f"{path}: {user}'s line is up to date (secret, not shown)")
+                return
+        except ValueError:
+            pass  # not a bcrypt hash (apr1, sha): replace it
+    host.log(f"Will {'update' if stored else 'add'} {user}'s line in {path} (secret, other lines untouched)")
+    line = f"{user}:{bcrypt.hashpw(secret, bcrypt.gensalt(rounds=10)).decode()}\n"
+    staged = posixpath.join(staging_dir, "htpasswd-line")
+    yield StringCommand("install", "-d", "-m", "700", "-o", "root", "-g", "root", staging_dir)
+    yield FileUploadCommand(io.BytesIO(line.encode()), staged, remote_temp_filename=staged + ".part")
+    yield StringCommand(_remote_python(HTPASSWD_SCRIPT, path, user, staged))
+    yield StringCommand("rm", "-f", staged)

@@ -8,10 +8,11 @@ import shlex
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.facts.files import File
 from pyinfra.operations import files, server
 
 from stages.config import REPO, image_tag, services
-from stages.ops import compose_command, secret_file
+from stages.ops import CommandSucceeds, ContainerImage, compose_command, env_secret_file
 from stages.secrets_env import Secret, api_keys
 
 
@@ -23,13 +24,24 @@ def body_limit_mb(limit: str) -> int:
     return max(1, int(limit) // (1024 * 1024))
 
 
-def env_file(svc: dict, secrets: dict[str, Secret]) -> Secret:
+ENV_HEADER = "# secrets for this service: written by the deploy, root-only, never in git"
+
+
+def env_values(svc: dict, secrets: dict) -> dict[str, Secret | None]:
+    """NAME -> value for the service's .env, in order; None keeps the host's value (the variable
+    was absent from the deploy's environment)."""
+    keys = api_keys(secrets)
     values = {
-        "STT_API_KEYS": ",".join(api_keys(secrets)),
-        "HF_TOKEN": secrets["HF_TOKEN"].reveal(),
+        "STT_API_KEYS": None if keys is None else Secret(",".join(keys)),
+        "HF_TOKEN": secrets.get("HF_TOKEN"),
     }
-    lines = ["# secrets for this service: written by the deploy, root-only, never in git"]
-    lines += [f"{name}={values[name]}" for name in svc["secrets"]]
+    return {name: values[name] for name in svc["secrets"]}
+
+
+def env_file(svc: dict, secrets: dict) -> Secret:
+    """The .env text when every value is given (None values are written empty)."""
+    lines = [ENV_HEADER]
+    lines += [f"{name}={value.reveal() if value is not None else ''}" for name, value in env_values(svc, secrets).items()]
     return Secret("\n".join(lines) + "\n")
 
 
@@ -39,6 +51,11 @@ def jobs_settings(svc: dict, data):
         return None
     return {"env_file": data.jobs_env_file, "dir": f"{data.jobs_dir}/{svc['key']}", "ttl": int(data.job_ttl),
             "max_seconds": int(data.job_max_seconds), "retries": int(data.job_retries)}
+
+
+def is_ours(image: str, svc: dict) -> bool:
+    """Whether a container's image is one this deploy builds for the service (`<image_name>:src-<hash>`)."""
+    return image.startswith(f"{svc['image_name']}:src-")
 
 
 @deploy("Model store and caches")
@@ -68,10 +85,21 @@ def compose_projects(secrets: dict[str, Secret]):
         if data.jobs_enabled:
             files.directory(name=f"{svc['key']}: jobs folder", path=f"{data.jobs_dir}/{svc['key']}",
                             user=data.app_user, group=data.app_user, mode="750")
-        env = secret_file(
-            name=f"{svc['key']}: .env (secrets)",
+        # a hand-made project (the runbook's) is kept in the backup folder before we write ours
+        compose_path = f"{project}/docker-compose.yml"
+        if not host.get_fact(CommandSucceeds, command=f"grep -q 'managed by whisper-platform' {shlex.quote(compose_path)}") \
+                and host.get_fact(File, path=compose_path):
+            backup = f"{data.takeover_backup_dir}/{svc['key']}"
+            server.shell(
+                name=f"{svc['key']}: keep the hand-made project files in {backup}",
+                commands=[f"install -d -m 700 {shlex.quote(backup)}",
+                          f"cp -a {shlex.quote(project)}/. {shlex.quote(backup)}/"],
+            )
+        env = env_secret_file(
+            name=f"{svc['key']}: .env (secrets; absent variables keep the host's values)",
             path=f"{project}/.env",
-            content=env_file(svc, secrets),
+            header=ENV_HEADER,
+            values=env_values(svc, secrets),
             staging_dir=f"{data.state_dir}/staging",
         )
         compose_file = files.template(
@@ -88,11 +116,24 @@ def compose_projects(secrets: dict[str, Secret]):
             jobs=jobs_settings(svc, data),
         )
         q = shlex.quote(project)
+        # a container of the same name that is not ours (the runbook's hand-made one) is removed; its
+        # image stays for a rollback. If it was running, ours takes its place right away.
+        foreign = host.get_fact(ContainerImage, container=svc["container"])
+        taken_over = None
+        if foreign and not is_ours(foreign["image"], svc):
+            c = shlex.quote(svc["container"])
+            taken_over = server.shell(
+                name=f"{svc['key']}: replace the hand-made container {svc['container']} "
+                     f"({foreign['image']}, image kept)",
+                commands=[f"docker rm -f {c}"]
+                + ([f"cd {q} && {compose} up -d"] if foreign["running"] else []),
+            )
         server.shell(
             name=f"{svc['key']}: recreate if running (settings changed)",
             commands=[
                 f"cd {q} && if [ -n \"$({compose} ps -q 2>/dev/null | xargs -r docker inspect -f '{{{{.State.Running}}}}' | grep -x true)\" ]; "
                 f"then {compose} up -d; else echo 'not running: the autostart proxy starts it on demand'; fi"
             ],
-            _if=lambda env=env, compose_file=compose_file: env.did_change() or compose_file.did_change(),
+            _if=lambda env=env, compose_file=compose_file, t=taken_over: (env.did_change() or compose_file.did_change())
+            and not (t and t.did_change()),
         )

@@ -11,33 +11,31 @@ import io
 import re
 import shlex
 
-import bcrypt
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.files import File
 from pyinfra.operations import files, server
 
 from stages.config import REPO, services
-from stages.ops import HtpasswdEntry, htpasswd_line, secret_file
-from stages.secrets_env import Secret, api_keys
+from stages.nginx_txn import nginx_apply
+from stages.ops import CommandSucceeds, htpasswd_user
+from stages.secrets_env import SAFE_KEY, Secret, UnsafeSecret, api_keys
 
 NGINX = "/etc/nginx"
 TEMPLATES = REPO / "templates" / "nginx"
 
 
-def bearer_regex(key: str) -> str:
-    """An API key as the literal part of nginx's case-sensitive `~^Bearer <key>$` (auth-map.conf.j2).
-    Keys are RFC 6750 tokens, the only thing a client can send after "Bearer "; of those only . and +
-    mean something to a regex, so a class ([.]) quotes them without a backslash for nginx to parse."""
-    if not re.fullmatch(r"[A-Za-z0-9._~+/-]+=*", key):
-        raise ValueError("WHISPER_API_KEY: a key holds only letters, digits and - . _ ~ + / (then = padding)")
-    return re.sub(r"([.+])", r"[\1]", key)
+def nginx_regex(text: str) -> str:
+    """`text` as a literal inside a double-quoted nginx regex (map keys): regex metacharacters
+    escaped; refuses what nginx would read as a variable or the end of the string."""
+    if any(c in text for c in "\"$\\{}\n\r;"):
+        raise ValueError("refusing to put a value with \", $, \\, {, }, ; or a newline into an nginx regex")
+    return re.sub(r"([.^*+?()\[\]|])", r"\\\1", text)
 
 
 def _render(name: str, **values) -> str:
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined, keep_trailing_newline=True)
-    env.filters["bearer_regex"] = bearer_regex
+    env.filters["nginx_regex"] = nginx_regex
     return env.get_template(name).render(**values)
 
 
@@ -57,6 +55,11 @@ def render_tls_params() -> str:
 
 
 def render_auth_map(data, keys: list[str]) -> str:
+    for key in keys:
+        if not SAFE_KEY.fullmatch(key):
+            raise UnsafeSecret("an API key holds characters outside the safe set (see WHISPER_API_KEY)")
+    if any(c in data.basic_auth_realm for c in '"$\\'):
+        raise ValueError("basic_auth_realm may not hold \", $ or \\")
     return _render("auth-map.conf.j2", api_keys=keys, realm=data.basic_auth_realm)
 
 
@@ -75,39 +78,42 @@ def render_https_vhost(svc: dict, data) -> str:
     )
 
 
-def htpasswd_update(current: str | None, user: str, password: str) -> str | None:
-    """The htpasswd text with `user`'s line set to a bcrypt hash of `password`; every other
-    line byte-for-byte. None when the existing line already matches the password."""
-    lines = (current or "").splitlines(keepends=True)
-    prefix = f"{user}:"
-    for i, line in enumerate(lines):
-        if line.startswith(prefix):
-            stored = line[len(prefix):].strip()
-            try:
-                if bcrypt.checkpw(password.encode(), stored.replace("$2y$", "$2b$", 1).encode()):
-                    return None
-            except ValueError:
-                pass  # not a bcrypt hash (apr1, sha): replace it
-            lines[i] = prefix + bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode() + "\n"
-            return "".join(lines)
-    if lines and not lines[-1].endswith("\n"):
-        lines[-1] += "\n"
-    lines.append(prefix + bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode() + "\n")
-    return "".join(lines)
+def port_of(listen) -> int:
+    """The port of a group-data listen value: 443, "443", "127.0.0.1:8443"."""
+    return int(str(listen).rsplit(":", 1)[-1])
 
 
-def _reload(name: str, changed_ops):
-    server.shell(
+def nginx_files(data, secrets: dict, with_https: bool) -> list[dict]:
+    """Every nginx file we own, as nginx_apply takes them."""
+    keys = api_keys(secrets)
+    out = [
+        {"path": f"{NGINX}/conf.d/whisper-platform.conf", "content": render_shared(data), "mode": "644"},
+        {"path": f"{NGINX}/snippets/whisper-platform-tls.conf", "content": render_tls_params(), "mode": "644"},
+        # API keys absent from the environment: the host's map (and keys) stay as they are
+        {"path": f"{NGINX}/conf.d/whisper-platform-auth.conf", "content": Secret(render_auth_map(data, keys or [])),
+         "mode": "600", "keep_existing": keys is None},
+    ]
+    for svc in services(data):
+        sites = [(f"{svc['vhost']}-http", render_http_vhost(svc, data))]
+        if with_https:
+            sites.append((svc["vhost"], render_https_vhost(svc, data)))
+        for name, content in sites:
+            available = f"{NGINX}/sites-available/{name}"
+            out.append({"path": available, "content": content, "mode": "644"})
+            out.append({"path": f"{NGINX}/sites-enabled/{name}", "link": available})
+    return out
+
+
+def _nginx(name: str, data, secrets: dict, with_https: bool):
+    ports = [port_of(data.http_port)] + ([port_of(data.https_port)] if with_https else [])
+    nginx_apply(
         name=name,
-        commands=["nginx -t", "systemctl reload nginx"],
-        _if=lambda: any(op.did_change() for op in changed_ops),
+        files=nginx_files(data, secrets, with_https),
+        names=[svc["vhost"] for svc in services(data)],
+        ports=ports,
+        backup_root=data.nginx_backup_dir,
+        state_dir=data.state_dir,
     )
-
-
-def _site(name: str, content: str, changed: list):
-    available = f"{NGINX}/sites-available/{name}"
-    changed.append(files.put(name=f"nginx site {name}", src=_text(content), dest=available, mode="644"))
-    changed.append(files.link(name=f"enable nginx site {name}", path=f"{NGINX}/sites-enabled/{name}", target=available))
 
 
 def _text(text: str) -> io.StringIO:
@@ -115,47 +121,29 @@ def _text(text: str) -> io.StringIO:
     return io.StringIO(text)
 
 
+def _cert_present(cert: str) -> bool:
+    # `test -f` follows links: certbot's live/<name>/*.pem are links into archive/
+    return host.get_fact(CommandSucceeds, command=f"test -f {shlex.quote(cert)}")
+
+
+def _certificates_present(data) -> bool:
+    return all(_cert_present(cert_paths(svc, data)[0]) for svc in services(data))
+
+
 @deploy("nginx: shared settings, auth, port-80 vhosts")
-def nginx_base(secrets: dict[str, Secret]):
+def nginx_base(secrets: dict):
     data = host.data
-    changed = []
-    changed.append(files.put(
-        name="nginx http-level settings",
-        src=_text(render_shared(data)),
-        dest=f"{NGINX}/conf.d/whisper-platform.conf", mode="644",
-    ))
-    changed.append(files.put(
-        name="nginx TLS parameters",
-        src=_text(render_tls_params()),
-        dest=f"{NGINX}/snippets/whisper-platform-tls.conf", mode="644",
-    ))
-    changed.append(secret_file(
-        name="nginx auth map (API keys)",
-        path=f"{NGINX}/conf.d/whisper-platform-auth.conf",
-        content=Secret(render_auth_map(data, api_keys(secrets))),
-        staging_dir=f"{data.state_dir}/staging",
-    ))
     # basic auth: our user's line in the shared htpasswd, every other line untouched
-    user, password = secrets["WHISPER_BASIC_AUTH_USER"].reveal(), secrets["WHISPER_BASIC_AUTH_PASSWORD"].reveal()
-    if ":" in user or not user.strip():
-        raise ValueError("WHISPER_BASIC_AUTH_USER must be a non-empty name without ':'")
-    # only our line and the file's sha256 leave the host (never other sites' hashes); merged there
-    entry = host.get_fact(HtpasswdEntry, path=data.htpasswd_file, user=user)
-    updated = htpasswd_update(entry and entry["line"], user, password)
-    existing = host.get_fact(File, path=data.htpasswd_file)
-    mode, owner, group = ("640", "root", "www-data")
-    if existing:  # keep the owner and mode the host chose for its shared file
-        mode, owner, group = str(existing["mode"]), existing["user"], existing["group"]
-    if updated is not None:
-        changed.append(htpasswd_line(
-            name=f"basic-auth user in {data.htpasswd_file}",
-            path=data.htpasswd_file, user=user, line=Secret(updated), expected_sha256=entry and entry["sha256"],
-            mode=mode, owner=owner, group=group, staging_dir=f"{data.state_dir}/staging",
-        ))
+    htpasswd_user(
+        name=f"basic-auth user in {data.htpasswd_file}",
+        path=data.htpasswd_file, user=secrets["WHISPER_BASIC_AUTH_USER"].reveal(),
+        password=secrets["WHISPER_BASIC_AUTH_PASSWORD"], staging_dir=f"{data.state_dir}/staging",
+    )
     files.directory(name="ACME webroot", path=data.acme_webroot, mode="755")
-    for svc in services(data):
-        _site(f"{svc['vhost']}-http", render_http_vhost(svc, data), changed)
-    _reload("nginx -t and reload (base, port 80)", changed)
+    # where every certificate exists already (a host taken over), the TLS vhosts go in with the rest:
+    # the hand-made blocks they replace are disabled in the same step, with no gap in between
+    _nginx("nginx: our files, conflicting blocks disabled, nginx -t, reload (all or nothing)", data, secrets,
+           with_https=_certificates_present(data))
 
 
 @deploy("TLS certificates")
@@ -165,10 +153,16 @@ def certificates():
         files.directory(name="Self-signed certificate folder", path=data.selfsigned_dir, mode="755")
     for svc in services(data):
         cert, key = cert_paths(svc, data)
-        if host.get_fact(File, path=cert):
-            continue  # existing certificates are reused, never re-issued
+        vhost = svc["vhost"]
+        if _cert_present(cert):
+            # existing certificates are reused as long as they are valid for another day
+            if host.get_fact(CommandSucceeds, command=f"openssl x509 -checkend 86400 -noout -in {shlex.quote(cert)}"):
+                continue
+            if data.tls_mode == "letsencrypt":
+                server.shell(name=f"Renew the expiring certificate of {vhost}",
+                             commands=[f"certbot renew --cert-name {shlex.quote(vhost)} --non-interactive"])
+                continue
         if data.tls_mode == "selfsigned":
-            vhost = svc["vhost"]
             server.shell(name=f"Self-signed certificate for {vhost}", commands=[
                 f"openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj /CN={vhost} "
                 f"-addext subjectAltName=DNS:{vhost} -keyout {key} -out {cert} 2>/dev/null",
@@ -176,8 +170,8 @@ def certificates():
             ])
         elif data.tls_mode == "letsencrypt":
             email = f"-m {shlex.quote(data.letsencrypt_email)}" if data.letsencrypt_email else "--register-unsafely-without-email"
-            server.shell(name=f"Let's Encrypt certificate for {svc['vhost']}", commands=[
-                f"certbot certonly --webroot -w {data.acme_webroot} -d {svc['vhost']} --non-interactive --agree-tos {email}"
+            server.shell(name=f"Let's Encrypt certificate for {vhost}", commands=[
+                f"certbot certonly --webroot -w {data.acme_webroot} -d {vhost} --non-interactive --agree-tos {email}"
             ])
         else:
             raise ValueError(f"tls_mode must be letsencrypt or selfsigned, not {data.tls_mode!r}")
@@ -190,9 +184,9 @@ def certificates():
 
 
 @deploy("nginx: TLS vhosts")
-def nginx_vhosts():
+def nginx_vhosts(secrets: dict):
     data = host.data
-    changed = []
-    for svc in services(data):
-        _site(svc["vhost"], render_https_vhost(svc, data), changed)
-    _reload("nginx -t and reload (vhosts)", changed)
+    if _certificates_present(data):
+        return  # the first nginx step already had every certificate and wrote the TLS vhosts
+    _nginx("nginx: TLS vhosts, conflicting blocks disabled, nginx -t, reload (all or nothing)", data, secrets,
+           with_https=True)

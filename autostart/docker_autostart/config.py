@@ -4,6 +4,10 @@
                                  optional: "idleTimeout", "readinessPath", "maxWait",
                                  "upstreamTimeout"}}}
 
+An entry without "readinessPath" (the runbook's format, other tenants' entries on a host taken
+over) is ready once its port answers HTTP at all (any status below 500), as the runbook's Node
+proxy only waited for the port; with one, only a 2xx from that path counts.
+
 Unknown keys, at the top or inside an entry, are ignored (the file is shared with other
 tools on a live host). Any invalid entry rejects the whole file: the caller keeps serving
 the last good config.
@@ -17,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Tuple
 
 DEFAULT_IDLE_TIMEOUT = 1800.0
-DEFAULT_READINESS_PATH = "/health"
 DEFAULT_MAX_WAIT = 300.0
 DEFAULT_UPSTREAM_TIMEOUT = 600.0
 
@@ -35,7 +38,7 @@ class ServiceConfig:
     blocking: bool
     containers: Tuple[str, ...]
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # 0 = never stop
-    readiness_path: str = DEFAULT_READINESS_PATH
+    readiness_path: str | None = None  # None: any answer below 500 at "/" (see the module doc)
     max_wait: float = DEFAULT_MAX_WAIT
     upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT
 
@@ -99,8 +102,8 @@ def parse_service(host_key: str, entry: Any) -> ServiceConfig:
             or not all(isinstance(c, str) and c.strip() for c in containers)):
         raise ConfigError(f"{where}: 'containers' must be a non-empty list of container names")
 
-    readiness = entry.get("readinessPath", DEFAULT_READINESS_PATH)
-    if not isinstance(readiness, str) or not readiness.startswith("/"):
+    readiness = entry.get("readinessPath")
+    if readiness is not None and (not isinstance(readiness, str) or not readiness.startswith("/")):
         raise ConfigError(f"{where}: 'readinessPath' must be a path starting with '/', got {readiness!r}")
 
     return ServiceConfig(

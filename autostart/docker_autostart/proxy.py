@@ -229,7 +229,8 @@ class Autostart:
 
     async def _wait_ready(self, st: ServiceState, deadline: float) -> None:
         cfg = st.cfg
-        url = f"http://127.0.0.1:{cfg.proxy_port}{cfg.readiness_path}"
+        path = cfg.readiness_path or "/"
+        url = f"http://127.0.0.1:{cfg.proxy_port}{path}"
         last = "no answer yet"
         probes = 0
         while True:
@@ -237,12 +238,12 @@ class Autostart:
                 timeout = aiohttp.ClientTimeout(total=max(1.0, min(5.0, deadline - time.monotonic())))
                 async with self.session.get(url, timeout=timeout, allow_redirects=False) as resp:
                     await resp.read()
-                    if 200 <= resp.status < 300:
+                    if 200 <= resp.status < 300 or (cfg.readiness_path is None and resp.status < 500):
                         return
-                    last = f"{cfg.readiness_path} answered {resp.status}"
+                    last = f"{path} answered {resp.status}"
                 st.phase = f"waiting for readiness, last: {last}"
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                last = f"{cfg.readiness_path}: {type(exc).__name__}: {exc}".rstrip(": ")
+                last = f"{path}: {type(exc).__name__}: {exc}".rstrip(": ")
                 st.phase = f"waiting for readiness, last: {last}"
             if time.monotonic() >= deadline:
                 raise self._fail(st, 504, f"{cfg.host} not ready within maxWait={cfg.max_wait:g}s ({last})",

@@ -39,7 +39,8 @@ def test_runbook_example_parses_with_defaults():
     svc = cfg.services["whisper.srv759970.hstgr.cloud"]
     assert (svc.name, svc.compose_dir, svc.proxy_port, svc.blocking, svc.containers) == (
         "Whisper API (faster-whisper)", "/opt/whisper-faster", 8001, True, ("faster-whisper",))
-    assert svc.idle_timeout == 1800 and svc.readiness_path == "/health"
+    # no readinessPath (the runbook's format): ready once the port answers HTTP at all
+    assert svc.idle_timeout == 1800 and svc.readiness_path is None
     assert svc.max_wait == 300 and svc.upstream_timeout == 600
 
 

@@ -4,39 +4,10 @@ from __future__ import annotations
 
 import types
 
-import bcrypt
 import pytest
 
 from stages import config, secrets_env
 from stages.services import body_limit_mb, env_file
-from stages.web import htpasswd_update
-
-OTHER = "alice:$apr1$abc$defghijklmnopqrstuv\nbob:$2y$05$" + "x" * 53 + "\n"
-
-
-def test_htpasswd_adds_our_line_and_keeps_others():
-    out = htpasswd_update(OTHER, "whisper", "s3cret")
-    assert out.startswith(OTHER)
-    user, _, hashed = out.splitlines()[-1].partition(":")
-    assert user == "whisper" and bcrypt.checkpw(b"s3cret", hashed.encode())
-
-
-def test_htpasswd_unchanged_when_password_matches():
-    once = htpasswd_update(OTHER, "whisper", "s3cret")
-    assert htpasswd_update(once, "whisper", "s3cret") is None
-
-
-def test_htpasswd_rotates_only_our_line():
-    once = htpasswd_update(OTHER, "whisper", "s3cret")
-    twice = htpasswd_update(once, "whisper", "n3w")
-    assert twice.splitlines()[:2] == OTHER.splitlines()
-    assert bcrypt.checkpw(b"n3w", twice.splitlines()[2].split(":", 1)[1].encode())
-
-
-def test_htpasswd_file_without_final_newline():
-    out = htpasswd_update("alice:x", "whisper", "pw")
-    assert out.startswith("alice:x\nwhisper:")
-
 
 def test_secret_repr_is_masked(monkeypatch):
     s = secrets_env.Secret("hunter2")

@@ -1,5 +1,4 @@
 """images/whisperx engine pieces that need no model: model names, windows, hints, TTL cache, punkt data."""
-import os
 import time
 
 import pytest

@@ -127,7 +127,9 @@ services:
     stop_grace_period: 2s
 """)
         self.entry = {"name": f"test service {self.id}", "composeDir": str(self.dir), "proxyPort": self.port,
-                      "blocking": blocking, "containers": [self.container]}
+                      "blocking": blocking, "containers": [self.container],
+                      # as the deploy writes our entries (an entry without it is ready on any answer)
+                      "readinessPath": "/health"}
         if idle_timeout is not None:
             self.entry["idleTimeout"] = idle_timeout
         if max_wait is not None:

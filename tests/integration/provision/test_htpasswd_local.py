@@ -20,24 +20,19 @@ OTHERS = "alice:$apr1$ALICESECRET$hash\r\nbob:$2y$05$" + "B" * 53 + "\ncarol:nof
 DEPLOY = """
 import sys
 sys.path.insert(0, {repo!r})
-from pyinfra import host
-from stages.ops import HtpasswdEntry, htpasswd_line
+from stages.ops import htpasswd_user
 from stages.secrets_env import Secret
-from stages.web import htpasswd_update
 
-entry = host.get_fact(HtpasswdEntry, path={path!r}, user="whisper")
-updated = htpasswd_update(entry and entry["line"], "whisper", {password!r})
-if updated is not None:
-    htpasswd_line(name="basic-auth user", path={path!r}, user="whisper", line=Secret(updated),
-                  expected_sha256=entry and entry["sha256"], mode="640", owner="root", group="root",
-                  staging_dir={staging!r})
+htpasswd_user(name="basic-auth user", path={path!r}, user="whisper", password=Secret({password!r}),
+              staging_dir={staging!r})
 """
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the operation chowns to root:root (the test bed runs as root)")
+@pytest.mark.skipif(os.geteuid() != 0, reason="the operation keeps the file's owner (chown: the test bed runs as root)")
 def test_htpasswd_line_deployed_without_printing_other_lines(tmp_path):
     path = tmp_path / "htpasswd"
     path.write_bytes(OTHERS.encode())
+    path.chmod(0o644)
     deploy = tmp_path / "deploy.py"
 
     def run(password, *flags):
@@ -56,7 +51,7 @@ def test_htpasswd_line_deployed_without_printing_other_lines(tmp_path):
     assert "\n".join(lines[:3]) == OTHERS   # the others byte for byte, the last one's missing newline too
     user, _, hashed = lines[3].partition(":")
     assert user == "whisper" and bcrypt.checkpw(b"s3cret", hashed.encode()) and lines[4:] == [""]
-    assert oct(path.stat().st_mode & 0o777) == "0o640"
+    assert oct(path.stat().st_mode & 0o777) == "0o644"   # the host's mode of its shared file, kept
 
     before = path.read_bytes()
     run("s3cret")

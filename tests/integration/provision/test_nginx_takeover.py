@@ -1,0 +1,250 @@
+"""The takeover rules against a real nginx on this machine (a private prefix, plain HTTP on
+127.0.0.1), driven by the real operation through `pyinfra @local`: no sandbox host needed.
+
+- a host whose http{} already sets ssl_session_timeout, ssl_session_cache and
+  map_hash_bucket_size accepts our rendered files (`nginx -t`);
+- a hand-made block claiming our name is disabled, kept in the backup folder, logged; one
+  block per name afterwards; a foreign site keeps answering throughout;
+- a candidate that fails `nginx -t` is rolled back: previous files back, new ones removed,
+  nginx still serving, the deploy fails with nginx's own message;
+- `--dry` lists what it would disable and changes nothing; a second run changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import types
+import urllib.request
+
+import pytest
+
+from stages import config
+from stages.nginx_conf import duplicates, parse_dump, server_blocks
+from stages.web import render_auth_map, render_http_vhost, render_https_vhost, render_shared, render_tls_params
+
+REPO = config.REPO
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+PYINFRA = str(REPO / ".venv" / "bin" / "pyinfra")
+pytestmark = pytest.mark.skipif(not os.path.exists(NGINX), reason="nginx is not installed (make docker installs it)")
+NAME = "whisperx.test.example"
+SECRET_KEY = "sk-takeover-" + "s" * 24
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _settled(port: int, host: str, expected: tuple[int, str], timeout: float = 15) -> tuple[int, str]:
+    """The answer once a reload has settled: during a reload the old workers still accept connections
+    beside the new ones for a moment, so wait for ten expected answers in a row."""
+    deadline = time.monotonic() + timeout
+    streak, got = 0, None
+    while streak < 10 and time.monotonic() < deadline:
+        got = _get(port, host)
+        streak = streak + 1 if got == expected else 0
+        time.sleep(0.05)
+    return got
+
+
+def _get(port: int, host: str) -> tuple[int, str]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Host": host})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, ""
+    except OSError as e:  # refused, reset, timeout: a failed request
+        return 0, str(e)
+
+
+def _tree(root) -> dict[str, str]:
+    out = {}
+    for dirpath, _, names in os.walk(root):
+        for n in names:
+            p = os.path.join(dirpath, n)
+            rel = os.path.relpath(p, root)
+            out[rel] = ("-> " + os.readlink(p)) if os.path.islink(p) else hashlib.sha256(open(p, "rb").read()).hexdigest()
+    return out
+
+
+@pytest.fixture()
+def host(tmp_path):
+    root = tmp_path / "nginx"
+    for d in ("conf.d", "snippets", "sites-available", "sites-enabled", "logs"):
+        (root / d).mkdir(parents=True)
+    port = _free_port()
+    (root / "nginx.conf").write_text(f"""
+daemon on; worker_processes 1; user root;
+error_log {root}/logs/error.log; pid {root}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    # the host's own http-level settings: ours must not collide with them
+    ssl_session_cache shared:SSL:10m;
+    ssl_session_timeout 10m;
+    map_hash_bucket_size 128;
+    client_body_temp_path {root}/body; proxy_temp_path {root}/proxy;
+    fastcgi_temp_path {root}/fcgi; uwsgi_temp_path {root}/uwsgi; scgi_temp_path {root}/scgi;
+    include {root}/conf.d/*.conf;
+    include {root}/sites-enabled/*;
+}}
+""")
+    (root / "sites-available" / "whisperx").write_text(
+        f'server {{\n    listen 127.0.0.1:{port};\n    server_name {NAME};\n    return 200 "handmade\\n";\n}}\n')
+    (root / "sites-enabled" / "whisperx").symlink_to(root / "sites-available" / "whisperx")
+    (root / "sites-available" / "blog").write_text(
+        f'server {{\n    listen 127.0.0.1:{port};\n    server_name blog.test.example;\n    return 200 "blog\\n";\n}}\n')
+    (root / "sites-enabled" / "blog").symlink_to(root / "sites-available" / "blog")
+    nginx = f"{NGINX} -p {root} -c {root}/nginx.conf"
+    subprocess.run(nginx.split(), check=True)
+    for _ in range(50):
+        if (root / "nginx.pid").exists():
+            break
+        time.sleep(0.1)
+    assert _get(port, NAME) == (200, "handmade\n")
+    yield types.SimpleNamespace(root=root, port=port, nginx=nginx, backups=tmp_path / "backups", state=tmp_path / "state")
+    subprocess.run([*nginx.split(), "-s", "stop"], capture_output=True)
+
+
+def _ours(port: int, body: str = "ours") -> str:
+    return f'# managed by whisper-platform\nserver {{\n    listen 127.0.0.1:{port};\n    server_name {NAME};\n    return 200 "{body}\\n";\n}}\n'
+
+
+def _apply(h, files, *args, check=True):
+    cfg = {
+        "files": files, "names": [NAME], "ports": [h.port], "backup_root": str(h.backups), "state_dir": str(h.state),
+        "nginx_dir": str(h.root), "reload": f"{h.nginx} -s reload", "nginx": h.nginx,
+    }
+    proc = subprocess.run([PYINFRA, "@local", "tests/integration/provision/txn_deploy.py",
+                           *([] if "--dry" in args else ["-y"]), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TXN_CONFIG": json.dumps(cfg), "PYTHONPATH": str(REPO)})
+    if check:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def _files(h, body="ours"):
+    return [
+        {"path": f"{h.root}/sites-available/{NAME}", "content": _ours(h.port, body), "mode": "644"},
+        {"path": f"{h.root}/sites-enabled/{NAME}", "link": f"{h.root}/sites-available/{NAME}"},
+        {"path": f"{h.root}/conf.d/whisper-platform-auth.conf", "secret": True, "mode": "600",
+         "content": f'map $http_authorization $whisper_test {{ default 0; "~^Bearer {SECRET_KEY}$" 1; }}\n'},
+    ]
+
+
+class Prober(threading.Thread):
+    """Requests to the foreign site in a loop, bounded in time and count, while a deploy runs."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        self.port, self.results, self.stop = port, [], threading.Event()
+
+    def run(self):
+        deadline = time.monotonic() + 120
+        while not self.stop.is_set() and time.monotonic() < deadline and len(self.results) < 5000:
+            self.results.append(_get(self.port, "blog.test.example"))
+            time.sleep(0.02)
+
+
+def test_our_rendered_files_pass_nginx_t_next_to_the_hosts_http_settings(host):
+    """The host sets ssl_session_* and map_hash_bucket_size in http{}: our files add none of them."""
+    import group_data.all as defaults
+
+    values = {k: v for k, v in vars(defaults).items() if not k.startswith("_")}
+    values.update(domain="test.example", tls_mode="selfsigned", selfsigned_dir=str(host.root / "tls"),
+                  listen_ipv6=False, http_port=f"127.0.0.1:{_free_port()}", https_port=f"127.0.0.1:{_free_port()}",
+                  acme_webroot=str(host.root / "acme"), htpasswd_file=str(host.root / "htpasswd"))
+    data = types.SimpleNamespace(**values)
+    data.get = lambda key, default=None: getattr(data, key, default)
+    (host.root / "tls").mkdir()
+    svc = config.services(data)[0]
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={svc['vhost']}",
+                    "-keyout", str(host.root / "tls" / f"{svc['vhost']}.key"),
+                    "-out", str(host.root / "tls" / f"{svc['vhost']}.crt")], check=True, capture_output=True)
+    long_key = "sk-" + "k" * 200  # longer than any default map hash bucket
+    (host.root / "conf.d" / "whisper-platform.conf").write_text(render_shared(data))
+    (host.root / "conf.d" / "whisper-platform-auth.conf").write_text(render_auth_map(data, [long_key, "sk-$host".replace("$", "")]))
+    (host.root / "snippets" / "whisper-platform-tls.conf").write_text(render_tls_params())
+    (host.root / "sites-enabled" / "ours-http").write_text(render_http_vhost(svc, data))
+    (host.root / "sites-enabled" / "ours").write_text(render_https_vhost(svc, data).replace(
+        "include snippets/", f"include {host.root}/snippets/"))
+    check = subprocess.run([*host.nginx.split(), "-t"], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    # nothing at http{} level of ours but maps of our own variables
+    for name in ("whisper-platform.conf", "whisper-platform-auth.conf"):
+        text = (host.root / "conf.d" / name).read_text()
+        top = [line.split()[0] for line in text.splitlines() if line and not line[0].isspace() and line[0] not in "#}"]
+        assert set(top) == {"map"}, (name, top)
+    # the redirect names the vhost, never $host
+    assert f"return 308 https://{svc['vhost']}$request_uri;" in render_http_vhost(svc, data)
+
+
+def test_dry_run_lists_and_changes_nothing(host):
+    before = _tree(host.root)
+    out = _apply(host, _files(host), "--dry", "--diff")
+    text = out.stdout + out.stderr
+    assert f"Will disable {host.root}/sites-enabled/whisperx" in text
+    assert f"Will create {host.root}/sites-available/{NAME}" in text
+    assert "secret, contents not shown" in text and SECRET_KEY not in text
+    assert _tree(host.root) == before and not host.backups.exists()
+
+
+def test_takeover_disables_the_handmade_block_keeps_it_and_converges(host):
+    prober = Prober(host.port)
+    prober.start()
+    out = _apply(host, _files(host), "-v")
+    settled = _settled(host.port, NAME, (200, "ours\n"))
+    prober.stop.set()
+    prober.join()
+    assert SECRET_KEY not in out.stdout + out.stderr
+    assert prober.results and all(r == (200, "blog\n") for r in prober.results)
+    assert settled == (200, "ours\n")
+    assert not (host.root / "sites-enabled" / "whisperx").exists()
+    assert (host.root / "sites-available" / "whisperx").exists()  # the target stays
+    [backup] = [p for p in host.backups.iterdir() if p.is_dir()]
+    kept = backup / str(host.root / "sites-enabled" / "whisperx").lstrip("/")
+    assert kept.is_symlink() and "whisperx" in (host.backups / "changes.log").read_text()
+    assert oct(backup.stat().st_mode & 0o777) == "0o700"
+    dump = subprocess.run([*host.nginx.split(), "-T"], capture_output=True, text=True)
+    assert duplicates(parse_dump(dump.stdout), [NAME], [host.port]) == {}
+    assert "conflicting server name" not in dump.stderr
+    assert oct((host.root / "conf.d" / "whisper-platform-auth.conf").stat().st_mode & 0o777) == "0o600"
+    # second run: nothing to do, no new backup
+    again = _apply(host, _files(host), "--json")
+    assert json.loads(again.stdout)["results"]["totals"]["success"] == 0, again.stdout[-2000:]
+    assert len([p for p in host.backups.iterdir() if p.is_dir()]) == 1
+    # rollback by hand: the backup's restore.sh puts the hand-made site back
+    subprocess.run(["sh", str(backup / "restore.sh")], check=True, capture_output=True)
+    assert _settled(host.port, NAME, (200, "handmade\n")) == (200, "handmade\n")
+
+
+def test_failed_nginx_t_restores_every_file_and_keeps_serving(host):
+    _apply(host, _files(host))
+    before = _tree(host.root)
+    broken = _files(host, body="new")
+    broken.append({"path": f"{host.root}/conf.d/whisper-platform.conf", "mode": "644",
+                   "content": "ssl_session_timeout 1d;\n"})  # duplicate of the host's http{} setting
+    out = _apply(host, broken, check=False)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert '"ssl_session_timeout" directive is duplicate' in text  # nginx's own message
+    assert "previous files are back in place" in text
+    assert _tree(host.root) == before  # changed file restored, new file removed
+    assert _settled(host.port, NAME, (200, "ours\n")) == (200, "ours\n")   # the first apply's reload
+    assert _get(host.port, "blog.test.example") == (200, "blog\n")
+    assert not (host.state / "nginx-pending").exists()
+
+
+def test_server_blocks_of_one_file():
+    blocks = server_blocks("/x", "server { listen 80; server_name a.test; }\n")
+    assert blocks[0]["names"] == ["a.test"]
