@@ -15,6 +15,8 @@ if "brownfield" in host.groups:
 else:
     secrets = secrets_env.load(sandbox="sandbox" in host.groups)
 
+services.ensure_api_key(secrets, host.data)   # the services refuse to run without one
+
 packages.install_packages()
 images.seed_images()
 services.model_store()

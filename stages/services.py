@@ -12,7 +12,7 @@ from pyinfra.facts.files import File
 from pyinfra.operations import files, server
 
 from stages.config import REPO, image_tag, services
-from stages.ops import CommandSucceeds, ContainerImage, compose_command, env_secret_file
+from stages.ops import CommandSucceeds, ContainerImage, EnvFileDigest, compose_command, env_line_digest, env_secret_file
 from stages.secrets_env import Secret, api_keys
 
 
@@ -25,6 +25,27 @@ def body_limit_mb(limit: str) -> int:
 
 
 ENV_HEADER = "# secrets for this service: written by the deploy, root-only, never in git"
+
+
+def host_has_api_key(digests) -> bool:
+    """Whether a .env (EnvFileDigest's [[name, digest]]) holds a non-empty STT_API_KEYS."""
+    empty = env_line_digest("STT_API_KEYS=")
+    return any(name == "STT_API_KEYS" and digest != empty for name, digest in digests or [])
+
+
+def ensure_api_key(secrets: dict, data) -> None:
+    """The services refuse to run without a key: when WHISPER_API_KEY is absent and the host holds none
+    yet (a first deploy), generate one. It goes into the services' .env and nginx's auth map (nginx adds it
+    for basic-auth users) and stays on the host; later runs without WHISPER_API_KEY keep it."""
+    if api_keys(secrets) is not None:
+        return
+    first = services(data)[0]
+    if host_has_api_key(host.get_fact(EnvFileDigest, path=f"{first['project_dir']}/.env")):
+        return
+    import secrets as random
+    secrets["WHISPER_API_KEY"] = Secret("sk-" + random.token_urlsafe(32))
+    host.log(f"WHISPER_API_KEY not given and none on the host: generated one (root-only, never printed: "
+             f"STT_API_KEYS in {first['project_dir']}/.env)")
 
 
 def env_values(svc: dict, secrets: dict) -> dict[str, Secret | None]:

@@ -73,3 +73,12 @@ def test_image_tag_follows_sources(tmp_path, monkeypatch):
     (tmp_path / "common" / "a.py").write_text("b")
     assert config.image_tag(svc, data) != tag  # a shared source does
     assert config.image_tag(svc, _data(build_ca_bundle="", base_image="other:1")) != config.image_tag(svc, data)
+
+
+def test_host_has_api_key_reads_only_digests():
+    from stages.ops import env_line_digest
+    from stages.services import host_has_api_key
+
+    assert not host_has_api_key(None)   # no .env yet: a first deploy generates a key
+    assert not host_has_api_key([[None, env_line_digest("# header")], ["STT_API_KEYS", env_line_digest("STT_API_KEYS=")]])
+    assert host_has_api_key([["STT_API_KEYS", env_line_digest("STT_API_KEYS=sk-abc")], ["HF_TOKEN", "x"]])
