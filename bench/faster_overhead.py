@@ -56,6 +56,21 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
+def wait_healthy(client, url: str, timeout: float = 120) -> None:
+    """Until the server's /health answers 200 (its default model loaded)."""
+    import httpx
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if client.get(url + "/health").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit("server did not become ready")
+        time.sleep(0.2)
+
+
 class PeakRSS(threading.Thread):
     def __init__(self, pid: int):
         super().__init__(daemon=True)
@@ -112,16 +127,7 @@ def main() -> None:
             return time.perf_counter() - t0
 
         client = httpx.Client(timeout=600)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if client.get(url + "/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("server did not become ready")
-            time.sleep(0.2)
+        wait_healthy(client, url)
         rss = PeakRSS(server.pid)
         rss.start()
 

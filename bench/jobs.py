@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from faster_overhead import PeakRSS, free_port, make_audio
+from faster_overhead import PeakRSS, free_port, make_audio, wait_healthy
 from jobs_support import RedisServer, Worker
 from shipped_model import bench_model
 
@@ -77,16 +77,7 @@ def main() -> None:
         audio = tmp / "audio" / "speech.wav"
         audio.parent.mkdir()
         dur = make_audio(audio, args.seconds)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if client.get(url + "/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("server did not become ready")
-            time.sleep(0.2)
+        wait_healthy(client, url)
 
         def sync(path: Path) -> float:
             t0 = time.perf_counter()
