@@ -28,8 +28,10 @@ class _Entry:
 OTHER = "other"   # the metric label every model but the configured ones shares
 
 
-def public_name(key: str) -> str:
-    """What a client or a metric may see of a load key: a folder's last part, never the host path."""
+def public_name(key) -> str:
+    """What a client or a metric may see of a load key (a str or a path): a folder's last part, never the
+    host path."""
+    key = os.fspath(key)
     return os.path.basename(key.rstrip("/")) or key if os.path.isabs(key) else key
 
 

@@ -143,6 +143,13 @@ class Server:
 
 
 @pytest.fixture(scope="session")
+def server_class():
+    """The Server class itself, for a test that watches a server before it is ready (tests must not import
+    from conftest: diarize's conftest shares the module name in one session)."""
+    return Server
+
+
+@pytest.fixture(scope="session")
 def start_server(tmp_path_factory, tiny_model):
     """Start a server process; stopped at the end of the session (or by the caller)."""
     started = []

@@ -126,8 +126,8 @@ def test_job_time_limit(start_server, long_speech):
         srv.stop()
 
 
-def test_health_recovers_when_the_default_model_loads_later(tmp_path_factory, tiny_model):
-    from conftest import Server   # whisperx's conftest (this folder)
+def test_health_recovers_when_the_default_model_loads_later(tmp_path_factory, tiny_model, server_class):
+    Server = server_class
     d = tmp_path_factory.mktemp("wx-late")
     late = d / "models" / "late"
     late.mkdir(parents=True)
