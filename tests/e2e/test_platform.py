@@ -170,3 +170,15 @@ def test_runbook_whisperx_example_in_french(deployed, french):
         print(f"[{segment['speaker']}] {segment['text']}")
     assert result["language"] == "fr" and len({seg["speaker"] for seg in result["segments"]}) == 2
     assert wer(french["dialogue_text"], " ".join(seg["text"] for seg in result["segments"]), "fr") <= 0.55
+
+
+def test_upload_folder_stays_writable_after_an_idle_stop(deployed):
+    # the autostart proxy stops an idle service and starts the same container again: its upload tmpfs must come
+    # back writable for the service's user (Docker gives a restarted tmpfs the mode of the folder underneath)
+    for project, container in (("/opt/whisper-faster", "faster-whisper"), ("/opt/whisperx", "whisperx")):
+        compose = "docker compose" if ssh("docker compose version", check=False).returncode == 0 else "docker-compose"
+        ssh(f"cd {project} && {compose} up -d >/dev/null 2>&1 && {compose} stop >/dev/null 2>&1 "
+            f"&& {compose} start >/dev/null 2>&1")
+        assert ssh(f"docker exec {container} stat -c '%a' /tmp/stt").stdout.strip() == "1777"
+        assert ssh(f"docker exec {container} sh -c 'touch /tmp/stt/probe && rm /tmp/stt/probe'",
+                   check=False).returncode == 0
