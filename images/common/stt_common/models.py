@@ -208,18 +208,7 @@ class ModelCache:
         gone = [k for k, e in self._models.items()
                 if k != self.default_key and e.users == 0 and now - e.last_used >= self.ttl]
         for k in gone:
-            e = self._models.pop(k)
-            if self._unload is not None:
-                try:
-                    self._unload(k, e.model)
-                except Exception:  # noqa: BLE001
-                    log.exception("unload hook failed for %s", k)
-            del e
-            log.info("unloaded idle model %s", k)
-        if gone:
-            gc.collect()
-            if self.metrics is not None:
-                self.metrics.models_loaded.set(len(self._models))
+            self._drop(k)   # also sets the models_loaded gauge
         return gone
 
     def start_reaper(self, interval: Optional[float] = None) -> None:

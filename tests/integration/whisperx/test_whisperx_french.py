@@ -6,11 +6,11 @@ the answer says so (segment timestamps); a French model given through STT_ALIGN_
 uploads through model_uploads) is used instead. That one is built here with random weights and a French
 vocabulary: it proves the path (loaded, words back with times inside their segment), not the accuracy.
 """
-import json
 
 import pytest
 
 from transcript_wer import wer
+from wav2vec2_stub import save_random_wav2vec2
 
 pytestmark = pytest.mark.slow
 
@@ -38,21 +38,7 @@ def fr():
 @pytest.fixture(scope="module")
 def french_wav2vec2(tmp_path_factory):
     """A wav2vec2 CTC folder with a French character vocabulary, saved as an operator would upload one."""
-    import torch
-    from transformers import (Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC,
-                              Wav2Vec2Processor)
-    d = tmp_path_factory.mktemp("w2v-fr")
-    (d / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate(FR_VOCAB)}))
-    tok = Wav2Vec2CTCTokenizer(str(d / "vocab.json"), unk_token="<unk>", pad_token="<pad>", word_delimiter_token="|")
-    fe = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
-                                  return_attention_mask=False)
-    Wav2Vec2Processor(feature_extractor=fe, tokenizer=tok).save_pretrained(d)
-    torch.manual_seed(0)
-    cfg = Wav2Vec2Config(vocab_size=len(FR_VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, conv_dim=(32,) * 7, num_conv_pos_embeddings=16,
-                         num_conv_pos_embedding_groups=4, pad_token_id=0)
-    Wav2Vec2ForCTC(cfg).eval().save_pretrained(d)
-    return str(d)
+    return save_random_wav2vec2(tmp_path_factory.mktemp("w2v-fr"), FR_VOCAB)
 
 
 @pytest.fixture(scope="module")
