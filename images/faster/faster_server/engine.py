@@ -1,6 +1,7 @@
 """faster-whisper behind a small interface: model names, loading, transcription as a segment iterator."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -132,6 +133,32 @@ def _temperature(t: float):
     return [0.0, 0.2, 0.4, 0.6, 0.8, 1.0] if t == 0 else [t]
 
 
+SENTENCE_END = (".", "?", "!", "\u2026", "\u3002", "\uff1f", "\uff01")
+
+
+def split_sentences(segment, model, pause: float = 1.0, max_seconds: float = 15.0) -> list:
+    """One faster-whisper segment with words, cut after each sentence end, at each pause of `pause` seconds,
+    and before it grows longer than `max_seconds`: segments the size of the sequential decoder's. Each part
+    keeps the segment's scores; its tokens are its own text, encoded again."""
+    words = segment.words or []
+    if not words:
+        return [segment]
+    parts, current = [], []
+    for i, w in enumerate(words):
+        current.append(w)
+        nxt = words[i + 1] if i + 1 < len(words) else None
+        if nxt is None or w.word.rstrip().endswith(SENTENCE_END) or nxt.start - w.end >= pause \
+                or nxt.end - current[0].start > max_seconds:
+            parts.append(current)
+            current = []
+    if len(parts) == 1:
+        return [segment]
+    encode = model.hf_tokenizer.encode
+    return [dataclasses.replace(segment, start=p[0].start, end=p[-1].end, text="".join(w.word for w in p), words=p,
+                             tokens=encode("".join(w.word for w in p), add_special_tokens=False).ids)
+            for p in parts]
+
+
 def transcribe_chunks(model, chunks: Iterator[np.ndarray], opts: Options, settings: FasterSettings,
                       info: Info, job=None) -> Iterator[Segment]:
     """Transcribe consecutive audio chunks; yields Segments with absolute times. Fills `info` as it goes.
@@ -153,10 +180,12 @@ def transcribe_chunks(model, chunks: Iterator[np.ndarray], opts: Options, settin
             if batched is None:
                 from faster_whisper import BatchedInferencePipeline
                 batched = BatchedInferencePipeline(model)
-            # timestamp tokens on: sentence-sized segments as the sequential decoder gives (subtitles), not one
-            # segment per 30 s VAD chunk; measured at the same speed
+            # No timestamp tokens: with them the batched decoder drops the sentence that ends a 30 s window
+            # (one of 24 sentences lost on the e2e meeting, WER 0.105 against 0.065 without). Word timestamps
+            # instead, to cut each window's text into sentence-sized segments for subtitles (+10 % time).
             segments, finfo = batched.transcribe(chunk, batch_size=settings.batch_size, vad_filter=True,
-                                                 without_timestamps=False, **kw)
+                                                 without_timestamps=True, **{**kw, "word_timestamps": True})
+            segments = (part for s in segments for part in split_sentences(s, model))
         else:
             segments, finfo = model.transcribe(chunk, vad_filter=vad, **kw)
         if language is None:

@@ -136,6 +136,8 @@ def test_long_audio_takes_the_batched_pipeline_with_complete_output(client, spee
     assert starts == sorted(starts) and r.segments[-1].end <= r.duration + 0.01
     assert r.segments[-1].end > 50, "the last minute is missing"
     assert max(s.end - s.start for s in r.segments) < 15, "segments must stay subtitle-sized"
+    # every repeat's sentences, the one that ends a 30 s window too: one segment per sentence
+    assert sum(s.text.rstrip().endswith(".") for s in r.segments) >= 6 * 3 - 2, [s.text for s in r.segments]
     prev = 0.0
     for w in r.words:
         assert prev - 1e-6 <= w.start <= w.end <= r.duration + 0.01
