@@ -7,13 +7,13 @@ import time
 import httpx
 import pytest
 
-from image_build import build_image
+from image_build import ROOT, build_image
 from transcript_wer import wer
 
 from .conftest import free_port, tiny_model
 
 pytestmark = [pytest.mark.docker]
-TAG = "whisper-faster-test:dev"
+TAG = f"whisper-faster-test:{ROOT.name.lower()}"   # one tag per checkout: worktrees build side by side
 BASE = "local/python:3.11-slim"
 
 

@@ -18,7 +18,7 @@ from image_build import build_image
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[3]
-TAG = "whisperx-test:dev"
+TAG = f"whisperx-test:{ROOT.name.lower()}"   # one tag per checkout: worktrees build side by side
 
 
 def _docker(*args, timeout=60, check=True):
