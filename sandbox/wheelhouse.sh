@@ -32,8 +32,12 @@ started=$(date +%s)
 # wheelhouse serves every image build whatever the Python that made it.
 echo "wheelhouse: whisperx image (torch and its CUDA libraries: the largest downloads) -> $wh"
 pipwheel() {
+  # the wheels already here first, offline (a lock change that only drops or reorders versions
+  # downloads nothing); the configured index only for what is missing
+  "$py" -m pip wheel -q --progress-bar off --no-index --find-links "$wh" --wheel-dir "$wh" "$@" >/dev/null 2>&1 && return
   # pip's warnings about this machine's unreadable extra index folders are noise here
-  "$py" -m pip wheel -q --progress-bar off --wheel-dir "$wh" "$@" 2> >(grep -v 'is ignored: it is neither a file' >&2)
+  "$py" -m pip wheel -q --progress-bar off --find-links "$wh" --wheel-dir "$wh" "$@" \
+    2> >(grep -v 'is ignored: it is neither a file' >&2)
 }
 pipwheel -r images/whisperx/requirements.lock
 echo "wheelhouse: faster image"
