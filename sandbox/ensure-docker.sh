@@ -12,8 +12,9 @@ done
 # the job tests run a real Redis (started by the tests themselves)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
-# the autostart proxy's tests run it on Debian's python3 + aiohttp, as the hosts do
+# the autostart proxy's tests run it on Debian's python3 + aiohttp + prometheus_client, as the hosts do
 /usr/bin/python3 -c 'import aiohttp' >/dev/null 2>&1 || need+=(python3-aiohttp)
+/usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || need+=(python3-prometheus-client)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 if [ ${#need[@]} -gt 0 ]; then

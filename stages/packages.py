@@ -15,7 +15,8 @@ def install_packages():
     if data.tls_mode == "letsencrypt":
         packages.append("certbot")
     if data.autostart_install:
-        packages.append("python3-aiohttp")  # the autostart proxy runs on Debian's Python
+        # the autostart proxy runs on Debian's Python, with Debian's packages (nothing from pip on the host)
+        packages += ["python3-aiohttp", "python3-prometheus-client"]
 
     # Docker: keep whatever engine the host has (docker-ce from Docker's repository
     # included); install the OS package only on a host that has none.

@@ -114,13 +114,13 @@ class Autostart:
             cfg = configmod.load(self.config_path)
         except ConfigError as exc:
             self.config_error = str(exc)
-            self.metrics.reloads.inc(result="error")
+            self.metrics.reloads.labels(result="error").inc()
             log.error("config rejected (%s): %s: %s; keeping the previous config (%d services)",
                       why, self.config_path, exc, len(self.states))
             return False
         self.config_error = None
         self.apply(cfg)
-        self.metrics.reloads.inc(result="ok")
+        self.metrics.reloads.labels(result="ok").inc()
         log.info("config loaded (%s): %s: %d services: %s", why, self.config_path, len(cfg.services),
                  ", ".join(sorted(cfg.services)) or "-")
         return True
@@ -196,7 +196,7 @@ class Autostart:
             if down:
                 st.invalidate()
                 st.stopped = False
-                self.metrics.starts.inc(host=cfg.host)
+                self.metrics.starts.labels(host=cfg.host).inc()
                 log.info("starting host=%s (%s): %s; compose up -d in %s", cfg.host, cfg.name,
                          ", ".join(f"{c} {s}" for c, s in down.items()), cfg.compose_dir)
                 st.phase = "compose up -d still running"
@@ -215,7 +215,7 @@ class Autostart:
                 sig = ()
         elapsed = time.monotonic() - t0
         if started:
-            self.metrics.start_duration.observe(elapsed, host=cfg.host)
+            self.metrics.start_duration.labels(host=cfg.host).observe(elapsed)
             log.info("ready host=%s after %.1fs", cfg.host, elapsed)
         st.ready, st.verified_at, st.stopped, st.last_error = True, time.monotonic(), False, None
         st.started_sig = sig
@@ -223,7 +223,7 @@ class Autostart:
     def _fail(self, st: ServiceState, status: int, message: str, reason: str) -> StartError:
         st.invalidate()
         st.last_error = message
-        self.metrics.start_failures.inc(host=st.cfg.host, reason=reason)
+        self.metrics.start_failures.labels(host=st.cfg.host, reason=reason).inc()
         log.error("start failed host=%s reason=%s: %s", st.cfg.host, reason, message)
         return StartError(status, message, reason)
 
@@ -321,12 +321,12 @@ class Autostart:
             except DockerError as exc:
                 log.error("stop failed host=%s: %s", hosts, exc)
                 for s in sts:
-                    self.metrics.stop_failures.inc(host=s.cfg.host)
+                    self.metrics.stop_failures.labels(host=s.cfg.host).inc()
                     s.last_active = time.monotonic()
                 return
             for s in sts:
                 s.stopped = True
-                self.metrics.stops.inc(host=s.cfg.host)
+                self.metrics.stops.labels(host=s.cfg.host).inc()
             log.info("stopped host=%s after %.0fs idle (compose stop in %s, %.1fs)", hosts, idle_for, compose_dir,
                      time.monotonic() - t0)
 
@@ -362,7 +362,7 @@ class Autostart:
         finally:
             st.in_flight -= 1
             st.last_active = time.monotonic()
-        self.metrics.requests.inc(host=st.cfg.host, code=resp.status)
+        self.metrics.requests.labels(host=st.cfg.host, code=resp.status).inc()
         return resp
 
     async def _serve(self, request: web.Request, st: ServiceState) -> web.StreamResponse:
@@ -386,7 +386,7 @@ class Autostart:
             except _UpstreamUnreachable as exc:
                 st.invalidate()
                 if attempt == 2 or body_touched[0]:
-                    self.metrics.upstream_errors.inc(host=cfg.host, kind="connect")
+                    self.metrics.upstream_errors.labels(host=cfg.host, kind="connect").inc()
                     return json_error(502, f"{cfg.host} unreachable: {exc}", "upstream_unreachable", cfg.host)
                 log.warning("host=%s refused the connection; checking its containers", cfg.host)
         raise AssertionError("unreachable")
@@ -415,7 +415,7 @@ class Autostart:
                     if transport is None or transport.is_closing():
                         return resp  # the client went away; leaving the block closes upstream
                     kind = "timeout" if isinstance(exc, asyncio.TimeoutError) else "broken"
-                    self.metrics.upstream_errors.inc(host=cfg.host, kind=kind)
+                    self.metrics.upstream_errors.labels(host=cfg.host, kind=kind).inc()
                     log.warning("host=%s upstream %s mid-response on %s %s: %s", cfg.host, kind,
                                 request.method, request.path, type(exc).__name__)
                     transport.close()  # a truncated body must not look complete to the client
@@ -425,11 +425,11 @@ class Autostart:
         except aiohttp.ClientConnectorError as exc:
             raise _UpstreamUnreachable(str(exc)) from None
         except asyncio.TimeoutError:
-            self.metrics.upstream_errors.inc(host=cfg.host, kind="timeout")
+            self.metrics.upstream_errors.labels(host=cfg.host, kind="timeout").inc()
             return json_error(504, f"{cfg.host} did not answer within {cfg.upstream_timeout:g}s",
                               "upstream_timeout", cfg.host)
         except aiohttp.ClientError as exc:
-            self.metrics.upstream_errors.inc(host=cfg.host, kind="broken")
+            self.metrics.upstream_errors.labels(host=cfg.host, kind="broken").inc()
             st.invalidate()
             return json_error(502, f"{cfg.host} upstream error: {type(exc).__name__}: {exc}".rstrip(": "),
                               "upstream_error", cfg.host)

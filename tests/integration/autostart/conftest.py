@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[3]
 APP_DIR = Path(__file__).resolve().parent / "app"
@@ -75,13 +75,14 @@ def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "cond
 
 
 def proxy_python() -> str:
-    """Debian's python3 with python3-aiohttp 3.8 (what the host runs) when present, else this venv."""
+    """Debian's python3 with python3-aiohttp 3.8 and python3-prometheus-client 0.16 (what the host runs) when
+    present, else this venv."""
     override = os.environ.get("AUTOSTART_TEST_PYTHON")
     if override:
         return override
     for candidate in ("/usr/bin/python3",):
         if Path(candidate).exists() and subprocess.run(
-                [candidate, "-c", "import aiohttp"], capture_output=True).returncode == 0:
+                [candidate, "-c", "import aiohttp, prometheus_client"], capture_output=True).returncode == 0:
             return candidate
     return sys.executable
 
@@ -158,7 +159,6 @@ def make_service(app_image, tmp_path):
         svc.down()
 
 
-_METRIC_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$')
 
 
 class Proxy:
@@ -207,16 +207,13 @@ class Proxy:
         return requests.get(self.base + "/health", timeout=5).json()
 
     def metrics(self) -> dict:
-        out = {}
-        for line in requests.get(self.base + "/metrics", timeout=5).text.splitlines():
-            m = _METRIC_LINE.match(line)
-            if m:
-                out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
-        return out
+        """{(sample name, frozenset of its labels): value}, parsed from /metrics as Prometheus parses it."""
+        text = requests.get(self.base + "/metrics", timeout=5).text
+        return {(s.name, frozenset(s.labels.items())): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
 
     def metric(self, name: str, **labels) -> float:
-        lab = ",".join(f'{k}="{v}"' for k, v in labels.items())
-        return self.metrics().get(f"{name}{{{lab}}}" if lab else name, 0.0)
+        return self.metrics().get((name, frozenset((k, str(v)) for k, v in labels.items())), 0.0)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
