@@ -1,5 +1,6 @@
 #!/bin/sh
 # pip install into the image's /opt/venv, from inside a Dockerfile RUN:  pip-install.sh PIP-INSTALL-ARGS...
+# Each Dockerfile passes its image's lock file (requirements.lock, written by make lock) with -r or -c.
 # Where the wheels come from, first match wins:
 #   PIP_WHEELHOUSE_URL  the wheelhouse the deploy serves on the host's loopback (build_wheelhouse):
 #                       nothing is downloaded, a missing wheel is an error
