@@ -40,6 +40,7 @@ venv-ml: $(MLVENV)/.installed
 # Rewrites every lock file from what it locks, for the images' Python (3.11 on Linux x86-64), from uv's
 # configured index (UV_DEFAULT_INDEX or uv.toml; none set: its default). Versions already locked stay
 # unless a requirement no longer allows them; `make lock UPGRADE=1` moves everything to the newest.
+# .venv's and the faster image's locks carry each file's hash; the whisperx ones cannot (README, "Lock files").
 #   requirements.lock                     .venv: pyproject.toml's dependencies and its dev extra
 #   images/faster/requirements.lock       the faster image (images/faster/requirements.txt)
 #   images/whisperx/requirements.lock     the whisperx image (torch-requirements.txt, requirements.txt,
@@ -49,8 +50,8 @@ venv-ml: $(MLVENV)/.installed
 UV_COMPILE = $(VENV)/bin/uv pip compile -q --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
              --custom-compile-command 'make lock' $(if $(UPGRADE),--upgrade)
 lock: | $(VENV)/.installed
-	$(UV_COMPILE) pyproject.toml --extra dev -o requirements.lock
-	$(UV_COMPILE) images/faster/requirements.txt -o images/faster/requirements.lock
+	$(UV_COMPILE) --generate-hashes pyproject.toml --extra dev -o requirements.lock
+	$(UV_COMPILE) --generate-hashes images/faster/requirements.txt -o images/faster/requirements.lock
 	$(UV_COMPILE) images/whisperx/torch-requirements.txt images/whisperx/requirements.txt \
 	  images/diarize/requirements.txt -o images/whisperx/requirements.lock
 	$(UV_COMPILE) images/whisperx/torch-requirements.txt -c images/whisperx/requirements.lock \

@@ -32,7 +32,7 @@ def locked(lock: str) -> dict[str, str]:
         if line.strip() and not line.startswith((" ", "#")):
             name, _, version = line.partition("==")
             assert version, f"{lock}: {line!r} is not an exact pin"
-            pins[canonicalize_name(Requirement(name).name)] = version.split(";")[0].strip()
+            pins[canonicalize_name(Requirement(name).name)] = version.split(";")[0].rstrip("\\ ").strip()
     return pins
 
 
@@ -81,3 +81,12 @@ def test_locks_built_on_the_whisperx_image_keep_its_versions(lock):
     assert not differ
     if lock == "requirements-ml.lock":
         assert set(image) <= set(locked(lock)), "the ML environment lacks packages of the image"
+
+
+@pytest.mark.parametrize("lock", ["requirements.lock", "images/faster/requirements.lock"])
+def test_hashed_locks_give_every_version_its_hashes(lock):
+    """pip checks hashes for all or nothing: one pin without its hash fails the whole install."""
+    text = (REPO / lock).read_text()
+    pins = re.findall(r"^[A-Za-z0-9][^\n]*==[^\n]*$", text, re.M)
+    assert pins and all(p.endswith("\\") for p in pins), [p for p in pins if not p.endswith("\\")][:5]
+    assert len(re.findall(r"^[A-Za-z0-9][^\n]*==[^\n]*\\\n\s+--hash=sha256:[0-9a-f]{64}", text, re.M)) == len(pins)
