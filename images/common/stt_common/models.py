@@ -32,7 +32,6 @@ class _Entry:
     model: Any
     last_used: float = field(default_factory=time.monotonic)
     users: int = 0
-    loaded_at: float = field(default_factory=time.time)
     kind: str = "asr"
 
 
@@ -67,7 +66,6 @@ class ModelCache:
         self._key_locks: Dict[str, threading.Lock] = {}  # one blocking load per key at a time
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="model-load")
         self._reaper: Optional[asyncio.Task] = None
-        self.last_error: Optional[str] = None
 
     @property
     def default_key(self) -> str:
@@ -101,23 +99,18 @@ class ModelCache:
         with self._lock:
             return list(self._models)
 
-    def loading(self) -> List[str]:
-        return list(self._loading)
-
     # -- loading -----------------------------------------------------------------
     async def _load(self, key: str) -> Any:
         t0 = time.monotonic()
         try:
             model = await asyncio.get_running_loop().run_in_executor(self._pool, self.loader, key)
-        except APIError as e:
+        except APIError:
             self._count(key, "error")
-            self.last_error = e.message
             raise
         except Exception as e:  # noqa: BLE001 - reported to the caller as a clear error
             self._count(key, "error")
             log.warning("model %s could not be loaded: %s: %s", key, type(e).__name__, e)
             msg = f"Model '{public_name(key)}' could not be loaded: {type(e).__name__}: {redact_paths(str(e))}"
-            self.last_error = msg
             raise not_found(msg, param="model", code="model_not_found") from None
         finally:
             self._loading.pop(key, None)
