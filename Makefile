@@ -12,7 +12,7 @@ MLPY := $(MLVENV)/bin/python
 # every wheel both images install, downloaded once per machine (sandbox/wheelhouse.sh)
 WHEELHOUSE ?= $(or $(WHISPER_WHEELHOUSE),$(HOME)/.cache/whisper-platform/wheelhouse)
 export WHISPER_WHEELHOUSE := $(WHEELHOUSE)
-ML_UNIT := $(wildcard tests/unit/test_whisperx_*.py tests/unit/test_diarize_*.py)
+# the integration folders that need the ML environment (the unit tier needs neither it nor Docker)
 ML_INTEGRATION := $(wildcard tests/integration/whisperx tests/integration/diarize)
 
 .PHONY: venv venv-ml lock wheelhouse docker base-images sandbox sandbox-brownfield sandbox-down deploy demo test test-unit test-integration \
@@ -35,7 +35,13 @@ $(MLVENV)/.installed: images/whisperx/requirements.lock requirements-ml.lock | w
 	$(MLPY) -m pip install -q -r requirements-ml.lock
 	touch $@
 
-venv-ml: $(MLVENV)/.installed
+# the repo's own packages (the images' code, the autostart proxy: pyproject's [tool.setuptools]), editable and
+# without dependencies, so the ML environment imports them as the dev venv does
+$(MLVENV)/.project: pyproject.toml $(MLVENV)/.installed
+	$(MLPY) -m pip install -q --no-deps -e .
+	touch $@
+
+venv-ml: $(MLVENV)/.project
 
 # Rewrites every lock file from what it locks, for the images' Python (3.11 on Linux x86-64), from uv's
 # configured index (UV_DEFAULT_INDEX or uv.toml; none set: its default). Versions already locked stay
@@ -87,11 +93,11 @@ deploy: venv
 demo: sandbox deploy
 	$(VPY) -m sandbox.demo
 
-# `docker` also installs espeak-ng and sox, which the synthetic-conversation unit tests speak with
-test-unit: venv venv-ml docker
-	$(PYTEST) tests/unit $(addprefix --ignore=,$(ML_UNIT))
-	$(if $(ML_UNIT),$(MLPY) -m pytest $(ML_UNIT))
+# seconds, with the dev venv only: no Docker, no torch, no espeak-ng, no model
+test-unit: venv
+	$(PYTEST) tests/unit
 
+# `docker` also installs espeak-ng and sox, which the test-data generators (tests/integration/testdata) speak with
 test-integration: venv venv-ml docker base-images
 	$(PYTEST) tests/integration $(addprefix --ignore=,$(ML_INTEGRATION))
 	$(if $(ML_INTEGRATION),$(MLPY) -m pytest $(ML_INTEGRATION))

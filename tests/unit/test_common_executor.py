@@ -122,3 +122,36 @@ def test_local_models(tmp_path):
     assert find_local_model("../etc", str(tmp_path)) is None
     assert find_local_model("/etc", str(tmp_path)) is None
     assert list_local_models(str(tmp_path)) == ["faster-whisper-tiny", "Systran/faster-whisper-base"]
+
+
+def test_model_cache_helper_models_from_worker_threads():
+    """Helper models (a pipeline's alignment or diarization model) share the cache with the request-selected
+    ones: loaded once from any thread, listed together, reaped by the same TTL, not counted toward the cap."""
+    calls = []
+
+    def helper():
+        calls.append("align")
+        time.sleep(0.05)
+        return "ALIGN"
+
+    async def main():
+        c = ModelCache(lambda name: name.upper(), default="base", ttl=0.05, max_loaded=2)
+        await c.load_default()
+        loop = asyncio.get_running_loop()
+        got = await asyncio.gather(*[loop.run_in_executor(None, c.load, "align:en", helper, "align")
+                                     for _ in range(4)])
+        assert got == ["ALIGN"] * 4 and calls == ["align"]
+        assert c.load("small") == "SMALL"          # blocking load of a request-selected model
+        assert sorted(c.loaded()) == ["align:en", "base", "small"]
+        with pytest.raises(APIError) as e:         # the cap counts ASR models only: base + small
+            async with c.use("small"):
+                await c.get("medium")
+        assert e.value.status == 503 and e.value.code == "too_many_models"
+        with pytest.raises(OSError):
+            c.load("diarize:x", lambda: (_ for _ in ()).throw(OSError("gone")), kind="diarize")
+        assert "diarize:x" not in c.loaded()       # a failed load caches nothing
+        await asyncio.sleep(0.06)
+        assert sorted(c.reap()) == ["align:en", "small"] and c.loaded() == ["base"]
+        await c.close()
+
+    asyncio.run(main())

@@ -80,6 +80,14 @@ def test_settings_to_engine_config(monkeypatch):
     cfg = engine_config(Settings())
     assert (cfg.default_model, cfg.batch_size, cfg.align_models, cfg.diarization_backend, cfg.hf_token,
             cfg.compute_type) == ("tiny", 4, {"en": "/m/en"}, "offline", "hf_abc", "int8")
+    for k, v in {"STT_DEVICE": "cuda", "STT_CPU_THREADS": "3", "HF_TOKEN": " hf_x ", "STT_DIARIZATION_BACKEND": "Offline",
+                 "STT_ALIGN_MODELS": "en=/a, fr=org/m", "STT_MAX_LOADED_MODELS": "2", "STT_MODEL_TTL": "30"}.items():
+        monkeypatch.setenv(k, v)
+    cfg = engine_config(Settings())
+    assert (cfg.device, cfg.compute_type, cfg.cpu_threads, cfg.hf_token, cfg.diarization_backend) == \
+        ("cuda", "float16", 3, "hf_x", "offline")
+    assert cfg.align_models == {"en": "/a", "fr": "org/m"}
+    assert (cfg.max_loaded_models, cfg.model_ttl) == (2, 30)
     monkeypatch.setenv("STT_DIARIZATION_BACKEND", "magic")
     with pytest.raises(ValueError):
         engine_config(Settings())

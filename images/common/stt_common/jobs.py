@@ -44,7 +44,6 @@ from .executor import JobStopped
 
 log = logging.getLogger("stt_common.jobs")
 
-STATES = ("queued", "running", "succeeded", "failed", "canceled")
 PROGRESS_EVERY_S = 1.0  # progress is written to Redis at most this often
 WEBHOOK_RETRY_INTERVALS = [10, 60, 300, 900, 1800]
 SIGNATURE_HEADER = "X-STT-Signature"
@@ -413,10 +412,6 @@ def register_job_metrics(metrics, jobs: Jobs) -> None:
 # ------------------------------------------------------------------------------------------- the worker
 _SPEC: Optional[JobSpec] = None
 _SETTINGS = None
-
-
-class Canceled(Exception):
-    pass
 
 
 class JobContext:

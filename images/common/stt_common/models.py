@@ -1,10 +1,20 @@
-"""Model cache generic over a loader: load once, share concurrent loads, idle TTL unload, load timeout."""
+"""One model manager per service: every model the service loads (the ASR models a request names, and the
+helpers a pipeline needs: alignment, diarization) lives here under a key, with one idle-TTL reaper, one cap
+on the request-selected models and one list for /health and the metrics.
+
+- Request-selected models (``kind="asr"``): keys come from ``resolve`` (a request's ``model`` field),
+  loaded by ``loader``; ``get``/``use`` from the event loop share concurrent loads and time out, ``load``
+  blocks in a worker thread. The default is never unloaded; ``max_loaded`` caps how many are loaded.
+- Helper models (any other ``kind``): ``load(key, loader, kind=...)`` from a worker thread; loaded on first
+  use in that thread, one load per key at a time, unloaded after ``ttl`` idle seconds like the others.
+"""
 from __future__ import annotations
 
 import asyncio
 import gc
 import logging
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -22,7 +32,10 @@ class _Entry:
     model: Any
     last_used: float = field(default_factory=time.monotonic)
     users: int = 0
-    loaded_at: float = field(default_factory=time.time)
+    kind: str = "asr"
+
+
+ASR = "asr"   # the kind of the models a request selects (the cache's own loader)
 
 
 OTHER = "other"   # the metric label every model but the configured ones shares
@@ -38,10 +51,10 @@ def public_name(key) -> str:
 class ModelCache:
     def __init__(self, loader: Callable[[str], Any], default: str, ttl: float = 600, load_timeout: float = 300,
                  metrics=None, resolve: Optional[Callable[[Optional[str]], str]] = None,
-                 unload: Optional[Callable[[str, Any], None]] = None, max_loaded: int = 0,
+                 on_unload: Optional[Callable[[str], None]] = None, max_loaded: int = 0,
                  label: Optional[Callable[[str], str]] = None, retry_backoff: tuple = (2.0, 60.0)):
         self.loader, self.ttl, self.load_timeout = loader, ttl, load_timeout
-        self.metrics, self._resolve, self._unload = metrics, resolve, unload
+        self.metrics, self._resolve, self._on_unload = metrics, resolve, on_unload
         self.max_loaded = max(0, int(max_loaded))   # 0 = no cap
         self._label = label
         self.retry_backoff = retry_backoff
@@ -49,9 +62,10 @@ class ModelCache:
         self._default_key: Optional[str] = None
         self._models: Dict[str, _Entry] = {}
         self._loading: Dict[str, asyncio.Future] = {}
+        self._lock = threading.RLock()                   # _models is shared with worker threads (load)
+        self._key_locks: Dict[str, threading.Lock] = {}  # one blocking load per key at a time
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="model-load")
         self._reaper: Optional[asyncio.Task] = None
-        self.last_error: Optional[str] = None
 
     @property
     def default_key(self) -> str:
@@ -81,39 +95,67 @@ class ModelCache:
         return (self.default_key if name is None else self.key(name)) in self._models
 
     def loaded(self) -> List[str]:
-        return list(self._models)
-
-    def loading(self) -> List[str]:
-        return list(self._loading)
+        """Every loaded model's key, request-selected and helper models alike."""
+        with self._lock:
+            return list(self._models)
 
     # -- loading -----------------------------------------------------------------
     async def _load(self, key: str) -> Any:
         t0 = time.monotonic()
         try:
             model = await asyncio.get_running_loop().run_in_executor(self._pool, self.loader, key)
-        except APIError as e:
+        except APIError:
             self._count(key, "error")
-            self.last_error = e.message
             raise
         except Exception as e:  # noqa: BLE001 - reported to the caller as a clear error
             self._count(key, "error")
             log.warning("model %s could not be loaded: %s: %s", key, type(e).__name__, e)
             msg = f"Model '{public_name(key)}' could not be loaded: {type(e).__name__}: {redact_paths(str(e))}"
-            self.last_error = msg
             raise not_found(msg, param="model", code="model_not_found") from None
         finally:
             self._loading.pop(key, None)
-        self._models[key] = _Entry(model)
-        self._count(key, "ok")
-        if self.metrics is not None:
-            self.metrics.model_load_seconds.labels(self.label(key)).observe(time.monotonic() - t0)
-            self.metrics.models_loaded.set(len(self._models))
-        log.info("loaded model %s in %.1fs", key, time.monotonic() - t0)
+        self._store(key, model, ASR, t0)
         return model
 
-    def _count(self, key: str, result: str) -> None:
+    def _store(self, key: str, model: Any, kind: str, t0: float) -> _Entry:
+        with self._lock:
+            e = self._models[key] = _Entry(model, kind=kind)
+            n = len(self._models)
+        self._count(key, "ok", kind)
         if self.metrics is not None:
-            self.metrics.model_loads.labels(self.label(key), result).inc()
+            self.metrics.model_load_seconds.labels(self._metric_label(key, kind)).observe(time.monotonic() - t0)
+            self.metrics.models_loaded.set(n)
+        log.info("loaded model %s in %.1fs", key, time.monotonic() - t0)
+        return e
+
+    def _metric_label(self, key: str, kind: str) -> str:
+        return self.label(key) if kind == ASR else kind   # helper models by kind: a bounded label
+
+    def _count(self, key: str, result: str, kind: str = ASR) -> None:
+        if self.metrics is not None:
+            self.metrics.model_loads.labels(self._metric_label(key, kind), result).inc()
+
+    def load(self, key: str, loader: Optional[Callable[[], Any]] = None, kind: str = ASR) -> Any:
+        """Blocking, from a worker thread (never the event loop): the model under ``key``, loaded on first use
+        by ``loader()`` (by default the cache's loader, for a key that :meth:`key` returned) in the calling
+        thread. One load per key at a time; a failed load caches nothing and raises what the loader raised."""
+        e = self._models.get(key)
+        if e is None:
+            with self._key_locks.setdefault(key, threading.Lock()):
+                e = self._models.get(key)
+                if e is None:
+                    if kind == ASR:
+                        with self._lock:
+                            self._make_room(key)
+                    t0 = time.monotonic()
+                    try:
+                        model = loader() if loader is not None else self.loader(key)
+                    except BaseException:
+                        self._count(key, "error", kind)
+                        raise
+                    e = self._store(key, model, kind, t0)
+        e.last_used = time.monotonic()
+        return e.model
 
     async def _get_entry(self, key: str) -> _Entry:
         e = self._models.get(key)
@@ -121,7 +163,8 @@ class ModelCache:
             return e
         fut = self._loading.get(key)
         if fut is None:
-            self._make_room(key)
+            with self._lock:
+                self._make_room(key)
             fut = asyncio.ensure_future(self._load(key))
             fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # never "never retrieved"
             self._loading[key] = fut
@@ -154,26 +197,35 @@ class ModelCache:
             return
         d = self.default_key
         reserved = 0 if (d in self._models or d in self._loading) else 1   # the default always keeps its place
-        while len(self._models) + len(self._loading) + reserved >= self.max_loaded:
-            idle = [(e.last_used, k) for k, e in self._models.items() if k != self.default_key and e.users == 0]
+        while self._n_asr() + len(self._loading) + reserved >= self.max_loaded:
+            idle = [(e.last_used, k) for k, e in self._models.items()
+                    if k != self.default_key and e.users == 0 and e.kind == ASR]
             if not idle:
-                raise unavailable(f"{len(self._models) + len(self._loading)} models are loaded and in use (the "
+                raise unavailable(f"{self._n_asr() + len(self._loading)} models are loaded and in use (the "
                                   f"limit is {self.max_loaded}); retry later or use the default model.",
                                   retry_after=30, code="too_many_models")
             self._drop(min(idle)[1])
 
+    def _n_asr(self) -> int:
+        """How many request-selected models are loaded (helper models do not count toward ``max_loaded``)."""
+        return sum(1 for e in self._models.values() if e.kind == ASR)
+
     def _drop(self, k: str) -> None:
-        e = self._models.pop(k)
-        if self._unload is not None:
-            try:
-                self._unload(k, e.model)
-            except Exception:  # noqa: BLE001
-                log.exception("unload hook failed for %s", k)
+        with self._lock:
+            e = self._models.pop(k, None)
+            n = len(self._models)
+        if e is None:
+            return
         del e
         gc.collect()
+        if self._on_unload is not None:   # after the collection, e.g. to hand freed GPU memory back
+            try:
+                self._on_unload(k)
+            except Exception:  # noqa: BLE001
+                log.exception("unload hook failed for %s", k)
         log.info("unloaded model %s", k)
         if self.metrics is not None:
-            self.metrics.models_loaded.set(len(self._models))
+            self.metrics.models_loaded.set(n)
 
     async def load_default(self) -> Any:
         return await self.get(None)
@@ -201,12 +253,13 @@ class ModelCache:
 
     # -- unloading ---------------------------------------------------------------
     def reap(self, now: Optional[float] = None) -> List[str]:
-        """Unload idle non-default models; returns their names."""
+        """Unload idle models but the default, helper models included; returns their keys."""
         if self.ttl is None or self.ttl < 0:
             return []
         now = time.monotonic() if now is None else now
-        gone = [k for k, e in self._models.items()
-                if k != self.default_key and e.users == 0 and now - e.last_used >= self.ttl]
+        with self._lock:
+            gone = [k for k, e in self._models.items()
+                    if k != self.default_key and e.users == 0 and now - e.last_used >= self.ttl]
         for k in gone:
             self._drop(k)   # also sets the models_loaded gauge
         return gone
@@ -227,7 +280,8 @@ class ModelCache:
         if self._reaper is not None:
             self._reaper.cancel()
             self._reaper = None
-        self._models.clear()
+        with self._lock:
+            self._models.clear()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 

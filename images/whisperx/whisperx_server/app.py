@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
-from stt_common import (InferenceExecutor, Job, ModelCache, Segment, STTSettings, Transcript, TranscriptionForm,
+from stt_common import (InferenceExecutor, Job, Segment, STTSettings, Transcript, TranscriptionForm,
                         Word, bad_request, check_language, create_app, model_languages, public_name, receive_upload,
                         to_diarized_json, to_json, to_srt, to_text, to_verbose_json, to_vtt, upload_limits)
 
@@ -66,7 +66,8 @@ def engine_config(settings: Settings, env=os.environ) -> EngineConfig:
         default_model=settings.model, device=device,
         compute_type=settings.compute_type or ("float16" if device == "cuda" else "int8"),
         threads=settings.cpu_threads, batch_size=settings.batch_size, models_dir=settings.models_dir,
-        model_ttl=settings.model_ttl, hf_token=(env.get("HF_TOKEN") or "").strip(),
+        model_ttl=settings.model_ttl, model_load_timeout=settings.model_load_timeout,
+        max_loaded_models=settings.max_loaded_models, hf_token=(env.get("HF_TOKEN") or "").strip(),
         diarization_backend=backend, diarization_model=settings.diarization_model, align_models=align,
         align_cache_dir=settings.align_model_dir, window_s=settings.window_seconds,
         allow_downloads=settings.allow_model_downloads)
@@ -207,13 +208,7 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
             except Exception as e:  # noqa: BLE001 - diarized requests answer the same error
                 log.warning("diarization is not available: %s", getattr(e, "message", None) or e)
 
-        async def sweep():
-            every = max(1.0, min(30.0, settings.model_ttl / 4)) if settings.model_ttl >= 0 else None
-            while every:
-                await asyncio.sleep(every)
-                await run_in_threadpool(engine.sweep)
-
-        holder["tasks"] = [asyncio.ensure_future(load_default()), asyncio.ensure_future(sweep())]
+        holder["tasks"] = [asyncio.ensure_future(load_default())]
         try:
             yield
         finally:
@@ -226,16 +221,15 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
         "WhisperX speech-to-text: batched faster-whisper ASR, wav2vec2 word alignment and speaker diarization "
         "(pyannote with HF_TOKEN, an offline backend without). `POST /transcribe` keeps the runbook's contract; "
         "`POST /v1/audio/transcriptions` is OpenAI-compatible and adds `diarized_json`."))
-    cache = ModelCache(loader=engine.load_asr_uncached, default=settings.model, ttl=settings.model_ttl,
-                       load_timeout=settings.model_load_timeout, metrics=svc.metrics, resolve=engine.resolve_model,
-                       max_loaded=settings.max_loaded_models)
+    cache = engine.cache   # the one model manager: ASR, alignment and diarization models
+    cache.metrics = svc.metrics
     executor = InferenceExecutor(settings.max_concurrency, settings.max_queue, metrics=svc.metrics,
                                  max_uploads=settings.max_uploads)
     svc.ready = lambda: cache.is_loaded(None)
     svc.details = lambda: {
         "model": public_name(settings.model), "device": engine.cfg.device, "compute_type": engine.cfg.compute_type,
         "batch_size": engine.cfg.batch_size, "models_loaded": [public_name(k) for k in cache.loaded()],
-        "aux_models_loaded": engine.cache.loaded(), "diarization_backend": engine.diarization_backend(),
+        "diarization_backend": engine.diarization_backend(),
         "version": __version__}
     app.state.engine, app.state.cache, app.state.executor = engine, cache, executor
 

