@@ -1,7 +1,7 @@
 """Typed settings shared by both images (env names: images/README.md)."""
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Callable, Literal, Optional
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,6 +57,29 @@ class STTSettings(BaseSettings):
         if self.compute_type:
             return self.compute_type
         return "float16" if self.device == "cuda" else "int8"
+
+    def device_problem(self, cuda_devices: Callable[[], int]) -> Optional[str]:
+        """Why this container cannot run on its STT_DEVICE, or None. device=cuda needs a GPU visible inside the
+        container: `cuda_devices()` counts them (ctranslate2.get_cuda_device_count, torch.cuda.device_count).
+        Checked once at startup: the API then answers this message (503 device_unavailable, and on /health) instead
+        of retrying a model load that cannot work, the job worker exits with it (images/README.md, "GPU")."""
+        if self.device != "cuda":
+            return None   # cpu, or auto (which falls back to the CPU by itself)
+        try:
+            if int(cuda_devices()) > 0:
+                return None
+        except Exception as e:  # noqa: BLE001 - a GPU without the libraries, a broken driver: said as it is
+            return f"STT_DEVICE=cuda but the GPU is not usable in this container: {e}"
+        return ("STT_DEVICE=cuda but no GPU is visible in this container. Run it with the NVIDIA container runtime "
+                "and a GPU reservation (the deploy sets both up where a service's device is cuda; by hand: "
+                "docker run --gpus all), or set STT_DEVICE=cpu (compute type int8).")
+
+    def require_device(self, cuda_devices: Callable[[], int]) -> None:
+        """device_problem as a one-line exit (no stack trace): for the job workers, which take no job they cannot
+        run. Their containers do not restart by themselves (restart: "no"), so this is no crash loop."""
+        problem = self.device_problem(cuda_devices)
+        if problem:
+            raise SystemExit(problem)
 
     @property
     def api_key_set(self) -> frozenset[str]:

@@ -20,7 +20,7 @@ from stt_common import (APIError, InferenceExecutor, Job, ModelCache, Transcript
 from stt_common.jobs import Jobs, jobs_routes, register_job_metrics
 
 from . import __version__
-from .engine import LANGUAGE_NAMES, Info, ModelNames, Options, load_model, transcribe_chunks
+from .engine import LANGUAGE_NAMES, Info, ModelNames, Options, cuda_devices, load_model, transcribe_chunks
 from .jobs import FORMATS, job_spec
 from .settings import FasterSettings
 
@@ -43,15 +43,22 @@ def build_app(settings: Optional[FasterSettings] = None):
     settings = settings or FasterSettings()
     names = ModelNames(settings)
     state = {}
+    # device=cuda without a GPU: said once, on /health and in every answer, never retried (images/README.md, "GPU")
+    device_problem = settings.device_problem(cuda_devices)
 
     @asynccontextmanager
     async def lifespan(app):
-        state["default_load"] = asyncio.ensure_future(cache.keep_loading_default(svc.fail, svc.recover))
+        if device_problem:
+            log.error("%s", device_problem)
+            svc.fail(device_problem)
+        else:
+            state["default_load"] = asyncio.ensure_future(cache.keep_loading_default(svc.fail, svc.recover))
         cache.start_reaper()
         try:
             yield
         finally:
-            state["default_load"].cancel()
+            if "default_load" in state:
+                state["default_load"].cancel()
             await cache.close()
             executor.shutdown()
 
@@ -60,7 +67,12 @@ def build_app(settings: Optional[FasterSettings] = None):
         description="OpenAI-compatible speech-to-text on faster-whisper (CTranslate2). "
                     "Use the `openai` SDK with `base_url=<this server>/v1`.")
     metrics = svc.metrics
-    cache = ModelCache(loader=lambda key: load_model(key, settings), default=settings.model, ttl=settings.model_ttl,
+    def loader(key):
+        if device_problem:
+            raise APIError(503, device_problem, code="device_unavailable")
+        return load_model(key, settings)
+
+    cache = ModelCache(loader=loader, default=settings.model, ttl=settings.model_ttl,
                        load_timeout=settings.model_load_timeout, metrics=metrics, resolve=names.resolve,
                        max_loaded=settings.max_loaded_models)
     executor = InferenceExecutor(settings.max_concurrency, settings.max_queue, metrics=metrics,

@@ -95,6 +95,27 @@ class ModelNames:
         return key
 
 
+# what CTranslate2 loads on device=cuda: in the GPU variant of the image only (build arg DEVICE=cuda)
+CUDA_LIBRARIES = ("libcublas.so.12", "libcudnn.so.9")
+
+
+def cuda_devices() -> int:
+    """GPUs CTranslate2 sees (0 without one, without its driver or without the NVIDIA container runtime); with a GPU,
+    the CUDA libraries must load too, or the error says which image to build."""
+    import ctypes
+
+    import ctranslate2
+    count = ctranslate2.get_cuda_device_count()
+    if count:
+        for name in CUDA_LIBRARIES:
+            try:
+                ctypes.CDLL(name)
+            except OSError:
+                raise RuntimeError(f"{name} is missing: this is the CPU variant of the image; build it with the "
+                                   f"build argument DEVICE=cuda (group_data: the service's build_args)") from None
+    return count
+
+
 def load_model(key: str, settings: FasterSettings):
     from faster_whisper import WhisperModel
     if not os.path.isabs(key) and os.path.exists(key):

@@ -5,6 +5,7 @@ import os
 
 from stt_common.jobs import run_worker
 
+from .engine import cuda_devices
 from .jobs import job_spec
 from .settings import FasterSettings
 
@@ -13,6 +14,7 @@ def main() -> None:
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = FasterSettings()
+    settings.require_device(cuda_devices)   # device=cuda without a GPU: one clear line, no job taken
     run_worker(job_spec(settings), settings, burst=os.environ.get("STT_WORKER_BURST") == "1")
 
 

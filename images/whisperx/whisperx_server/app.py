@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
-from stt_common import (InferenceExecutor, Job, Segment, STTSettings, Transcript, TranscriptionForm,
+from stt_common import (APIError, InferenceExecutor, Job, Segment, STTSettings, Transcript, TranscriptionForm,
                         Word, bad_request, check_language, create_app, model_languages, public_name, receive_upload,
                         to_diarized_json, to_json, to_srt, to_text, to_verbose_json, to_vtt, upload_limits)
 
@@ -44,6 +44,13 @@ class Settings(STTSettings):
     align_models: str = ""          # "en=/models/wav2vec2-en,fr=org/model"
     align_model_dir: Optional[str] = None
     window_seconds: float = Field(1200, gt=30)
+
+
+def cuda_devices() -> int:
+    """GPUs torch sees: 0 without one, without its driver or without the NVIDIA container runtime (also 0 in an
+    image built on a CPU-only torch index). The ASR's CTranslate2 uses the cuBLAS/cuDNN of torch's nvidia wheels."""
+    import torch
+    return torch.cuda.device_count()
 
 
 def engine_config(settings: Settings, env=os.environ) -> EngineConfig:
@@ -187,12 +194,22 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
     settings = settings or Settings()
     engine = engine or WhisperXEngine(engine_config(settings))
     holder = {}
+    # device=cuda without a GPU: said once, on /health and in every answer, never retried (images/README.md, "GPU")
+    device_problem = settings.device_problem(cuda_devices)
+
+    def device_check(*_):
+        if device_problem:
+            raise APIError(503, device_problem, code="device_unavailable")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         cache.start_reaper()
 
         async def load_default():
+            if device_problem:
+                log.error("%s", device_problem)
+                svc.fail(device_problem)
+                return
             try:
                 from .punkt_data import ensure_punkt_tab
                 await run_in_threadpool(ensure_punkt_tab)
@@ -223,6 +240,8 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
         "`POST /v1/audio/transcriptions` is OpenAI-compatible and adds `diarized_json`."))
     cache = engine.cache   # the one model manager: ASR, alignment and diarization models
     cache.metrics = svc.metrics
+    if device_problem:
+        cache.loader = device_check   # every model load (requests, job submissions) answers the device problem
     executor = InferenceExecutor(settings.max_concurrency, settings.max_queue, metrics=svc.metrics,
                                  max_uploads=settings.max_uploads)
     svc.ready = lambda: cache.is_loaded(None)
@@ -236,6 +255,7 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
     async def run(upload, job, *, model, language, align, diarize, num_speakers, min_speakers, max_speakers):
         # validate cheap things before decoding minutes of audio
         from .engine import check_speaker_hints
+        device_check()
         check_speaker_hints(num_speakers, min_speakers, max_speakers)
         cache.key(model)  # 404 on an unknown model before anything heavy
         if diarize:        # a missing/invalid HF token answers before the upload is decoded or ASR runs

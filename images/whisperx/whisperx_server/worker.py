@@ -5,6 +5,7 @@ import os
 
 from stt_common.jobs import run_worker
 
+from .app import cuda_devices
 from .jobs import worker_spec
 
 
@@ -13,6 +14,7 @@ def main() -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
     spec, settings = worker_spec()
+    settings.require_device(cuda_devices)   # device=cuda without a GPU: one clear line, no job taken
     run_worker(spec, settings, burst=os.environ.get("STT_WORKER_BURST") == "1")
 
 
