@@ -49,6 +49,7 @@ venv-ml: $(MLVENV)/.project
 # .venv's and the faster image's locks carry each file's hash; the whisperx ones cannot (README, "Lock files").
 #   requirements.lock                     .venv: pyproject.toml's dependencies and its dev extra
 #   images/faster/requirements.lock       the faster image (images/faster/requirements.txt)
+#   images/faster/requirements-cuda.lock  its GPU variant (+ requirements-cuda.txt), the same versions
 #   images/whisperx/requirements.lock     the whisperx image (torch-requirements.txt, requirements.txt,
 #                                         images/diarize/requirements.txt), installed as constraints
 #   images/whisperx/torch-requirements.lock  its torch layer alone, the same versions
@@ -58,6 +59,8 @@ UV_COMPILE = $(VENV)/bin/uv pip compile -q --python-version 3.11 --python-platfo
 lock: | $(VENV)/.installed
 	$(UV_COMPILE) --generate-hashes pyproject.toml --extra dev -o requirements.lock
 	$(UV_COMPILE) --generate-hashes images/faster/requirements.txt -o images/faster/requirements.lock
+	$(UV_COMPILE) --generate-hashes images/faster/requirements.txt images/faster/requirements-cuda.txt \
+	  -c images/faster/requirements.lock -o images/faster/requirements-cuda.lock
 	$(UV_COMPILE) images/whisperx/torch-requirements.txt images/whisperx/requirements.txt \
 	  images/diarize/requirements.txt -o images/whisperx/requirements.lock
 	$(UV_COMPILE) images/whisperx/torch-requirements.txt -c images/whisperx/requirements.lock \

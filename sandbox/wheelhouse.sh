@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 wh=${WHISPER_WHEELHOUSE:-${XDG_CACHE_HOME:-$HOME/.cache}/whisper-platform/wheelhouse}
 py=${PY:-python3}
 # the lock files hold every version both images install; nothing else decides what the wheelhouse holds
-inputs=(images/whisperx/requirements.lock images/faster/requirements.lock)
+inputs=(images/whisperx/requirements.lock images/faster/requirements.lock images/faster/requirements-cuda.lock)
 stamp=$(cat "${inputs[@]}" | sha256sum | cut -c1-16)
 if [ -f "$wh/.stamp" ] && [ "$(cat "$wh/.stamp")" = "$stamp" ]; then
   echo "wheelhouse: up to date ($(du -sh "$wh" | cut -f1))"
@@ -42,6 +42,9 @@ pipwheel() {
 pipwheel -r images/whisperx/requirements.lock
 echo "wheelhouse: faster image"
 pipwheel -r images/faster/requirements.lock
+# the faster image's GPU variant (build arg DEVICE=cuda): cuBLAS and cuDNN at the versions the whisperx image's
+# torch brings, so nothing more is downloaded
+pipwheel -r images/faster/requirements-cuda.lock
 echo "$stamp" >"$wh/.stamp"
 echo "wheelhouse: ready in $(( $(date +%s) - started )) s, $(ls "$wh"/*.whl | wc -l) wheels, $(du -sh "$wh" | cut -f1)"
 echo "$wh"

@@ -13,8 +13,10 @@ ROOT = Path(__file__).resolve().parents[1]
 BASE = "local/python:3.11-slim"
 
 
-def build_image(image_dir: str, tag: str, base: str = BASE, timeout: int = 3600) -> str:
-    """Build images/<image_dir>/Dockerfile as `tag`; returns the progress lines. Raises on failure."""
+def build_image(image_dir: str, tag: str, base: str = BASE, timeout: int = 3600,
+                build_args: dict[str, str] | None = None) -> str:
+    """Build images/<image_dir>/Dockerfile as `tag` (with extra build arguments, e.g. DEVICE=cuda); returns the
+    progress lines. Raises on failure."""
     if subprocess.run(["docker", "image", "inspect", base], capture_output=True).returncode != 0:
         subprocess.run(["bash", str(ROOT / "sandbox/base-images.sh")], check=True, timeout=900)
     ca = ROOT / "images/build-ca/extra-ca.pem"
@@ -27,10 +29,11 @@ def build_image(image_dir: str, tag: str, base: str = BASE, timeout: int = 3600)
     r = subprocess.run(
         [sys.executable, str(ROOT / "stages/host/build_image.py"), "--tag", tag,
          "--file", str(ROOT / "images" / image_dir / "Dockerfile"), "--build-arg", f"BASE_IMAGE={base}",
+         *[a for k, v in (build_args or {}).items() for a in ("--build-arg", f"{k}={v}")],
          # the default port, as the deploy uses: the wheelhouse URL is a build argument, so another port
          # would miss the layer cache of earlier builds
          "--wheelhouse", wheelhouse,
-         "--log", str(ROOT / ".sandbox" / f"build-{image_dir}.log"), str(ROOT / "images")],
+         "--log", str(ROOT / ".sandbox" / f"build-{image_dir}{''.join('-' + v for v in (build_args or {}).values())}.log"), str(ROOT / "images")],
         capture_output=True, text=True, timeout=timeout,
     )
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]

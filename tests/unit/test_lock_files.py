@@ -19,6 +19,7 @@ ENV = {"python_version": "3.11", "python_full_version": "3.11.0", "sys_platform"
 LOCKS = {
     "requirements.lock": ["pyproject.toml[dev]"],
     "images/faster/requirements.lock": ["images/faster/requirements.txt"],
+    "images/faster/requirements-cuda.lock": ["images/faster/requirements.txt", "images/faster/requirements-cuda.txt"],
     "images/whisperx/requirements.lock": ["images/whisperx/torch-requirements.txt",
                                           "images/whisperx/requirements.txt", "images/diarize/requirements.txt"],
     "images/whisperx/torch-requirements.lock": ["images/whisperx/torch-requirements.txt"],
@@ -83,7 +84,19 @@ def test_locks_built_on_the_whisperx_image_keep_its_versions(lock):
         assert set(image) <= set(locked(lock)), "the ML environment lacks packages of the image"
 
 
-@pytest.mark.parametrize("lock", ["requirements.lock", "images/faster/requirements.lock"])
+def test_faster_gpu_lock_adds_only_the_cuda_libraries_at_torchs_versions():
+    """The GPU variant of the faster image differs from the CPU one by cuBLAS and cuDNN alone, at the versions the
+    whisperx image's torch brings (one copy of each in the wheelhouse)."""
+    cpu, cuda = locked("images/faster/requirements.lock"), locked("images/faster/requirements-cuda.lock")
+    added = {name: version for name, version in cuda.items() if name not in cpu}
+    assert {name: v for name, v in cpu.items() if cuda.get(name) != v} == {}
+    assert set(added) == {"nvidia-cublas-cu12", "nvidia-cudnn-cu12"}
+    torch = locked("images/whisperx/requirements.lock")
+    assert all(torch[name] == version for name, version in added.items())
+
+
+@pytest.mark.parametrize("lock", ["requirements.lock", "images/faster/requirements.lock",
+                                  "images/faster/requirements-cuda.lock"])
 def test_hashed_locks_give_every_version_its_hashes(lock):
     """pip checks hashes for all or nothing: one pin without its hash fails the whole install."""
     text = (REPO / lock).read_text()
