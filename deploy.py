@@ -6,7 +6,7 @@
 
 from pyinfra import host
 
-from stages import autostart, images, packages, redis, secrets_env, services, web
+from stages import autostart, gpu, images, packages, redis, secrets_env, services, web
 
 # secrets first: a missing or unsafe one stops the deploy before anything changes on the host; an absent
 # optional one keeps the host's value. The sandbox hosts read their throwaway values from .sandbox/.
@@ -18,6 +18,7 @@ else:
 services.ensure_api_key(secrets, host.data)   # the services refuse to run without one
 
 packages.install_packages()
+gpu.nvidia_runtime()   # hosts with a cuda service only: zero operations elsewhere
 images.seed_images()
 services.model_store()
 images.build_images()

@@ -19,8 +19,8 @@ services = [
         "build_args": {},
         "port": 8001,
         "model": "Systran/faster-whisper-small",
-        "device": "cpu",
-        "compute_type": "int8",
+        "device": "cpu",             # or "cuda" with build_args {"DEVICE": "cuda"} (GPU hosts: stages/gpu.py)
+        "compute_type": "",          # "": int8 on cpu, float16 on cuda
         "cpu_threads": 0,
         "max_concurrency": 1,
         "max_queue": 8,
@@ -50,8 +50,8 @@ services = [
         "build_args": {},
         "port": 8002,
         "model": "base",
-        "device": "cpu",
-        "compute_type": "int8",
+        "device": "cpu",             # or "cuda" with build_args {"DEVICE": "cuda"} (GPU hosts: stages/gpu.py)
+        "compute_type": "",          # "": int8 on cpu, float16 on cuda
         "cpu_threads": 0,
         "max_concurrency": 1,
         "max_queue": 8,
@@ -111,6 +111,13 @@ build_stall_timeout = 1800
 # on 127.0.0.1:build_wheelhouse_port: nothing is downloaded. "" = pip's configured index
 build_wheelhouse = ""
 build_wheelhouse_port = 3141
+
+# --- GPU hosts (a service with device "cuda": stages/gpu.py) -------------------------------------
+# NVIDIA's container toolkit apt repository, as its install guide names it (a flat repository's URL; " /" is
+# added), and a local copy of its signing key (fetched and checked by the operator). Empty: the host must already
+# have the toolkit or an apt source for it, else the deploy stops and says so.
+nvidia_apt_repo = ""
+nvidia_apt_key = ""
 
 # --- models --------------------------------------------------------------------------------
 hf_cache_dir = "/var/lib/whisper-platform/hf-cache"  # mounted at /cache/huggingface
