@@ -57,7 +57,8 @@ class GroupDataError(ValueError):
 
 # --- checks -----------------------------------------------------------------------------------
 def _type(key: str, value, kind, what: str | None = None):
-    ok = isinstance(value, kind) and not (kind in (int, (int, float)) and isinstance(value, bool))
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
     if not ok:
         names = what or (" or ".join(k.__name__ for k in kind) if isinstance(kind, tuple) else kind.__name__)
         raise GroupDataError(key, f"must be {names}, not {type(value).__name__} {value!r}")
