@@ -11,7 +11,7 @@ from pyinfra.operations import files, server, systemd
 
 from stages.autostart_registry import entry_for, merge_services
 from stages.ops import CommandSucceeds, RawFile
-from stages.settings import REPO, Platform
+from stages.settings import REPO, GroupDataError, Platform
 from stages.signals import changed, reload_unit, restart_existing_unit, restart_unit
 
 UNIT = "docker-autostart"
@@ -34,6 +34,10 @@ def autostart_proxy(p: Platform):
     )
 
     if not p.autostart_install:
+        if not host.get_fact(CommandSucceeds, command=f"systemctl cat {UNIT}.service"):
+            # nothing would answer nginx's requests: stop before anything changes (operations run after all are planned)
+            raise GroupDataError("autostart_install", f"False keeps the host's own proxy, but this host has no {UNIT} "
+                                                      "unit: set it True to install ours")
         # the host keeps its own proxy: restart it only when its config changed
         restart_existing_unit(UNIT, changed(config_op), "its config changed")
         return
