@@ -161,3 +161,14 @@ def test_changed_signal():
     assert changed(no, yes)() and not changed(no, None)() and not changed()()
     assert not changed(yes, unless=yes)() and changed(yes, unless=None)()
     assert not changed(yes, unless=(no, yes))() and changed(yes, unless=(no,))()
+
+
+def test_group_files_hold_only_what_differs():
+    defaults, production = read_group_data(), read_group_data("production")
+    assert production == defaults   # srv759970 runs all.py's values
+    sandbox, brownfield = read_group_data("sandbox"), read_group_data("brownfield")
+    offline = {"base_image", "seed_images", "build_ca_bundle", "build_wheelhouse", "model_uploads",
+               "service_overrides", "autostart_idle_timeout"}
+    assert {k for k in brownfield if brownfield[k] != defaults[k]} <= offline
+    assert all(brownfield[k] == sandbox[k] for k in offline)
+    assert brownfield["domain"] == defaults["domain"] and brownfield["tls_mode"] == "letsencrypt"
