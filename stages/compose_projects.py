@@ -1,7 +1,8 @@
 """Stage "compose projects": each service's compose project and its root-only .env of secrets.
 
 A service is recreated only when its compose file or .env changed AND it is running;
-a stopped one stays stopped (the autostart proxy starts it with the new settings).
+a stopped one stays stopped (the autostart proxy starts it with the new settings). A container
+the compose file no longer names (the job worker, once `jobs_enabled` is False) is removed then.
 """
 
 import shlex
@@ -139,7 +140,7 @@ def compose_projects(p: Platform, secrets: dict[str, Secret]):
             name=f"{svc.key}: recreate if running (settings changed)",
             commands=[
                 f"cd {q} && if [ -n \"$({compose} ps -q 2>/dev/null | xargs -r docker inspect -f '{{{{.State.Running}}}}' | grep -x true)\" ]; "
-                f"then {compose} up -d; else echo 'not running: the autostart proxy starts it on demand'; fi"
+                f"then {compose} up -d --remove-orphans; else echo 'not running: the autostart proxy starts it on demand'; fi"
             ],
             # the takeover above already started ours with these files
             _if=changed(env, compose_file, unless=taken_over),

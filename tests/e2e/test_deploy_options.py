@@ -10,8 +10,8 @@ same option against the runbook's real Node proxy (tests/e2e/test_brownfield.py)
 
 Other options and where their scenario lives: tls_mode=letsencrypt with existing certificates and a
 takeover: test_brownfield.py; tls_mode=selfsigned, seed_images, model_uploads, build_wheelhouse,
-build_ca_bundle: every sandbox deploy (group_data/sandbox.py); jobs_enabled: test_jobs.py (on);
-service_overrides_extra: test_platform.py.
+build_ca_bundle: every sandbox deploy (group_data/sandbox.py); jobs_enabled=True: test_jobs.py,
+False: below; service_overrides_extra: test_platform.py.
 """
 
 from __future__ import annotations
@@ -94,3 +94,38 @@ def test_autostart_install_false_keeps_the_hosts_proxy_and_converges(own_proxy, 
     again = pyinfra("-y", "--json", *OPTION, "--data", "autostart_idle_timeout=77")
     assert again.changed() == 0, again.stdout[-3000:]
     assert starts() == 2
+
+
+FASTER = "whisper.sandbox.test"
+COMPOSE = "/opt/whisper-faster/docker-compose.yml"
+
+
+def running() -> set[str]:
+    return set(ssh("docker ps --format '{{.Names}}'").stdout.split())
+
+
+@pytest.fixture(scope="module")
+def jobs_off(deployed):
+    """faster running with its worker, then a deploy with jobs_enabled=False; afterwards the default deploy."""
+    key = deployed["secrets"]["WHISPER_API_KEY"]
+    assert curl(FASTER, "/v1/models", "-H", f"Authorization: Bearer {key}")["status"] == 200   # starts it
+    assert {"faster-whisper", "faster-whisper-worker"} <= running()
+    yield pyinfra("-y", "--data", "jobs_enabled=False")
+    pyinfra("-y")
+    assert "faster-whisper-worker" in ssh(f"cat {COMPOSE}").stdout
+
+
+def test_jobs_enabled_false_drops_the_workers_and_answers_503(jobs_off, deployed):
+    compose = ssh(f"cat {COMPOSE}").stdout
+    assert "faster-whisper-worker" not in compose and "STT_REDIS_URL" not in compose
+    assert "jobs.env" not in compose and "/run/redis" not in compose
+    # the running service was recreated without its worker
+    names = running()
+    assert "faster-whisper" in names and "faster-whisper-worker" not in names
+    key = deployed["secrets"]["WHISPER_API_KEY"]
+    auth = ("-H", f"Authorization: Bearer {key}")
+    assert curl(FASTER, "/v1/models", *auth)["status"] == 200
+    job = curl(FASTER, "/v1/jobs", *auth, "-X", "POST", "-F", "model=tiny.en")
+    assert job["status"] == 503 and "jobs_unavailable" in job["body"], job
+    again = pyinfra("-y", "--json", "--data", "jobs_enabled=False")
+    assert again.changed() == 0, again.stdout[-3000:]
