@@ -15,7 +15,7 @@ import bcrypt
 import pytest
 import requests
 
-from stages.settings import REPO as _REPO, Platform, read_group_data
+from stages.settings import Platform, read_group_data
 from stages.web import render_auth_map, render_http_vhost, render_https_vhost, render_shared, render_tls_params
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
