@@ -227,7 +227,6 @@ class Service:
 
 # --- the host ---------------------------------------------------------------------------------
 # host-wide knobs: name -> check (group_data/all.py documents each); the value the check returns is kept
-_TEXT = (str,)
 _KNOBS: dict[str, Any] = {
     "domain": _domain,
     "cors_origin": lambda k, v: _match(k, v, re.compile(r"https?://[A-Za-z0-9.-]+(:\d+)?"), "an origin (https://name)"),
