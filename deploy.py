@@ -1,30 +1,33 @@
-"""The order of the deploy stages, nothing else (see stages/ for each one).
+"""The order of the deploy stages, nothing else (see stages/ for each one, ARCHITECTURE.md for the picture).
 
-    pyinfra inventory.py deploy.py            # apply
+    pyinfra inventory.py deploy.py                # apply
     pyinfra inventory.py deploy.py --dry --diff   # show what would change
 """
 
 from pyinfra import host
 
-from stages import autostart, gpu, images, packages, redis, secrets_env, services, web
+from stages import autostart, compose_projects, gpu, images, model_store, packages, redis, secrets_env, web
+from stages.settings import Platform
 
-# secrets first: a missing or unsafe one stops the deploy before anything changes on the host; an absent
-# optional one keeps the host's value. The sandbox hosts read their throwaway values from .sandbox/.
+# settings and secrets first: a bad group_data value, or a missing or unsafe secret, stops the deploy before
+# anything changes on the host; an absent optional secret keeps the host's value. The sandbox hosts read
+# their throwaway values from .sandbox/.
+platform = Platform.from_group_data(host.data)
 if "brownfield" in host.groups:
     secrets = secrets_env.load(sandbox=secrets_env.BROWNFIELD_SECRETS)
 else:
     secrets = secrets_env.load(sandbox="sandbox" in host.groups)
 
-services.ensure_api_key(secrets, host.data)   # the services refuse to run without one
+compose_projects.ensure_api_key(secrets, platform)    # the services refuse to run without one
 
-packages.install_packages()
-gpu.nvidia_runtime()   # hosts with a cuda service only: zero operations elsewhere
-images.seed_images()
-services.model_store()
-images.build_images()
-redis.redis_server()
-services.compose_projects(secrets)
-web.nginx_base(secrets)
-web.certificates()
-web.nginx_vhosts(secrets)
-autostart.autostart_proxy()
+packages.install_packages(platform)
+gpu.nvidia_runtime(platform)   # hosts with a cuda service only: zero operations elsewhere
+images.seed_images(platform)
+model_store.model_store(platform)
+images.build_images(platform)
+redis.redis_server(platform)
+compose_projects.compose_projects(platform, secrets)
+web.nginx_base(platform, secrets)
+web.certificates(platform)
+web.nginx_vhosts(platform, secrets)
+autostart.autostart_proxy(platform)

@@ -1,12 +1,15 @@
 """Defaults for every host: the runbook's values (../shared/seed/guide-whisper-services.md).
 
-Group files (production.py, sandbox.py) override single knobs. Secrets never live here:
-they come from environment variables at deploy time (see README, "Secrets").
+Group files (production.py, sandbox.py, brownfield.py) override single knobs. deploy.py turns the
+result into one checked `stages.settings.Platform` per host before anything runs: a bad value
+stops the deploy with an error naming its key. A new knob needs its field and check there too.
+Secrets never live here: they come from environment variables at deploy time (see README, "Secrets").
 """
 
 # --- the platform is a list of services -------------------------------------------------
 # Each entry is everything the stages need for one service: compose project, image, vhost,
-# autostart registration. Per-group changes go in `service_overrides`, not in a copy of this.
+# autostart registration (stages.settings.Service: every entry sets every key, unknown keys are
+# refused). Per-group changes go in `service_overrides`, not in a copy of this.
 services = [
     {
         "key": "faster",
@@ -21,6 +24,7 @@ services = [
         "model": "Systran/faster-whisper-small",
         "device": "cpu",             # or "cuda" with build_args {"DEVICE": "cuda"} (GPU hosts: stages/gpu.py)
         "compute_type": "",          # "": int8 on cpu, float16 on cuda
+        "gpu_count": "all",          # cuda: how many GPUs compose reserves for it ("all" or a number)
         "cpu_threads": 0,
         "max_concurrency": 1,
         "max_queue": 8,
@@ -52,6 +56,7 @@ services = [
         "model": "base",
         "device": "cpu",             # or "cuda" with build_args {"DEVICE": "cuda"} (GPU hosts: stages/gpu.py)
         "compute_type": "",          # "": int8 on cpu, float16 on cuda
+        "gpu_count": "all",          # cuda: how many GPUs compose reserves for it ("all" or a number)
         "cpu_threads": 0,
         "max_concurrency": 1,
         "max_queue": 8,
@@ -97,7 +102,7 @@ selfsigned_dir = "/etc/ssl/whisper-platform"
 
 # --- Docker --------------------------------------------------------------------------------
 # "auto": keep any Docker the host already has (docker-ce included); install the OS
-# packages only when there is none.
+# packages only when there is none. "never": never install it (the host must have one).
 docker_install = "auto"
 base_image = "python:3.11-slim"
 # a local PEM bundle handed to pip inside image builds (TLS-intercepting proxies); "" = none

@@ -1,7 +1,8 @@
-"""srv759970: the live VPS of the runbook. Only what differs from all.py."""
+"""srv759970: the live VPS of the runbook. all.py's defaults are its values, so this file holds only
+what differs from all.py, which today is nothing.
 
-domain = "srv759970.hstgr.cloud"
-cors_origin = "https://portal.srv759970.hstgr.cloud"
-tls_mode = "letsencrypt"
-# the host already runs its own Node autostart proxy; set True to replace it with ours
-autostart_install = True
+autostart_install: all.py's True replaces the host's own Node autostart proxy with ours (its unit
+is kept in /var/backups/whisper-platform/projects/autostart/); run with
+`--data autostart_install=False` to keep the Node proxy and only register our services in its
+config.json (README, "Taking over srv759970").
+"""

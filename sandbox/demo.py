@@ -12,7 +12,7 @@ from pathlib import Path
 
 import openai
 
-from sandbox.client import STATE, base_url, http_client, secrets
+from sandbox.client import HTTPS_PORT, STATE, base_url, http_client, secrets
 
 SENTENCE = "The quick brown fox jumps over the lazy dog. Speech recognition works on this platform."
 # two voices from the diarization bench's pool (tests/synth_conversations.py): voice, pitch, speed
@@ -73,8 +73,8 @@ def main() -> int:
 
     print()
     print(f"Credentials: {STATE / 'secrets.env'} (WHISPER_BASIC_AUTH_USER/PASSWORD, WHISPER_API_KEY)")
-    print("Swagger: https://whisper.sandbox.test:8443/docs and https://whisperx.sandbox.test:8443/docs")
-    print("  (map both names to 127.0.0.1 in /etc/hosts, or use curl --resolve NAME:8443:127.0.0.1)")
+    print(f"Swagger: https://whisper.sandbox.test:{HTTPS_PORT}/docs and https://whisperx.sandbox.test:{HTTPS_PORT}/docs")
+    print(f"  (map both names to 127.0.0.1 in /etc/hosts, or use curl --resolve NAME:{HTTPS_PORT}:127.0.0.1)")
     return 0
 
 

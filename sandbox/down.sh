@@ -5,5 +5,6 @@ cd "$(dirname "$0")/.."
 NAME=${SANDBOX_NAME:-whisper-sandbox}
 docker rm -f "$NAME" >/dev/null 2>&1 || true
 docker volume rm -f "$NAME-docker" >/dev/null 2>&1 || true
-rm -rf .sandbox/id_ed25519 .sandbox/id_ed25519.pub .sandbox/secrets.env .sandbox/known_hosts .sandbox/images
+rm -rf .sandbox/id_ed25519 .sandbox/id_ed25519.pub .sandbox/secrets.env .sandbox/known_hosts .sandbox/images \
+  .sandbox/*.sandbox.test.crt
 echo "sandbox: $NAME removed"

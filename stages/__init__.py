@@ -1,5 +1,6 @@
 """Deploy stages: small idempotent @deploy functions that deploy.py calls in order.
 
-Each stage loops over the service list (stages.config.services) where it concerns the
-services, and restarts or reloads something only when what it depends on changed.
+Each stage takes the host's settings (`stages.settings.Platform`, built once from group_data by
+deploy.py) and loops over `platform.services` where it concerns the services; it restarts or
+reloads something only when what it depends on changed (`stages.signals`).
 """

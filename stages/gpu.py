@@ -24,8 +24,8 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server
 
-from stages.config import services
 from stages.ops import CommandSucceeds
+from stages.settings import Platform, Service
 
 logger = logging.getLogger("pyinfra")
 KEYRING = "/usr/share/keyrings/whisper-platform-nvidia-container-toolkit.asc"
@@ -41,16 +41,16 @@ class GPUSetupError(ValueError):
     """A cuda service this host cannot get ready: raised before anything changes on it."""
 
 
-def cuda_services(data) -> list[dict]:
-    return [svc for svc in services(data) if svc.get("device") == "cuda"]
+def cuda_services(p: Platform) -> list[Service]:
+    return [svc for svc in p.services if svc.device == "cuda"]
 
 
-def check_images(svcs: list[dict]) -> None:
+def check_images(svcs: list[Service]) -> None:
     """A cuda service runs the GPU variant of its image (the CPU one has no cuBLAS/cuDNN)."""
     for svc in svcs:
-        if (svc.get("build_args") or {}).get("DEVICE") != "cuda":
+        if svc.build_args.get("DEVICE") != "cuda":
             raise GPUSetupError(
-                f"service {svc['key']!r} has device 'cuda' but builds the CPU image: add "
+                f"service {svc.key!r} has device 'cuda' but builds the CPU image: add "
                 f"'build_args': {{'DEVICE': 'cuda'}} next to its device in group_data (service_overrides)")
 
 
@@ -71,14 +71,13 @@ def missing_source_message(hostname: str) -> str:
 
 
 @deploy("GPU: NVIDIA container runtime")
-def nvidia_runtime():
-    data = host.data
-    cuda = cuda_services(data)
+def nvidia_runtime(p: Platform):
+    cuda = cuda_services(p)
     if not cuda:
         return  # no operation, no fact: CPU hosts deploy exactly as before
     check_images(cuda)
-    repo = (data.get("nvidia_apt_repo") or "").strip()
-    key = (data.get("nvidia_apt_key") or "").strip()
+    repo = p.nvidia_apt_repo.strip()
+    key = p.nvidia_apt_key.strip()
     if repo and not (key and os.path.isfile(key)):
         raise GPUSetupError(f"nvidia_apt_repo is set but nvidia_apt_key ({key or 'empty'}) names no local file: "
                             f"give the repository's signing key (apt checks the packages against it)")
@@ -86,7 +85,7 @@ def nvidia_runtime():
         raise GPUSetupError(missing_source_message(host.name))
     if not host.get_fact(CommandSucceeds, command=HAS_DRIVER):
         host.log(f"no NVIDIA driver found (/dev/nvidiactl, nvidia-smi): the cuda services "
-                 f"({', '.join(s['key'] for s in cuda)}) answer 503 device_unavailable until one is installed",
+                 f"({', '.join(s.key for s in cuda)}) answer 503 device_unavailable until one is installed",
                  log_func=logger.warning)
 
     changed = []

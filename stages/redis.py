@@ -1,4 +1,4 @@
-"""Redis (Debian's redis-server) for the asynchronous jobs: loopback and a unix socket only, a password
+"""Stage "redis": Redis (Debian's redis-server) for the asynchronous jobs: loopback and a unix socket only, a password
 generated on the host and kept there, AOF persistence, a memory limit without eviction.
 
 The password and the webhook secret are generated on the host once (`jobs_env_file`, root 0600) and never
@@ -12,8 +12,9 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server, systemd
 
-from stages.config import REPO
 from stages.ops import CommandSucceeds
+from stages.settings import REPO, Platform
+from stages.signals import changed, restart_unit
 
 REDIS_CONF = "/etc/redis/redis.conf"
 OUR_CONF = "/etc/redis/whisper-platform.conf"
@@ -35,29 +36,27 @@ def auth_conf_command(path: str) -> str:
 
 
 @deploy("Redis for asynchronous jobs")
-def redis_server():
-    data = host.data
-    if not data.jobs_enabled:
+def redis_server(p: Platform):
+    if not p.jobs_enabled:
         return
     install = apt.packages(name="Install redis-server", packages=["redis-server"], no_recommends=True,
                            _env={"DEBIAN_FRONTEND": "noninteractive"})
-    secrets_missing = not host.get_fact(CommandSucceeds, command=f"test -s {shlex.quote(data.jobs_env_file)}")
+    secrets_missing = not host.get_fact(CommandSucceeds, command=f"test -s {shlex.quote(p.jobs_env_file)}")
     if secrets_missing:
-        server.shell(name=f"Generate the Redis password and webhook secret on the host ({data.jobs_env_file})",
-                     commands=[generate_secrets_command(data.jobs_env_file)])
+        server.shell(name=f"Generate the Redis password and webhook secret on the host ({p.jobs_env_file})",
+                     commands=[generate_secrets_command(p.jobs_env_file)])
     auth_missing = not host.get_fact(CommandSucceeds, command=f"test -s {AUTH_CONF}")
     auth = None
     if secrets_missing or auth_missing:
         auth = server.shell(name="Redis password include (from the host's secret file)",
-                            commands=[auth_conf_command(data.jobs_env_file)])
+                            commands=[auth_conf_command(p.jobs_env_file)])
     conf = files.template(name="Redis settings for the jobs", src=str(REPO / "templates/redis/whisper-platform.conf.j2"),
-                          dest=OUR_CONF, mode="644", redis_port=int(data.redis_port),
-                          redis_maxmemory=data.redis_maxmemory)
+                          dest=OUR_CONF, mode="644", redis_port=p.redis_port,
+                          redis_maxmemory=p.redis_maxmemory)
     includes = [files.line(name=f"redis.conf includes {path}", path=REDIS_CONF, line=f"include {path}")
                 for path in (OUR_CONF, AUTH_CONF)]
-    changed = [install, conf, *includes] + ([auth] if auth else [])
-    server.shell(name="Restart Redis (its settings changed; queued jobs are kept in its AOF)",
-                 commands=["systemctl enable redis-server", "systemctl restart redis-server"],
-                 _if=lambda: any(op.did_change() for op in changed))
+    # installed by this very run on a fresh host: a plain restart (see stages.signals)
+    restart_unit("redis-server", changed(install, conf, auth, *includes),
+                 "its settings changed; queued jobs are kept in its AOF", enable=True)
     systemd.service(name="Redis running and enabled", service="redis-server", running=True, enabled=True)
-    files.directory(name="Jobs folder", path=data.jobs_dir, user=data.app_user, group=data.app_user, mode="750")
+    files.directory(name="Jobs folder", path=p.jobs_dir, user=p.app_user, group=p.app_user, mode="750")

@@ -1,4 +1,5 @@
-"""Stages 5 and 6: TLS certificates and the nginx vhosts in front of the autostart proxy.
+"""Stages "nginx base", "certificates" and "nginx vhosts": TLS certificates and the nginx vhosts in
+front of the autostart proxy.
 
 Order matters on a fresh host: port-80 vhosts (ACME webroot) and a reload first, then
 certificates (certbot needs the webroot served), then the TLS vhosts. `nginx -t` runs
@@ -16,10 +17,10 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
-from stages.config import REPO, services
 from stages.nginx_txn import nginx_apply
 from stages.ops import CommandSucceeds, htpasswd_user
 from stages.secrets_env import SAFE_KEY, Secret, UnsafeSecret, api_keys
+from stages.settings import REPO, Platform, Service
 
 NGINX = "/etc/nginx"
 TEMPLATES = REPO / "templates" / "nginx"
@@ -39,64 +40,57 @@ def _render(name: str, **values) -> str:
     return env.get_template(name).render(**values)
 
 
-def cert_paths(svc: dict, data) -> tuple[str, str]:
-    if data.tls_mode == "letsencrypt":
-        live = f"/etc/letsencrypt/live/{svc['vhost']}"
+def cert_paths(svc: Service, p: Platform) -> tuple[str, str]:
+    if p.tls_mode == "letsencrypt":
+        live = f"/etc/letsencrypt/live/{svc.vhost}"
         return f"{live}/fullchain.pem", f"{live}/privkey.pem"
-    return f"{data.selfsigned_dir}/{svc['vhost']}.crt", f"{data.selfsigned_dir}/{svc['vhost']}.key"
+    return f"{p.selfsigned_dir}/{svc.vhost}.crt", f"{p.selfsigned_dir}/{svc.vhost}.key"
 
 
-def render_shared(data) -> str:
-    return _render("whisper-platform.conf.j2", cors_origin=data.cors_origin)
+def render_shared(p: Platform) -> str:
+    return _render("whisper-platform.conf.j2", cors_origin=p.cors_origin)
 
 
 def render_tls_params() -> str:
     return _render("tls-params.conf.j2")
 
 
-def render_auth_map(data, keys: list[str]) -> str:
+def render_auth_map(p: Platform, keys: list[str]) -> str:
     for key in keys:
         if not SAFE_KEY.fullmatch(key):
             raise UnsafeSecret("an API key holds characters outside the safe set (see WHISPER_API_KEY)")
-    if any(c in data.basic_auth_realm for c in '"$\\'):
-        raise ValueError("basic_auth_realm may not hold \", $ or \\")
-    return _render("auth-map.conf.j2", api_keys=keys, realm=data.basic_auth_realm)
+    return _render("auth-map.conf.j2", api_keys=keys, realm=p.basic_auth_realm)
 
 
-def render_http_vhost(svc: dict, data) -> str:
-    return _render("vhost-http.conf.j2", svc=svc, http_port=data.http_port, listen_ipv6=data.listen_ipv6,
-                   acme_webroot=data.acme_webroot)
+def render_http_vhost(svc: Service, p: Platform) -> str:
+    return _render("vhost-http.conf.j2", svc=svc, http_port=p.http_port, listen_ipv6=p.listen_ipv6,
+                   acme_webroot=p.acme_webroot)
 
 
-def render_https_vhost(svc: dict, data) -> str:
-    cert, key = cert_paths(svc, data)
+def render_https_vhost(svc: Service, p: Platform) -> str:
+    cert, key = cert_paths(svc, p)
     return _render(
-        "vhost-https.conf.j2", svc=svc, https_port=data.https_port, listen_ipv6=data.listen_ipv6,
-        cert=cert, key=key, body_limit=data.body_limit, htpasswd_file=data.htpasswd_file,
-        autostart_host=data.autostart_listen_host, autostart_port=data.autostart_port,
-        proxy_timeout=int(data.proxy_timeout),
+        "vhost-https.conf.j2", svc=svc, https_port=p.https_port, listen_ipv6=p.listen_ipv6,
+        cert=cert, key=key, body_limit=p.body_limit, htpasswd_file=p.htpasswd_file,
+        autostart_host=p.autostart_listen_host, autostart_port=p.autostart_port,
+        proxy_timeout=p.proxy_timeout,
     )
 
 
-def port_of(listen) -> int:
-    """The port of a group-data listen value: 443, "443", "127.0.0.1:8443"."""
-    return int(str(listen).rsplit(":", 1)[-1])
-
-
-def nginx_files(data, secrets: dict, with_https: bool) -> list[dict]:
+def nginx_files(p: Platform, secrets: dict, with_https: bool) -> list[dict]:
     """Every nginx file we own, as nginx_apply takes them."""
     keys = api_keys(secrets)
     out = [
-        {"path": f"{NGINX}/conf.d/whisper-platform.conf", "content": render_shared(data), "mode": "644"},
+        {"path": f"{NGINX}/conf.d/whisper-platform.conf", "content": render_shared(p), "mode": "644"},
         {"path": f"{NGINX}/snippets/whisper-platform-tls.conf", "content": render_tls_params(), "mode": "644"},
         # API keys absent from the environment: the host's map (and keys) stay as they are
-        {"path": f"{NGINX}/conf.d/whisper-platform-auth.conf", "content": Secret(render_auth_map(data, keys or [])),
+        {"path": f"{NGINX}/conf.d/whisper-platform-auth.conf", "content": Secret(render_auth_map(p, keys or [])),
          "mode": "600", "keep_existing": keys is None},
     ]
-    for svc in services(data):
-        sites = [(f"{svc['vhost']}-http", render_http_vhost(svc, data))]
+    for svc in p.services:
+        sites = [(f"{svc.vhost}-http", render_http_vhost(svc, p))]
         if with_https:
-            sites.append((svc["vhost"], render_https_vhost(svc, data)))
+            sites.append((svc.vhost, render_https_vhost(svc, p)))
         for name, content in sites:
             available = f"{NGINX}/sites-available/{name}"
             out.append({"path": available, "content": content, "mode": "644"})
@@ -104,15 +98,15 @@ def nginx_files(data, secrets: dict, with_https: bool) -> list[dict]:
     return out
 
 
-def _nginx(name: str, data, secrets: dict, with_https: bool):
-    ports = [port_of(data.http_port)] + ([port_of(data.https_port)] if with_https else [])
+def _nginx(name: str, p: Platform, secrets: dict, with_https: bool):
+    ports = [p.http_listen_port] + ([p.https_listen_port] if with_https else [])
     nginx_apply(
         name=name,
-        files=nginx_files(data, secrets, with_https),
-        names=[svc["vhost"] for svc in services(data)],
+        files=nginx_files(p, secrets, with_https),
+        names=[svc.vhost for svc in p.services],
         ports=ports,
-        backup_root=data.nginx_backup_dir,
-        state_dir=data.state_dir,
+        backup_root=p.nginx_backup_dir,
+        state_dir=p.state_dir,
     )
 
 
@@ -126,56 +120,52 @@ def _cert_present(cert: str) -> bool:
     return host.get_fact(CommandSucceeds, command=f"test -f {shlex.quote(cert)}")
 
 
-def _certificates_present(data) -> bool:
-    return all(_cert_present(cert_paths(svc, data)[0]) for svc in services(data))
+def _certificates_present(p: Platform) -> bool:
+    return all(_cert_present(cert_paths(svc, p)[0]) for svc in p.services)
 
 
 @deploy("nginx: shared settings, auth, port-80 vhosts")
-def nginx_base(secrets: dict):
-    data = host.data
+def nginx_base(p: Platform, secrets: dict):
     # basic auth: our user's line in the shared htpasswd, every other line untouched
     htpasswd_user(
-        name=f"basic-auth user in {data.htpasswd_file}",
-        path=data.htpasswd_file, user=secrets["WHISPER_BASIC_AUTH_USER"].reveal(),
-        password=secrets["WHISPER_BASIC_AUTH_PASSWORD"], staging_dir=f"{data.state_dir}/staging",
+        name=f"basic-auth user in {p.htpasswd_file}",
+        path=p.htpasswd_file, user=secrets["WHISPER_BASIC_AUTH_USER"].reveal(),
+        password=secrets["WHISPER_BASIC_AUTH_PASSWORD"], staging_dir=f"{p.state_dir}/staging",
     )
-    files.directory(name="ACME webroot", path=data.acme_webroot, mode="755")
+    files.directory(name="ACME webroot", path=p.acme_webroot, mode="755")
     # where every certificate exists already (a host taken over), the TLS vhosts go in with the rest:
     # the hand-made blocks they replace are disabled in the same step, with no gap in between
-    _nginx("nginx: our files, conflicting blocks disabled, nginx -t, reload (all or nothing)", data, secrets,
-           with_https=_certificates_present(data))
+    _nginx("nginx: our files, conflicting blocks disabled, nginx -t, reload (all or nothing)", p, secrets,
+           with_https=_certificates_present(p))
 
 
 @deploy("TLS certificates")
-def certificates():
-    data = host.data
-    if data.tls_mode == "selfsigned":
-        files.directory(name="Self-signed certificate folder", path=data.selfsigned_dir, mode="755")
-    for svc in services(data):
-        cert, key = cert_paths(svc, data)
-        vhost = svc["vhost"]
+def certificates(p: Platform):
+    if p.tls_mode == "selfsigned":
+        files.directory(name="Self-signed certificate folder", path=p.selfsigned_dir, mode="755")
+    for svc in p.services:
+        cert, key = cert_paths(svc, p)
+        vhost = svc.vhost
         if _cert_present(cert):
             # existing certificates are reused as long as they are valid for another day
             if host.get_fact(CommandSucceeds, command=f"openssl x509 -checkend 86400 -noout -in {shlex.quote(cert)}"):
                 continue
-            if data.tls_mode == "letsencrypt":
+            if p.tls_mode == "letsencrypt":
                 server.shell(name=f"Renew the expiring certificate of {vhost}",
                              commands=[f"certbot renew --cert-name {shlex.quote(vhost)} --non-interactive"])
                 continue
-        if data.tls_mode == "selfsigned":
+        if p.tls_mode == "selfsigned":
             server.shell(name=f"Self-signed certificate for {vhost}", commands=[
                 f"openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj /CN={vhost} "
                 f"-addext subjectAltName=DNS:{vhost} -keyout {key} -out {cert} 2>/dev/null",
                 f"chmod 600 {key}",
             ])
-        elif data.tls_mode == "letsencrypt":
-            email = f"-m {shlex.quote(data.letsencrypt_email)}" if data.letsencrypt_email else "--register-unsafely-without-email"
+        else:  # letsencrypt (the only other tls_mode stages.settings accepts)
+            email = f"-m {shlex.quote(p.letsencrypt_email)}" if p.letsencrypt_email else "--register-unsafely-without-email"
             server.shell(name=f"Let's Encrypt certificate for {vhost}", commands=[
-                f"certbot certonly --webroot -w {data.acme_webroot} -d {vhost} --non-interactive --agree-tos {email}"
+                f"certbot certonly --webroot -w {p.acme_webroot} -d {vhost} --non-interactive --agree-tos {email}"
             ])
-        else:
-            raise ValueError(f"tls_mode must be letsencrypt or selfsigned, not {data.tls_mode!r}")
-    if data.tls_mode == "letsencrypt":
+    if p.tls_mode == "letsencrypt":
         files.put(
             name="certbot renewal hook: reload nginx",
             src=_text("#!/bin/sh\n# whisper-platform: reload nginx after a renewal\nnginx -t && systemctl reload nginx\n"),
@@ -184,9 +174,8 @@ def certificates():
 
 
 @deploy("nginx: TLS vhosts")
-def nginx_vhosts(secrets: dict):
-    data = host.data
-    if _certificates_present(data):
+def nginx_vhosts(p: Platform, secrets: dict):
+    if _certificates_present(p):
         return  # the first nginx step already had every certificate and wrote the TLS vhosts
-    _nginx("nginx: TLS vhosts, conflicting blocks disabled, nginx -t, reload (all or nothing)", data, secrets,
+    _nginx("nginx: TLS vhosts, conflicting blocks disabled, nginx -t, reload (all or nothing)", p, secrets,
            with_https=True)

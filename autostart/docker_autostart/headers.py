@@ -6,7 +6,7 @@ from typing import Iterable, Optional, Tuple
 
 from multidict import CIMultiDict
 
-from .config import normalize_host
+from .config_file import normalize_host
 
 # RFC 9110 7.6.1 plus the usual non-standard ones. Transfer-Encoding and Content-Length are
 # the framing of one connection: the body is re-framed on each side.

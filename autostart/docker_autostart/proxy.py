@@ -17,8 +17,8 @@ from aiohttp import web
 from yarl import URL
 
 from . import __version__
-from . import config as configmod
-from .config import Config, ConfigError, ServiceConfig
+from . import config_file as configmod
+from .config_file import Config, ConfigError, ServiceConfig
 from .docker import Docker, DockerError
 from .headers import downstream_response_headers, routing_host, upstream_request_headers
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE

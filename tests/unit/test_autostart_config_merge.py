@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from stages.autostart_config import ConfigError, merge_services
+from stages.autostart_registry import ConfigError, merge_services
 
 OURS = {
     "whisper.example.test": {"name": "W", "composeDir": "/opt/whisper-faster", "proxyPort": 8001,

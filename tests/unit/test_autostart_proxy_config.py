@@ -1,11 +1,11 @@
-"""docker_autostart.config: the runbook's config.json format, defaults, validation."""
+"""docker_autostart.config_file: the runbook's config.json format, defaults, validation."""
 
 import json
 
 import pytest
 
-from docker_autostart import config as cfgmod
-from docker_autostart.config import ConfigError, parse_config, parse_text
+from docker_autostart import config_file as cfgmod
+from docker_autostart.config_file import ConfigError, parse_config, parse_text
 
 RUNBOOK = """{
   "services": {

@@ -6,44 +6,34 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import types
-from pathlib import Path
 
 import jinja2
 import pytest
 import yaml
 
-from stages import config, gpu
+from stages import gpu
+from stages.compose_projects import body_limit_mb, jobs_settings
+from stages.settings import REPO, Platform, read_group_data
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-def _data(**over):
-    import group_data.all as defaults
-
-    values = {k: v for k, v in vars(defaults).items() if not k.startswith("_")}
-    values.update(over)
-    ns = types.SimpleNamespace(**values)
-    ns.get = lambda key, default=None: getattr(ns, key, default)
-    return ns
+def _data(**over) -> Platform:
+    return Platform.from_group_data(read_group_data(**over))
 
 
 CUDA = {"faster": {"device": "cuda", "build_args": {"DEVICE": "cuda"}}}
 
 
-def render(data, key="faster") -> dict:
-    svc = next(s for s in config.services(data) if s["key"] == key)
+def render(p: Platform, key="faster") -> str:
+    svc = p.service(key)
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    text = env.from_string((REPO / "templates/compose/service.yml.j2").read_text()).render(
-        svc=svc, image_tag="whisper-faster:src-0", timezone="UTC", body_limit_mb=500,
-        hf_cache_dir="/var/lib/hf", models_dir="/var/lib/models",
-        jobs={"env_file": "/etc/jobs.env", "dir": "/var/lib/jobs/faster", "ttl": 1, "max_seconds": 1, "retries": 1})
-    return text
+    return env.from_string((REPO / "templates/compose/service.yml.j2").read_text()).render(
+        svc=svc, image_tag="whisper-faster:src-0", timezone=p.timezone, body_limit_mb=body_limit_mb(p.body_limit),
+        hf_cache_dir=p.hf_cache_dir, models_dir=p.models_dir, jobs=jobs_settings(svc, p))
 
 
 def test_no_cuda_service_no_gpu_stage():
     assert gpu.cuda_services(_data()) == []
-    assert [s["key"] for s in gpu.cuda_services(_data(service_overrides=CUDA))] == ["faster"]
+    assert [s.key for s in gpu.cuda_services(_data(service_overrides=CUDA))] == ["faster"]
 
 
 def test_cuda_service_needs_the_gpu_image():

@@ -6,8 +6,9 @@ import types
 
 import pytest
 
-from stages import config, secrets_env
-from stages.services import body_limit_mb, env_file
+from stages import images, secrets_env
+from stages.settings import Platform, read_group_data
+from stages.compose_projects import body_limit_mb, env_file
 
 def test_secret_repr_is_masked(monkeypatch):
     s = secrets_env.Secret("hunter2")
@@ -27,9 +28,9 @@ def test_env_file_holds_only_the_services_secrets(monkeypatch):
     monkeypatch.setenv("WHISPER_API_KEY", "k1, k2")
     monkeypatch.setenv("HF_TOKEN", "hf_test")
     secrets = secrets_env.load(sandbox=False)
-    faster = env_file({"secrets": ["STT_API_KEYS"]}, secrets).reveal()
+    faster = env_file(types.SimpleNamespace(secrets=("STT_API_KEYS",)), secrets).reveal()
     assert "STT_API_KEYS=k1,k2" in faster and "hf_test" not in faster
-    assert "HF_TOKEN=hf_test" in env_file({"secrets": ["STT_API_KEYS", "HF_TOKEN"]}, secrets).reveal()
+    assert "HF_TOKEN=hf_test" in env_file(types.SimpleNamespace(secrets=("STT_API_KEYS", "HF_TOKEN")), secrets).reveal()
 
 
 @pytest.mark.parametrize("limit,mb", [("500M", 500), ("1G", 1024), ("1M", 1), ("512K", 1)])
@@ -37,23 +38,14 @@ def test_body_limit_mb(limit, mb):
     assert body_limit_mb(limit) == mb
 
 
-def _data(**over):
-    import group_data.all as defaults
-
-    values = {k: v for k, v in vars(defaults).items() if not k.startswith("_")}
-    values.update(over)
-    ns = types.SimpleNamespace(**values)
-    ns.get = lambda key, default=None: getattr(ns, key, default)
-    return ns
-
-
 def test_services_get_vhosts_and_overrides():
-    data = _data(domain="example.test", service_overrides={"faster": {"model": "/models/x", "extra_env": {"A": "1"}}})
-    svcs = {s["key"]: s for s in config.services(data)}
-    assert svcs["faster"]["vhost"] == "whisper.example.test"
-    assert svcs["whisperx"]["vhost"] == "whisperx.example.test"
-    assert svcs["faster"]["model"] == "/models/x" and svcs["faster"]["extra_env"] == {"A": "1"}
-    assert svcs["whisperx"]["model"] == "base"
+    data = read_group_data(domain="example.test",
+                           service_overrides={"faster": {"model": "/models/x", "extra_env": {"A": "1"}}})
+    svcs = {s.key: s for s in Platform.from_group_data(data).services}
+    assert svcs["faster"].vhost == "whisper.example.test"
+    assert svcs["whisperx"].vhost == "whisperx.example.test"
+    assert svcs["faster"].model == "/models/x" and dict(svcs["faster"].extra_env) == {"A": "1"}
+    assert svcs["whisperx"].model == "base"
 
 
 def test_image_tag_follows_sources(tmp_path, monkeypatch):
@@ -63,21 +55,24 @@ def test_image_tag_follows_sources(tmp_path, monkeypatch):
     (tmp_path / "faster" / "Dockerfile").write_text("FROM x")
     (tmp_path / "faster" / "__pycache__").mkdir()
     (tmp_path / "faster" / "__pycache__" / "a.pyc").write_text("junk")
-    monkeypatch.setattr(config, "IMAGES", tmp_path)
-    svc = {"image_name": "whisper-faster", "sources": ["common", "faster"]}
-    data = _data(build_ca_bundle="")
-    tag = config.image_tag(svc, data)
+    monkeypatch.setattr(images, "IMAGES", tmp_path)
+    svc = types.SimpleNamespace(image_name="whisper-faster", sources=("common", "faster"), build_args={})
+    data = types.SimpleNamespace(base_image="python:3.11-slim", build_ca_bundle="")
+    tag = images.image_tag(svc, data)
     assert tag.startswith("whisper-faster:src-")
     (tmp_path / "faster" / "__pycache__" / "a.pyc").write_text("other junk")
-    assert config.image_tag(svc, data) == tag  # caches don't count
+    assert images.image_tag(svc, data) == tag  # caches don't count
     (tmp_path / "common" / "a.py").write_text("b")
-    assert config.image_tag(svc, data) != tag  # a shared source does
-    assert config.image_tag(svc, _data(build_ca_bundle="", base_image="other:1")) != config.image_tag(svc, data)
+    assert images.image_tag(svc, data) != tag  # a shared source does
+    other = types.SimpleNamespace(base_image="other:1", build_ca_bundle="")
+    assert images.image_tag(svc, other) != images.image_tag(svc, data)
+    with_arg = types.SimpleNamespace(image_name="whisper-faster", sources=("common", "faster"), build_args={"A": "1"})
+    assert images.image_tag(with_arg, data) != images.image_tag(svc, data)  # so does a build arg
 
 
 def test_host_has_api_key_reads_only_digests():
     from stages.ops import env_line_digest
-    from stages.services import host_has_api_key
+    from stages.compose_projects import host_has_api_key
 
     assert not host_has_api_key(None)   # no .env yet: a first deploy generates a key
     assert not host_has_api_key([[None, env_line_digest("# header")], ["STT_API_KEYS", env_line_digest("STT_API_KEYS=")]])

@@ -16,7 +16,7 @@ from stages.nginx_conf import claims, duplicates, listen_port, parse_dump
 from stages.nginx_txn import plan_disable
 from stages.ops import ENV_SCRIPT, env_line_digest
 from stages.secrets_env import Secret
-from stages.services import env_values
+from stages.compose_projects import env_values
 from stages.web import nginx_regex, render_auth_map
 
 DUMP = r"""nginx: the configuration file /etc/nginx/nginx.conf syntax is ok
@@ -113,7 +113,7 @@ def test_absent_variables_are_none_explicit_empty_clears(monkeypatch):
     loaded = secrets_env.load(sandbox=False)
     assert loaded["WHISPER_API_KEY"] is None and loaded["WHISPER_BASIC_AUTH_PASSWORD"] is None
     assert loaded["HF_TOKEN"] is not None and loaded["HF_TOKEN"].reveal() == ""
-    values = env_values({"secrets": ["STT_API_KEYS", "HF_TOKEN"]}, loaded)
+    values = env_values(types.SimpleNamespace(secrets=("STT_API_KEYS", "HF_TOKEN")), loaded)
     assert values["STT_API_KEYS"] is None and values["HF_TOKEN"].reveal() == ""
 
 
@@ -179,13 +179,9 @@ def test_secret_values_never_in_repr():
 
 
 def _data(**over):
-    import group_data.all as defaults
+    from stages.settings import Platform, read_group_data
 
-    values = {k: v for k, v in vars(defaults).items() if not k.startswith("_")}
-    values.update(over)
-    ns = types.SimpleNamespace(**values)
-    ns.get = lambda key, default=None: getattr(ns, key, default)
-    return ns
+    return Platform.from_group_data(read_group_data(**over))
 
 
 def test_nginx_files_keep_the_hosts_auth_map_when_no_key_is_given():
@@ -203,9 +199,9 @@ def test_nginx_files_keep_the_hosts_auth_map_when_no_key_is_given():
 
 
 def test_only_our_images_count_as_ours():
-    from stages.services import is_ours
+    from stages.compose_projects import is_ours
 
-    svc = {"image_name": "whisperx"}
+    svc = types.SimpleNamespace(image_name="whisperx")
     assert is_ours("whisperx:src-0123456789ab", svc)
     assert not is_ours("whisperx-whisperx", svc) and not is_ours("whisperx_whisperx:latest", svc)
-    assert not is_ours("fedirz/faster-whisper-server:latest-cpu", {"image_name": "whisper-faster"})
+    assert not is_ours("fedirz/faster-whisper-server:latest-cpu", types.SimpleNamespace(image_name="whisper-faster"))

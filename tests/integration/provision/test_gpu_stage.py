@@ -20,8 +20,10 @@ CUDA = '{"faster": {"device": "cuda", "build_args": {"DEVICE": "cuda"}}}'
 DEPLOY = f"""
 import sys
 sys.path.insert(0, {str(REPO)!r})
+from pyinfra import host
 from stages import gpu
-gpu.nvidia_runtime()
+from stages.settings import Platform
+gpu.nvidia_runtime(Platform.from_group_data(host.data))
 """
 
 
@@ -120,23 +122,16 @@ def test_compose_accepts_the_gpu_reservation(tmp_path, key):
 
 
 def _render(tmp_path, key: str, overrides: dict) -> Path:
-    import types
-
     import jinja2
 
-    import group_data.all as defaults
-    from stages import config
+    from stages.settings import Platform, read_group_data
 
-    values = {k: v for k, v in vars(defaults).items() if not k.startswith("_")}
-    values["service_overrides"] = overrides
-    data = types.SimpleNamespace(**values)
-    data.get = lambda name, default=None: getattr(data, name, default)
-    svc = next(s for s in config.services(data) if s["key"] == key)
+    svc = Platform.from_group_data(read_group_data(service_overrides=overrides)).service(key)
     (tmp_path / ".env").write_text("STT_API_KEYS=x\n")
     (tmp_path / "jobs.env").write_text("REDIS_PASSWORD=x\n")
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     text = env.from_string((REPO / "templates/compose/service.yml.j2").read_text()).render(
-        svc=svc, image_tag=f"{svc['image_name']}:src-0", timezone="UTC", body_limit_mb=500,
+        svc=svc, image_tag=f"{svc.image_name}:src-0", timezone="UTC", body_limit_mb=500,
         hf_cache_dir=str(tmp_path / "hf"), models_dir=str(tmp_path / "models"),
         jobs={"env_file": str(tmp_path / "jobs.env"), "dir": str(tmp_path / "jobs"), "ttl": 1, "max_seconds": 1,
               "retries": 1})

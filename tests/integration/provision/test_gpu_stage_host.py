@@ -48,13 +48,15 @@ DEPLOY = f"""
 import sys
 sys.path.insert(0, {str(REPO)!r})
 from pyinfra.operations import apt, systemd
+from pyinfra import host
 from stages import gpu
+from stages.settings import Platform
 
 # what the packages stage gives every host before this one: Docker
 apt.packages(name="Docker", packages=["docker.io"], update=True, cache_time=24 * 3600, no_recommends=True,
              _env={{"DEBIAN_FRONTEND": "noninteractive"}})
 systemd.service(name="Docker running", service="docker", running=True, enabled=True)
-gpu.nvidia_runtime()
+gpu.nvidia_runtime(Platform.from_group_data(host.data))
 """
 
 

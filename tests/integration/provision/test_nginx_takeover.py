@@ -25,11 +25,11 @@ import urllib.request
 
 import pytest
 
-from stages import config
+from stages.settings import REPO as _REPO, Platform, read_group_data
 from stages.nginx_conf import duplicates, parse_dump, server_blocks
 from stages.web import render_auth_map, render_http_vhost, render_https_vhost, render_shared, render_tls_params
 
-REPO = config.REPO
+REPO = _REPO
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 PYINFRA = str(REPO / ".venv" / "bin" / "pyinfra")
 pytestmark = pytest.mark.skipif(not os.path.exists(NGINX), reason="nginx is not installed (make docker installs it)")
@@ -158,19 +158,15 @@ class Prober(threading.Thread):
 
 def test_our_rendered_files_pass_nginx_t_next_to_the_hosts_http_settings(host):
     """The host sets ssl_session_* and map_hash_bucket_size in http{}: our files add none of them."""
-    import group_data.all as defaults
-
-    values = {k: v for k, v in vars(defaults).items() if not k.startswith("_")}
-    values.update(domain="test.example", tls_mode="selfsigned", selfsigned_dir=str(host.root / "tls"),
+    values = read_group_data(domain="test.example", tls_mode="selfsigned", selfsigned_dir=str(host.root / "tls"),
                   listen_ipv6=False, http_port=f"127.0.0.1:{_free_port()}", https_port=f"127.0.0.1:{_free_port()}",
                   acme_webroot=str(host.root / "acme"), htpasswd_file=str(host.root / "htpasswd"))
-    data = types.SimpleNamespace(**values)
-    data.get = lambda key, default=None: getattr(data, key, default)
+    data = Platform.from_group_data(values)
     (host.root / "tls").mkdir()
-    svc = config.services(data)[0]
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={svc['vhost']}",
-                    "-keyout", str(host.root / "tls" / f"{svc['vhost']}.key"),
-                    "-out", str(host.root / "tls" / f"{svc['vhost']}.crt")], check=True, capture_output=True)
+    svc = data.services[0]
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={svc.vhost}",
+                    "-keyout", str(host.root / "tls" / f"{svc.vhost}.key"),
+                    "-out", str(host.root / "tls" / f"{svc.vhost}.crt")], check=True, capture_output=True)
     long_key = "sk-" + "k" * 200  # longer than any default map hash bucket
     (host.root / "conf.d" / "whisper-platform.conf").write_text(render_shared(data))
     (host.root / "conf.d" / "whisper-platform-auth.conf").write_text(render_auth_map(data, [long_key, "sk-$host".replace("$", "")]))
@@ -186,7 +182,7 @@ def test_our_rendered_files_pass_nginx_t_next_to_the_hosts_http_settings(host):
         top = [line.split()[0] for line in text.splitlines() if line and not line[0].isspace() and line[0] not in "#}"]
         assert set(top) == {"map"}, (name, top)
     # the redirect names the vhost, never $host
-    assert f"return 308 https://{svc['vhost']}$request_uri;" in render_http_vhost(svc, data)
+    assert f"return 308 https://{svc.vhost}$request_uri;" in render_http_vhost(svc, data)
 
 
 def test_dry_run_lists_and_changes_nothing(host):

@@ -15,7 +15,7 @@ import bcrypt
 import pytest
 import requests
 
-from stages import config
+from stages.settings import Platform, read_group_data
 from stages.web import render_auth_map, render_http_vhost, render_https_vhost, render_shared, render_tls_params
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -68,21 +68,17 @@ def nginx(tmp_path_factory):
     upstream.seen = []
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     http_port, https_port = _free_port(), _free_port()
-    import group_data.all as defaults
-
-    values = {k: v for k, v in vars(defaults).items() if not k.startswith("_")}
-    values.update(
+    values = read_group_data(
         domain="test.example", cors_origin=PORTAL, tls_mode="selfsigned", selfsigned_dir=str(root / "tls"),
         http_port=f"127.0.0.1:{http_port}", https_port=f"127.0.0.1:{https_port}", listen_ipv6=False,
         htpasswd_file=str(root / "htpasswd"), acme_webroot=str(root / "acme"), body_limit="1M",
         autostart_port=upstream.server_address[1],
     )
-    data = types.SimpleNamespace(**values)
-    data.get = lambda key, default=None: getattr(data, key, default)
+    data = Platform.from_group_data(values)
     for d in ("conf.d", "snippets", "sites-enabled", "tls", "acme", "logs"):
         (root / d).mkdir()
-    svc = [s for s in config.services(data) if s["key"] == "faster"][0]
-    host = svc["vhost"]
+    svc = data.service("faster")
+    host = svc.vhost
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={host}",
                     "-addext", f"subjectAltName=DNS:{host}", "-keyout", str(root / "tls" / f"{host}.key"),
                     "-out", str(root / "tls" / f"{host}.crt")], check=True, capture_output=True)

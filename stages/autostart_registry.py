@@ -1,4 +1,5 @@
-"""Register services in the autostart proxy's config.json without touching anything else.
+"""Our services' entries in the autostart proxy's config.json (its registry of services), merged
+without touching anything else.
 
 The file is shared with the host's other services (srv759970 has many): every byte outside
 our own entries must stay as it is, whatever its indentation or key order. So this edits
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import json
 import re
+
+from stages.settings import Platform, Service
 
 _WS = re.compile(r"\s*")
 _DECODER = json.JSONDecoder()
@@ -138,16 +141,16 @@ def _guess_step(text: str, obj_start: int, member_indent: str) -> str:
     return step or "  "
 
 
-def entry_for(svc: dict, data) -> dict:
+def entry_for(svc: Service, p: Platform) -> dict:
     """The runbook's entry format, plus our optional keys."""
     return {
-        "name": svc["name"],
-        "composeDir": svc["project_dir"],
-        "proxyPort": svc["port"],
-        "blocking": bool(svc.get("blocking", True)),
-        "containers": [svc["container"]],
+        "name": svc.name,
+        "composeDir": svc.project_dir,
+        "proxyPort": svc.port,
+        "blocking": svc.blocking,
+        "containers": [svc.container],
         "readinessPath": "/health",
-        "idleTimeout": int(data.autostart_idle_timeout),
-        "maxWait": int(data.autostart_max_wait),
-        "upstreamTimeout": int(data.proxy_timeout),
+        "idleTimeout": p.autostart_idle_timeout,
+        "maxWait": p.autostart_max_wait,
+        "upstreamTimeout": p.proxy_timeout,
     }

@@ -1,0 +1,406 @@
+"""The typed settings of one host: `Platform` (the host-wide knobs) and its `Service`s.
+
+deploy.py builds them once per host from group_data (`Platform.from_group_data(host.data)`),
+before anything changes on the host, and hands them to every stage. Nothing else reads group
+data, and nothing writes into it: what a stage learns from the host (the Compose flavour) is a
+fact it reads itself.
+
+Every check names the group_data key it refuses, e.g.
+`group_data: services[whisperx].secrets: unknown secret 'HF_TOKN' (known: HF_TOKEN, STT_API_KEYS)`.
+
+To add a knob: a field here (with its check), its default in group_data/all.py, then the stage
+or template that reads it. To add a per-service knob: a field of `Service` and the same key in
+each entry of all.py's `services`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGES = REPO / "images"
+
+TLS_MODES = ("letsencrypt", "selfsigned")
+DOCKER_INSTALL = ("auto", "never")
+DEVICES = ("cpu", "cuda")
+# the secrets a service's .env can receive (stages.compose_projects.env_values maps each to its variable)
+SERVICE_SECRETS = ("STT_API_KEYS", "HF_TOKEN")
+# what each image's Dockerfile copies from the build context (images/); others: build, common, <image_dir>
+IMAGE_SOURCES = {
+    "faster": ("build", "common", "faster"),
+    "whisperx": ("build", "common", "diarize", "whisperx"),
+}
+
+_KEY = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_DOCKER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
+_IMAGE_NAME = re.compile(r"[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*")
+_SIZE = re.compile(r"\d+(\.\d+)?[kKmMgG]?")
+_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class GroupDataError(ValueError):
+    """group_data holds a value the deploy cannot use; the message names the key. Raised before
+    anything changes on the host."""
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(f"group_data: {key}: {problem}; nothing was changed on the host")
+        self.key = key
+
+
+# --- checks -----------------------------------------------------------------------------------
+def _type(key: str, value, kind, what: str | None = None):
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+    if not ok:
+        names = what or (" or ".join(k.__name__ for k in kind) if isinstance(kind, tuple) else kind.__name__)
+        raise GroupDataError(key, f"must be {names}, not {type(value).__name__} {value!r}")
+    return value
+
+
+def _port(key: str, value) -> int:
+    _type(key, value, int, "a port number")
+    if not 1 <= value <= 65535:
+        raise GroupDataError(key, f"{value} is not a port (1 to 65535)")
+    return value
+
+
+def _listen(key: str, value) -> int:
+    """nginx listen values: 443, "443" or "127.0.0.1:8443"; returns the port."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _port(key, value)
+    _type(key, value, (int, str))
+    port = value.rsplit(":", 1)[-1]
+    if not port.isdigit():
+        raise GroupDataError(key, f"{value!r} is not PORT or ADDRESS:PORT")
+    return _port(key, int(port))
+
+
+def _positive(key: str, value, zero: bool = False) -> int:
+    _type(key, value, int)
+    if value < 0 or (value == 0 and not zero):
+        raise GroupDataError(key, f"must be {'0 or more' if zero else 'positive'}, not {value}")
+    return value
+
+
+def _choice(key: str, value, choices) -> str:
+    if value not in choices:
+        raise GroupDataError(key, f"{value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _match(key: str, value, pattern: re.Pattern, what: str) -> str:
+    _type(key, value, str)
+    if not pattern.fullmatch(value):
+        raise GroupDataError(key, f"{value!r} is not {what}")
+    return value
+
+
+def _abs_path(key: str, value) -> str:
+    _type(key, value, str)
+    if not value.startswith("/") or any(c in value for c in " \n\"'$;`\\"):
+        raise GroupDataError(key, f"{value!r} is not an absolute path without spaces or shell characters")
+    return value.rstrip("/") or "/"
+
+
+def _domain(key: str, value) -> str:
+    _type(key, value, str)
+    labels = value.split(".")
+    if len(value) > 253 or len(labels) < 2 or not all(_LABEL.fullmatch(label) for label in labels):
+        raise GroupDataError(key, f"{value!r} is not a DNS name (lowercase labels separated by dots)")
+    return value
+
+
+def _str_map(key: str, value) -> Mapping[str, str]:
+    _type(key, value, dict)
+    for name, item in value.items():
+        _match(f"{key}[{name!r}]", name, _ENV_NAME, "a variable name")
+        _type(f"{key}[{name!r}]", item, (str, int, float))
+        if any(c in str(item) for c in "\"\n\r"):
+            raise GroupDataError(f"{key}[{name!r}]", "may not hold a quote or a newline")
+    return MappingProxyType({k: str(v) for k, v in value.items()})
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+# --- one service ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Service:
+    """One entry of group_data's `services`, with the group's overrides merged in and checked."""
+
+    key: str                  # short name: stage labels, jobs folder, image label (faster, whisperx)
+    name: str                 # what people read: compose file header, autostart entry
+    subdomain: str            # vhost = <subdomain>.<domain>
+    vhost: str
+    project_dir: str          # the compose project on the host
+    container: str
+    image_name: str           # tags are <image_name>:src-<hash of its sources>
+    image_dir: str            # images/<image_dir>/Dockerfile, build context images/
+    sources: tuple[str, ...]  # the images/ folders its Dockerfile copies
+    build_args: Mapping[str, str]
+    port: int                 # loopback port of its API (the autostart proxy forwards to it)
+    model: str
+    device: str               # cpu or cuda
+    compute_type: str
+    gpu_count: int | str      # cuda: GPUs reserved for it, or "all"
+    cpu_threads: int
+    max_concurrency: int
+    max_queue: int
+    model_ttl: int
+    mem_limit: str
+    cpus: int | float
+    tmp_size: str
+    max_audio_seconds: int
+    extra_env: Mapping[str, str]
+    secrets: tuple[str, ...]  # which of SERVICE_SECRETS its .env receives
+    worker_module: str        # its RQ worker (asynchronous jobs)
+    blocking: bool            # autostart: hold requests while it starts (True) or answer 503
+    enabled: bool
+
+    @classmethod
+    def from_entry(cls, entry: dict, domain: str) -> "Service":
+        key = entry.get("key", "?")
+        where = f"services[{key}]"
+        known = {f.name for f in dataclasses.fields(cls)} - {"vhost", "sources"}
+        unknown = sorted(set(entry) - known)
+        if unknown:
+            raise GroupDataError(f"{where}.{unknown[0]}", f"unknown setting (known: {', '.join(sorted(known))})")
+        missing = sorted(known - set(entry))
+        if missing:
+            raise GroupDataError(f"{where}.{missing[0]}", "missing (every service entry sets it, see group_data/all.py)")
+        e = entry
+        _match(f"{where}.key", e["key"], _KEY, "a short lowercase name (a-z, 0-9, _)")
+        _type(f"{where}.name", e["name"], str)
+        _match(f"{where}.subdomain", e["subdomain"], _LABEL, "a DNS label")
+        image_dir = _match(f"{where}.image_dir", e["image_dir"], _KEY, "a folder name under images/")
+        if not (IMAGES / image_dir / "Dockerfile").is_file():
+            raise GroupDataError(f"{where}.image_dir", f"images/{image_dir}/Dockerfile does not exist")
+        build_args = _str_map(f"{where}.build_args", e["build_args"])
+        secrets = tuple(_type(f"{where}.secrets", e["secrets"], (list, tuple), "a list of secret names"))
+        for name in secrets:
+            if name not in SERVICE_SECRETS:
+                raise GroupDataError(f"{where}.secrets", f"unknown secret {name!r} (known: {', '.join(sorted(SERVICE_SECRETS))})")
+        if len(set(secrets)) != len(secrets):
+            raise GroupDataError(f"{where}.secrets", "names a secret twice")
+        cpus = _type(f"{where}.cpus", e["cpus"], (int, float))
+        if cpus <= 0:
+            raise GroupDataError(f"{where}.cpus", f"must be positive, not {cpus}")
+        for size in ("mem_limit", "tmp_size"):
+            _match(f"{where}.{size}", e[size], _SIZE, "a size such as 512m or 2g")
+        for flag in ("blocking", "enabled"):
+            _type(f"{where}.{flag}", e[flag], bool)
+        return cls(
+            key=e["key"], name=e["name"], subdomain=e["subdomain"], vhost=f"{e['subdomain']}.{domain}",
+            project_dir=_abs_path(f"{where}.project_dir", e["project_dir"]),
+            container=_match(f"{where}.container", e["container"], _DOCKER_NAME, "a container name"),
+            image_name=_match(f"{where}.image_name", e["image_name"], _IMAGE_NAME, "an image name (lowercase)"),
+            image_dir=image_dir, sources=IMAGE_SOURCES.get(image_dir, ("build", "common", image_dir)),
+            build_args=build_args, port=_port(f"{where}.port", e["port"]),
+            model=_type(f"{where}.model", e["model"], str),
+            device=_choice(f"{where}.device", e["device"], DEVICES),
+            compute_type=_type(f"{where}.compute_type", e["compute_type"], str),
+            gpu_count=e["gpu_count"] if e["gpu_count"] == "all" else _positive(f"{where}.gpu_count", e["gpu_count"]),
+            cpu_threads=_positive(f"{where}.cpu_threads", e["cpu_threads"], zero=True),
+            max_concurrency=_positive(f"{where}.max_concurrency", e["max_concurrency"]),
+            max_queue=_positive(f"{where}.max_queue", e["max_queue"], zero=True),
+            model_ttl=_positive(f"{where}.model_ttl", e["model_ttl"], zero=True),
+            mem_limit=e["mem_limit"], cpus=cpus, tmp_size=e["tmp_size"],
+            max_audio_seconds=_positive(f"{where}.max_audio_seconds", e["max_audio_seconds"]),
+            extra_env=_str_map(f"{where}.extra_env", e["extra_env"]), secrets=secrets,
+            worker_module=_match(f"{where}.worker_module", e["worker_module"], _MODULE, "a Python module path"),
+            blocking=e["blocking"], enabled=e["enabled"],
+        )
+
+
+# --- the host ---------------------------------------------------------------------------------
+# host-wide knobs: name -> check (group_data/all.py documents each); the value the check returns is kept
+_KNOBS: dict[str, Any] = {
+    "domain": _domain,
+    "cors_origin": lambda k, v: _match(k, v, re.compile(r"https?://[A-Za-z0-9.-]+(:\d+)?"), "an origin (https://name)"),
+    "timezone": lambda k, v: _match(k, v, re.compile(r"[A-Za-z0-9_+/-]+"), "a tz name (Europe/Paris)"),
+    "body_limit": lambda k, v: _match(k, v, _SIZE, "a size such as 500M"),
+    "proxy_timeout": _positive,
+    "http_port": _listen,
+    "https_port": _listen,
+    "listen_ipv6": lambda k, v: _type(k, v, bool),
+    "htpasswd_file": _abs_path,
+    "basic_auth_realm": lambda k, v: _match(k, v, re.compile(r"[^\"$\\\n]*"), "text without \", $ or \\"),
+    "acme_webroot": _abs_path,
+    "tls_mode": lambda k, v: _choice(k, v, TLS_MODES),
+    "letsencrypt_email": lambda k, v: _match(k, v, re.compile(r"([^@\s'\"]+@[^@\s'\"]+)?"), "an email address or empty"),
+    "selfsigned_dir": _abs_path,
+    "docker_install": lambda k, v: _choice(k, v, DOCKER_INSTALL),
+    "base_image": lambda k, v: _match(k, v, re.compile(r"[A-Za-z0-9][A-Za-z0-9_./:@-]*"), "an image reference"),
+    "build_ca_bundle": lambda k, v: _type(k, v, str),
+    "seed_images": lambda k, v: MappingProxyType(dict(_type(k, v, dict))),
+    "build_stall_timeout": _positive,
+    "build_wheelhouse": lambda k, v: v and _abs_path(k, v) or "",
+    "build_wheelhouse_port": _port,
+    "nvidia_apt_repo": lambda k, v: _match(k, v, re.compile(r"([a-z]+://\S+( \S+)*)?"), "an apt repository line or empty"),
+    "nvidia_apt_key": lambda k, v: _type(k, v, str),   # a file on the machine that deploys
+    "hf_cache_dir": _abs_path,
+    "models_dir": _abs_path,
+    "model_uploads": lambda k, v: MappingProxyType(dict(_type(k, v, dict))),
+    "jobs_enabled": lambda k, v: _type(k, v, bool),
+    "jobs_dir": _abs_path,
+    "job_ttl": _positive,
+    "job_max_seconds": _positive,
+    "job_retries": lambda k, v: _positive(k, v, zero=True),
+    "jobs_env_file": _abs_path,
+    "redis_port": _port,
+    "redis_maxmemory": lambda k, v: _match(k, v, re.compile(r"\d+[kmg]?b?", re.I), "a Redis size such as 256mb"),
+    "autostart_install": lambda k, v: _type(k, v, bool),
+    "autostart_listen_host": lambda k, v: _match(k, v, re.compile(r"[0-9a-fA-F.:\[\]]+|localhost"), "an address"),
+    "autostart_port": _port,
+    "autostart_config": _abs_path,
+    "autostart_idle_timeout": _positive,
+    "autostart_max_wait": _positive,
+    "platform_dir": _abs_path,
+    "state_dir": _abs_path,
+    "nginx_backup_dir": _abs_path,
+    "takeover_backup_dir": _abs_path,
+    "app_uid": _positive,
+    "app_user": lambda k, v: _match(k, v, re.compile(r"[a-z_][a-z0-9_-]{0,31}"), "a user name"),
+}
+
+
+@dataclass(frozen=True)
+class Platform:
+    """Everything the stages read about one host, checked. Field docs: group_data/all.py."""
+
+    services: tuple[Service, ...]
+    domain: str
+    cors_origin: str
+    timezone: str
+    body_limit: str
+    proxy_timeout: int
+    http_port: int | str
+    https_port: int | str
+    listen_ipv6: bool
+    htpasswd_file: str
+    basic_auth_realm: str
+    acme_webroot: str
+    tls_mode: str
+    letsencrypt_email: str
+    selfsigned_dir: str
+    docker_install: str
+    base_image: str
+    build_ca_bundle: str
+    seed_images: Mapping[str, str]
+    build_stall_timeout: int
+    build_wheelhouse: str
+    build_wheelhouse_port: int
+    nvidia_apt_repo: str
+    nvidia_apt_key: str
+    hf_cache_dir: str
+    models_dir: str
+    model_uploads: Mapping[str, str]
+    jobs_enabled: bool
+    jobs_dir: str
+    job_ttl: int
+    job_max_seconds: int
+    job_retries: int
+    jobs_env_file: str
+    redis_port: int
+    redis_maxmemory: str
+    autostart_install: bool
+    autostart_listen_host: str
+    autostart_port: int
+    autostart_config: str
+    autostart_idle_timeout: int
+    autostart_max_wait: int
+    platform_dir: str
+    state_dir: str
+    nginx_backup_dir: str
+    takeover_backup_dir: str
+    app_uid: int
+    app_user: str
+    all_services: tuple[Service, ...] = field(default=(), repr=False)  # the disabled ones too
+
+    @property
+    def http_listen_port(self) -> int:
+        return _listen("http_port", self.http_port)
+
+    @property
+    def https_listen_port(self) -> int:
+        return _listen("https_port", self.https_port)
+
+    @classmethod
+    def from_group_data(cls, data) -> "Platform":
+        """Build and check the settings from pyinfra's host.data (or any object with attributes and
+        .get). Raises GroupDataError naming the first bad key."""
+        def get(name):
+            value = data.get(name) if hasattr(data, "get") else getattr(data, name, None)
+            if value is None:
+                raise GroupDataError(name, "missing (its default lives in group_data/all.py)")
+            return value
+
+        values = {name: check(name, get(name)) for name, check in _KNOBS.items()}
+        for name in ("http_port", "https_port"):
+            values[name] = get(name)   # nginx's listen value as written (an address may come with it)
+        entries = _type("services", get("services"), (list, tuple), "a list of service entries")
+        by_key = {}
+        for i, entry in enumerate(entries):
+            _type(f"services[{i}]", entry, dict, "a dict")
+            if "key" not in entry:
+                raise GroupDataError(f"services[{i}].key", "missing")
+            if entry["key"] in by_key:
+                raise GroupDataError(f"services[{entry['key']}]", "two entries with this key")
+            by_key[entry["key"]] = entry
+        for layer in ("service_overrides", "service_overrides_extra"):
+            overrides = data.get(layer) if hasattr(data, "get") else getattr(data, layer, None)
+            overrides = _type(layer, overrides or {}, dict)
+            for key, override in overrides.items():
+                if key not in by_key:
+                    raise GroupDataError(f"{layer}[{key!r}]", f"no service has this key (known: {', '.join(by_key)})")
+                _type(f"{layer}[{key!r}]", override, dict)
+                by_key[key] = _merge(by_key[key], override)
+        all_services = tuple(Service.from_entry(entry, values["domain"]) for entry in by_key.values())
+        services = tuple(svc for svc in all_services if svc.enabled)
+        if not services:
+            raise GroupDataError("services", "no service is enabled")
+        # one loopback port, container, project folder and vhost per service, none shared with the host's own
+        host_ports = {values["autostart_port"]: "autostart_port", values["redis_port"]: "redis_port"}
+        for attr in ("port", "container", "project_dir", "vhost"):
+            seen: dict = {}
+            for svc in services:
+                value = getattr(svc, attr)
+                if value in seen:
+                    raise GroupDataError(f"services[{svc.key}].{attr}",
+                                         f"{value!r} is also services[{seen[value]}].{attr}")
+                if attr == "port" and value in host_ports:
+                    raise GroupDataError(f"services[{svc.key}].port", f"{value} is also {host_ports[value]}")
+                seen[value] = svc.key
+        return cls(services=services, all_services=all_services, **values)
+
+    def service(self, key: str) -> Service:
+        return next(svc for svc in self.services if svc.key == key)
+
+
+def read_group_data(*groups: str, **overrides) -> dict:
+    """group_data as pyinfra merges it for a host in these groups: all.py, then each group's file, then
+    `overrides` (as `--data` would). For tests and tools; a deploy reads pyinfra's host.data."""
+    import runpy
+
+    values: dict = {}
+    for name in ("all", *groups):
+        for key, value in runpy.run_path(str(REPO / "group_data" / f"{name}.py")).items():
+            if not key.startswith("_") and not isinstance(value, type(runpy)) and not callable(value):
+                values[key] = value
+    values.update(overrides)
+    return values

@@ -1,0 +1,52 @@
+"""Restarts and reloads, in one place: each fires only when an operation it depends on changed
+something on the host, never on a run that changed nothing.
+
+pyinfra decides Python branches before anything runs, so "only if that changed" is an `_if=`
+callable that asks the operations at run time (`changed(...)`). Where a unit may not exist yet
+when facts are read (a fresh host: Redis and Docker are installed by the same run), the restart is
+a plain `systemctl` command: `systemd.service(restarted=True)` would see the unit stopped and do
+nothing. Where the unit exists before the run, `systemd.service` serves as is.
+
+Who restarts what:
+- nginx: reloaded by `stages.nginx_txn.nginx_apply` itself, after `nginx -t` and only when one of
+  our files changed (test, reload and rollback must be one step), and by certbot's renewal hook.
+- the services: recreated when their compose file or .env changed and they are running
+  (stages.compose_projects); a stopped one stays stopped for the autostart proxy to start.
+- the autostart proxy: restarted when its code or unit changed, reloaded when only its
+  config.json changed (stages.autostart).
+- Redis: restarted when its package, settings or password include changed (stages.redis).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from pyinfra.operations import server, systemd
+
+
+def changed(*ops, unless=()) -> Callable[[], bool]:
+    """An `_if=` callable: True when any of `ops` (None ignored) changed something, and none of
+    `unless` (an operation, or a tuple of them, that already restarted the thing) did."""
+    unless = unless if isinstance(unless, (tuple, list)) else (unless,)
+
+    def check() -> bool:
+        if any(op.did_change() for op in unless if op is not None):
+            return False
+        return any(op.did_change() for op in ops if op is not None)
+    return check
+
+
+def restart_unit(unit: str, when: Callable[[], bool], why: str, enable: bool = False):
+    """`systemctl restart` when `when()` holds, also for a unit installed by this very run."""
+    commands = ([f"systemctl enable {unit}"] if enable else []) + [f"systemctl restart {unit}"]
+    return server.shell(name=f"Restart {unit} ({why})", commands=commands, _if=when)
+
+
+def reload_unit(unit: str, when: Callable[[], bool], why: str):
+    """`systemctl reload` when `when()` holds (the unit reads its config again, requests in flight go on)."""
+    return server.shell(name=f"Reload {unit} ({why})", commands=[f"systemctl reload {unit}"], _if=when)
+
+
+def restart_existing_unit(unit: str, when: Callable[[], bool], why: str):
+    """Restart a unit the host had before this run (not ours to install), if it runs."""
+    return systemd.service(name=f"Restart {unit} ({why})", service=unit, restarted=True, _if=when)
