@@ -4,9 +4,11 @@ local stand-in base image, with the machine's CA bundle for pip."""
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,3 +41,52 @@ def build_image(image_dir: str, tag: str, base: str = BASE, timeout: int = 3600,
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     print(f"built {tag} in {time.monotonic() - started:.0f} s")
     return r.stdout
+
+
+def docker(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def built_image(image_dir: str, tag: str, **kw) -> str:
+    """The image, built as the deploy builds it; the test is skipped (saying why) without a Docker engine."""
+    import pytest
+
+    if not shutil.which("docker") or docker("info", check=False).returncode != 0:
+        pytest.skip("no Docker engine running (make docker)")
+    build_image(image_dir, tag, **kw)
+    return tag
+
+
+def wait_health(url: str, name: str, want=lambda r: r.status_code == 200, timeout: float = 180):
+    """The first /health answer `want` accepts; fails with the container's log when none comes in time."""
+    import pytest
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            r = requests.get(url + "/health", timeout=3)
+            if want(r):
+                return r
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    logs = docker("logs", name, check=False)
+    pytest.fail("no expected /health answer: " + (logs.stdout + logs.stderr)[-3000:])
+
+
+@contextmanager
+def service_container(image: str, model_dir: str, model: str, device: str = "cpu", prefix: str = "stt-test"):
+    """One service container on a free loopback port, the tiny.en model mounted at /models/tiny.en, open
+    access; yields (name, url) and removes it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    name = f"{prefix}-{device}-{port}"
+    docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8000", "-v", f"{model_dir}:/models/tiny.en:ro",
+           "-e", f"STT_MODEL={model}", "-e", "HF_HUB_OFFLINE=1", "-e", "STT_CPU_THREADS=2",
+           "-e", "STT_ALLOW_OPEN_ACCESS=1", "-e", f"STT_DEVICE={device}", image)
+    try:
+        yield name, f"http://127.0.0.1:{port}"
+    finally:
+        docker("rm", "-f", name, check=False)

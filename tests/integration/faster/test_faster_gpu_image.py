@@ -4,58 +4,32 @@ It builds from the wheelhouse, CTranslate2 finds the CUDA 12 cuBLAS and cuDNN 9 
 service answers a clear error on device=cuda (the API stays up, the job worker exits in one line) while the same image
 on device=cpu still transcribes with the tiny.en model. The CUDA path itself: bench/gpu_check.sh on a GPU host."""
 import json
-import shutil
-import subprocess
 import time
 
 import httpx
 import pytest
 
-from image_build import ROOT, build_image
+from image_build import ROOT, built_image, docker, service_container, wait_health
 from transcript_wer import wer
 
-from .conftest import free_port, tiny_model
+from .conftest import tiny_model
 
 pytestmark = [pytest.mark.docker]
 TAG = f"whisper-faster-test:{ROOT.name.lower()}-cuda"
 LIBRARIES = ("libcublas.so.12", "libcublasLt.so.12", "libcudnn.so.9", "libcudnn_ops.so.9", "libcudnn_cnn.so.9")
 
 
-def sh(*args, check=True, timeout=300):
-    return subprocess.run(args, capture_output=True, text=True, check=check, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def image():
-    if not shutil.which("docker") or sh("docker", "info", check=False).returncode != 0:
-        pytest.skip("no Docker engine (make docker)")
-    build_image("faster", TAG, build_args={"DEVICE": "cuda"})
-    return TAG
+    return built_image("faster", TAG, build_args={"DEVICE": "cuda"})
 
 
-def run_container(image, port, device):
-    name = f"faster-gpu-test-{device}-{port}"
-    sh("docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8000",
-       "-v", f"{tiny_model()}:/models/tiny.en:ro", "-e", "STT_MODEL=/models/tiny.en", "-e", "STT_CPU_THREADS=2",
-       "-e", "STT_ALLOW_OPEN_ACCESS=1", "-e", "HF_HUB_OFFLINE=1", "-e", f"STT_DEVICE={device}", image)
-    return name
-
-
-def wait_health(url, name, want, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            r = httpx.get(url + "/health", timeout=2)
-            if want(r):
-                return r
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    pytest.fail("no expected /health answer: " + sh("docker", "logs", name, check=False).stderr[-3000:])
+def run_container(image, device):
+    return service_container(image, tiny_model(), "/models/tiny.en", device, prefix="faster-gpu-test")
 
 
 def test_cuda_libraries_found(image):
-    listed = sh("docker", "run", "--rm", "--entrypoint", "ldconfig", image, "-p").stdout
+    listed = docker("run", "--rm", "--entrypoint", "ldconfig", image, "-p").stdout
     for lib in LIBRARIES:
         assert f"{lib} " in listed, lib
     probe = ("import ctypes, json, ctranslate2\n"
@@ -63,15 +37,12 @@ def test_cuda_libraries_found(image):
              "for name in libs: ctypes.CDLL(name)\n"
              "print(json.dumps({'cuda_devices': ctranslate2.get_cuda_device_count(), 'loaded': libs,"
              " 'version': ctranslate2.__version__}))")
-    out = json.loads(sh("docker", "run", "--rm", image, "python3", "-c", probe).stdout)
+    out = json.loads(docker("run", "--rm", image, "python3", "-c", probe).stdout)
     assert out["cuda_devices"] == 0 and out["loaded"] == list(LIBRARIES)   # no GPU on this machine
 
 
 def test_cuda_without_gpu_answers_a_clear_error(image, speech):
-    port = free_port()
-    name = run_container(image, port, "cuda")
-    url = f"http://127.0.0.1:{port}"
-    try:
+    with run_container(image, "cuda") as (name, url):
         h = wait_health(url, name, lambda r: r.status_code == 503 and r.json().get("status") == "error")
         assert "STT_DEVICE=cuda but no GPU is visible" in h.json()["error"]
         with open(speech["wav"], "rb") as f:
@@ -80,31 +51,24 @@ def test_cuda_without_gpu_answers_a_clear_error(image, speech):
         assert r.status_code == 503 and r.json()["error"]["code"] == "device_unavailable", r.text
         assert "--gpus" in r.json()["error"]["message"]
         time.sleep(2)
-        state = json.loads(sh("docker", "inspect", name).stdout)[0]
+        state = json.loads(docker("inspect", name).stdout)[0]
         assert state["State"]["Running"] and state["RestartCount"] == 0   # up and answering, not a crash loop
-        logs = sh("docker", "logs", name).stderr
+        logs = docker("logs", name).stderr
         assert "Traceback" not in logs and logs.count("no GPU is visible") == 1   # said once, never retried
-    finally:
-        sh("docker", "rm", "-f", name, check=False)
 
 
 def test_cuda_worker_exits_in_one_line(image):
-    r = sh("docker", "run", "--rm", "-e", "STT_DEVICE=cuda", "-e", "STT_REDIS_URL=redis://127.0.0.1:1/0", image,
+    r = docker("run", "--rm", "-e", "STT_DEVICE=cuda", "-e", "STT_REDIS_URL=redis://127.0.0.1:1/0", image,
            "python3", "-m", "faster_server.worker", check=False, timeout=120)
     assert r.returncode == 1
     assert "no GPU is visible" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_same_image_on_cpu_transcribes(image, speech):
-    port = free_port()
-    name = run_container(image, port, "cpu")
-    url = f"http://127.0.0.1:{port}"
-    try:
+    with run_container(image, "cpu") as (name, url):
         wait_health(url, name, lambda r: r.status_code == 200)
         with open(speech["mp3"], "rb") as f:
             r = httpx.post(url + "/v1/audio/transcriptions", files={"file": f}, data={"model": "whisper-1"},
                            timeout=120)
         assert r.status_code == 200, r.text
         assert wer(speech["text"], r.json()["text"]) <= 0.25
-    finally:
-        sh("docker", "rm", "-f", name, check=False)
