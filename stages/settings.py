@@ -251,7 +251,8 @@ _KNOBS: dict[str, Any] = {
     "build_stall_timeout": _positive,
     "build_wheelhouse": lambda k, v: v and _abs_path(k, v) or "",
     "build_wheelhouse_port": _port,
-    "nvidia_apt_repo": lambda k, v: _match(k, v, re.compile(r"([a-z]+://\S+( \S+)*)?"), "an apt repository line or empty"),
+    "nvidia_apt_repo": lambda k, v: _match(k, v, re.compile(r"([a-z][a-z0-9+.-]*:[^\s\"']+( [^\s\"']+)*)?"),
+                                           "an apt repository (URI [suite components]) or empty"),
     "nvidia_apt_key": lambda k, v: _type(k, v, str),   # a file on the machine that deploys
     "hf_cache_dir": _abs_path,
     "models_dir": _abs_path,

@@ -172,3 +172,25 @@ def test_group_files_hold_only_what_differs():
     assert {k for k in brownfield if brownfield[k] != defaults[k]} <= offline
     assert all(brownfield[k] == sandbox[k] for k in offline)
     assert brownfield["domain"] == defaults["domain"] and brownfield["tls_mode"] == "letsencrypt"
+
+
+@pytest.mark.parametrize("repo", ["", "https://nvidia.example/libnvidia-container/stable/deb/amd64",
+                                  "file:/srv/nvidia-standin", "https://m.example/ubuntu jammy main"])
+def test_nvidia_apt_repo_accepts_a_repository_or_nothing(repo):
+    assert build(nvidia_apt_repo=repo).nvidia_apt_repo == repo
+
+
+@pytest.mark.parametrize("repo", ["nvidia", "https://x.example/'; rm -rf /", "deb https://x.example/ /"])
+def test_nvidia_apt_repo_refuses_what_is_no_repository(repo):
+    with pytest.raises(GroupDataError, match="nvidia_apt_repo"):
+        build(nvidia_apt_repo=repo)
+
+
+@pytest.mark.parametrize("count,ok", [("all", True), (2, True), (0, False), ("some", False)])
+def test_gpu_count(count, ok):
+    services = services_with("faster", gpu_count=count)
+    if ok:
+        assert build(services=services).service("faster").gpu_count == count
+    else:
+        with pytest.raises(GroupDataError, match=r"services\[faster\]\.gpu_count"):
+            build(services=services)
