@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# run as a script, bench/ would be sys.path[0] and bench/platform.py would shadow the standard library's
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 PYTHONPATH = os.pathsep.join(str(ROOT / p) for p in ("images/common", "images/diarize", "images/whisperx", "."))
 
 CHILD = r"""
