@@ -71,7 +71,8 @@ def jobs_settings(svc: dict, data):
     if not data.jobs_enabled:
         return None
     return {"env_file": data.jobs_env_file, "dir": f"{data.jobs_dir}/{svc['key']}", "ttl": int(data.job_ttl),
-            "max_seconds": int(data.job_max_seconds), "retries": int(data.job_retries)}
+            "max_seconds": int(data.job_max_seconds), "retries": int(data.job_retries),
+            "worker_name": host.name}   # a job's status names the host that ran it (issue 14)
 
 
 def is_ours(image: str, svc: dict) -> bool:
