@@ -179,7 +179,7 @@ def front_link():
         server.shell(name="Redis: drop the link's include (no worker hosts)",
                      commands=[f"sed -i '\\#^include {REDIS_LINK_CONF}$#d; \\#^include {REDIS_USERS_CONF}$#d' "
                                "/etc/redis/redis.conf",
-                               f"rm -f {REDIS_LINK_CONF} {REDIS_USERS_CONF} {NGINX_LINK_CONF}",
+                               f"rm -rf {REDIS_LINK_CONF} {REDIS_USERS_CONF} {NGINX_LINK_CONF} {REDIS_LINK_DIR}",
                                "systemctl restart redis-server",
                                "nginx -t && systemctl reload nginx"])
         return
