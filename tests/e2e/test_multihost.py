@@ -107,8 +107,10 @@ def finished(client, job_id: str, timeout: float = 600) -> dict:
     raise AssertionError(f"job {job_id} still {body['status']} after {timeout} s: {body}")
 
 
-def metrics() -> str:
-    return ssh("curl -sf http://127.0.0.1:8001/metrics").stdout
+def metrics(client) -> str:
+    r = client.get(base_url(VHOST) + "/metrics")   # through nginx and the autostart proxy, with the API key
+    assert r.status_code == 200, r.text
+    return r.text
 
 
 def metric(text: str, name: str, **labels) -> float:
@@ -118,6 +120,15 @@ def metric(text: str, name: str, **labels) -> float:
         if m and all(part in m.group(1).split(",") for part in want.split(",")):
             return float(m.group(2))
     return 0.0
+
+
+def wait_registered(client, timeout: float = 240) -> None:
+    """Until an RQ worker of the worker host is registered in the front's Redis (what /metrics shows)."""
+    deadline = time.monotonic() + timeout
+    while metric(metrics(client), "stt_job_workers", worker=WORKER) < 1:
+        assert time.monotonic() < deadline, on_worker("docker ps -a; docker logs --tail 30 faster-whisper-worker-1 2>&1",
+                                                      check=False).stdout
+        time.sleep(2)
 
 
 def front_worker(action: str) -> None:
@@ -143,17 +154,18 @@ def test_one_deploy_adds_a_worker_host_and_jobs_spread_over_both(worker_host, cl
     # the jobs' audio route is not on the public vhost
     assert client.get(base_url(VHOST) + "/internal/jobs/" + "0" * 32 + "/audio").status_code == 404
 
-    before = metrics()
-    ids = [submit(client, audio["short"]) for _ in range(6)]
+    wait_registered(client)   # the worker host's workers start at the end of the deploy: connected now
+    before = metrics(client)
+    ids = [submit(client, audio["short"]) for _ in range(8)]
     bodies = [finished(client, job_id) for job_id in ids]
     assert all(b["status"] == "succeeded" for b in bodies), bodies
     hosts = {b["worker"] for b in bodies}
     assert hosts == {FRONT, WORKER}, hosts   # a job's status names the host that ran it
     text = client.get(base_url(VHOST) + bodies[0]["result_url"], params={"response_format": "text"}).text
     assert "budget" in text.lower()
-    listed = client.get(base_url(VHOST) + "/v1/jobs", params={"limit": 6}).json()
+    listed = client.get(base_url(VHOST) + "/v1/jobs", params={"limit": 8}).json()
     assert set(listed["workers"]) == {FRONT, WORKER}
-    after = metrics()
+    after = metrics(client)
     for host in (FRONT, WORKER):
         ran = sum(1 for b in bodies if b["worker"] == host)
         assert metric(after, "stt_jobs_finished_by_worker_total", worker=host, outcome="succeeded") \
@@ -164,7 +176,7 @@ def test_one_deploy_adds_a_worker_host_and_jobs_spread_over_both(worker_host, cl
 
 
 def test_a_worker_host_killed_mid_job_has_its_job_finished_elsewhere(worker_host, client, audio):
-    before = metrics()
+    before = metrics(client)
     front_worker("stop")   # so that the worker host takes the job
     try:
         job_id = submit(client, audio["long"])
@@ -184,7 +196,7 @@ def test_a_worker_host_killed_mid_job_has_its_job_finished_elsewhere(worker_host
     assert body["status"] == "succeeded" and body["worker"] == FRONT and body["attempts"] == 2, body
     text = client.get(base_url(VHOST) + body["result_url"], params={"response_format": "text"}).text
     assert "agenda" in text.lower()
-    after = metrics()
+    after = metrics(client)
     # one outcome for the client: the job finished once, on the front
     assert metric(after, "stt_jobs_finished_total", outcome="succeeded") \
         - metric(before, "stt_jobs_finished_total", outcome="succeeded") == 1
@@ -194,11 +206,7 @@ def test_a_worker_host_killed_mid_job_has_its_job_finished_elsewhere(worker_host
     # the host comes back (a reboot): its workers rejoin by themselves, no deploy
     subprocess.run(["bash", "sandbox/worker-up.sh", WORKER, str(WORKER_PORT)], cwd=REPO, check=True,
                    capture_output=True)
-    deadline = time.monotonic() + 240
-    while metric(metrics(), "stt_job_workers", worker=WORKER) < 1:
-        assert time.monotonic() < deadline, on_worker("docker ps -a; docker logs --tail 30 faster-whisper-worker-1 2>&1",
-                                                      check=False).stdout
-        time.sleep(3)
+    wait_registered(client)
     front_worker("stop")
     try:
         body = finished(client, submit(client, audio["short"]), timeout=300)

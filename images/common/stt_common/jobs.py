@@ -805,6 +805,15 @@ def run_worker(spec: JobSpec, settings, burst: bool = False) -> None:
             self.set_state(WorkerStatus.IDLE)
 
         def run_maintenance_tasks(self):
+            # back after Redis was out of reach longer than the worker's TTL (a worker host cut off, Redis
+            # restarted): RQ reconnects but its registration has expired; register again so it is seen
+            try:
+                if not self.connection.exists(self.key):
+                    log.info("worker %s: registration expired while Redis was out of reach: registering again",
+                             self.name)
+                    self.register_birth()
+            except Exception as e:  # noqa: BLE001
+                log.warning("re-registering the worker failed: %s", e)
             super().run_maintenance_tasks()
             try:
                 sweep_files(self.connection, settings, spec.service)
