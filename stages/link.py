@@ -209,6 +209,14 @@ def front_link():
         acl=WORKER_ACL)
     includes = [files.line(name=f"redis.conf includes {path}", path="/etc/redis/redis.conf", line=f"include {path}")
                 for path in (REDIS_LINK_CONF, REDIS_USERS_CONF)]
+    # the services' containers bind-mount /run/redis (the socket): systemd must not delete and recreate that
+    # folder when Redis restarts (here, when worker hosts come or go), or their mount points at a dead folder
+    keep = files.put(name="Redis: keep /run/redis across restarts (the containers mount it)",
+                     src=_text("[Service]\nRuntimeDirectoryPreserve=yes\n"),
+                     dest="/etc/systemd/system/redis-server.service.d/whisper-platform-run.conf", mode="644",
+                     create_remote_dir=True)
+    server.shell(name="systemd: reload units (Redis's drop-in)", commands=["systemctl daemon-reload"],
+                 _if=keep.did_change)
     restart = server.shell(name="Restart Redis (its TLS settings changed)",
                            commands=["systemctl restart redis-server"],
                            _if=lambda: any(op.did_change() for op in changed + includes))
