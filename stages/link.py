@@ -165,6 +165,17 @@ def acl_sync_command(jobs_env_file: str) -> str:
     )
 
 
+def keep_run_dir():
+    """The services' containers bind-mount /run/redis (the socket): systemd must not delete and recreate that
+    folder when Redis restarts (here, when worker hosts come or go), or their mount points at a dead folder."""
+    keep = files.put(name="Redis: keep /run/redis across restarts (the containers mount it)",
+                     src=_text("[Service]\nRuntimeDirectoryPreserve=yes\n"),
+                     dest="/etc/systemd/system/redis-server.service.d/whisper-platform-run.conf", mode="644",
+                     create_remote_dir=True)
+    server.shell(name="systemd: reload units (Redis's drop-in)", commands=["systemctl daemon-reload"],
+                 _if=keep.did_change)
+
+
 @deploy("Link to the worker hosts (Redis TLS, audio over HTTPS)")
 def front_link():
     """On the front host: Redis's TLS port and the workers' users, nginx's audio server; all of it removed again
@@ -176,6 +187,7 @@ def front_link():
         present = host.get_fact(CommandSucceeds, command=f"test -e {REDIS_LINK_CONF}")
         if not present:
             return
+        keep_run_dir()
         server.shell(name="Redis: drop the link's include (no worker hosts)",
                      commands=[f"sed -i '\\#^include {REDIS_LINK_CONF}$#d; \\#^include {REDIS_USERS_CONF}$#d' "
                                "/etc/redis/redis.conf",
@@ -209,14 +221,7 @@ def front_link():
         acl=WORKER_ACL)
     includes = [files.line(name=f"redis.conf includes {path}", path="/etc/redis/redis.conf", line=f"include {path}")
                 for path in (REDIS_LINK_CONF, REDIS_USERS_CONF)]
-    # the services' containers bind-mount /run/redis (the socket): systemd must not delete and recreate that
-    # folder when Redis restarts (here, when worker hosts come or go), or their mount points at a dead folder
-    keep = files.put(name="Redis: keep /run/redis across restarts (the containers mount it)",
-                     src=_text("[Service]\nRuntimeDirectoryPreserve=yes\n"),
-                     dest="/etc/systemd/system/redis-server.service.d/whisper-platform-run.conf", mode="644",
-                     create_remote_dir=True)
-    server.shell(name="systemd: reload units (Redis's drop-in)", commands=["systemctl daemon-reload"],
-                 _if=keep.did_change)
+    keep_run_dir()
     restart = server.shell(name="Restart Redis (its TLS settings changed)",
                            commands=["systemctl restart redis-server"],
                            _if=lambda: any(op.did_change() for op in changed + includes))
