@@ -172,7 +172,7 @@ def test_one_deploy_adds_a_worker_host_and_jobs_spread_over_both(worker_host, cl
             - metric(before, "stt_jobs_finished_by_worker_total", worker=host, outcome="succeeded") == ran
     assert metric(after, "stt_job_workers", worker=WORKER) >= 1
     # the worker host kept no copy of the audio
-    assert on_worker("docker exec faster-whisper-worker-1 sh -c 'ls -A /jobs'").stdout.strip() == ""
+    assert on_worker("docker exec faster-whisper-worker-1 sh -c 'ls -A /tmp/stt/jobs'").stdout.strip() == ""
 
 
 def test_a_worker_host_killed_mid_job_has_its_job_finished_elsewhere(worker_host, client, audio):

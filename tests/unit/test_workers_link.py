@@ -135,7 +135,7 @@ def test_worker_compose_renders(tmp_path):
     assert env["STT_JOBS_FETCH_URL"] == "https://10.0.0.1:8444/faster" and env["STT_WORKER_NAME"] == "w1"
     assert "REDIS_PASSWORD" not in text   # the password is in the root-only .env only
     assert w["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
-    assert any(t.startswith("/jobs:") for t in w["tmpfs"])   # the audio copy never touches the disk
+    assert env["STT_JOBS_DIR"].startswith("/tmp/stt/") and any(t.startswith("/tmp/stt:") for t in w["tmpfs"])
 
 
 def test_front_link_configs_bind_the_link_only():
