@@ -204,7 +204,8 @@ def front_link():
     ca_text = ca_pem.public_bytes(serialization.Encoding.PEM).decode()
     cert, key = issue(folder, host.name, server_address=address)
 
-    files.directory(name="Link certificates folder", path=REDIS_LINK_DIR, user="root", group="redis", mode="750")
+    # setgid like /etc/redis (2770): what the folder gets anyway, so a second run changes nothing
+    files.directory(name="Link certificates folder", path=REDIS_LINK_DIR, user="root", group="redis", mode="2750")
     changed = [
         files.put(name="Link CA certificate", src=_text(ca_text), dest=f"{REDIS_LINK_DIR}/ca.crt", mode="644"),
         files.put(name="Front link certificate", src=_text(cert), dest=f"{REDIS_LINK_DIR}/server.crt", mode="644"),

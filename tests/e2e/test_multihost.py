@@ -137,6 +137,8 @@ def front_worker(action: str) -> None:
 
 def test_one_deploy_adds_a_worker_host_and_jobs_spread_over_both(worker_host, client, audio):
     deploy(f"{WORKER}:{WORKER_PORT}")
+    # a second run over both hosts changes nothing
+    assert pyinfra("-y", "--json", env={"SANDBOX_WORKERS": f"{WORKER}:{WORKER_PORT}"}).changed() == 0
     # the worker host listens on nothing new; the front's link ports are on its link address only
     listening = [line.split()[3] for line in on_worker("ss -ltnH").stdout.splitlines() if line.strip()]
     exposed = [a for a in listening if not a.startswith("127.") and not a.endswith(":22")]
