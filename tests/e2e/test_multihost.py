@@ -136,7 +136,12 @@ def front_worker(action: str) -> None:
 
 
 def test_one_deploy_adds_a_worker_host_and_jobs_spread_over_both(worker_host, client, audio):
-    deploy(f"{WORKER}:{WORKER_PORT}")
+    out = deploy(f"{WORKER}:{WORKER_PORT}").output
+    # no link secret in the deploy's output: the worker's Redis password, any private key
+    for secret in (STATE / "link").glob("*.redis-password"):
+        assert secret.read_text().strip() not in out
+    for key in (STATE / "link").glob("*.key"):
+        assert key.read_text().splitlines()[1] not in out
     # a second run over both hosts changes nothing
     assert pyinfra("-y", "--json", env={"SANDBOX_WORKERS": f"{WORKER}:{WORKER_PORT}"}).changed() == 0
     # the worker host listens on nothing new; the front's link ports are on its link address only
