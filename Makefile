@@ -86,6 +86,7 @@ sandbox-brownfield: venv base-images
 
 sandbox-down:
 	bash sandbox/down.sh
+	bash sandbox/worker-down.sh --all $${SANDBOX_WORKER_NAME:-$${SANDBOX_NAME:-whisper-sandbox}-w1}
 	bash sandbox/brownfield/down.sh
 
 # deploy: pyinfra against the sandbox host (DEPLOY_TARGET=production for srv759970, see README);
@@ -106,7 +107,8 @@ test-integration: venv venv-ml docker base-images
 	$(if $(ML_INTEGRATION),$(MLPY) -m pytest $(ML_INTEGRATION))
 
 # the e2e tier rebuilds the sandbox from scratch itself (SANDBOX_REUSE=1 keeps a running one); then the
-# brownfield host replaces it (same ports) for the takeover tests
+# brownfield host replaces it (same ports) for the takeover tests. test_multihost.py adds a worker host
+# (SANDBOX_WORKER_NAME, default <sandbox name>-w1; SSH on 127.0.0.1:SANDBOX_WORKER_SSH_PORT, default 2233)
 test-e2e: venv base-images
 	$(PYTEST) tests/e2e --ignore=tests/e2e/test_brownfield.py
 	$(PYTEST) tests/e2e/test_brownfield.py

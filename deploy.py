@@ -6,28 +6,41 @@
 
 from pyinfra import host
 
-from stages import autostart, compose_projects, gpu, images, model_store, packages, redis, secrets_env, web
+from stages import (autostart, compose_projects, gpu, images, link, model_store, packages, redis, secrets_env, web,
+                    workers)
 from stages.settings import Platform
 
-# settings and secrets first: a bad group_data value, or a missing or unsafe secret, stops the deploy before
-# anything changes on the host; an absent optional secret keeps the host's value. The sandbox hosts read
-# their throwaway values from .sandbox/.
-platform = Platform.from_group_data(host.data)
-if "brownfield" in host.groups:
-    secrets = secrets_env.load(sandbox=secrets_env.BROWNFIELD_SECRETS)
+if "workers" in host.groups:
+    # a worker host (issue 14): Docker, its services' images and models, RQ workers on the link to the front
+    worker = workers.WorkerHost.from_group_data(host.data)
+    platform = Platform.from_group_data(host.data, service_overrides_extra=worker.service_overrides(host.data))
+    workers.worker_packages(platform)
+    gpu.nvidia_runtime(platform)   # a cuda worker host: the NVIDIA runtime
+    images.seed_images(platform)
+    model_store.model_store(platform)
+    images.build_images(platform)
+    workers.worker_projects(platform, worker)
 else:
-    secrets = secrets_env.load(sandbox="sandbox" in host.groups)
+    # settings and secrets first: a bad group_data value, or a missing or unsafe secret, stops the deploy before
+    # anything changes on the host; an absent optional secret keeps the host's value. The sandbox hosts read
+    # their throwaway values from .sandbox/.
+    platform = Platform.from_group_data(host.data)
+    if "brownfield" in host.groups:
+        secrets = secrets_env.load(sandbox=secrets_env.BROWNFIELD_SECRETS)
+    else:
+        secrets = secrets_env.load(sandbox="sandbox" in host.groups)
 
-compose_projects.ensure_api_key(secrets, platform)    # the services refuse to run without one
+    compose_projects.ensure_api_key(secrets, platform)    # the services refuse to run without one
 
-packages.install_packages(platform)
-gpu.nvidia_runtime(platform)   # hosts with a cuda service only: zero operations elsewhere
-images.seed_images(platform)
-model_store.model_store(platform)
-images.build_images(platform)
-redis.redis_server(platform)
-compose_projects.compose_projects(platform, secrets)
-web.nginx_base(platform, secrets)
-web.certificates(platform)
-web.nginx_vhosts(platform, secrets)
-autostart.autostart_proxy(platform)
+    packages.install_packages(platform)
+    gpu.nvidia_runtime(platform)   # hosts with a cuda service only: zero operations elsewhere
+    images.seed_images(platform)
+    model_store.model_store(platform)
+    images.build_images(platform)
+    redis.redis_server(platform)
+    link.front_link(platform)   # Redis TLS and the audio server for the worker hosts; nothing without any
+    compose_projects.compose_projects(platform, secrets)
+    web.nginx_base(platform, secrets)
+    web.certificates(platform)
+    web.nginx_vhosts(platform, secrets)
+    autostart.autostart_proxy(platform)

@@ -44,6 +44,36 @@ _sandbox = [
 
 _brownfield = [("brownfield", dict(_sandbox[0][1]))]
 
+# SANDBOX_SERVICES=faster: the sandbox deploys only these services (a quicker loop while developing)
+if os.environ.get("SANDBOX_SERVICES"):
+    _keep = set(os.environ["SANDBOX_SERVICES"].split(","))
+    _sandbox[0][1]["service_overrides_extra"] = {k: {"enabled": k in _keep} for k in ("faster", "whisperx")}
+
+# worker hosts (issue 14, stages/workers.py): extra machines that run jobs for the front host. Each one's knobs
+# (worker_services, worker_model, worker_device, worker_concurrency, ...) go in its host data here, defaults in
+# group_data/workers.py. The front (the production or sandbox host) reaches them over the link: set its
+# `link_address` (an address of the front that the workers reach, e.g. its private network address).
+#   _production_workers = [("gpu1", {"ssh_hostname": "10.0.0.12", "worker_device": "cuda"})]
+_production_workers = []
+if _production_workers:
+    _production[0][1]["link_address"] = os.environ.get("PRODUCTION_LINK_ADDRESS", "")
+
+# sandbox worker hosts: SANDBOX_WORKERS="name:ssh_port,..." (sandbox/worker-up.sh starts them on the front's
+# private Docker network and writes the front's address on it to .sandbox/link-address)
+_sandbox_workers = []
+for _entry in filter(None, os.environ.get("SANDBOX_WORKERS", "").split(",")):
+    _name, _, _port = _entry.partition(":")
+    _sandbox_workers.append((_name, {**_sandbox[0][1], "ssh_port": int(_port or 22),
+                                     "service_overrides_extra": {}}))
+if _sandbox_workers:
+    _sandbox[0][1]["link_address"] = (_here / ".sandbox" / "link-address").read_text().strip()
+
 production = _production if _target in ("production", "all") else []
 sandbox = _sandbox if _target in ("sandbox", "all") else []
 brownfield = _brownfield if _target == "brownfield" else []
+# the worker hosts of the target's front: their own group, plus the front's group for its settings (images,
+# models); deploy.py gives them the worker stages only
+workers = ([] if _target not in ("production", "all") else _production_workers) \
+    + ([] if _target not in ("sandbox", "all") else _sandbox_workers)
+production = production + [name for name, _ in _production_workers if _target in ("production", "all")]
+sandbox = sandbox + [name for name, _ in _sandbox_workers if _target in ("sandbox", "all")]

@@ -140,6 +140,12 @@ job_retries = 2  # a job whose worker crashed or died runs again this often
 jobs_env_file = "/etc/whisper-platform/jobs.env"
 redis_port = 6379  # loopback only
 redis_maxmemory = "256mb"  # no eviction: jobs are small records, uploads stay on disk
+# worker hosts (inventory group `workers`, group_data/workers.py): the front's link ports, bound to its
+# `link_address` only, and where the deploying machine keeps the link's CA and keys (stages/link.py)
+link_address = ""   # set by the inventory when it has worker hosts: an address of the front they reach
+link_redis_port = 6380
+link_https_port = 8444
+link_pki_dir = "~/.local/share/whisper-platform/link"
 
 # --- the autostart proxy -------------------------------------------------------------------
 autostart_install = True  # False keeps a host's own proxy (the runbook's Node server.js)

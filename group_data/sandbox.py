@@ -44,3 +44,4 @@ service_overrides = {
     },
 }
 autostart_idle_timeout = int(os.environ.get("SANDBOX_IDLE_TIMEOUT", "300"))
+link_pki_dir = ".sandbox/link"  # the worker hosts' link CA and keys (stages/link.py), thrown away with the sandbox

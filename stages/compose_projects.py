@@ -70,12 +70,14 @@ def env_file(svc: Service, secrets: dict) -> Secret:
     return Secret("\n".join(lines) + "\n")
 
 
-def jobs_settings(svc: Service, p: Platform):
-    """What the compose template needs for a service's asynchronous jobs; None when jobs are off."""
+def jobs_settings(svc: Service, p: Platform, worker_name: str = ""):
+    """What the compose template needs for a service's asynchronous jobs; None when jobs are off.
+    `worker_name` (the inventory's name of the host) is what a job's status names as its worker."""
     if not p.jobs_enabled:
         return None
     return {"env_file": p.jobs_env_file, "dir": f"{p.jobs_dir}/{svc.key}", "ttl": p.job_ttl,
-            "max_seconds": p.job_max_seconds, "retries": p.job_retries}
+            "max_seconds": p.job_max_seconds, "retries": p.job_retries,
+            "worker_name": worker_name}
 
 
 def is_ours(image: str, svc: Service) -> bool:
@@ -121,7 +123,7 @@ def compose_projects(p: Platform, secrets: dict[str, Secret]):
             body_limit_mb=body_limit_mb(p.body_limit),
             hf_cache_dir=p.hf_cache_dir,
             models_dir=p.models_dir,
-            jobs=jobs_settings(svc, p),
+            jobs=jobs_settings(svc, p, worker_name=host.name),
         )
         q = shlex.quote(project)
         # a container of the same name that is not ours (the runbook's hand-made one) is removed; its

@@ -265,6 +265,10 @@ _KNOBS: dict[str, Any] = {
     "jobs_env_file": _abs_path,
     "redis_port": _port,
     "redis_maxmemory": lambda k, v: _match(k, v, re.compile(r"\d+[kmg]?b?", re.I), "a Redis size such as 256mb"),
+    "link_address": lambda k, v: _match(k, v, re.compile(r"[0-9a-fA-F.:]*"), "an IP address of the front, or empty"),
+    "link_redis_port": _port,
+    "link_https_port": _port,
+    "link_pki_dir": lambda k, v: _match(k, v, re.compile(r"[^\s\"'$;`\\]+"), "a folder on the deploying machine"),
     "autostart_install": lambda k, v: _type(k, v, bool),
     "autostart_listen_host": lambda k, v: _match(k, v, re.compile(r"[0-9a-fA-F.:\[\]]+|localhost"), "an address"),
     "autostart_port": _port,
@@ -319,6 +323,10 @@ class Platform:
     jobs_env_file: str
     redis_port: int
     redis_maxmemory: str
+    link_address: str         # the front's address on the link to the worker hosts; "" = none
+    link_redis_port: int
+    link_https_port: int
+    link_pki_dir: str         # on the deploying machine: the link's CA and keys
     autostart_install: bool
     autostart_listen_host: str
     autostart_port: int
@@ -342,10 +350,13 @@ class Platform:
         return _listen("https_port", self.https_port)
 
     @classmethod
-    def from_group_data(cls, data) -> "Platform":
+    def from_group_data(cls, data, **replace) -> "Platform":
         """Build and check the settings from pyinfra's host.data (or any object with attributes and
-        .get). Raises GroupDataError naming the first bad key."""
+        .get), with the knobs in `replace` in place of the host's. Raises GroupDataError naming the first
+        bad key."""
         def get(name):
+            if name in replace:
+                return replace[name]
             value = data.get(name) if hasattr(data, "get") else getattr(data, name, None)
             if value is None:
                 raise GroupDataError(name, "missing (its default lives in group_data/all.py)")
@@ -364,7 +375,8 @@ class Platform:
                 raise GroupDataError(f"services[{entry['key']}]", "two entries with this key")
             by_key[entry["key"]] = entry
         for layer in ("service_overrides", "service_overrides_extra"):
-            overrides = data.get(layer) if hasattr(data, "get") else getattr(data, layer, None)
+            overrides = replace[layer] if layer in replace else \
+                data.get(layer) if hasattr(data, "get") else getattr(data, layer, None)
             overrides = _type(layer, overrides or {}, dict)
             for key, override in overrides.items():
                 if key not in by_key:

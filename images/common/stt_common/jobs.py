@@ -14,6 +14,15 @@ Nothing is lost: a worker killed mid-job leaves the job in RQ's started registry
 TTL (STT_JOB_HEARTBEAT_TTL, beats at a quarter of it); any worker's maintenance (every half of it) finds it
 abandoned and RQ requeues it while it has
 retries left (`STT_JOB_RETRIES`). Redis persists queued jobs (AOF, set up by the deploy).
+
+Worker hosts (issue 14): a worker on another machine reaches Redis over TLS (`rediss://`, a client certificate
+of the deploy's link CA and its own Redis user) and has no access to the front's disk. It fetches a job's audio
+from the front (`STT_JOBS_FETCH_URL`: nginx on the link, the same client certificate) with the job's own token
+(`GET /internal/jobs/<id>/audio`, header X-Job-Token; answered only while the job is queued or running), keeps
+the copy in its own jobs_dir for the job's run only, and stores the result in Redis (`stt:result:<id>`, expiring
+with the job) instead of beside the audio. Whichever attempt finishes first claims the job (`stt:finished:<id>`,
+SET NX): a worker that was cut off and comes back after its job was retried elsewhere drops its late result, so a
+client never sees a job finish twice (one webhook, one result).
 """
 from __future__ import annotations
 
@@ -25,8 +34,10 @@ import ipaddress
 import json
 import logging
 import os
+import secrets
 import shutil
 import socket
+import ssl
 import threading
 import time
 import urllib.error
@@ -73,8 +84,25 @@ def redis_connection(settings):
     """The Redis connection for STT_REDIS_URL (redis://, rediss:// or unix://) and STT_REDIS_PASSWORD."""
     from redis import Redis
 
+    tls = {}
+    if settings.redis_url.startswith("rediss://"):
+        tls = {"ssl_cert_reqs": "required", "ssl_ca_certs": settings.link_ca or None,
+               "ssl_certfile": settings.link_cert or None, "ssl_keyfile": settings.link_key or None}
     return Redis.from_url(settings.redis_url, password=settings.redis_password or None,
-                          socket_connect_timeout=5, health_check_interval=30)
+                          socket_connect_timeout=5, health_check_interval=30, **tls)
+
+
+def worker_name(settings) -> str:
+    """The name a job's `worker` field and the per-host metrics show: the deploy's host name."""
+    return (getattr(settings, "worker_name", "") or socket.gethostname()).strip()
+
+
+def link_ssl_context(settings) -> ssl.SSLContext:
+    """TLS to the front over the link: its certificate checked against the link CA, ours presented."""
+    ctx = ssl.create_default_context(cafile=settings.link_ca or None)
+    if settings.link_cert:
+        ctx.load_cert_chain(settings.link_cert, settings.link_key or None)
+    return ctx
 
 
 def owner_of(request: Request) -> str:
@@ -237,7 +265,7 @@ class Jobs:
             owner = owner_of(request)
             meta = {"service": self.spec.service, "owner": owner, "params": params, "callback_url": callback or None,
                     "filename": (upload.filename or "")[:200] or None, "model": params.get("model_name"),
-                    "attempts": 0}
+                    "attempts": 0, "audio_token": secrets.token_urlsafe(32)}
             from rq import Retry
             job = self.queue().enqueue(
                 "stt_common.jobs.execute", job_id=job_id, meta=meta,
@@ -277,7 +305,10 @@ class Jobs:
             with open(os.path.join(self.folder(job_id), "result.json"), encoding="utf-8") as f:
                 result = json.load(f)
         except FileNotFoundError:
-            raise not_found(f"The result of job {job_id} has expired.", code="job_not_found") from None
+            stored = self.conn.get(result_key(job_id))   # a worker on another host stored it in Redis
+            if stored is None:
+                raise not_found(f"The result of job {job_id} has expired.", code="job_not_found") from None
+            result = json.loads(stored)
         return self.spec.render(result, fmt, params)
 
     def cancel(self, request: Request, job_id: str) -> dict:
@@ -293,6 +324,7 @@ class Jobs:
             self.conn.set(cancel_key(job_id), "1", ex=int(self.settings.job_max_seconds) + 60)
         else:  # finished one way or another: drop its audio and result now instead of at the TTL
             shutil.rmtree(self.folder(job_id), ignore_errors=True)
+            self.conn.delete(result_key(job_id))
             job.delete()
             return {"id": job_id, "object": "transcription.job", "status": state, "deleted": True}
         return describe(job)
@@ -304,17 +336,65 @@ class Jobs:
         ids = [i.decode() if isinstance(i, bytes) else i
                for i in self.conn.zrevrange(f"stt:{self.spec.service}:owner:{owner}", 0, max(1, min(limit, 100)) - 1)]
         jobs = [j for j in RQJob.fetch_many(ids, connection=self.conn) if j is not None]
-        return {"object": "list", "data": [describe(j) for j in jobs]}
+        data = [describe(j) for j in jobs]
+        by_worker: Dict[str, int] = {}
+        for body in data:
+            if body["worker"]:
+                by_worker[body["worker"]] = by_worker.get(body["worker"], 0) + 1
+        return {"object": "list", "data": data, "workers": by_worker}
+
+    def audio(self, job_id: str, token: str) -> Response:
+        """A queued or running job's audio for the worker (on another host) that took it: the job's own token,
+        never the API key; gone once the job has finished (or expired)."""
+        from fastapi.responses import FileResponse
+
+        job = self.fetch(job_id)
+        expected = job.meta.get("audio_token") or ""
+        if not token or not expected or not hmac.compare_digest(token.encode(), expected.encode()) \
+                or job_state(job) not in ("queued", "running"):
+            raise not_found(f"No audio for job '{job_id}'.", code="job_not_found")
+        path = os.path.join(self.folder(job_id), "audio")
+        if not os.path.exists(path):
+            raise not_found(f"No audio for job '{job_id}'.", code="job_not_found")
+        return FileResponse(path, media_type="application/octet-stream")
 
     def counts(self) -> dict:
         """Jobs by state and the stats workers keep, for /health (the autostart proxy's idle check) and /metrics."""
         from rq.registry import StartedJobRegistry
 
+        from rq import Queue
+
         q = self.queue()
         running = StartedJobRegistry(queue=q).count
-        scheduled = q.scheduled_job_registry.count
+        # webhooks from worker hosts wait for the front's worker: the front stays up while any are queued
+        scheduled = q.scheduled_job_registry.count + Queue(webhook_queue_name(self.spec.service),
+                                                           connection=self.conn).count
         stats = {k.decode(): float(v) for k, v in self.conn.hgetall(stats_key(self.spec.service)).items()}
         return {"queued": q.count + scheduled, "running": running, "stats": stats}
+
+    def per_worker(self) -> dict:
+        """Per worker host: its RQ workers alive, its running jobs, its finished jobs and audio seconds."""
+        from rq import Worker
+        from rq.job import Job as RQJob
+        from rq.registry import StartedJobRegistry
+
+        q = self.queue()
+        hosts: Dict[str, dict] = {}
+
+        def entry(name: str) -> dict:
+            return hosts.setdefault(name, {"workers": 0, "running": 0, "stats": {}})
+
+        for w in Worker.all(queue=q):
+            entry(w.name.rsplit("/", 1)[0] if "/" in w.name else (w.hostname or w.name))["workers"] += 1
+        ids = StartedJobRegistry(queue=q).get_job_ids()
+        for job in RQJob.fetch_many(ids, connection=self.conn):
+            if job is not None and job.meta.get("worker"):
+                entry(job.meta["worker"])["running"] += 1
+        for field, value in self.conn.hgetall(worker_stats_key(self.spec.service)).items():
+            name, _, stat = field.decode().rpartition("|")
+            if name:
+                entry(name)["stats"][stat] = float(value)
+        return hosts
 
 
 def cancel_key(job_id: str) -> str:
@@ -323,6 +403,18 @@ def cancel_key(job_id: str) -> str:
 
 def stats_key(service: str) -> str:
     return f"stt:{service}:stats"
+
+
+def worker_stats_key(service: str) -> str:
+    return f"stt:{service}:stats:by-worker"
+
+
+def result_key(job_id: str) -> str:
+    return f"stt:result:{job_id}"
+
+
+def finished_key(job_id: str) -> str:
+    return f"stt:finished:{job_id}"
 
 
 def _iso_now() -> str:
@@ -341,6 +433,11 @@ def jobs_routes(svc, jobs: Jobs, receive) -> None:
         props["callback_url"] = {"type": "string", "format": "uri", "description": (
             "Called with a signed POST when the job ends (header X-STT-Signature: t=<unix time>,v1=<HMAC-SHA256 "
             "of '<t>.<body>' with the server's webhook secret>).")}
+
+    # for workers on other hosts, through nginx on the link only (the public vhosts answer 404 for /internal/)
+    @svc.app.get("/internal/jobs/{job_id}/audio", include_in_schema=False)
+    async def job_audio(request: Request, job_id: str):
+        return jobs.audio(job_id, request.headers.get("x-job-token", ""))
 
     @svc.api.post("/v1/jobs", tags=["jobs"], status_code=202, openapi_extra=body or None,
                   summary="Queue a transcription job (same fields as the synchronous endpoint, plus callback_url)")
@@ -405,6 +502,27 @@ def register_job_metrics(metrics, jobs: Jobs) -> None:
                                       value=stats.get("job_audio_seconds", 0.0))
             yield CounterMetricFamily("stt_webhook_failures", "Webhook deliveries that failed (each attempt)",
                                       value=stats.get("webhook_failures", 0.0))
+            try:
+                hosts = jobs.per_worker()
+            except Exception as e:  # noqa: BLE001
+                log.warning("per-worker job metrics unavailable: %s", e)
+                return
+            alive = GaugeMetricFamily("stt_job_workers", "RQ workers alive, by worker host", labels=["worker"])
+            run = GaugeMetricFamily("stt_jobs_running_by_worker", "Jobs running, by worker host", labels=["worker"])
+            done = CounterMetricFamily("stt_jobs_finished_by_worker", "Jobs finished, by worker host and outcome",
+                                       labels=["worker", "outcome"])
+            audio = CounterMetricFamily("stt_job_audio_seconds_by_worker", "Seconds of audio transcribed, by worker "
+                                        "host", labels=["worker"])
+            for name, h in sorted(hosts.items()):
+                alive.add_metric([name], h["workers"])
+                run.add_metric([name], h["running"])
+                for outcome in ("succeeded", "failed", "canceled"):
+                    done.add_metric([name, outcome], h["stats"].get(f"jobs_{outcome}", 0.0))
+                audio.add_metric([name], h["stats"].get("job_audio_seconds", 0.0))
+            yield alive
+            yield run
+            yield done
+            yield audio
 
     metrics.registry.register(Collector())
 
@@ -424,13 +542,22 @@ class JobContext:
         self._last_progress = 0.0
         self._last_check = 0.0
         self.reason: Optional[str] = None
+        self.attempt = uuid.uuid4().hex   # what claim_finish records for this run of the job
 
     @property
     def cancelled(self) -> bool:
         return self.reason is not None
 
+    def _superseded(self) -> None:
+        """Never write over the status of a job that another attempt finished (this worker was cut off)."""
+        winner = self.conn.get(finished_key(self.job.id))
+        if winner is not None and winner.decode() != self.attempt:
+            self.reason = "superseded"
+            raise JobStopped(self.reason)
+
     def set_total(self, seconds: float) -> None:
         self.total = seconds
+        self._superseded()
         self.job.meta["seconds_total"] = round(seconds, 2)
         self.job.save_meta()
 
@@ -438,6 +565,7 @@ class JobContext:
         now = time.monotonic()
         if force or now - self._last_progress >= PROGRESS_EVERY_S:
             self._last_progress = now
+            self._superseded()
             self.job.meta["seconds_done"] = round(float(seconds_done), 2)
             self.job.save_meta()
 
@@ -447,6 +575,10 @@ class JobContext:
             self._last_check = now
             if self.conn.exists(cancel_key(self.job.id)):
                 self.reason = "canceled"
+            else:
+                winner = self.conn.get(finished_key(self.job.id))
+                if winner is not None and winner.decode() != self.attempt:
+                    self.reason = "superseded"
         if self.reason:
             raise JobStopped(self.reason)
 
@@ -454,8 +586,30 @@ class JobContext:
 def _stat(conn, name: str, amount: float = 1.0) -> None:
     try:
         conn.hincrbyfloat(stats_key(_SPEC.service), name, amount)
+        if _SETTINGS is not None and name != "webhook_failures":
+            conn.hincrbyfloat(worker_stats_key(_SPEC.service), f"{worker_name(_SETTINGS)}|{name}", amount)
     except Exception:  # noqa: BLE001
         pass
+
+
+def fetch_audio(settings, job, folder: str) -> str:
+    """A worker on another host: the job's audio from the front over the link (its token, our certificate)."""
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    path = os.path.join(folder, "audio")
+    url = f"{settings.jobs_fetch_url.rstrip('/')}/internal/jobs/{job.id}/audio"
+    req = urllib.request.Request(url, headers={"X-Job-Token": job.meta.get("audio_token") or "",
+                                               "User-Agent": "whisper-platform-worker"})
+    with urllib.request.urlopen(req, timeout=60, context=link_ssl_context(settings)) as r, \
+            open(path + ".part", "wb") as f:
+        shutil.copyfileobj(r, f, 1 << 20)
+    os.replace(path + ".part", path)
+    return path
+
+
+def claim_finish(conn, job, settings, attempt: str) -> bool:
+    """The first attempt to finish a job wins; a late one (its worker was cut off and the job ran elsewhere)
+    drops what it has, so the client sees one outcome and one webhook."""
+    return bool(conn.set(finished_key(job.id), attempt, nx=True, ex=int(settings.job_ttl)))
 
 
 def execute() -> dict:
@@ -466,20 +620,34 @@ def execute() -> dict:
     conn = job.connection
     spec, settings = _SPEC, _SETTINGS
     folder = os.path.join(settings.jobs_dir, job.id)
-    job.meta.update(attempts=int(job.meta.get("attempts", 0)) + 1, worker=socket.gethostname(),
+    remote = bool(settings.jobs_fetch_url)   # a worker host: the audio comes over the link, the result goes to Redis
+    if conn.exists(finished_key(job.id)):   # an attempt elsewhere already finished it
+        return {"state": "duplicate"}
+    job.meta.update(attempts=int(job.meta.get("attempts", 0)) + 1, worker=worker_name(settings),
                     seconds_done=0.0, error=None)
     job.save_meta()
     ctx = JobContext(job, conn)
     t0 = time.monotonic()
     outcome, error = "succeeded", None
     try:
-        if conn.exists(cancel_key(job.id)):
-            raise JobStopped("canceled")
-        result = spec.run(os.path.join(folder, "audio"), job.meta.get("params") or {}, ctx)
-        tmp = os.path.join(folder, "result.json.part")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(result, f, ensure_ascii=False)
-        os.replace(tmp, os.path.join(folder, "result.json"))
+        try:
+            if conn.exists(cancel_key(job.id)):
+                raise JobStopped("canceled")
+            audio = fetch_audio(settings, job, folder) if remote else os.path.join(folder, "audio")
+            result = spec.run(audio, job.meta.get("params") or {}, ctx)
+            if remote:
+                conn.set(result_key(job.id), json.dumps(result, ensure_ascii=False), ex=int(settings.job_ttl))
+            else:
+                tmp = os.path.join(folder, "result.json.part")
+                with open(tmp, "w", encoding="utf-8") as f:
+                    json.dump(result, f, ensure_ascii=False)
+                os.replace(tmp, os.path.join(folder, "result.json"))
+        finally:
+            if remote:   # the worker host keeps no copy of anyone's audio
+                shutil.rmtree(folder, ignore_errors=True)
+        if not claim_finish(conn, job, settings, ctx.attempt):
+            log.warning("job %s was finished elsewhere meanwhile: this late result is dropped", job.id)
+            return {"state": "duplicate"}
         _stat(conn, "job_audio_seconds", float(result.get("duration") or 0.0))
         ctx.progress(ctx.total or result.get("duration") or 0.0, force=True)
     except JobStopped:
@@ -489,13 +657,15 @@ def execute() -> dict:
     except Exception as e:  # noqa: BLE001
         # a crash: RQ retries it while retries are left; the webhook and state only for the last attempt
         last = not job.retries_left
-        if last:
+        if last and claim_finish(conn, job, settings, ctx.attempt):
             job.meta.update(state="failed", finished_at=_iso_now(),
                             error=error_body(f"The job failed: {type(e).__name__}.", "server_error", None,
                                              "job_failed")["error"])
             job.save_meta()
             _finish(job, conn, "failed", time.monotonic() - t0)
         raise
+    if outcome != "succeeded" and not claim_finish(conn, job, settings, ctx.attempt):
+        return {"state": "duplicate"}
     job.meta.update(state=outcome, finished_at=_iso_now(), error=error)
     job.save_meta()
     if outcome == "canceled":
@@ -513,7 +683,8 @@ def _finish(job, conn, outcome: str, seconds: float) -> None:
         payload = {"id": job.id, "object": "transcription.job", "status": outcome,
                    "result_url": f"/v1/jobs/{job.id}/result" if outcome == "succeeded" else None,
                    "error": job.meta.get("error")}
-        if not deliver_webhook(url, payload, raise_on_failure=False):
+        # a worker host has no webhook secret (it stays on the front): the front's worker delivers
+        if not _SETTINGS.webhook_secret or not deliver_webhook(url, payload, raise_on_failure=False):
             from rq import Queue, Retry
             Queue(webhook_queue_name(_SPEC.service), connection=conn).enqueue(
                 "stt_common.jobs.deliver_webhook", url, payload,
@@ -629,6 +800,15 @@ def run_worker(spec: JobSpec, settings, burst: bool = False) -> None:
             self.set_state(WorkerStatus.IDLE)
 
         def run_maintenance_tasks(self):
+            # back after Redis was out of reach longer than the worker's TTL (a worker host cut off, Redis
+            # restarted): RQ reconnects but its registration has expired; register again so it is seen
+            try:
+                if not self.connection.exists(self.key):
+                    log.info("worker %s: registration expired while Redis was out of reach: registering again",
+                             self.name)
+                    self.register_birth()
+            except Exception as e:  # noqa: BLE001
+                log.warning("re-registering the worker failed: %s", e)
             super().run_maintenance_tasks()
             try:
                 sweep_files(self.connection, settings, spec.service)
@@ -637,8 +817,11 @@ def run_worker(spec: JobSpec, settings, burst: bool = False) -> None:
 
     queues = [Queue(webhook_queue_name(spec.service), connection=conn),
               Queue(queue_name(spec.service), connection=conn)]
+    if settings.jobs_fetch_url or not settings.webhook_secret:
+        queues = queues[1:]   # a worker host: webhooks are signed and sent by the front's worker
     # maintenance runs between waits for the next job: the wait (worker_ttl - 15) must not outlast its interval
     maintenance = max(1, ttl // 2)
-    worker = ModelWorker(queues, connection=conn, maintenance_interval=maintenance, worker_ttl=maintenance + 15)
+    worker = ModelWorker(queues, connection=conn, maintenance_interval=maintenance, worker_ttl=maintenance + 15,
+                         name=f"{worker_name(settings)}/{uuid.uuid4().hex[:8]}")
     log.info("worker %s listening on %s", worker.name, ", ".join(q.name for q in queues))
     worker.work(burst=burst, with_scheduler=True, logging_level=os.environ.get("LOG_LEVEL", "INFO").upper())

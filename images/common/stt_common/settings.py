@@ -44,6 +44,13 @@ class STTSettings(BaseSettings):
     webhook_secret: str = ""            # HMAC key of the callback signatures; empty = callback_url refused
     webhook_allow_private: bool = False  # callbacks to loopback/private addresses (tests, private networks)
     job_heartbeat_ttl: float = Field(60, ge=2)  # s without a heartbeat before a running job counts as abandoned
+    # worker hosts (stt_common/jobs.py): the name a job's status shows, and for a worker on another host the
+    # front's audio URL (https://<front link address>:<port>/<service>) and the link's TLS files
+    worker_name: str = ""               # empty = the container's host name
+    jobs_fetch_url: str = ""            # empty = the audio is in jobs_dir (a worker on the front host)
+    link_ca: str = ""                   # CA of the link (Redis TLS and the audio fetch)
+    link_cert: str = ""                 # this worker's client certificate
+    link_key: str = ""                  # and its key
     host: str = Field("0.0.0.0", validation_alias=AliasChoices("HOST", "STT_HOST"))
     port: int = Field(8000, validation_alias=AliasChoices("PORT", "STT_PORT"))
 

@@ -1,0 +1,16 @@
+"""Worker hosts (inventory group `workers`, issue 14): machines that only run jobs for the front host.
+
+Each knob can be set per host in the inventory's host data; these are the defaults. A worker host runs the
+RQ workers of `worker_services` (their images built there, their models uploaded there), reaches the front's
+Redis over TLS and fetches each job's audio from the front (stages/link.py), and restarts by itself after a
+crash or a reboot (Docker restart policy), so a host that comes back rejoins without a deploy.
+"""
+
+worker_services = ["faster"]      # which services' jobs this host takes
+worker_model = ""                 # "" = the service's model from group data (e.g. "/models/tiny.en", "large-v3")
+worker_device = "cpu"             # "cuda" on a GPU host (stages/gpu: NVIDIA runtime, GPU images)
+worker_compute_type = ""          # "" = int8 on cpu, float16 on cuda
+worker_concurrency = 1            # RQ workers per service on this host (each keeps its own model loaded)
+worker_cpu_threads = 0            # 0 = the engine's default
+worker_project_dir = "/opt/whisper-worker"   # <dir>-<service>: one compose project per service
+worker_link_dir = "/etc/whisper-platform/link"
