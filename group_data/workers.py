@@ -8,7 +8,7 @@ crash or a reboot (Docker restart policy), so a host that comes back rejoins wit
 
 worker_services = ["faster"]      # which services' jobs this host takes
 worker_model = ""                 # "" = the service's model from group data (e.g. "/models/tiny.en", "large-v3")
-worker_device = "cpu"             # "cuda" on a GPU host (stages/gpu: NVIDIA runtime, GPU images)
+worker_device = "cpu"             # "cuda" on a GPU host: the NVIDIA runtime (stages/gpu.py) and the GPU images
 worker_compute_type = ""          # "" = int8 on cpu, float16 on cuda
 worker_concurrency = 1            # RQ workers per service on this host (each keeps its own model loaded)
 worker_cpu_threads = 0            # 0 = the engine's default

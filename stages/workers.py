@@ -76,6 +76,8 @@ class WorkerHost:
                     "cpu_threads": self.cpu_threads}
             if self.model:
                 over["model"] = self.model
+            if self.device == "cuda":   # the GPU variant of the image (stages/gpu.py checks it)
+                over["build_args"] = {"DEVICE": "cuda"}
             knobs[entry["key"]] = over
         return knobs
 

@@ -126,7 +126,9 @@ def test_worker_compose_renders(tmp_path):
     p = Platform.from_group_data(data, service_overrides_extra=worker.service_overrides(data))
     assert [s.key for s in p.services] == ["faster"]   # the worker host's services only
     svc = p.service("faster")
-    assert svc.device == "cuda" and svc.compute_type == "float16"
+    assert svc.device == "cuda" and svc.compute_type == "float16" and svc.build_args["DEVICE"] == "cuda"
+    from stages import gpu
+    gpu.check_images(gpu.cuda_services(p))   # a cuda worker host builds the GPU image: the GPU stage accepts it
     text = _render("compose", "worker.yml.j2", svc=svc, image_tag="whisper-faster:src-x", concurrency=2,
                    timezone="UTC", hf_cache_dir="/hf", models_dir="/m", link_dir="/etc/l", link_address="10.0.0.1",
                    link_redis_port=6380, link_https_port=8444, redis_user="worker-w1", worker_name="w1",
