@@ -7,10 +7,17 @@ import signal
 import socket
 import subprocess
 import sys
+import shutil
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+needs_redis = pytest.mark.skipif(not shutil.which("redis-server"),
+                                 reason="redis-server is not installed (make docker installs it)")
 
 
 def _free_port() -> int:

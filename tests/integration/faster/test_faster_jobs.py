@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import shutil
 import signal
 import subprocess
 import threading
@@ -15,23 +14,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from jobs_support import RedisServer, Worker
+from jobs_support import Worker, needs_redis
 from stt_common.jobs import SIGNATURE_HEADER, verify
 from transcript_wer import wer
 
 from .conftest import free_port, start_server, stop_server, tiny_model
 
-pytestmark = pytest.mark.skipif(not shutil.which("redis-server"),
-                                reason="redis-server is not installed (make docker installs it)")
+pytestmark = needs_redis
 SECRET = "test-webhook-secret"
 KEY = "sk-jobs-test"
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    r = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield r
-    r.stop()
 
 
 @pytest.fixture(scope="module")

@@ -4,27 +4,18 @@ back through Redis. Real Redis, real RQ, real tiny.en inference. (TLS on the lin
 tests/e2e/test_multihost.py; here the fetch is plain HTTP on 127.0.0.1.)"""
 from __future__ import annotations
 
-import shutil
 
 import httpx
 import pytest
 
-from jobs_support import RedisServer
+from jobs_support import needs_redis
 from stt_common.jobs import JobContext, claim_finish, finished_key
 from stt_common.executor import JobStopped
 
 from .conftest import start_server, stop_server
 from .test_faster_jobs import KEY, faster_worker, headers, status, submit, wait_for
 
-pytestmark = pytest.mark.skipif(not shutil.which("redis-server"),
-                                reason="redis-server is not installed (make docker installs it)")
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    r = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield r
-    r.stop()
+pytestmark = needs_redis
 
 
 @pytest.fixture(scope="module")

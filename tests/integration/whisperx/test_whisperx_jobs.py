@@ -3,23 +3,13 @@ diarized job on a two-voice conversation runs to the end, reports progress and r
 OpenAI's formats; the same helpers as the faster service's job tests (tests/jobs_support.py)."""
 from __future__ import annotations
 
-import shutil
 import time
 
-import pytest
 import requests
 
-from jobs_support import RedisServer, Worker
+from jobs_support import Worker, needs_redis
 
-pytestmark = pytest.mark.skipif(not shutil.which("redis-server"),
-                                reason="redis-server is not installed (make docker installs it)")
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    r = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield r
-    r.stop()
+pytestmark = needs_redis
 
 
 def test_diarized_job_end_to_end(start_server, redis_server, tiny_model, conversation, tmp_path):
