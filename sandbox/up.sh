@@ -52,16 +52,7 @@ if [ -z "$(docker ps -q -f name="^${NAME}$")" ]; then
 fi
 docker exec -i "$NAME" sh -c 'cat > /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys' <"$STATE/id_ed25519.pub"
 
-for _ in $(seq 1 60); do
-  state=$(docker exec "$NAME" systemctl is-system-running 2>/dev/null || true)
-  case "$state" in running|degraded) break ;; esac
-  sleep 1
-done
-for _ in $(seq 1 30); do
-  ssh -q -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
-      -i "$STATE/id_ed25519" -p "${SANDBOX_SSH_PORT:-2222}" root@127.0.0.1 true && break
-  sleep 1
-done
+state=$(bash sandbox/host-ready.sh "$NAME" "${SANDBOX_SSH_PORT:-2222}")
 # a re-created sandbox has a new host key: forget the old one
 rm -f "$STATE/known_hosts"
 echo "sandbox: $NAME is up (systemd: ${state:-unknown}); ssh -i $STATE/id_ed25519 -p ${SANDBOX_SSH_PORT:-2222} root@127.0.0.1"

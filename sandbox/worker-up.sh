@@ -44,16 +44,7 @@ if [ -z "$(docker ps -q -f name="^${NAME}$")" ]; then
 fi
 docker exec -i "$NAME" sh -c 'mkdir -p /root/.ssh && cat > /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys' \
   <"$STATE/id_ed25519.pub"
-for _ in $(seq 1 60); do
-  state=$(docker exec "$NAME" systemctl is-system-running 2>/dev/null || true)
-  case "$state" in running|degraded) break ;; esac
-  sleep 1
-done
-for _ in $(seq 1 30); do
-  ssh -q -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
-      -i "$STATE/id_ed25519" -p "$PORT" root@127.0.0.1 true && break
-  sleep 1
-done
+state=$(bash sandbox/host-ready.sh "$NAME" "$PORT")
 docker inspect -f "{{(index .NetworkSettings.Networks \"$NET\").IPAddress}}" "$FRONT" > "$STATE/link-address"
 # known_hosts is shared by the sandbox hosts: forget this one's old key (a re-created host has a new one)
 [ -f "$STATE/known_hosts" ] && ssh-keygen -q -R "[127.0.0.1]:$PORT" -f "$STATE/known_hosts" >/dev/null 2>&1 || true
