@@ -38,21 +38,14 @@ fi
 if [ -z "$(docker ps -q -f name="^${NAME}$")" ]; then
   docker rm -f "$NAME" >/dev/null 2>&1 || true
   echo "sandbox: starting $NAME"
-  docker run -d --name "$NAME" --hostname "$NAME" \
-    --cap-add=ALL --cap-drop=SYS_RESOURCE \
-    --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
-    --cgroupns=host -v /sys/fs/cgroup:/sys/fs/cgroup:rw \
-    --tmpfs /run --tmpfs /run/lock \
-    -v "$NAME-docker:/var/lib/docker" \
-    -v "$wheelhouse:/var/cache/whisper-platform/wheelhouse:ro" \
+  bash sandbox/host.sh run "$NAME" "$IMAGE" "$wheelhouse" \
     -p 127.0.0.1:${SANDBOX_SSH_PORT:-2222}:22 \
     -p 127.0.0.1:${SANDBOX_HTTP_PORT:-8080}:80 \
-    -p 127.0.0.1:${SANDBOX_HTTPS_PORT:-8443}:443 \
-    "$IMAGE" >/dev/null
+    -p 127.0.0.1:${SANDBOX_HTTPS_PORT:-8443}:443 >/dev/null
 fi
 docker exec -i "$NAME" sh -c 'cat > /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys' <"$STATE/id_ed25519.pub"
 
-state=$(bash sandbox/host-ready.sh "$NAME" "${SANDBOX_SSH_PORT:-2222}")
+state=$(bash sandbox/host.sh ready "$NAME" "${SANDBOX_SSH_PORT:-2222}")
 # a re-created sandbox has a new host key: forget the old one
 rm -f "$STATE/known_hosts"
 echo "sandbox: $NAME is up (systemd: ${state:-unknown}); ssh -i $STATE/id_ed25519 -p ${SANDBOX_SSH_PORT:-2222} root@127.0.0.1"

@@ -29,22 +29,14 @@ if [ -z "$(docker ps -q -f name="^${NAME}$")" ]; then
     docker start "$NAME" >/dev/null   # a stopped (killed) worker host comes back as it was
   else
     echo "worker-up: starting $NAME"
-    docker run -d --name "$NAME" --hostname "$NAME" \
-      --cap-add=ALL --cap-drop=SYS_RESOURCE \
-      --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
-      --cgroupns=host -v /sys/fs/cgroup:/sys/fs/cgroup:rw \
-      --tmpfs /run --tmpfs /run/lock \
-      -v "$NAME-docker:/var/lib/docker" \
-      -v "$wheelhouse:/var/cache/whisper-platform/wheelhouse:ro" \
-      -p "127.0.0.1:$PORT:22" \
-      "$IMAGE" >/dev/null
+    bash sandbox/host.sh run "$NAME" "$IMAGE" "$wheelhouse" -p "127.0.0.1:$PORT:22" >/dev/null
     # a private network for the link, plus the default bridge for the SSH port (an --internal network publishes none)
     docker network connect "$NET" "$NAME"
   fi
 fi
 docker exec -i "$NAME" sh -c 'mkdir -p /root/.ssh && cat > /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys' \
   <"$STATE/id_ed25519.pub"
-state=$(bash sandbox/host-ready.sh "$NAME" "$PORT")
+state=$(bash sandbox/host.sh ready "$NAME" "$PORT")
 docker inspect -f "{{(index .NetworkSettings.Networks \"$NET\").IPAddress}}" "$FRONT" > "$STATE/link-address"
 # known_hosts is shared by the sandbox hosts: forget this one's old key (a re-created host has a new one)
 [ -f "$STATE/known_hosts" ] && ssh-keygen -q -R "[127.0.0.1]:$PORT" -f "$STATE/known_hosts" >/dev/null 2>&1 || true
