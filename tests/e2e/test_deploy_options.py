@@ -20,7 +20,7 @@ import json
 
 import pytest
 
-from .conftest import curl, host_snapshot, pyinfra, ssh
+from .conftest import FOREIGN_ENTRY, curl, host_snapshot, pyinfra, ssh
 
 pytestmark = pytest.mark.sandbox
 
@@ -49,7 +49,9 @@ def starts() -> int:
 
 
 def entries() -> dict:
-    return json.loads(ssh("cat /opt/docker-autostart/config.json").stdout)["services"]
+    """Our entries in the proxy's config.json (the host's other services have theirs beside them)."""
+    services = json.loads(ssh("cat /opt/docker-autostart/config.json").stdout)["services"]
+    return {vhost: entry for vhost, entry in services.items() if vhost.startswith(("whisper.", "whisperx."))}
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +83,7 @@ def test_autostart_install_false_keeps_the_hosts_proxy_and_converges(own_proxy, 
     pyinfra("-y", *OPTION, "--data", "autostart_idle_timeout=77")
     assert {vhost: entry["idleTimeout"] for vhost, entry in entries().items()} == \
         {"whisper.sandbox.test": 77, "whisperx.sandbox.test": 77}
+    assert FOREIGN_ENTRY in ssh("cat /opt/docker-autostart/config.json").stdout   # the other site's, byte for byte
     assert ssh(f"sha256sum {UNIT}").stdout == unit_before
     assert ssh(f"find {OWN} -type f -exec sha256sum {{}} + | sort").stdout == code_before
     assert starts() == 2   # restarted once, because its config changed
