@@ -120,7 +120,7 @@ def ffmpeg(*args: str) -> None:
 
 def silence_flac(path: Path, seconds: float) -> Path:
     """Silence as FLAC: an hour is well under 1 MB (the issue's 656 KB file)."""
-    ffmpeg("-f", "lavfi", "-i", f"anullsrc=r=16000:cl=mono", "-t", str(seconds), "-c:a", "flac", str(path))
+    ffmpeg("-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", str(seconds), "-c:a", "flac", str(path))
     return path
 
 
@@ -155,3 +155,16 @@ def label_values(text: str, name: str, label: str) -> List[str]:
         if line.startswith(name + "{") and f'{label}="' in line:
             out.add(line.split(f'{label}="', 1)[1].split('"', 1)[0])
     return sorted(out)
+
+
+def wait_idle(url: str, timeout: float) -> float:
+    """Seconds until the server at `url` reports no inference in progress (/metrics); fails after `timeout`."""
+    from urllib.request import urlopen
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        with urlopen(url + "/metrics", timeout=5) as r:
+            if metric(r.read().decode(), "stt_inference_in_progress") == 0:
+                return time.monotonic() - t0
+        time.sleep(0.2)
+    raise AssertionError("the job is still running")

@@ -184,3 +184,15 @@ FRENCH_DIALOGUE = [
     ("jf_nezumi", "Je vais demander les chiffres à la comptabilité avant midi."),
     ("jm_kumo", "Parfait, alors nous pourrons valider le projet demain matin."),
 ]
+
+
+def or_skip(fn, *args, **kw):
+    """fn(*args, **kw), or the test is skipped saying which voice or model this machine cannot get."""
+    import pytest
+
+    from sandbox.models import ModelUnavailable
+
+    try:
+        return fn(*args, **kw)
+    except (SpeechUnavailable, ModelUnavailable) as e:
+        pytest.skip(str(e))

@@ -17,24 +17,17 @@ MAX_WER_FR = 0.15  # base on the Kokoro voices: measured 0.00-0.08 on these sent
 TRAIN = "Le train part de la gare à huit heures. Nous utilisons Kubernetes et Grafana pour surveiller le serveur."
 
 
-def _need(fn, *args, **kw):
-    try:
-        return fn(*args, **kw)
-    except (neural_speech.SpeechUnavailable, models.ModelUnavailable) as e:
-        pytest.skip(str(e))
-
-
 @pytest.fixture(scope="module")
 def fr():
-    return {"meeting": _need(neural_speech.speak, neural_speech.FRENCH["meeting"], "jf_nezumi"),
-            "meeting_m": _need(neural_speech.speak, neural_speech.FRENCH["meeting"], "jm_kumo"),
-            "train": _need(neural_speech.speak, TRAIN, "jf_nezumi"),
-            "en": _need(neural_speech.speak, neural_speech.ENGLISH["meeting"], "jm_kumo", lang="en-us")}
+    return {"meeting": neural_speech.or_skip(neural_speech.speak, neural_speech.FRENCH["meeting"], "jf_nezumi"),
+            "meeting_m": neural_speech.or_skip(neural_speech.speak, neural_speech.FRENCH["meeting"], "jm_kumo"),
+            "train": neural_speech.or_skip(neural_speech.speak, TRAIN, "jf_nezumi"),
+            "en": neural_speech.or_skip(neural_speech.speak, neural_speech.ENGLISH["meeting"], "jm_kumo", lang="en-us")}
 
 
 @pytest.fixture(scope="module")
 def base_server(tmp_path_factory):
-    base = _need(models.base)
+    base = neural_speech.or_skip(models.base)
     # the model store holds base (the cache folder it was assembled in); the default stays tiny.en
     s = start_server(tmp_path_factory.mktemp("faster-fr"), STT_MODELS_DIR=str(base.parent))
     yield s
@@ -105,7 +98,7 @@ def test_guard_settings_reach_the_decoder(tmp_path, fr):
     """STT_NO_SPEECH_THRESHOLD / STT_LOG_PROB_THRESHOLD decide what is silence: set so that every window is, the
     server answers no text (the same knobs at their defaults keep every word, as the tests above show)."""
     import openai
-    base = _need(models.base)
+    base = neural_speech.or_skip(models.base)
     s = start_server(tmp_path, STT_MODEL=str(base), STT_NO_SPEECH_THRESHOLD="0", STT_LOG_PROB_THRESHOLD="0",
                      STT_CONDITION_ON_PREVIOUS_TEXT="false")
     try:

@@ -43,15 +43,6 @@ def metrics(srv) -> str:
     return httpx.get(srv.url + "/metrics").text
 
 
-def wait_idle(srv, timeout=20.0) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if hostile.metric(metrics(srv), "stt_inference_in_progress") == 0:
-            return time.monotonic() - t0
-        time.sleep(0.2)
-    raise AssertionError("the job is still running")
-
-
 # ---------------------------------------------------------------- disk: audio length
 
 def test_hour_of_silence_is_refused_from_its_header(srv, tmp_path):
@@ -111,7 +102,7 @@ def test_full_queue_answers_before_the_body_is_read(srv, long_speech):
 def test_client_hang_up_stops_the_job(srv, long_speech):
     before = hostile.metric(metrics(srv), "stt_jobs_stopped_total", 'reason="disconnected"')
     hostile.hang_up_after(srv.url, PATH, hostile.multipart(file=long_speech.read_bytes()), 2.0, key=KEY)
-    assert wait_idle(srv, timeout=10) < 10
+    assert hostile.wait_idle(srv.url, 10) < 10
     assert hostile.metric(metrics(srv), "stt_jobs_stopped_total", 'reason="disconnected"') == before + 1
 
 
@@ -122,7 +113,7 @@ def test_job_time_limit_answers_a_clear_error(tmp_path, long_speech):
         e = shape(a)
         assert a.status == 503 and e["code"] == "job_timeout" and "3 s" in e["message"], a
         assert a.seconds < 15
-        assert wait_idle(s, timeout=10) < 10   # the slot is free again
+        assert hostile.wait_idle(s.url, 10) < 10   # the slot is free again
     finally:
         stop_server(s)
 

@@ -21,18 +21,11 @@ MAX_WER_FR = 0.15
 FR_VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|"] + list("abcdefghijklmnopqrstuvwxyzàâçéèêëîïôùûüÿœ") + ["'"]
 
 
-def _need(fn, *args, **kw):
-    try:
-        return fn(*args, **kw)
-    except (neural_speech.SpeechUnavailable, models.ModelUnavailable) as e:
-        pytest.skip(str(e))
-
-
 @pytest.fixture(scope="module")
 def fr():
-    return {"meeting": _need(neural_speech.speak, neural_speech.FRENCH["meeting"], "jf_nezumi"),
-            "en": _need(neural_speech.speak, neural_speech.ENGLISH["meeting"], "jm_kumo", lang="en-us"),
-            "dialogue": _need(neural_speech.conversation, neural_speech.FRENCH_DIALOGUE)}
+    return {"meeting": neural_speech.or_skip(neural_speech.speak, neural_speech.FRENCH["meeting"], "jf_nezumi"),
+            "en": neural_speech.or_skip(neural_speech.speak, neural_speech.ENGLISH["meeting"], "jm_kumo", lang="en-us"),
+            "dialogue": neural_speech.or_skip(neural_speech.conversation, neural_speech.FRENCH_DIALOGUE)}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +36,7 @@ def french_wav2vec2(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def base_server(start_server):
-    base = _need(models.base)
+    base = neural_speech.or_skip(models.base)
     return start_server("base-fr", STT_MODEL=str(base))
 
 
@@ -88,7 +81,7 @@ def test_french_dialogue_diarized(base_server, fr):
 
 
 def test_french_alignment_model_from_the_model_store(start_server, french_wav2vec2, fr):
-    base = _need(models.base)
+    base = neural_speech.or_skip(models.base)
     srv = start_server("base-fr-align", STT_MODEL=str(base), STT_ALIGN_MODELS=f"fr={french_wav2vec2}")
     r = srv.post("/transcribe", fr["meeting"], language="fr")
     assert r.status_code == 200, r.text

@@ -26,15 +26,6 @@ def metrics(srv) -> str:
     return requests.get(srv.url + "/metrics", timeout=5).text
 
 
-def wait_idle(srv, timeout=30.0) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if hostile.metric(metrics(srv), "stt_inference_in_progress") == 0:
-            return time.monotonic() - t0
-        time.sleep(0.2)
-    raise AssertionError("the job is still running")
-
-
 @pytest.fixture(scope="module")
 def tmpdir_server(start_server, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wx-decode")
@@ -111,7 +102,7 @@ def test_queue_full_before_the_body_and_hang_up_stops_the_job(tmpdir_server, lon
     assert a.status == 503 and shape(a)["code"] == "queue_full", a
     t.join()
     # it stops at the next ASR batch or window (the VAD pass over a window cannot be interrupted)
-    assert wait_idle(tmpdir_server, timeout=60) < 60
+    assert hostile.wait_idle(tmpdir_server.url, 60) < 60
     assert hostile.metric(metrics(tmpdir_server), "stt_jobs_stopped_total", 'reason="disconnected"') == before + 1
     assert requests.get(tmpdir_server.url + "/health", timeout=5).status_code == 200   # alive, not crashed
     assert not list(tmpdir_server.tmp.iterdir())
