@@ -35,6 +35,17 @@ OPENAI_DEFAULT_ALIASES = {"whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcr
 OPENAI_DIARIZE_ALIASES = {"gpt-4o-transcribe-diarize"}
 
 
+def openai_model_and_diarize(form, fields) -> tuple:
+    """(model, diarize) of an OpenAI-style form: OpenAI's model names mean our default model, the
+    -diarize one with diarization; diarize defaults to on for response_format=diarized_json."""
+    model, diarize = form.model, form_bool(fields, "diarize", form.response_format == "diarized_json")
+    if model in OPENAI_DEFAULT_ALIASES:
+        return None, diarize
+    if model in OPENAI_DIARIZE_ALIASES:
+        return None, True
+    return model, diarize
+
+
 class Settings(STTSettings):
     """STT_* environment (images/README.md); whisperx-only knobs below. HF_TOKEN is read as is."""
     model: str = "base"
@@ -307,12 +318,7 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
         async with executor.admit(), receive(request) as up:
             form = TranscriptionForm.parse(up.fields, allowed_formats=OPENAI_FORMATS, allow_stream=False)
             f = up.fields
-            model = form.model
-            diarize = form_bool(f, "diarize", form.response_format == "diarized_json")
-            if model in OPENAI_DEFAULT_ALIASES:
-                model = None
-            elif model in OPENAI_DIARIZE_ALIASES:
-                model, diarize = None, True
+            model, diarize = openai_model_and_diarize(form, f)
             align = form_bool(f, "align", True)
             result = await run(up, job, model=model, language=form.language, align=align, diarize=diarize,
                                num_speakers=form_int(f, "num_speakers"), min_speakers=form_int(f, "min_speakers"),

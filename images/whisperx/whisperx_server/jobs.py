@@ -8,7 +8,7 @@ from typing import Optional
 from stt_common import TranscriptionForm, check_language, model_languages, public_name
 from stt_common.jobs import JobContext, JobSpec
 
-from .app import (_EXTRA_DOC, OPENAI_DEFAULT_ALIASES, OPENAI_DIARIZE_ALIASES, OPENAI_FORMATS, Settings, form_bool,
+from .app import (_EXTRA_DOC, OPENAI_FORMATS, Settings, form_bool, openai_model_and_diarize,
                   form_int, openai_response, transcribe_response)
 from .audio import decode_to_memmap
 from .engine import WhisperXEngine, check_speaker_hints
@@ -22,12 +22,7 @@ def job_spec(settings: Settings, engine: WhisperXEngine, cache=None) -> JobSpec:
 
     async def prepare(fields) -> dict:
         form = TranscriptionForm.parse(fields, allowed_formats=FORMATS, allow_stream=False)
-        model = form.model
-        diarize = form_bool(fields, "diarize", form.response_format == "diarized_json")
-        if model in OPENAI_DEFAULT_ALIASES:
-            model = None
-        elif model in OPENAI_DIARIZE_ALIASES:
-            model, diarize = None, True
+        model, diarize = openai_model_and_diarize(form, fields)
         hints = {k: form_int(fields, k) for k in ("num_speakers", "min_speakers", "max_speakers")}
         check_speaker_hints(hints["num_speakers"], hints["min_speakers"], hints["max_speakers"])
         language = form.language
