@@ -6,24 +6,9 @@
 #        "docker exec -i whisper-sandbox docker" to import them into its inner engine)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-cache=${SANDBOX_CACHE:-$here/../.sandbox}
 docker_cmd=("$@")
 [ ${#docker_cmd[@]} -gt 0 ] || docker_cmd=(docker)
-rootfs_tar=$cache/bookworm-rootfs.tar
-mkdir -p "$cache"
-if [ ! -s "$rootfs_tar" ]; then
-  echo "base-images: debootstrap bookworm (minbase)"
-  tmp=$(mktemp -d)
-  # no mirror named: debootstrap's default, or the one this machine's configuration gives
-  debootstrap --variant=minbase bookworm "$tmp/rootfs" >"$cache/debootstrap.log" 2>&1 \
-    || { tail -20 "$cache/debootstrap.log" >&2; exit 1; }
-  tar -C "$tmp/rootfs" -c . >"$rootfs_tar.part"
-  mv "$rootfs_tar.part" "$rootfs_tar"
-  rm -rf "$tmp"
-fi
-if ! "${docker_cmd[@]}" image inspect local/debian:bookworm >/dev/null 2>&1; then
-  "${docker_cmd[@]}" import - local/debian:bookworm <"$rootfs_tar" >/dev/null
-fi
+bash "$here/debian-image.sh" bookworm "${docker_cmd[@]}"
 if ! "${docker_cmd[@]}" image inspect local/python:3.11-slim >/dev/null 2>&1; then
   # same shape as python:3.11-slim for our Dockerfiles: python3 with venv, CA certificates
   printf '%s\n' 'FROM local/debian:bookworm' \

@@ -19,19 +19,8 @@ if [ -n "$(docker ps -q -f name="^${other}$")" ] \
   exit 1
 fi
 
-# the Debian 13 base image, made like bookworm's (sandbox/base-images.sh): debootstrap, imported
-if ! docker image inspect local/debian:trixie >/dev/null 2>&1; then
-  if [ ! -s "$STATE/trixie-rootfs.tar" ]; then
-    echo "sandbox-brownfield: debootstrap trixie (minbase)"
-    tmp=$(mktemp -d)
-    debootstrap --variant=minbase trixie "$tmp/rootfs" >"$STATE/debootstrap-trixie.log" 2>&1 \
-      || { tail -20 "$STATE/debootstrap-trixie.log" >&2; exit 1; }
-    tar -C "$tmp/rootfs" -c . >"$STATE/trixie-rootfs.tar.part"
-    mv "$STATE/trixie-rootfs.tar.part" "$STATE/trixie-rootfs.tar"
-    rm -rf "$tmp"
-  fi
-  docker import - local/debian:trixie <"$STATE/trixie-rootfs.tar" >/dev/null
-fi
+# the Debian 13 base image, made like bookworm's
+bash sandbox/debian-image.sh trixie
 
 (umask 077
  if [ ! -f "$STATE/brownfield-secrets.env" ]; then
