@@ -171,7 +171,8 @@ class InferenceExecutor:
     # -- work ----------------------------------------------------------------
     async def run(self, fn: Callable[..., Any], *args, job: Optional[Job] = None, **kwargs) -> Any:
         """Run `fn` in a worker thread. With a `job`, the job is cancelled when its request's client goes
-        away or its time limit passes (`fn` must call `job.check()` between units of work)."""
+        away or its time limit passes (`fn` must call `job.check()` between units of work). `job` is not
+        passed on to `fn`: bind it into `fn` yourself (a closure, functools.partial)."""
         if job is None:
             async with self.slot():
                 t0 = time.monotonic()
