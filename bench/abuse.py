@@ -130,12 +130,24 @@ class Server:
                 raise RuntimeError(f"{self.service} {self.version} exited: {self.log_tail()}")
             try:
                 if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    self.settle()
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
         self.stop()
         raise RuntimeError(f"{self.service} {self.version} not ready in {timeout:.0f} s: {self.log_tail()}")
+
+    def settle(self, cap: float = 60.0) -> None:
+        """Wait until the server's RSS stops growing: /health says 200 once the ASR model is loaded, but WhisperX
+        then warms its diarization backend in the background (about +150 MiB in the first second or two), which
+        the first attacks would otherwise be charged with (the +82 MiB once measured for the field flood)."""
+        last, steady, t0 = tree_rss(self.ps), 0, time.monotonic()
+        while steady < 4 and time.monotonic() - t0 < cap:
+            time.sleep(0.5)
+            now = tree_rss(self.ps)
+            steady = steady + 1 if abs(now - last) < 2 * MIB else 0
+            last = now
 
     def log_tail(self) -> str:
         return (self.work / "server.log").read_text(errors="replace")[-2000:]

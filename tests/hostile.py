@@ -112,6 +112,36 @@ def hang_up_after(url: str, path: str, body: bytes, seconds: float, key: Optiona
         time.sleep(seconds)
 
 
+def hang_up_on(url: str, path: str, body: bytes, release, key: Optional[str] = None, timeout: float = 120) -> None:
+    """Send the whole request, then close the connection once `release` (a threading.Event) is set."""
+    host, port, head = _request_head(url, path, len(body), key, {})
+    with socket.create_connection((host, port), timeout=30) as s:
+        s.sendall(head + body)
+        release.wait(timeout)
+
+
+def hang_up_mid_stream(url: str, path: str, body: bytes, events: int = 1, key: Optional[str] = None,
+                       timeout: float = 60) -> bytes:
+    """Send a streaming (SSE) request, read until `events` events have come, then close the connection;
+    returns what was read."""
+    host, port, head = _request_head(url, path, len(body), key, {})
+    data = b""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(head + body)
+        while data.count(b"data: ") < events:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
+def sse_events(body: bytes) -> List[dict]:
+    """The JSON events of a text/event-stream body (`data: {...}` lines)."""
+    return [json.loads(line[6:]) for line in body.decode("utf-8", "replace").splitlines()
+            if line.startswith("data: {")]
+
+
 # ---------------------------------------------------------------- audio made with ffmpeg
 
 def ffmpeg(*args: str) -> None:

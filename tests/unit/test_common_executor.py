@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from stt_common import APIError, InferenceExecutor, ModelCache, find_local_model, list_local_models
+from stt_common import APIError, InferenceExecutor, Job, ModelCache, find_local_model, list_local_models
 
 
 def test_executor_bounds_and_retry_after():
@@ -62,6 +62,84 @@ def test_executor_stream():
         with pytest.raises(ValueError):
             async for _ in ex.stream(bad):
                 pass
+        ex.shutdown()
+
+    asyncio.run(main())
+
+
+class _Gone:
+    """A request whose client has hung up (what starlette's Request.is_disconnected answers then)."""
+
+    def __init__(self):
+        self.gone = False
+
+    async def is_disconnected(self):
+        return self.gone
+
+
+def _slow_segments(job, seen, pause=0.05):
+    """A decoder as faster's: a segment every `pause` seconds, the job checked between segments."""
+    for i in range(1000):
+        job.check()
+        seen.append(i)
+        time.sleep(pause)
+        yield i
+
+
+def test_stream_time_limit_ends_with_the_job_error_and_frees_the_slot():
+    async def main():
+        ex = InferenceExecutor(1, 0)
+        job, seen = Job(None, timeout=0.3), []
+        got = []
+        t0 = time.monotonic()
+        with pytest.raises(APIError) as err:
+            async for x in ex.stream(_slow_segments, job, seen, job=job):
+                got.append(x)
+        assert err.value.status == 503 and err.value.code == "job_timeout"
+        assert time.monotonic() - t0 < 1.0 and got            # at the limit, not at the decoder's end
+        for _ in range(50):                                     # the decode stops at its next segment
+            if ex.running == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert ex.running == 0 and job.reason == "timeout" and len(seen) < 20
+        ex.shutdown()
+
+    asyncio.run(main())
+
+
+def test_stream_hang_up_stops_the_producer():
+    async def main():
+        ex = InferenceExecutor(1, 0)
+        # the client goes away while the consumer waits for the next segment (polled)
+        req = _Gone()
+        job, seen = Job(req, timeout=None), []
+        ex_stream = ex.stream(_slow_segments, job, seen, 0.2, job=job)
+        ex_stream.POLL_S = 0.05
+        it = ex_stream.__aiter__()
+        assert await it.__anext__() == 0
+        req.gone = True
+        with pytest.raises(APIError) as err:
+            await it.__anext__()
+        assert err.value.code == "client_disconnected" and job.reason == "disconnected"
+        # the consumer itself cancelled (starlette cancels the response when the client leaves)
+        job2, seen2 = Job(None, timeout=None), []
+
+        async def consume():
+            async for _ in ex.stream(_slow_segments, job2, seen2, job=job2):
+                pass
+        for _ in range(50):
+            if ex.running == 0:
+                break
+            await asyncio.sleep(0.05)
+        task = asyncio.ensure_future(consume())
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert job2.reason == "disconnected"
+        n = len(seen2)
+        await asyncio.sleep(0.3)
+        assert len(seen2) <= n + 1 and ex.running == 0   # stopped at its next segment
         ex.shutdown()
 
     asyncio.run(main())

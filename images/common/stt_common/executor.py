@@ -171,7 +171,8 @@ class InferenceExecutor:
     # -- work ----------------------------------------------------------------
     async def run(self, fn: Callable[..., Any], *args, job: Optional[Job] = None, **kwargs) -> Any:
         """Run `fn` in a worker thread. With a `job`, the job is cancelled when its request's client goes
-        away or its time limit passes (`fn` must call `job.check()` between units of work)."""
+        away or its time limit passes (`fn` must call `job.check()` between units of work). `job` is not
+        passed on to `fn`: bind it into `fn` yourself (a closure, functools.partial)."""
         if job is None:
             async with self.slot():
                 t0 = time.monotonic()
@@ -229,18 +230,27 @@ class InferenceExecutor:
         if self.metrics is not None and hasattr(self.metrics, "jobs_stopped"):
             self.metrics.jobs_stopped.labels(reason or "unknown").inc()
 
-    def stream(self, fn: Callable[..., Iterable[Any]], *args, **kwargs) -> "StreamHandle":
-        return StreamHandle(self, partial(fn, *args, **kwargs))
+    def stream(self, fn: Callable[..., Iterable[Any]], *args, job: Optional[Job] = None, **kwargs) -> "StreamHandle":
+        """Items of `fn`'s iterator as they come (see StreamHandle); with a `job`, as `run`: its time limit ends
+        the stream with the job's error, a hang-up cancels it (`fn` should call `job.check()` between items)."""
+        return StreamHandle(self, partial(fn, *args, **kwargs), job=job)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class StreamHandle:
-    """Items of a blocking iterator produced in a worker thread, consumed asynchronously."""
+    """Items of a blocking iterator produced in a worker thread, consumed asynchronously.
 
-    def __init__(self, ex: InferenceExecutor, factory: Callable[[], Iterable[Any]]):
-        self.ex, self.factory = ex, factory
+    With a `job`: past its deadline the consumer gets the job's error (503 job_timeout) at once, without
+    waiting for the next item, and the job is cancelled; a client that goes away (the request disconnected,
+    polled while waiting, or the consumer cancelled or closed) cancels it too. Either way the producer stops
+    at its next item (or the next `job.check()` inside it), and the slot is free when its thread is."""
+
+    POLL_S = 0.5   # how often a waiting consumer asks whether its client is still there
+
+    def __init__(self, ex: InferenceExecutor, factory: Callable[[], Iterable[Any]], job: Optional[Job] = None):
+        self.ex, self.factory, self.job = ex, factory, job
         self._q: asyncio.Queue = asyncio.Queue()
         self._stop = threading.Event()
         self._started = False
@@ -277,18 +287,50 @@ class StreamHandle:
         self._future.add_done_callback(finished)
         return self
 
-    def cancel(self) -> None:
+    def cancel(self, reason: Optional[str] = None) -> None:
+        """Stop the producer at its next item; with a `reason` ("disconnected", "timeout") the job is cancelled
+        for it and counted (stt_jobs_stopped_total), once."""
         self._stop.set()
+        if reason and self.job is not None and not self.job.cancelled:
+            self.job.cancel(reason)
+            self.ex._count_stop(reason)
+
+    async def _next(self):
+        job = self.job
+        if job is None or (job.deadline is None and job.request is None):
+            return await self._q.get()
+        while True:
+            wait = self.POLL_S
+            if job.deadline is not None:
+                wait = min(wait, job.deadline - time.monotonic())
+            if wait > 0:
+                try:
+                    return await asyncio.wait_for(self._q.get(), wait)
+                except asyncio.TimeoutError:
+                    pass
+            if not self._q.empty():
+                return self._q.get_nowait()
+            if job.deadline is not None and time.monotonic() >= job.deadline:
+                self.cancel("timeout")
+                raise job.error()
+            if job.request is not None and await job.request.is_disconnected():
+                self.cancel("disconnected")
+                raise job.error()
 
     async def __aiter__(self) -> AsyncIterator[Any]:
         await self.start()
         try:
             while True:
-                ok, item = await self._q.get()
+                ok, item = await self._next()
                 if not ok:
+                    if isinstance(item, JobStopped) and self.job is not None:
+                        raise self.job.error() from None
                     raise item
                 if item is _DONE:
                     return
                 yield item
+        except (GeneratorExit, asyncio.CancelledError):
+            self.cancel("disconnected")   # the consumer (the client's response) went away mid-stream
+            raise
         finally:
             self._stop.set()

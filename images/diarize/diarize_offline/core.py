@@ -148,14 +148,18 @@ class OfflineDiarizer:
         return out
 
     # ---------------------------------------------------------------- main
-    def __call__(self, audio, num_speakers=None, min_speakers=None, max_speakers=None, **_ignored):
+    def __call__(self, audio, num_speakers=None, min_speakers=None, max_speakers=None, progress_callback=None,
+                 **_ignored):
+        """Speaker turns as a DataFrame (start, end, speaker), whisperx's DiarizationPipeline's shape.
+        ``progress_callback`` (a percentage) is called between the steps and after each embedding batch, as
+        whisperx's pipeline calls it: a caller stops the run by raising from it."""
         import pandas as pd
 
         audio = load_audio(audio)
         prev = self._torch.get_num_threads()
         self._torch.set_num_threads(self.threads)  # process-wide in torch: restored below
         try:
-            segments = self.diarize(audio, num_speakers, min_speakers, max_speakers)
+            segments = self.diarize(audio, num_speakers, min_speakers, max_speakers, progress=progress_callback)
         finally:
             self._torch.set_num_threads(prev)
         df = pd.DataFrame(segments, columns=["start", "end", "speaker"])
@@ -163,13 +167,17 @@ class OfflineDiarizer:
             df = df.sort_values("start", kind="stable").reset_index(drop=True)
         return df
 
-    def diarize(self, audio: np.ndarray, num_speakers=None, min_speakers=None, max_speakers=None):
+    def diarize(self, audio: np.ndarray, num_speakers=None, min_speakers=None, max_speakers=None, progress=None):
         p = self.params
+        report = progress or (lambda _pct: None)
         regions = self.speech_regions(audio)
+        report(10.0)
         wins = self.windows(regions)
         if not wins:
             return []
-        emb = self.embedder.embed(audio, regions, wins, batch=p.batch_windows)
+        n_wins = len(wins)
+        emb = self.embedder.embed(audio, regions, wins, batch=p.batch_windows,
+                                  progress=lambda done: report(10.0 + 80.0 * done / n_wins))
         win_region = np.array([r for r, _, _ in wins])
         raw = emb
         emb = emb - emb.mean(axis=0, keepdims=True)
@@ -208,6 +216,7 @@ class OfflineDiarizer:
         if p.resegment and k > 1:
             win_label = self._resegment(emb, win_region, win_label, centroids)
 
+        report(95.0)
         segs = self._to_segments(regions, wins, win_label)
         order = self._speaker_order(segs)
         return [(s, e, f"SPEAKER_{order[c]:02d}") for s, e, c in segs]

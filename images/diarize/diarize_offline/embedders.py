@@ -23,15 +23,20 @@ class _Embedder:
     def forward(self, batch: np.ndarray) -> np.ndarray:  # (B, frames, bins) -> (B, dim)
         raise NotImplementedError
 
-    def embed(self, audio: np.ndarray, regions, wins, batch: int = 64) -> np.ndarray:
-        """One L2-normalised embedding per window (region index, start sample, end sample)."""
+    def embed(self, audio: np.ndarray, regions, wins, batch: int = 64, progress=None) -> np.ndarray:
+        """One L2-normalised embedding per window (region index, start sample, end sample). ``progress`` is
+        called with the number of windows embedded so far after each batch (raising from it ends the run)."""
         out = np.zeros((len(wins), self.dim), dtype=np.float32)
         pending: dict[int, list[tuple[int, np.ndarray]]] = {}
+        done = [0]
 
         def flush(n_frames):
             items = pending.pop(n_frames)
             idx = [i for i, _ in items]
             out[idx] = self.forward(np.stack([f for _, f in items]))
+            done[0] += len(idx)
+            if progress is not None:
+                progress(done[0])
 
         by_region: dict[int, list[int]] = {}
         for i, (r, _, _) in enumerate(wins):

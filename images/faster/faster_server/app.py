@@ -116,7 +116,7 @@ def build_app(settings: Optional[FasterSettings] = None):
                 rest.close()
 
         if form.stream:
-            return await stream_response(key, model, chunks, rest, opts, info, task)
+            return await stream_response(key, model, chunks, rest, opts, info, task, job)
 
         t0 = time.perf_counter()
         try:
@@ -137,14 +137,16 @@ def build_app(settings: Optional[FasterSettings] = None):
         metrics.audio_seconds.labels(task).inc(info.duration)
         metrics.inference_seconds.labels(task).inc(seconds)
 
-    async def stream_response(key, model, chunks, rest, opts, info, task):
+    async def stream_response(key, model, chunks, rest, opts, info, task, job):
+        """SSE: one delta event per segment, then done; the job's time limit (STT_JOB_TIMEOUT) or a hang-up
+        stops the decode at its next segment, a time limit with an error event (503's body: job_timeout)."""
         def produce():
             try:
-                yield from transcribe_chunks(model, chunks, opts, settings, info)
+                yield from transcribe_chunks(model, chunks, opts, settings, info, job)
             finally:
                 rest.close()
 
-        handle = executor.stream(produce)
+        handle = executor.stream(produce, job=job)
         try:
             await handle.start()  # a full queue is still a real 503 status here
         except BaseException:
@@ -164,6 +166,8 @@ def build_app(settings: Optional[FasterSettings] = None):
                 yield _sse({"type": "transcript.text.done", "text": "".join(parts).strip(),
                             "usage": {"type": "duration", "seconds": int(round(info.duration + 0.4999))}})
             except APIError as e:
+                if job.reason == "disconnected":
+                    return   # nobody to tell
                 yield _sse({"type": "error", **e.body()})
             except Exception:  # noqa: BLE001 - the status is already sent: report in-band
                 log.exception("stream failed")

@@ -75,12 +75,14 @@ class Alignment:
             raise AlignUnavailable(f"the alignment model for {language!r} could not be downloaded "
                                    f"({type(exc).__name__}); it is cached after one successful download") from exc
 
-    def _align(self, segments, audio, language):
-        """The segments with timed words; raises AlignUnavailable (or the library's error) when it cannot."""
+    def _align(self, segments, audio, language, stop=None):
+        """The segments with timed words; raises AlignUnavailable (or the library's error) when it cannot.
+        ``stop`` is called after each segment (it raises to end the job)."""
         import whisperx
 
         from .punkt_data import ensure_punkt_tab
         model, meta = self.load_align(language)
         ensure_punkt_tab()
-        out = whisperx.align(segments, model, meta, audio, self.cfg.device, return_char_alignments=False)
+        out = whisperx.align(segments, model, meta, audio, self.cfg.device, return_char_alignments=False,
+                             progress_callback=(lambda _pct: stop()) if stop is not None else None)
         return out["segments"]

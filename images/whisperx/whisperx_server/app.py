@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Optional
 
 from fastapi import FastAPI, Request
@@ -278,9 +279,12 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
                                             settings.max_audio_seconds)
             try:
                 upload.cleanup()  # the decoded copy is all we need now
-                result = await executor.run(engine.run, audio.array, asr=asr, model=model, language=language,
-                                            align=align, diarize=diarize, num_speakers=num_speakers,
-                                            min_speakers=min_speakers, max_speakers=max_speakers, job=job)
+                # the job twice: the executor's (it cancels it: hang-up, time limit) is not handed to the function,
+                # so engine.run gets its own reference to check
+                work = partial(engine.run, audio.array, asr=asr, model=model, language=language, align=align,
+                               diarize=diarize, num_speakers=num_speakers, min_speakers=min_speakers,
+                               max_speakers=max_speakers, job=job)
+                result = await executor.run(work, job=job)
                 svc.metrics.audio_seconds.labels("transcribe").inc(result.get("duration") or 0.0)
                 return result
             finally:

@@ -7,6 +7,8 @@ import time
 
 import numpy as np
 
+from stt_common import JobStopped
+
 from .errors import (DiarizationUnavailable, InvalidRequest, ServiceError, map_diarization_load_error,
                      token_malformed_error, token_missing_error)
 
@@ -85,13 +87,16 @@ class Diarization:
         else:
             self._offline_diarizer()
 
-    def diarize(self, audio: np.ndarray, *, num_speakers=None, min_speakers=None, max_speakers=None):
-        """(speaker turns as a DataFrame, the backend's name) for the whole recording."""
+    def diarize(self, audio: np.ndarray, *, num_speakers=None, min_speakers=None, max_speakers=None, stop=None):
+        """(speaker turns as a DataFrame, the backend's name) for the whole recording. ``stop`` (raises to end
+        the job) is called as the backend reports progress: whisperx's pyannote pipeline after each batch of its
+        segmentation and embedding steps, the offline one between its steps and embedding batches."""
         backend = self.diarization_backend()
         diarizer = self._pyannote_diarizer() if backend == "pyannote" else self._offline_diarizer()
         try:
-            df = diarizer(audio, num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers)
-        except ServiceError:
+            df = diarizer(audio, num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers,
+                          progress_callback=(lambda _pct: stop()) if stop is not None else None)
+        except (ServiceError, JobStopped):
             raise
         except Exception as exc:  # noqa: BLE001
             log.exception("diarization failed")

@@ -26,14 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from stt_common import ModelCache
+from stt_common import JobStopped, ModelCache
 
 from .alignment import Alignment, AlignUnavailable
 from .diarization import Diarization, check_speaker_hints
 from .errors import DEFAULT_DIARIZATION_MODEL, InvalidRequest
 from .models import ModelLoading, empty_cuda_cache
 from .segments import offset_segment, public_segment
-from .transcription import asr_on_spans, detect_language
+from .transcription import asr_on_spans, detect_language, stoppable_vad, stopping
 from .windows import SAMPLE_RATE, group_spans, quiet_cut_points, speaker_turn_spans
 
 __all__ = ["SAMPLE_RATE", "EngineConfig", "WhisperXEngine", "check_speaker_hints", "group_spans",
@@ -84,14 +84,16 @@ class WhisperXEngine(ModelLoading, Alignment, Diarization):
             align: bool = True, diarize: bool = False, num_speakers: int | None = None,
             min_speakers: int | None = None, max_speakers: int | None = None,
             batch_size: int | None = None, job=None) -> dict:
-        """``job`` (stt_common.Job): checked between windows and after each ASR batch; stops the run once
-        cancelled (client gone, time limit)."""
+        """``job`` (stt_common.Job): checked between windows, between the VAD's batches, after each ASR batch,
+        after each aligned segment and within diarization's steps; stops the run once cancelled (client gone,
+        time limit)."""
         check_speaker_hints(num_speakers, min_speakers, max_speakers)
         stop = job.check if job is not None else (lambda: None)
         language = (language or "").strip().lower() or None
         if diarize:  # fail fast on a configuration error, before minutes of ASR
             self.check_diarization()
         pipe = asr if asr is not None else self.load_asr(model)
+        stoppable_vad(pipe)
         multilingual = bool(pipe.model.model.is_multilingual)
         if not multilingual:
             if language not in (None, "en"):
@@ -107,7 +109,7 @@ class WhisperXEngine(ModelLoading, Alignment, Diarization):
             # where no alignment model gives word times
             t1 = time.monotonic()
             df, backend = self.diarize(audio, num_speakers=num_speakers, min_speakers=min_speakers,
-                                       max_speakers=max_speakers)
+                                       max_speakers=max_speakers, stop=stop)
             speakers = sorted({str(x) for x in df["speaker"]}) if len(df) else []
             diar_info = {"backend": backend, "speakers": speakers, "seconds": round(time.monotonic() - t1, 3)}
             groups = group_spans(speaker_turn_spans(df, audio), self.cfg.window_s)
@@ -123,8 +125,9 @@ class WhisperXEngine(ModelLoading, Alignment, Diarization):
             if language is None:
                 language = detect_language(pipe, chunk, spans[0][0] - w0 if spans else 0)
             if spans is None:
-                res = pipe.transcribe(chunk, batch_size=batch, language=language,
-                                      progress_callback=lambda _pct: stop())   # after each batch
+                with stopping(stop):   # the VAD pass over the window checks too (stoppable_vad)
+                    res = pipe.transcribe(chunk, batch_size=batch, language=language,
+                                          progress_callback=lambda _pct: stop())   # after each batch
                 segs = res["segments"]
             else:
                 segs = asr_on_spans(pipe, chunk, [(a - w0, b - w0) for a, b in spans], batch, language, stop)
@@ -132,9 +135,11 @@ class WhisperXEngine(ModelLoading, Alignment, Diarization):
             segs = [s for s in segs if s.get("text", "").strip()]
             if align and segs and (align_info is None or align_info["status"] == "aligned"):
                 try:
-                    segs = self._align(segs, chunk, language)
+                    segs = self._align(segs, chunk, language, stop)
                     align_info = {"status": "aligned", "language": language,
                                   "model": self.align_model_name(language) or "default"}
+                except JobStopped:
+                    raise
                 except AlignUnavailable as exc:
                     align_info = {"status": "unavailable", "language": language,
                                   "reason": f"{exc}; timestamps are per segment, words are not timed"}

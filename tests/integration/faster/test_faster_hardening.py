@@ -106,6 +106,15 @@ def test_client_hang_up_stops_the_job(srv, long_speech):
     assert hostile.metric(metrics(srv), "stt_jobs_stopped_total", 'reason="disconnected"') == before + 1
 
 
+def test_client_hang_up_mid_stream_stops_the_decode(srv, long_speech):
+    before = hostile.metric(metrics(srv), "stt_jobs_stopped_total", 'reason="disconnected"')
+    got = hostile.hang_up_mid_stream(srv.url, PATH, hostile.multipart([("stream", b"true")],
+                                                                      file=long_speech.read_bytes()), key=KEY)
+    assert hostile.sse_events(got.partition(b"\r\n\r\n")[2])[0]["type"] == "transcript.text.delta", got[:300]
+    assert hostile.wait_idle(srv.url, 10) < 10   # stopped at its next segment, not at the end of 3 min
+    assert hostile.metric(metrics(srv), "stt_jobs_stopped_total", 'reason="disconnected"') == before + 1
+
+
 def test_job_time_limit_answers_a_clear_error(tmp_path, long_speech):
     s = start_server(tmp_path, STT_ALLOW_OPEN_ACCESS="1", STT_JOB_TIMEOUT="3")
     try:
@@ -114,6 +123,17 @@ def test_job_time_limit_answers_a_clear_error(tmp_path, long_speech):
         assert a.status == 503 and e["code"] == "job_timeout" and "3 s" in e["message"], a
         assert a.seconds < 15
         assert hostile.wait_idle(s.url, 10) < 10   # the slot is free again
+
+        # a stream has sent its 200 already: the same limit ends it with an error event in OpenAI's shape
+        a = hostile.post(s.url, PATH, hostile.multipart([("stream", b"true")], file=long_speech.read_bytes()))
+        events = hostile.sse_events(a.body)
+        assert a.status == 200 and events and events[-1]["type"] == "error", a
+        e = shape(events[-1]["error"])
+        assert e["code"] == "job_timeout" and "3 s" in e["message"], events[-1]
+        assert not any(ev["type"] == "transcript.text.done" for ev in events)
+        assert a.seconds < 15
+        assert hostile.wait_idle(s.url, 10) < 10
+        assert hostile.metric(httpx.get(s.url + "/metrics").text, "stt_jobs_stopped_total", 'reason="timeout"') == 2
     finally:
         stop_server(s)
 

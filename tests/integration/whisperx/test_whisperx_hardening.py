@@ -90,22 +90,88 @@ def test_languages_checked_before_decoding(tmpdir_server, speech_wav, language):
 
 def test_queue_full_before_the_body_and_hang_up_stops_the_job(tmpdir_server, long_speech):
     body = hostile.multipart(file=long_speech.read_bytes())
+    # the same upload run to its end, for comparison
+    full = hostile.post(tmpdir_server.url, PATH, body)
+    assert full.status == 200, full
     before = hostile.metric(metrics(tmpdir_server), "stt_jobs_stopped_total", 'reason="disconnected"')
-    t = threading.Thread(target=hostile.hang_up_after, args=(tmpdir_server.url, PATH, body, 6.0))
+    release = threading.Event()
+    t = threading.Thread(target=hostile.hang_up_on, args=(tmpdir_server.url, PATH, body, release))
     t.start()
-    deadline = time.monotonic() + 30
-    while hostile.metric(metrics(tmpdir_server), "stt_inference_in_progress") < 1:
-        assert time.monotonic() < deadline, "the job did not start"
-        time.sleep(0.1)
-    big = hostile.multipart(file=b"\0" * 65536)
-    a = hostile.post(tmpdir_server.url, PATH, big, length=100 * 1024 * 1024, send_limit=len(big), timeout=10)
-    assert a.status == 503 and shape(a)["code"] == "queue_full", a
-    t.join()
-    # it stops at the next ASR batch or window (the VAD pass over a window cannot be interrupted)
-    assert hostile.wait_idle(tmpdir_server.url, 60) < 60
+    try:
+        deadline = time.monotonic() + 30
+        while hostile.metric(metrics(tmpdir_server), "stt_inference_in_progress") < 1:
+            assert time.monotonic() < deadline, "the job did not start"
+            time.sleep(0.1)
+        big = hostile.multipart(file=b"\0" * 65536)
+        a = hostile.post(tmpdir_server.url, PATH, big, length=100 * 1024 * 1024, send_limit=len(big), timeout=10)
+        assert a.status == 503 and shape(a)["code"] == "queue_full", a
+    finally:
+        release.set()   # the client hangs up, the job just begun
+        t.join()
+    # it stops at its next check (between the VAD pass's batches, after an ASR batch...), not at its end: the
+    # synchronous route once handed the job to the executor only, and engine.run never saw it cancelled
+    idle = hostile.wait_idle(tmpdir_server.url, 60)
+    assert idle < full.seconds / 3, (idle, full.seconds)
     assert hostile.metric(metrics(tmpdir_server), "stt_jobs_stopped_total", 'reason="disconnected"') == before + 1
     assert requests.get(tmpdir_server.url + "/health", timeout=5).status_code == 200   # alive, not crashed
     assert not list(tmpdir_server.tmp.iterdir())
+
+
+class CancelAt:
+    """A job (stt_common.Job) that is cancelled, as by a hang-up, at its `n`-th stop check: where the engine
+    then stops shows which stretch of the work checks (no clock involved)."""
+
+    def __init__(self, n: int):
+        from stt_common import Job
+        self.job, self.n, self.calls = Job(None, None), n, 0
+
+    def check(self):
+        self.calls += 1
+        if self.calls == self.n:
+            self.job.cancel("disconnected")
+        self.job.check()
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model, tmp_path_factory):
+    from whisperx_server.engine import EngineConfig, WhisperXEngine
+    return WhisperXEngine(EngineConfig(default_model=tiny_model, threads=2,
+                                       models_dir=str(tmp_path_factory.mktemp("wx-engine-models"))))
+
+
+def stopped_in(engine, audio, job, **kw) -> list:
+    """The source files the JobStopped raised by engine.run passed through, innermost last."""
+    import traceback
+
+    from stt_common import JobStopped
+    with pytest.raises(JobStopped) as exc:
+        engine.run(audio, language="en", job=job, **kw)
+    return [f.filename for f in traceback.extract_tb(exc.value.__traceback__)]
+
+
+def test_hang_up_during_vad_stops_inside_the_vad_pass(engine, long_speech, tmp_path):
+    """The VAD pass over a whole window (26 s for 10 min of speech here) used to run to its end before the first
+    check: a hang-up now stops it between its batches, before any ASR. Results with the check in place are
+    the same as without (the whisperx tests' transcripts)."""
+    from whisperx_server.audio import decode_to_memmap
+    with decode_to_memmap(str(long_speech), str(tmp_path)) as audio:
+        c = CancelAt(3)   # 1: before the window, 2: the VAD's start, 3: after its first batch
+        files = stopped_in(engine, audio.array, c)
+    assert any(f.endswith("pyannote/audio/core/inference.py") for f in files), files
+    assert c.calls == 3, c.calls   # nothing checked after it: no ASR batch ran
+
+
+def test_hang_up_during_diarization_stops_inside_it(engine, long_speech, tmp_path):
+    """Diarization runs before ASR, over the whole recording: the offline backend checks between its steps and
+    after each embedding batch."""
+    if engine.diarization_backend() != "offline":
+        pytest.skip("HF_TOKEN is set: the pyannote backend (hub) is out of reach here")
+    from whisperx_server.audio import decode_to_memmap
+    with decode_to_memmap(str(long_speech), str(tmp_path)) as audio:
+        c = CancelAt(2)   # 1: after the speech regions, 2: after the first embedding batch
+        files = stopped_in(engine, audio.array, c, diarize=True, align=False)
+    assert any(f.endswith("diarize_offline/embedders.py") for f in files), files
+    assert c.calls == 2, c.calls
 
 
 def test_job_time_limit(start_server, long_speech):
@@ -113,6 +179,8 @@ def test_job_time_limit(start_server, long_speech):
     try:
         a = hostile.post(srv.url, PATH, hostile.multipart(file=long_speech.read_bytes()))
         assert a.status == 503 and shape(a)["code"] == "job_timeout" and a.seconds < 60, a
+        # and the run itself stopped (the whole job takes about 20 s here): the slot is free again
+        assert hostile.wait_idle(srv.url, 10) < 10
     finally:
         srv.stop()
 
