@@ -136,3 +136,13 @@ def test_settings_from_env(monkeypatch):
     monkeypatch.setenv("STT_MAX_CONCURRENCY", "0")
     with pytest.raises(Exception):
         STTSettings()
+
+
+def test_job_retry_intervals():
+    assert STTSettings().job_retry_waits == [10, 60]   # STT_JOB_RETRIES=2 by default
+    assert STTSettings(job_retries=4, job_retry_intervals="5, 30").job_retry_waits == [5, 30, 30, 30]
+    assert STTSettings(job_retries=1, job_retry_intervals="0").job_retry_waits == [0]
+    assert STTSettings(job_retries=0).job_retry_waits == []
+    for bad in ("", "ten", "10,-1", "4000"):
+        with pytest.raises(ValueError, match="STT_JOB_RETRY_INTERVALS"):
+            STTSettings(job_retry_intervals=bad)
