@@ -116,7 +116,16 @@ def test_health_states_and_metrics():
     svc.ready = lambda: True
     assert c.get("/health").json()["status"] == "ok"
     svc.fail("cannot load")
-    assert c.get("/health").json() == {"status": "error", "error": "cannot load"}
+    r = c.get("/health")
+    assert r.json() == {"status": "error", "error": "cannot load"} and "x-health-permanent" not in r.headers
+    # a permanent problem says so (the autostart proxy then forwards requests instead of waiting)
+    svc.fail("STT_DEVICE=cuda but no GPU", code="device_unavailable")
+    r = c.get("/health")
+    assert r.status_code == 503 and r.headers["x-health-permanent"] == "true"
+    assert r.json() == {"status": "error", "error": "STT_DEVICE=cuda but no GPU", "code": "device_unavailable"}
+    svc.recover()
+    assert c.get("/health").json()["status"] == "ok"
+    svc.fail("cannot load")
     text = c.get("/metrics").text
     for name in ("stt_requests_total", "stt_request_duration_seconds", "stt_audio_seconds_total",
                  "stt_queue_depth", "stt_model_loads_total"):
