@@ -877,13 +877,14 @@ def run_worker(spec: JobSpec, settings, burst: bool = False) -> None:
                 else:
                     self.scheduler.start()
 
-        def _take_over_scheduler_locks(self):
+        def _take_over_scheduler_locks(self) -> bool:
             """Drop a queue's scheduler lock whose worker is no longer registered (killed with its scheduler,
             host down): RQ's maintenance below then starts our scheduler, so retries due run on time instead of
-            after the lock's 61 s."""
+            after the lock's 61 s. True when one was dropped."""
             from rq.scheduler import RQScheduler
             from rq.scripts import release_lock
 
+            dropped = False
             for q in self.queues:
                 key = RQScheduler.get_locking_key(q.name)
                 holder = self.connection.get(key)
@@ -893,12 +894,18 @@ def run_worker(spec: JobSpec, settings, burst: bool = False) -> None:
                 if holder == self.name or self.connection.exists(self.redis_worker_namespace_prefix + holder):
                     continue
                 if release_lock(self.connection, key, holder):
+                    dropped = True
                     log.info("worker %s: the scheduler of %s is gone with its worker %s: taking it over",
                              self.name, q.name, holder)
+            return dropped
 
         def run_maintenance_tasks(self):
             try:
-                self._take_over_scheduler_locks()
+                if self._take_over_scheduler_locks() and self.scheduler is not None \
+                        and self.scheduler._process is not None and self.scheduler._process.is_alive():
+                    # our scheduler runs with the other queues' locks only and would look for more after
+                    # 120 s: stopped (it releases its locks), RQ's maintenance below starts it with all of them
+                    self.stop_scheduler()
             except Exception as e:  # noqa: BLE001
                 log.warning("checking the scheduler locks failed: %s", e)
             # back after Redis was out of reach longer than the worker's TTL (a worker host cut off, Redis

@@ -275,15 +275,21 @@ def running_attempt(api, job_id: str, attempt: int, worker: Worker) -> dict:
 
 def test_a_dead_workers_job_waits_its_back_off_then_finishes(api, jobs_env, meeting, tmp_path):
     """The worker dies with its scheduler (the container's end: OOM, host down). Another worker finds the job
-    abandoned, schedules it BACK_OFF seconds later, takes over the dead worker's scheduler lock and runs it then."""
-    first = faster_worker(tmp_path, {**jobs_env, "STT_WORKER_NAME": "host-a"})
+    abandoned, schedules it BACK_OFF seconds later, takes over the dead worker's scheduler lock and runs it then.
+    The dead one is like a worker host (jobs queue only: no webhook secret), the other like the front's worker,
+    whose scheduler already runs for the webhook queue when it takes over the jobs queue's lock."""
+    first = faster_worker(tmp_path, {**jobs_env, "STT_WORKER_NAME": "host-a", "STT_WEBHOOK_SECRET": ""})
     second = None
     try:
         job = submit(api, meeting)
         running_attempt(api, job["id"], 1, first)
+        second = faster_worker(tmp_path, {**jobs_env, "STT_WORKER_NAME": "host-b"})
+        deadline = time.monotonic() + 60
+        while "Scheduler for" not in second.logs() and time.monotonic() < deadline:   # its webhook queue's
+            time.sleep(0.2)
+        assert status(api, job["id"])["status"] == "running", second.logs()
         killed_at = time.time()
         first.kill_all()
-        second = faster_worker(tmp_path, {**jobs_env, "STT_WORKER_NAME": "host-b"})
         waiting, seen = wait_for(api, job["id"], states=("queued", "succeeded", "failed"), worker=second)
         assert waiting["status"] == "queued", waiting
         assert waiting["attempts"] == 1 and waiting["error"] is None and waiting["retry_at"], waiting
