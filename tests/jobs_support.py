@@ -71,11 +71,19 @@ class Worker:
         full = dict(os.environ)
         full.update({"PYTHONPATH": pythonpath, "HF_HUB_OFFLINE": "1", "STT_CPU_THREADS": "2", "LOG_LEVEL": "INFO",
                      "PYANNOTE_METRICS_ENABLED": "0", **env})
+        # its own process group: RQ's scheduler is a child process, and kill_all() kills both as a container's
+        # end would (the OOM killer taking the container's main process, a host going down)
         self.proc = subprocess.Popen([sys.executable, "-m", module], env=full, cwd=str(ROOT),
-                                     stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+                                     stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
+
+    def kill_all(self) -> None:
+        """SIGKILL the worker and its children (its scheduler) at once: nothing of it is left to clean up."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
 
     def stop(self, sig=signal.SIGTERM) -> None:
         if self.proc.poll() is None:

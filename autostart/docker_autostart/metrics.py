@@ -32,7 +32,8 @@ class Metrics:
         self.start_failures = Counter(
             p + "start_failures_total",
             "Starts that failed: reason compose (compose up failed), exited (a container died while "
-            "starting), timeout (not ready within maxWait), docker (docker not usable).",
+            "starting), timeout (not ready within maxWait), docker (docker not usable), permanent (up, but its "
+            "readiness answer reports a permanent problem: counted once per problem).",
             ["host", "reason"], registry=None)
         self.stop_failures = Counter(p + "stop_failures_total", "compose stop commands that failed.", ["host"],
                                      registry=None)

@@ -35,6 +35,10 @@ CONNECT_TIMEOUT = 10.0
 # aiohttp's client would add these itself; a proxy sends only what the client sent
 SKIP_AUTO_HEADERS = ("Accept-Encoding", "User-Agent", "Content-Type")
 RUNNING_STATES = ("running", "restarting")
+# a readiness answer that says waiting cannot help (README, "Permanent problems"): this header, or one of these codes
+PERMANENT_HEADER = "X-Health-Permanent"
+PERMANENT_CODES = ("device_unavailable",)
+PERMANENT_BODY_LIMIT = 64 * 1024
 
 
 class StartError(Exception):
@@ -43,6 +47,37 @@ class StartError(Exception):
         self.status = status
         self.message = message
         self.reason = reason
+
+
+class PermanentProblem(StartError):
+    """The service is up and its readiness answer says it cannot become ready by waiting: requests go through
+    to it, so that the client gets the service's own answer."""
+
+    def __init__(self, message: str):
+        super().__init__(503, message, "permanent")
+
+
+def permanent_problem(status: int, headers, body: bytes) -> Optional[str]:
+    """The service's message when a readiness answer reports a permanent problem, else None. Permanent: a non-2xx
+    answer with the header `X-Health-Permanent: true` (any service can mark its answer so), or whose JSON body
+    carries a code of PERMANENT_CODES, OpenAI-style (`{"error": {"code": ...}}`) or at the top level (the whisper
+    images' /health: `{"status": "error", "error": "<message>", "code": "device_unavailable"}`)."""
+    if 200 <= status < 300:
+        return None
+    marked = headers.get(PERMANENT_HEADER, "").strip().lower() in ("1", "true", "yes")
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        data = None
+    data = data if isinstance(data, dict) else {}
+    error = data.get("error")
+    code = error.get("code") if isinstance(error, dict) else data.get("code")
+    if not marked and code not in PERMANENT_CODES:
+        return None
+    message = error.get("message") if isinstance(error, dict) else error if isinstance(error, str) else None
+    if not message:
+        message = body.decode("utf-8", "replace").strip()[:500] or f"answered {status}"
+    return f"{message} ({code})" if isinstance(code, str) and code else message
 
 
 class _UpstreamUnreachable(Exception):
@@ -60,6 +95,7 @@ class ServiceState:
         self.stopped: Optional[bool] = None  # True once we stopped it or saw it stopped
         self.start_task: Optional[asyncio.Future] = None
         self.last_error: Optional[str] = None
+        self.permanent: Optional[str] = None  # the permanent problem its readiness answer last reported
         self.phase = "idle"  # what a start is doing, for the 504 message
 
     @property
@@ -73,6 +109,8 @@ class ServiceState:
             return "running"
         if self.stopped:
             return "stopped"
+        if self.permanent:
+            return "error"
         return "unknown"
 
     def invalidate(self) -> None:
@@ -217,7 +255,7 @@ class Autostart:
         if started:
             self.metrics.start_duration.labels(host=cfg.host).observe(elapsed)
             log.info("ready host=%s after %.1fs", cfg.host, elapsed)
-        st.ready, st.verified_at, st.stopped, st.last_error = True, time.monotonic(), False, None
+        st.ready, st.verified_at, st.stopped, st.last_error, st.permanent = True, time.monotonic(), False, None, None
         st.started_sig = sig
 
     def _fail(self, st: ServiceState, status: int, message: str, reason: str) -> StartError:
@@ -226,6 +264,16 @@ class Autostart:
         self.metrics.start_failures.labels(host=st.cfg.host, reason=reason).inc()
         log.error("start failed host=%s reason=%s: %s", st.cfg.host, reason, message)
         return StartError(status, message, reason)
+
+    def _permanent(self, st: ServiceState, message: str) -> PermanentProblem:
+        st.invalidate()
+        st.last_error = message
+        if st.permanent != message:   # said (and counted) once, not on every request that re-checks it
+            st.permanent = message
+            self.metrics.start_failures.labels(host=st.cfg.host, reason="permanent").inc()
+            log.error("host=%s reports a permanent problem, requests go through to its own answer: %s",
+                      st.cfg.host, message)
+        return PermanentProblem(message)
 
     async def _wait_ready(self, st: ServiceState, deadline: float) -> None:
         cfg = st.cfg
@@ -237,9 +285,12 @@ class Autostart:
             try:
                 timeout = aiohttp.ClientTimeout(total=max(1.0, min(5.0, deadline - time.monotonic())))
                 async with self.session.get(url, timeout=timeout, allow_redirects=False) as resp:
-                    await resp.read()
+                    body = await _read_some(resp.content, PERMANENT_BODY_LIMIT)
                     if 200 <= resp.status < 300 or (cfg.readiness_path is None and resp.status < 500):
                         return
+                    problem = permanent_problem(resp.status, resp.headers, body)
+                    if problem:
+                        raise self._permanent(st, f"{path} answered {resp.status}: {problem}")
                     last = f"{path} answered {resp.status}"
                 st.phase = f"waiting for readiness, last: {last}"
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
@@ -378,6 +429,8 @@ class Autostart:
                                           f"({st.phase})", "start_timeout", cfg.host)
                     return json_error(503, f"{cfg.host} is starting, retry in a few seconds", "starting",
                                       cfg.host, headers={"Retry-After": str(RETRY_AFTER)})
+            except PermanentProblem:
+                pass  # up, and it cannot get better by waiting: the client gets the service's own answer
             except StartError as exc:
                 return json_error(exc.status, exc.message,
                                   "start_timeout" if exc.status == 504 else "start_failed", cfg.host)
@@ -490,6 +543,18 @@ class Autostart:
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
         return app
+
+
+async def _read_some(content, limit: int) -> bytes:
+    """A response body up to `limit` bytes (the rest is left unread: the connection is not reused)."""
+    chunks, size = [], 0
+    while size < limit:
+        chunk = await content.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 async def _body(content, touched):

@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from docker_autostart.docker import Docker, DockerError, tail
-from docker_autostart.proxy import Autostart
+from docker_autostart.proxy import Autostart, permanent_problem
 
 CONFIG = {"services": {"Whisper.Example.test": {
     "name": "W", "composeDir": "/nonexistent", "proxyPort": 1, "blocking": True, "containers": ["w"]}},
@@ -107,3 +107,26 @@ def test_compose_override_and_none_found(tmp_path, monkeypatch):
 def test_stderr_tail_keeps_the_last_lines():
     text = "\n".join(f"line {i}" for i in range(100)) + "\n\n"
     assert tail(text).splitlines() == [f"line {i}" for i in range(85, 100)]
+
+
+@pytest.mark.parametrize("status, headers, body, expect", [
+    # the whisper images' /health for STT_DEVICE=cuda without a GPU (marked both ways)
+    (503, {"X-Health-Permanent": "true"}, {"status": "error", "error": "no GPU", "code": "device_unavailable"},
+     "no GPU (device_unavailable)"),
+    (503, {}, {"status": "error", "error": "no GPU", "code": "device_unavailable"}, "no GPU (device_unavailable)"),
+    # OpenAI-shaped, by its code alone
+    (503, {}, {"error": {"message": "no GPU", "type": "server_error", "code": "device_unavailable"}},
+     "no GPU (device_unavailable)"),
+    # any service, by the header alone; a body that is not JSON is quoted
+    (500, {"X-Health-Permanent": "1"}, b"broken for good", "broken for good"),
+    # what waiting can fix: loading, an unknown code, a model that failed to load (retried by the service)
+    (503, {}, {"status": "loading"}, None),
+    (503, {}, {"error": {"message": "busy", "code": "too_busy"}}, None),
+    (503, {}, {"status": "error", "error": "cannot load"}, None),
+    (503, {"X-Health-Permanent": "false"}, {"status": "loading"}, None),
+    # a 2xx is ready whatever it carries
+    (200, {"X-Health-Permanent": "true"}, {"code": "device_unavailable"}, None),
+])
+def test_permanent_problem_contract(status, headers, body, expect):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    assert permanent_problem(status, headers, raw) == expect

@@ -116,7 +116,16 @@ def test_health_states_and_metrics():
     svc.ready = lambda: True
     assert c.get("/health").json()["status"] == "ok"
     svc.fail("cannot load")
-    assert c.get("/health").json() == {"status": "error", "error": "cannot load"}
+    r = c.get("/health")
+    assert r.json() == {"status": "error", "error": "cannot load"} and "x-health-permanent" not in r.headers
+    # a permanent problem says so (the autostart proxy then forwards requests instead of waiting)
+    svc.fail("STT_DEVICE=cuda but no GPU", code="device_unavailable")
+    r = c.get("/health")
+    assert r.status_code == 503 and r.headers["x-health-permanent"] == "true"
+    assert r.json() == {"status": "error", "error": "STT_DEVICE=cuda but no GPU", "code": "device_unavailable"}
+    svc.recover()
+    assert c.get("/health").json()["status"] == "ok"
+    svc.fail("cannot load")
     text = c.get("/metrics").text
     for name in ("stt_requests_total", "stt_request_duration_seconds", "stt_audio_seconds_total",
                  "stt_queue_depth", "stt_model_loads_total"):
@@ -136,3 +145,13 @@ def test_settings_from_env(monkeypatch):
     monkeypatch.setenv("STT_MAX_CONCURRENCY", "0")
     with pytest.raises(Exception):
         STTSettings()
+
+
+def test_job_retry_intervals():
+    assert STTSettings().job_retry_waits == [10, 60]   # STT_JOB_RETRIES=2 by default
+    assert STTSettings(job_retries=4, job_retry_intervals="5, 30").job_retry_waits == [5, 30, 30, 30]
+    assert STTSettings(job_retries=1, job_retry_intervals="0").job_retry_waits == [0]
+    assert STTSettings(job_retries=0).job_retry_waits == []
+    for bad in ("", "ten", "10,-1", "4000"):
+        with pytest.raises(ValueError, match="STT_JOB_RETRY_INTERVALS"):
+            STTSettings(job_retry_intervals=bad)

@@ -18,16 +18,20 @@ class Service:
         self.ready: Callable[[], bool] = lambda: False
         self.details: Callable[[], dict] = lambda: {}
         self.error: Optional[str] = None
+        self.error_code: Optional[str] = None   # set for a permanent problem (fail(..., code=...))
         self.jobs = None  # stt_common.jobs.Jobs when the service takes asynchronous jobs
         self._mounted = False
 
-    def fail(self, message: str) -> None:
-        """Mark the service broken (e.g. the default model cannot load): /health says so."""
-        self.error = message
+    def fail(self, message: str, code: Optional[str] = None) -> None:
+        """Mark the service broken (e.g. the default model cannot load): /health says so. With `code` the problem
+        is permanent (STT_DEVICE=cuda without a GPU: `device_unavailable`, the code every answer then carries):
+        /health adds the code and the header `X-Health-Permanent: true`, so that the autostart proxy stops
+        waiting for readiness and lets requests through to this service's own error (autostart/README.md)."""
+        self.error, self.error_code = message, code
 
     def recover(self) -> None:
         """The failure is over (e.g. a later load of the default model worked)."""
-        self.error = None
+        self.error, self.error_code = None, None
 
     def mount(self) -> None:
         if not self._mounted:

@@ -4,6 +4,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+PERMANENT_HEADER = "X-Health-Permanent"
+
 
 def health_router(service) -> APIRouter:
     router = APIRouter(tags=["service"])
@@ -11,6 +13,10 @@ def health_router(service) -> APIRouter:
     @router.get("/health", summary="Readiness: 200 once the default model is loaded")
     def health() -> JSONResponse:
         if service.error:
+            code = getattr(service, "error_code", None)
+            if code:   # permanent: retrying cannot help (the autostart proxy's contract, autostart/README.md)
+                return JSONResponse({"status": "error", "error": service.error, "code": code}, status_code=503,
+                                    headers={PERMANENT_HEADER: "true"})
             return JSONResponse({"status": "error", "error": service.error}, status_code=503)
         try:
             ready = bool(service.ready())

@@ -12,8 +12,17 @@ the queue), how to run one job in the worker, and how to render a stored result.
 
 Nothing is lost: a worker killed mid-job leaves the job in RQ's started registry with a short heartbeat
 TTL (STT_JOB_HEARTBEAT_TTL, beats at a quarter of it); any worker's maintenance (every half of it) finds it
-abandoned and RQ requeues it while it has
+abandoned and RQ retries it while it has
 retries left (`STT_JOB_RETRIES`). Redis persists queued jobs (AOF, set up by the deploy).
+
+Retries back off (`STT_JOB_RETRY_INTERVALS`, 10 s then 60 s by default): a retried job is scheduled (status
+`queued`, its `attempts` so far and `retry_at`), and RQ's scheduler, which the job workers run, requeues it when
+due. A job that kills every worker it lands on (out of memory on one file) so spends its retries over minutes,
+not seconds. RQ's scheduler runs in one worker at a time (a lock in Redis, refreshed every second, expiring
+after 61 s); the scheduler dies with its worker, so a worker takes over a lock whose worker is gone (its
+registration expired: within STT_JOB_HEARTBEAT_TTL of a death mid-job) instead of waiting out the 61 s. After
+the last attempt the job fails with `job_failed` saying how many times it failed, and its webhook is sent, also
+when its worker died (RQ's failure callback, `on_failure`, run by the worker that finds the job abandoned).
 
 Worker hosts (issue 14): a worker on another machine reaches Redis over TLS (`rediss://`, a client certificate
 of the deploy's link CA and its own Redis user) and has no access to the front's disk. It fetches a job's audio
@@ -176,6 +185,25 @@ def job_state(job) -> str:
     return "failed"
 
 
+def retry_time(job) -> Optional[str]:
+    """When a retried job is due back in its queue (RQ's scheduled registry), or None (not waiting)."""
+    from rq.registry import ScheduledJobRegistry
+
+    try:
+        if getattr(job.get_status(refresh=False), "value", None) != "scheduled":
+            return None
+        when = ScheduledJobRegistry(job.origin, connection=job.connection).get_scheduled_time(job)
+    except Exception:  # noqa: BLE001 - a hint, like the queue position
+        return None
+    return when.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def failed_error(attempts: int, why: str) -> dict:
+    """The OpenAI-shaped error of a job whose every attempt crashed or lost its worker."""
+    times = "once" if attempts == 1 else f"{attempts} times"
+    return error_body(f"The job failed {times}: {why}.", "server_error", None, "job_failed")["error"]
+
+
 def describe(job, base_path: str = "/v1/jobs") -> dict:
     meta = job.meta
     state = job_state(job)
@@ -192,6 +220,7 @@ def describe(job, base_path: str = "/v1/jobs") -> dict:
         "queue_position": None, "attempts": meta.get("attempts", 0), "worker": meta.get("worker"),
         "filename": meta.get("filename"), "model": meta.get("model"),
         "status_url": f"{base_path}/{job.id}", "result_url": None, "error": meta.get("error"),
+        "retry_at": None,
     }
     if state == "queued":
         try:
@@ -199,6 +228,8 @@ def describe(job, base_path: str = "/v1/jobs") -> dict:
             body["queue_position"] = pos
         except Exception:  # noqa: BLE001 - a position is a hint
             pass
+        if body["attempts"]:   # a retry waiting out its back-off (STT_JOB_RETRY_INTERVALS)
+            body["retry_at"] = retry_time(job)
     if state == "succeeded":
         body["result_url"] = f"{base_path}/{job.id}/result"
     if state == "failed" and not body["error"]:
@@ -266,13 +297,15 @@ class Jobs:
             meta = {"service": self.spec.service, "owner": owner, "params": params, "callback_url": callback or None,
                     "filename": (upload.filename or "")[:200] or None, "model": params.get("model_name"),
                     "attempts": 0, "audio_token": secrets.token_urlsafe(32)}
-            from rq import Retry
+            from rq import Callback, Retry
+            retries = self.settings.job_retries
             job = self.queue().enqueue(
                 "stt_common.jobs.execute", job_id=job_id, meta=meta,
                 job_timeout=int(self.settings.job_max_seconds),
                 result_ttl=int(self.settings.job_ttl), failure_ttl=int(self.settings.job_ttl),
                 ttl=int(self.settings.job_ttl),
-                retry=Retry(max=self.settings.job_retries) if self.settings.job_retries > 0 else None)
+                retry=Retry(max=retries, interval=self.settings.job_retry_waits) if retries > 0 else None,
+                on_failure=Callback("stt_common.jobs.on_failure"))
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -659,8 +692,8 @@ def execute() -> dict:
         last = not job.retries_left
         if last and claim_finish(conn, job, settings, ctx.attempt):
             job.meta.update(state="failed", finished_at=_iso_now(),
-                            error=error_body(f"The job failed: {type(e).__name__}.", "server_error", None,
-                                             "job_failed")["error"])
+                            error=failed_error(int(job.meta.get("attempts") or 1),
+                                               f"the last attempt raised {type(e).__name__}"))
             job.save_meta()
             _finish(job, conn, "failed", time.monotonic() - t0)
         raise
@@ -673,6 +706,29 @@ def execute() -> dict:
         shutil.rmtree(folder, ignore_errors=True)
     _finish(job, conn, outcome, time.monotonic() - t0)
     return {"state": outcome}
+
+
+def on_failure(job, connection, exc_type=None, exc_value=None, traceback=None) -> None:
+    """RQ's failure callback. Acts on the last attempt of a job whose worker died (RQ calls it with an
+    AbandonedJobError from the maintenance of the worker that found the job abandoned, before it records the
+    failure): that attempt never reached execute's own handler, so the job's state, its error (how many times it
+    failed) and its webhook are set here. A crash inside `execute` has already recorded its own (and claimed the
+    job); a job with retries left goes back to its queue after its back-off."""
+    from rq.exceptions import AbandonedJobError
+
+    if job.retries_left or _SETTINGS is None:
+        return
+    if not (exc_type is AbandonedJobError or isinstance(exc_value, AbandonedJobError)):
+        return
+    if not claim_finish(connection, job, _SETTINGS, uuid.uuid4().hex):
+        return
+    attempts = int(job.meta.get("attempts") or 1)
+    log.warning("job %s: its worker stopped during its last attempt (%d in all): failed", job.id, attempts)
+    job.meta.update(state="failed", finished_at=_iso_now(),
+                    error=failed_error(attempts, "the worker running its last attempt stopped (killed, out of "
+                                                 "memory, or its host went down)"))
+    job.save_meta()
+    _finish(job, connection, "failed", 0.0)
 
 
 def _finish(job, conn, outcome: str, seconds: float) -> None:
@@ -799,7 +855,59 @@ def run_worker(spec: JobSpec, settings, burst: bool = False) -> None:
             from rq.worker import WorkerStatus
             self.set_state(WorkerStatus.IDLE)
 
+        def _start_scheduler(self, burst=False, logging_level="INFO", date_format=None, log_format=None):
+            """RQ's, with the scheduler named after this worker, so that another worker can tell that the
+            scheduler holding a queue's lock is gone with its worker (_take_over_scheduler_locks)."""
+            from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
+            from rq.scheduler import RQScheduler
+
+            self.scheduler = RQScheduler(self.queues, connection=self.connection, logging_level=logging_level,
+                                         date_format=date_format or DEFAULT_LOGGING_DATE_FORMAT,
+                                         log_format=log_format or DEFAULT_LOGGING_FORMAT,
+                                         serializer=self.serializer, name=self.name)
+            self.scheduler.acquire_locks()
+            if self.scheduler.acquired_locks:
+                if burst:
+                    try:
+                        self.scheduler.register_birth()
+                        self.scheduler.enqueue_scheduled_jobs()
+                    finally:
+                        self.scheduler.release_locks()
+                        self.scheduler.register_death()
+                else:
+                    self.scheduler.start()
+
+        def _take_over_scheduler_locks(self) -> bool:
+            """Drop a queue's scheduler lock whose worker is no longer registered (killed with its scheduler,
+            host down): RQ's maintenance below then starts our scheduler, so retries due run on time instead of
+            after the lock's 61 s. True when one was dropped."""
+            from rq.scheduler import RQScheduler
+            from rq.scripts import release_lock
+
+            dropped = False
+            for q in self.queues:
+                key = RQScheduler.get_locking_key(q.name)
+                holder = self.connection.get(key)
+                if holder is None:
+                    continue
+                holder = holder.decode()
+                if holder == self.name or self.connection.exists(self.redis_worker_namespace_prefix + holder):
+                    continue
+                if release_lock(self.connection, key, holder):
+                    dropped = True
+                    log.info("worker %s: the scheduler of %s is gone with its worker %s: taking it over",
+                             self.name, q.name, holder)
+            return dropped
+
         def run_maintenance_tasks(self):
+            try:
+                if self._take_over_scheduler_locks() and self.scheduler is not None \
+                        and self.scheduler._process is not None and self.scheduler._process.is_alive():
+                    # our scheduler runs with the other queues' locks only and would look for more after
+                    # 120 s: stopped (it releases its locks), RQ's maintenance below starts it with all of them
+                    self.stop_scheduler()
+            except Exception as e:  # noqa: BLE001
+                log.warning("checking the scheduler locks failed: %s", e)
             # back after Redis was out of reach longer than the worker's TTL (a worker host cut off, Redis
             # restarted): RQ reconnects but its registration has expired; register again so it is seen
             try:

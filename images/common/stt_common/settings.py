@@ -41,6 +41,11 @@ class STTSettings(BaseSettings):
     job_max_seconds: float = Field(6 * 3600, gt=0)   # a job's time limit on the worker
     job_max_audio_seconds: float = Field(12 * 3600, gt=0)  # longest recording a job accepts
     job_retries: int = Field(2, ge=0)   # a crashed or abandoned job (worker killed) runs again this often
+    job_retry_intervals: str = Field("10,60", description=(
+        "Seconds a crashed or abandoned job waits before each retry, comma-separated: the first retry waits the "
+        "first value, the second the second, and so on; retries past the list wait its last value. 0 = at once. "
+        "Each value 0-3600. A job that kills every worker it lands on (out of memory on one file) thus spends its "
+        "retries over minutes instead of seconds. RQ's scheduler (run by the job workers) requeues it when due."))
     webhook_secret: str = ""            # HMAC key of the callback signatures; empty = callback_url refused
     webhook_allow_private: bool = False  # callbacks to loopback/private addresses (tests, private networks)
     job_heartbeat_ttl: float = Field(60, ge=2)  # s without a heartbeat before a running job counts as abandoned
@@ -58,6 +63,23 @@ class STTSettings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, v):
         return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("job_retry_intervals")
+    @classmethod
+    def _intervals(cls, v: str) -> str:
+        try:
+            values = [int(x) for x in v.replace(" ", "").split(",") if x]
+        except ValueError:
+            raise ValueError("STT_JOB_RETRY_INTERVALS: whole seconds, comma-separated (e.g. 10,60)") from None
+        if not values or not all(0 <= x <= 3600 for x in values):
+            raise ValueError("STT_JOB_RETRY_INTERVALS: one or more values, each 0-3600 seconds")
+        return ",".join(map(str, values))
+
+    @property
+    def job_retry_waits(self) -> list[int]:
+        """The wait before each of the `job_retries` retries, in order (the list's last value repeats)."""
+        values = [int(x) for x in self.job_retry_intervals.split(",")]
+        return [values[min(i, len(values) - 1)] for i in range(self.job_retries)]
 
     @property
     def effective_compute_type(self) -> str:

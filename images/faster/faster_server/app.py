@@ -50,7 +50,7 @@ def build_app(settings: Optional[FasterSettings] = None):
     async def lifespan(app):
         if device_problem:
             log.error("%s", device_problem)
-            svc.fail(device_problem)
+            svc.fail(device_problem, code="device_unavailable")
         else:
             state["default_load"] = asyncio.ensure_future(cache.keep_loading_default(svc.fail, svc.recover))
         cache.start_reaper()

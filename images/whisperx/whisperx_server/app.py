@@ -220,7 +220,7 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
         async def load_default():
             if device_problem:
                 log.error("%s", device_problem)
-                svc.fail(device_problem)
+                svc.fail(device_problem, code="device_unavailable")
                 return
             try:
                 from .punkt_data import ensure_punkt_tab

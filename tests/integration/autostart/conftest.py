@@ -107,7 +107,7 @@ class Service:
 
     def __init__(self, root: Path, image: str, *, health_delay: float = 0, blocking: bool = True,
                  idle_timeout: float | None = None, max_wait: float | None = None,
-                 compose_text: str | None = None):
+                 compose_text: str | None = None, health_permanent: str = ""):
         self.id = uuid.uuid4().hex[:8]
         self.project = f"{PREFIX}{self.id}"
         self.container = f"{PREFIX}{self.id}"
@@ -125,6 +125,7 @@ services:
     ports: ["127.0.0.1:{self.port}:8000"]
     environment:
       HEALTH_DELAY: "{health_delay}"
+      HEALTH_PERMANENT: "{health_permanent}"
     stop_grace_period: 2s
 """)
         self.entry = {"name": f"test service {self.id}", "composeDir": str(self.dir), "proxyPort": self.port,

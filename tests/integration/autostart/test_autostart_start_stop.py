@@ -86,6 +86,37 @@ def test_never_ready_answers_504_after_max_wait(make_service, start_proxy):
     assert f"start failed host={svc.host} reason=timeout" in proxy.log()
 
 
+@pytest.mark.parametrize("marked_by", ["code", "header"])
+def test_a_permanent_problem_on_health_reaches_the_client_at_once(make_service, start_proxy, marked_by):
+    """The service is up but its /health says waiting cannot help (the whisper images' STT_DEVICE=cuda without a
+    GPU: 503 with the code device_unavailable; any service: the header X-Health-Permanent). The client gets the
+    service's own answer at once, not a 504 after maxWait."""
+    svc = make_service(health_permanent=marked_by, max_wait=60)
+    proxy = start_proxy([svc])
+    t0 = time.monotonic()
+    r = proxy.request("POST", svc.host, "/v1/audio/transcriptions", data=b"x" * 100_000)   # cold: compose up first
+    cold = time.monotonic() - t0
+    assert r.status_code == 503, r.text
+    err = r.json()["error"]
+    expected = {"code": ("device_unavailable", "STT_DEVICE=cuda but no GPU is visible"),
+                "header": ("misconfigured", "misconfigured for good")}[marked_by]
+    assert err["code"] == expected[0] and expected[1] in err["message"] and err["type"] == "server_error", err
+    assert r.json()["path"] == "/v1/audio/transcriptions"   # the service answered this request itself
+    assert cold < 20, "answered once the container was up, not after maxWait"
+    assert svc.state() == "running"
+    # warm: the next requests get their answer at once too (one docker inspect and one /health probe each)
+    t0 = time.monotonic()
+    r = proxy.get(svc.host, "/v1/models")
+    assert r.status_code == 503 and r.json()["error"]["code"] == expected[0] and r.json()["path"] == "/v1/models"
+    assert time.monotonic() - t0 < 3
+    state = proxy.health()["services"][svc.host]
+    assert state["state"] == "error" and expected[1] in state["last_error"], state
+    # said and counted once, however many requests see it; no restart loop
+    assert proxy.metric(M + "start_failures_total", host=svc.host, reason="permanent") == 1
+    assert proxy.metric(M + "starts_total", host=svc.host) == 1
+    assert proxy.log().count(f"host={svc.host} reports a permanent problem") == 1
+
+
 def test_non_blocking_answers_503_with_retry_after_while_starting(make_service, start_proxy):
     svc = make_service(health_delay=2, blocking=False)
     proxy = start_proxy([svc])

@@ -71,7 +71,8 @@ class Server:
         return Path(self.log).read_text(errors="replace")[-4000:]
 
 
-def start_server(tmp_path: Path, timeout: float = 90, **env_overrides) -> Server:
+def start_server(tmp_path: Path, timeout: float = 90, until=lambda r: r.status_code == 200,
+                 **env_overrides) -> Server:
     port = free_port()
     tmp_dir = tmp_path / "uploads"
     tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -94,7 +95,7 @@ def start_server(tmp_path: Path, timeout: float = 90, **env_overrides) -> Server
         if proc.poll() is not None:
             raise RuntimeError(f"server exited: {Path(log).read_text()[-3000:]}")
         try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
+            if until(httpx.get(url + "/health", timeout=2)):
                 return Server(url, proc, log, tmp_dir)
         except httpx.HTTPError:
             pass

@@ -101,3 +101,20 @@ def test_no_500_and_no_temp_files_left(srv):
     m = httpx.get(srv.url + "/metrics").text
     assert 'status="500"' not in m, m
     assert not list(srv.tmp_dir.iterdir())
+
+
+def test_cuda_without_gpu_is_a_permanent_problem_on_health(tmp_path, speech):
+    """STT_DEVICE=cuda where no GPU is visible (this machine has none): /health says it is permanent (the autostart
+    proxy's contract, autostart/README.md) and every answer carries the same error. The image-level twin:
+    test_faster_gpu_image.py."""
+    s = start_server(tmp_path, timeout=60, until=lambda r: r.status_code == 503 and r.json()["status"] == "error",
+                     STT_DEVICE="cuda", STT_API_KEYS=KEY)
+    try:
+        h = httpx.get(s.url + "/health", timeout=10)
+        assert h.status_code == 503 and h.headers["x-health-permanent"] == "true"
+        assert h.json()["code"] == "device_unavailable" and "no GPU is visible" in h.json()["error"]
+        with open(speech["wav"], "rb") as f:
+            e = err(post(s, files={"file": f}), 503)
+        assert e["code"] == "device_unavailable" and e["message"] == h.json()["error"]
+    finally:
+        stop_server(s)

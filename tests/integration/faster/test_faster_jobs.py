@@ -1,6 +1,7 @@
 """Asynchronous jobs (POST /v1/jobs) with a real Redis, real RQ workers (python -m faster_server.worker) and
 real tiny.en inference: status and progress, every result format, cancel, signed webhooks, a worker killed
-mid-job, Redis restarted with jobs queued, and the error paths."""
+mid-job, Redis restarted with jobs queued, retries that back off, a job that kills every worker it lands on, and
+the error paths."""
 from __future__ import annotations
 
 import http.server
@@ -9,6 +10,8 @@ import signal
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -23,12 +26,14 @@ from .conftest import free_port, start_server, stop_server, tiny_model
 pytestmark = needs_redis
 SECRET = "test-webhook-secret"
 KEY = "sk-jobs-test"
+BACK_OFF = 6   # s a retry waits (STT_JOB_RETRY_INTERVALS): longer than finding a dead worker takes here (4-6 s)
 
 
 @pytest.fixture(scope="module")
 def jobs_env(tmp_path_factory, redis_server):
     return redis_server.jobs_env(tmp_path_factory.mktemp("jobs"), STT_WEBHOOK_SECRET=SECRET,
                                  STT_WEBHOOK_ALLOW_PRIVATE="1", STT_JOB_HEARTBEAT_TTL="4",
+                                 STT_JOB_RETRY_INTERVALS=str(BACK_OFF),
                                  STT_API_KEYS=f"{KEY},sk-other-caller", STT_ALLOW_OPEN_ACCESS="0")
 
 
@@ -229,6 +234,113 @@ def test_worker_killed_mid_job_is_retried_and_finishes(api, jobs_env, meeting, t
     assert done["attempts"] == 2
     result = httpx.get(api.url + done["result_url"], params={"response_format": "verbose_json"}, headers=headers())
     assert result.json()["duration"] == pytest.approx(done["progress"]["seconds_total"], abs=1)
+
+
+def when(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+@contextmanager
+def hook_receiver():
+    """A webhook receiver on 127.0.0.1: yields (url, the JSON payloads received)."""
+    received = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    hook = http.server.HTTPServer(("127.0.0.1", free_port()), Receiver)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{hook.server_port}/hook", received
+    finally:
+        hook.shutdown()
+
+
+def running_attempt(api, job_id: str, attempt: int, worker: Worker) -> dict:
+    """Wait until the job's `attempt`-th run has begun on a worker."""
+    s, _ = wait_for(api, job_id, states=("running",), worker=worker)
+    deadline = time.monotonic() + 120
+    while s["attempts"] < attempt or s["status"] != "running":
+        assert s["status"] in ("queued", "running") and time.monotonic() < deadline, (s, worker.logs())
+        time.sleep(0.2)
+        s = status(api, job_id)
+    return s
+
+
+def test_a_dead_workers_job_waits_its_back_off_then_finishes(api, jobs_env, meeting, tmp_path):
+    """The worker dies with its scheduler (the container's end: OOM, host down). Another worker finds the job
+    abandoned, schedules it BACK_OFF seconds later, takes over the dead worker's scheduler lock and runs it then.
+    The dead one is like a worker host (jobs queue only: no webhook secret), the other like the front's worker,
+    whose scheduler already runs for the webhook queue when it takes over the jobs queue's lock."""
+    first = faster_worker(tmp_path, {**jobs_env, "STT_WORKER_NAME": "host-a", "STT_WEBHOOK_SECRET": ""})
+    second = None
+    try:
+        job = submit(api, meeting)
+        running_attempt(api, job["id"], 1, first)
+        second = faster_worker(tmp_path, {**jobs_env, "STT_WORKER_NAME": "host-b"})
+        deadline = time.monotonic() + 60
+        while "Scheduler for" not in second.logs() and time.monotonic() < deadline:   # its webhook queue's
+            time.sleep(0.2)
+        assert status(api, job["id"])["status"] == "running", second.logs()
+        killed_at = time.time()
+        first.kill_all()
+        waiting, seen = wait_for(api, job["id"], states=("queued", "succeeded", "failed"), worker=second)
+        assert waiting["status"] == "queued", waiting
+        assert waiting["attempts"] == 1 and waiting["error"] is None and waiting["retry_at"], waiting
+        retry_at = when(waiting["retry_at"])
+        assert retry_at >= killed_at + BACK_OFF - 1, "the retry waits its interval after the worker's death"
+        done, seen = wait_for(api, job["id"], timeout=300, worker=second)
+    finally:
+        first.stop()
+        if second:
+            second.stop()
+    assert done["status"] == "succeeded", (done, second.logs())
+    assert done["attempts"] == 2 and done["worker"] == "host-b" and done["retry_at"] is None
+    retried_at = when(done["started_at"])
+    assert retried_at >= retry_at, "not before its time"
+    assert retried_at - retry_at < 10, "and soon after: the dead worker's scheduler lock did not hold it up"
+    print(f"worker killed -> retry started: {retried_at - killed_at:.1f} s (back-off {BACK_OFF} s)")
+    result = httpx.get(api.url + done["result_url"], params={"response_format": "verbose_json"}, headers=headers())
+    assert result.json()["duration"] == pytest.approx(done["progress"]["seconds_total"], abs=1)
+
+
+def test_a_job_that_kills_every_worker_fails_after_its_last_attempt(api, jobs_env, meeting, tmp_path):
+    """A poison job: every worker it lands on dies (here SIGKILLed as the OOM killer would, worker and scheduler).
+    Its retries back off; after the last (STT_JOB_RETRIES=2: 3 attempts) it fails clearly, and its webhook says so."""
+    workers = []
+    with hook_receiver() as (url, received):
+        try:
+            workers.append(faster_worker(tmp_path, {**jobs_env, "STT_WORKER_NAME": "poisoned-1"}))
+            job = submit(api, meeting, callback_url=url)
+            started = []
+            for attempt in (1, 2, 3):
+                started.append(when(running_attempt(api, job["id"], attempt, workers[-1])["started_at"]))
+                workers[-1].kill_all()
+                workers.append(faster_worker(tmp_path, {**jobs_env, "STT_WORKER_NAME": f"poisoned-{attempt + 1}"}))
+            done, _ = wait_for(api, job["id"], timeout=60, worker=workers[-1])
+            deadline = time.monotonic() + 20
+            while not received and time.monotonic() < deadline:
+                time.sleep(0.2)
+            survivor = workers[-1]
+            assert survivor.proc.poll() is None, survivor.logs()
+        finally:
+            for w in workers:
+                w.stop()
+    assert done["status"] == "failed" and done["attempts"] == 3, done
+    error = done["error"]
+    assert error["code"] == "job_failed" and error["type"] == "server_error", error
+    assert "failed 3 times" in error["message"] and "last attempt stopped" in error["message"], error
+    assert started[1] - started[0] >= BACK_OFF and started[2] - started[1] >= BACK_OFF, started
+    r = httpx.get(api.url + f"/v1/jobs/{job['id']}/result", headers=headers(), timeout=10)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "job_failed" and "3 times" in r.text
+    assert received == [{"id": job["id"], "object": "transcription.job", "status": "failed", "result_url": None,
+                         "error": error}], received
 
 
 def test_redis_restart_keeps_queued_jobs(api, jobs_env, redis_server, speech, tmp_path):

@@ -2,6 +2,9 @@
 
 GET  /health            503 {"status": "loading"} for HEALTH_DELAY seconds after start, then 200;
                         HEALTH_DELAY < 0: never ready; with "jobs" once POST /jobs set them
+HEALTH_PERMANENT=code   a permanent problem, as the whisper images' STT_DEVICE=cuda without a GPU: /health and
+                        every other request answer 503 {"error": {"message", "type", "code": "device_unavailable"}}
+HEALTH_PERMANENT=header the same, marked by the header X-Health-Permanent: true instead (code "misconfigured")
 POST /jobs?queued=N&running=M   asynchronous jobs /health reports, as the whisper images do
 GET  /headers           the request line and headers as JSON
 GET  /slow?seconds=N    answers after N seconds
@@ -22,6 +25,9 @@ START = time.monotonic()
 DELAY = float(os.environ.get("HEALTH_DELAY", "0"))
 CHUNK = 1 << 20
 JOBS = {}
+PERMANENT = os.environ.get("HEALTH_PERMANENT", "")
+PROBLEM = {"code": ("STT_DEVICE=cuda but no GPU is visible in this container (test service)", "device_unavailable"),
+           "header": ("this test service is misconfigured for good", "misconfigured")}.get(PERMANENT)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -30,9 +36,11 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-    def _json(self, code, obj):
+    def _json(self, code, obj, headers=()):
         body = json.dumps(obj).encode()
         self.send_response(code)
+        for name, value in headers:
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Set-Cookie", "a=1")
@@ -49,9 +57,18 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "1234")
         self.end_headers()
 
+    def _problem(self):
+        """The permanent problem's answer (HEALTH_PERMANENT), on /health and on every request."""
+        message, code = PROBLEM
+        headers = [("X-Health-Permanent", "true")] if PERMANENT == "header" else []
+        self._json(503, {"error": {"message": message, "type": "server_error", "param": None, "code": code},
+                         "path": self.path}, headers)
+
     def do_GET(self):
         path, q = self._query()
-        if path == "/health":
+        if PROBLEM:
+            self._problem()
+        elif path == "/health":
             ready = DELAY >= 0 and time.monotonic() - START >= DELAY
             body = {"status": "ok" if ready else "loading"}
             if JOBS:
@@ -105,6 +122,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         path, q = self._query()
+        if PROBLEM:
+            for _ in self._body_chunks():
+                pass
+            self._problem()
+            return
         if path == "/jobs":
             JOBS.update(queued=int(q.get("queued", "0")), running=int(q.get("running", "0")))
             self._json(200, JOBS)
