@@ -53,3 +53,18 @@ def test_runbook_route_documents_prompt_and_temperature():
     assert {"file", "model", "language", "diarize", "prompt", "temperature"} <= set(props)
     assert (props["temperature"]["minimum"], props["temperature"]["maximum"]) == (0, 1)
     assert "timestamp_granularities[]" not in props   # verbose_json is not one of its formats
+
+
+def test_whisperx_guard_checks_a_decode_as_faster_whisper_does():
+    pytest.importorskip("faster_whisper", reason="faster-whisper computes the compression ratio")
+    from types import SimpleNamespace
+
+    from whisperx_server.decoding import needs_fallback
+    opts = SimpleNamespace(compression_ratio_threshold=2.4, log_prob_threshold=-1.0)
+    loop = "la vidéo de la vidéo de la vidéo de la vidéo de la vidéo de la vidéo de la vidéo de la vidéo"
+    said = "Le rapport de Kowalczyk sur le serveur arrive jeudi."
+    assert needs_fallback(loop, -0.2, opts)           # a loop: decoded again, hotter
+    assert needs_fallback(said, -1.5, opts)           # unlikely: decoded again
+    assert not needs_fallback(said, -0.3, opts)
+    off = SimpleNamespace(compression_ratio_threshold=None, log_prob_threshold=None)   # STT_...=none
+    assert not needs_fallback(loop, -5.0, off)

@@ -27,8 +27,6 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Optional
 
-import numpy as np
-
 from stt_common.settings import temperatures
 
 log = logging.getLogger("whisperx_server")
@@ -52,7 +50,7 @@ def decode_alone(pipe, features, opts) -> tuple:
     previous = tokenizer.encode(" " + opts.initial_prompt.strip()) if opts.initial_prompt else []
     prompt = model.get_prompt(tokenizer, previous, without_timestamps=opts.without_timestamps, prefix=opts.prefix,
                               hotwords=opts.hotwords)
-    encoded = model.encode(np.ascontiguousarray(features))
+    encoded = model.encode(features)   # whisperx's: a batch of one, a CTranslate2 StorageView
     result, avg_logprob, _temperature, _ratio = model.generate_with_fallback(encoded, prompt, tokenizer, opts)
     if opts.no_speech_threshold is not None and result.no_speech_prob > opts.no_speech_threshold and not (
             opts.log_prob_threshold is not None and avg_logprob > opts.log_prob_threshold):
