@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Optional
 
 from fastapi import FastAPI, Request
@@ -286,10 +287,12 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
                                             settings.max_audio_seconds)
             try:
                 upload.cleanup()  # the decoded copy is all we need now
-                result = await executor.run(engine.run, audio.array, asr=asr, model=model, language=language,
-                                            align=align, diarize=diarize, num_speakers=num_speakers,
-                                            min_speakers=min_speakers, max_speakers=max_speakers,
-                                            prompt=prompt, temperature=temperature, job=job)
+                # the executor takes `job` for itself (cancels it on hang-up or time limit): the engine gets it
+                # too, through the call, to stop at its next check
+                work = partial(engine.run, audio.array, asr=asr, model=model, language=language, align=align,
+                               diarize=diarize, num_speakers=num_speakers, min_speakers=min_speakers,
+                               max_speakers=max_speakers, prompt=prompt, temperature=temperature, job=job)
+                result = await executor.run(work, job=job)
                 svc.metrics.audio_seconds.labels("transcribe").inc(result.get("duration") or 0.0)
                 return result
             finally:

@@ -112,7 +112,8 @@ def test_job_time_limit(start_server, long_speech):
     srv = start_server("timeout", STT_JOB_TIMEOUT="3", STT_BATCH_SIZE="1")
     try:
         a = hostile.post(srv.url, PATH, hostile.multipart(file=long_speech.read_bytes()))
-        assert a.status == 503 and shape(a)["code"] == "job_timeout" and a.seconds < 60, a
+        # stopped at the engine's next check (7 s here), not at the end of the audio (about a minute here)
+        assert a.status == 503 and shape(a)["code"] == "job_timeout" and a.seconds < 30, a
     finally:
         srv.stop()
 
