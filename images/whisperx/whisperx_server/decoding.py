@@ -44,14 +44,35 @@ def needs_fallback(text: str, avg_logprob: float, opts) -> bool:
     return opts.log_prob_threshold is not None and avg_logprob < opts.log_prob_threshold
 
 
-def decode_alone(pipe, features, opts) -> tuple:
-    """One chunk through faster-whisper's temperature fallback: (text, avg_logprob); text "" for silence."""
+def silent(result, avg_logprob: float, opts) -> bool:
+    """faster-whisper's no-speech check: likely silence and no confident text."""
+    return opts.no_speech_threshold is not None and result.no_speech_prob > opts.no_speech_threshold and \
+        opts.log_prob_threshold is not None and avg_logprob < opts.log_prob_threshold
+
+
+def decode_alone(pipe, features, opts, stop=None) -> tuple:
+    """One chunk up the temperature ladder as faster-whisper's ``generate_with_fallback`` climbs it (each step is
+    its own one-temperature call, so that ``stop()`` runs between steps: a cancelled request stops after one
+    decode, not a whole ladder): (text, avg_logprob); text "" for silence."""
     model, tokenizer = pipe.model, pipe.tokenizer
     previous = tokenizer.encode(" " + opts.initial_prompt.strip()) if opts.initial_prompt else []
     prompt = model.get_prompt(tokenizer, previous, without_timestamps=opts.without_timestamps, prefix=opts.prefix,
                               hotwords=opts.hotwords)
     encoded = model.encode(features)   # whisperx's: a batch of one, a CTranslate2 StorageView
-    result, avg_logprob, _temperature, _ratio = model.generate_with_fallback(encoded, prompt, tokenizer, opts)
+    tried = []
+    for t in opts.temperatures:
+        if stop is not None:
+            stop()
+        result, avg_logprob, _t, ratio = model.generate_with_fallback(encoded, prompt, tokenizer,
+                                                                      replace(opts, temperatures=[t]))
+        tried.append((result, avg_logprob, ratio))
+        if silent(result, avg_logprob, opts) or not needs_fallback(tokenizer.decode(result.sequences_ids[0]),
+                                                                   avg_logprob, opts):
+            break
+    else:   # every step failed: faster-whisper keeps the likeliest, of those that are no loop where there are some
+        limit = opts.compression_ratio_threshold
+        tried = [max([x for x in tried if limit is None or x[2] <= limit] or tried, key=lambda x: x[1])]
+    result, avg_logprob, _ratio = tried[-1]
     if opts.no_speech_threshold is not None and result.no_speech_prob > opts.no_speech_threshold and not (
             opts.log_prob_threshold is not None and avg_logprob > opts.log_prob_threshold):
         return "", avg_logprob   # silence: faster-whisper emits nothing for this window
@@ -69,7 +90,7 @@ def _guarded_forward(self, model_inputs):
         texts, logprobs = list(out["text"]), list(out["avg_logprob"])
         again = [i for i in range(n) if len(opts.temperatures) > 1 and needs_fallback(texts[i], logprobs[i], opts)]
     for i in again:
-        texts[i], logprobs[i] = decode_alone(self, features[i], opts)
+        texts[i], logprobs[i] = decode_alone(self, features[i], opts, getattr(self, "decode_stop", None))
     if again:
         log.debug("decoded %d of %d chunks again (guards or temperature)", len(again), n)
     return {"text": texts, "avg_logprob": logprobs}
@@ -89,15 +110,17 @@ def guard(pipe):
 
 
 @contextmanager
-def decoding(pipe, guards: dict, prompt: Optional[str] = None, temperature: float = 0.0):
-    """The pipeline with one request's options (server guards, its prompt and temperature), exclusively; the
-    server's defaults are back on exit."""
+def decoding(pipe, guards: dict, prompt: Optional[str] = None, temperature: float = 0.0, stop=None):
+    """The pipeline with one request's options (server guards, its prompt and temperature) and its ``stop``
+    (checked between the decodes of a chunk that climbs the ladder), exclusively; the server's defaults are back
+    on exit."""
     guard(pipe)
     with pipe.decode_lock:
         saved, tokenizer = pipe.options, pipe.tokenizer
         pipe.options = replace(saved, initial_prompt=(prompt or "").strip() or None,
                                temperatures=temperatures(temperature), **guards)
+        pipe.decode_stop = stop
         try:
             yield pipe
         finally:
-            pipe.options, pipe.tokenizer = saved, tokenizer
+            pipe.options, pipe.tokenizer, pipe.decode_stop = saved, tokenizer, None

@@ -124,7 +124,7 @@ class WhisperXEngine(ModelLoading, Alignment, Diarization):
         for w0, w1, spans in groups:
             stop()
             chunk = np.ascontiguousarray(audio[w0:w1], dtype=np.float32)
-            with decoding(pipe, self.cfg.guards, prompt, temperature):   # this request's options, exclusively
+            with decoding(pipe, self.cfg.guards, prompt, temperature, stop):   # this request's, exclusively
                 if language is None:
                     language = detect_language(pipe, chunk, spans[0][0] - w0 if spans else 0)
                 if spans is None:
