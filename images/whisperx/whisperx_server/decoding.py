@@ -12,7 +12,7 @@ temperature 0, and never looks at the thresholds. Here:
 - :func:`guard` makes the pipeline's per-batch decode honour ``temperatures`` and the guards as faster-whisper's
   own ``transcribe`` does: a chunk whose batched decode fails a guard (compression ratio above
   ``compression_ratio_threshold``: a loop; average log-probability below ``log_prob_threshold``) is decoded again
-  on its own through faster-whisper's temperature fallback (``generate_with_fallback``), and dropped as silence
+  on its own up faster-whisper's temperature ladder (:func:`decode_alone`), and dropped as silence
   where its no-speech probability is above ``no_speech_threshold`` with a low log-probability. A request with a
   temperature above 0 is sampled at that temperature, chunk by chunk.
 
