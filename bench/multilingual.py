@@ -1,6 +1,6 @@
 """French first: WER and speed of base vs tiny.en, English and French, through each service; the guards' effect.
 
-    .venv-ml/bin/python bench/multilingual.py [--only models|guards] [--threads 2]
+    .venv-ml/bin/python bench/multilingual.py [--only models|guards] [--threads 2] [--services faster,whisperx]
 
 Both servers run from source on 127.0.0.1 (the faster server and the WhisperX server, one at a time, the same
 threads), each request over HTTP. Audio (rendered once per machine, tests/neural_speech.py): ~40 s of English and
@@ -10,8 +10,10 @@ keeps accents). x-real-time = processing seconds / audio seconds (lower is faste
 after a warm-up one.
 
 Table 1: each service x model x language. tiny.en is English-only: it gets English audio only.
-Table 2: the faster server with base on ~70 s of French (sequential decoder, STT_BATCH_SIZE=0), its guards (STT_COMPRESSION_RATIO_THRESHOLD, STT_LOG_PROB_THRESHOLD,
-STT_NO_SPEECH_THRESHOLD, STT_CONDITION_ON_PREVIOUS_TEXT) at their defaults, off, and stricter.
+Table 2: base on ~70 s of French, the guards (STT_COMPRESSION_RATIO_THRESHOLD, STT_LOG_PROB_THRESHOLD,
+STT_NO_SPEECH_THRESHOLD, STT_CONDITION_ON_PREVIOUS_TEXT) at their defaults, off, and stricter: the faster server
+(sequential decoder, STT_BATCH_SIZE=0) and the WhisperX server (batched; thresholds on and off).
+--services whisperx measures one service's guards only.
 """
 from __future__ import annotations
 
@@ -166,20 +168,25 @@ def models_table(a, threads, reps):
     return rows
 
 
-def guards_table(a, threads, reps):
+def guards_table(a, threads, reps, services=("faster", "whisperx")):
     rows = []
     b = base()
-    for name, env in GUARDS.items():
-        # the sequential decoder on long audio too (STT_BATCH_SIZE=0): the one that conditions on previous text
-        srv = Server("faster", b, threads, b.parent, {"STT_BATCH_SIZE": "0", **env})
-        try:
-            for lang in ("fr-long", "fr-espeak"):
-                path, ref = a[lang]
-                w, x, _, text = measure(srv, "faster", path, ref, lang, reps, language="fr")
-                rows.append((name, lang, w, x, text[:90]))
-                print(rows[-1], flush=True)
-        finally:
-            srv.stop()
+    for service in services:
+        # WhisperX's batched decoder never conditions on previous text: its rows are the thresholds on and off
+        names = list(GUARDS) if service == "faster" else list(GUARDS)[:2]
+        for name in names:
+            # faster: the sequential decoder on long audio too (STT_BATCH_SIZE=0), the one that conditions on
+            # previous text
+            srv = Server(service, b, threads, b.parent,
+                         {**({"STT_BATCH_SIZE": "0"} if service == "faster" else {}), **GUARDS[name]})
+            try:
+                for lang in ("fr-long", "fr-espeak"):
+                    path, ref = a[lang]
+                    w, x, _, text = measure(srv, service, path, ref, lang, reps, language="fr")
+                    rows.append((service, name, lang, w, x, text[:90]))
+                    print(rows[-1], flush=True)
+            finally:
+                srv.stop()
     return rows
 
 
@@ -188,6 +195,7 @@ def main():
     ap.add_argument("--only", choices=("models", "guards"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--services", default="faster,whisperx", help="whose guards to measure (the guards table)")
     args = ap.parse_args()
     a = audio()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {args.threads} threads per server; audio: "
@@ -198,11 +206,11 @@ def main():
         for s, m, lang, given, w, x in rows:
             print(f"| {s} | {m} | {lang} | {given} | {w:.3f} | {x:.3f} |")
     if args.only in (None, "guards"):
-        rows = guards_table(a, args.threads, args.reps)
-        print("\n| faster guards (base, language=fr) | audio | WER | x real time | start of the text |\n"
-              "| --- | --- | --- | --- | --- |")
-        for name, lang, w, x, text in rows:
-            print(f"| {name} | {lang} | {w:.3f} | {x:.3f} | {text} |")
+        rows = guards_table(a, args.threads, args.reps, args.services.split(","))
+        print("\n| service | guards (base, language=fr) | audio | WER | x real time | start of the text |\n"
+              "| --- | --- | --- | --- | --- | --- |")
+        for service, name, lang, w, x, text in rows:
+            print(f"| {service} | {name} | {lang} | {w:.3f} | {x:.3f} | {text} |")
 
 
 if __name__ == "__main__":

@@ -93,3 +93,14 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+def wait_finished(api_url: str, job: dict, timeout: float = 300) -> dict:
+    """Poll a job's status until it has succeeded, failed or been canceled (or `timeout` runs out): its status."""
+    import requests
+    deadline = time.monotonic() + timeout
+    while True:
+        status = requests.get(api_url + job["status_url"], timeout=10).json()
+        if status["status"] in ("succeeded", "failed", "canceled") or time.monotonic() > deadline:
+            return status
+        time.sleep(0.5)

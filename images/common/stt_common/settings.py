@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Callable, Literal, Optional
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -131,3 +131,52 @@ class STTSettings(BaseSettings):
         d["redis_password"] = "set" if self.redis_password else ""
         d["webhook_secret"] = "set" if self.webhook_secret else ""
         return d
+
+
+# faster-whisper's (and Whisper's) temperature fallback ladder
+TEMPERATURE_LADDER = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+def temperatures(t: float) -> list:
+    """A request's OpenAI ``temperature`` as the decoder's list: 0 keeps the fallback ladder (what a direct
+    faster-whisper or whisper call does, and what the guards climb); another value is used alone."""
+    return list(TEMPERATURE_LADDER) if not t else [float(t)]
+
+
+class GuardSettings(BaseModel):
+    """faster-whisper's guards against hallucination (loops such as "la vidéo de la vidéo de la vidéo" on poor
+    audio) as server defaults, STT_COMPRESSION_RATIO_THRESHOLD and so on; none/off/empty disables a threshold.
+    A decode that fails a guard is decoded again at the next temperature of the fallback ladder (requests with
+    temperature=0). Mixed into both services' settings: ``class FasterSettings(GuardSettings, STTSettings)``."""
+
+    compression_ratio_threshold: Optional[float] = Field(
+        2.4, description="A decode whose text gzip-compresses better than this ratio is a repetition loop: it is "
+                         "retried at a higher temperature. None disables the check.")
+    log_prob_threshold: Optional[float] = Field(
+        -1.0, description="A decode whose average token log-probability is below this is retried at a higher "
+                          "temperature; with no_speech_threshold it also decides silence. None disables it.")
+    no_speech_threshold: Optional[float] = Field(
+        0.6, ge=0, le=1, description="A window whose no-speech probability is above this AND whose average "
+                                     "log-probability is below log_prob_threshold is silence: no text is emitted "
+                                     "for it (the usual source of invented text on music or noise).")
+    condition_on_previous_text: bool = Field(
+        True, description="Feed the previous window's text as the prompt of the next. More consistent spelling "
+                          "and style; False stops a loop from carrying over from one window to the next.")
+    hallucination_silence_threshold: Optional[float] = Field(
+        None, gt=0, description="With word timestamps on: skip silent stretches longer than this many seconds "
+                                "around a suspected hallucination. None: off (faster-whisper's default).")
+
+    @field_validator("compression_ratio_threshold", "log_prob_threshold", "no_speech_threshold",
+                     "hallucination_silence_threshold", mode="before")
+    @classmethod
+    def _off_is_none(cls, v):
+        # from the environment: STT_COMPRESSION_RATIO_THRESHOLD=none (or off, or empty) disables that guard
+        return None if isinstance(v, str) and v.strip().lower() in ("", "none", "off") else v
+
+    @property
+    def guards(self) -> dict:
+        """The guards as faster-whisper's transcribe() keywords (and TranscriptionOptions fields)."""
+        return {"compression_ratio_threshold": self.compression_ratio_threshold,
+                "log_prob_threshold": self.log_prob_threshold, "no_speech_threshold": self.no_speech_threshold,
+                "condition_on_previous_text": self.condition_on_previous_text,
+                "hallucination_silence_threshold": self.hallucination_silence_threshold}

@@ -12,6 +12,7 @@ import numpy as np
 
 from stt_common import (SAMPLE_RATE, Segment, Word, check_text, find_local_model, list_local_models,
                         not_found, public_name)
+from stt_common.settings import temperatures
 
 from .settings import FasterSettings
 
@@ -149,11 +150,6 @@ def check_language(language: Optional[str]) -> Optional[str]:
     return check(language, language_codes(), "Whisper")
 
 
-def _temperature(t: float):
-    # 0 keeps faster-whisper's fallback ladder (its default, what a direct call does); otherwise one value
-    return [0.0, 0.2, 0.4, 0.6, 0.8, 1.0] if t == 0 else [t]
-
-
 SENTENCE_END = (".", "?", "!", "\u2026", "\u3002", "\uff1f", "\uff01")
 
 
@@ -194,7 +190,7 @@ def transcribe_chunks(model, chunks: Iterator[np.ndarray], opts: Options, settin
             job.check()
         dur = chunk.size / SAMPLE_RATE
         kw = dict(language=language, task=opts.task, beam_size=settings.beam_size, initial_prompt=prompt,
-                  temperature=_temperature(opts.temperature), word_timestamps=opts.word_timestamps,
+                  temperature=temperatures(opts.temperature), word_timestamps=opts.word_timestamps,
                   **settings.guards)
         vad = settings.vad_filter == "true" or (settings.vad_filter == "auto" and dur >= settings.vad_min_seconds)
         if settings.batch_size > 0 and dur >= settings.batch_min_seconds:

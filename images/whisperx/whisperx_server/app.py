@@ -1,7 +1,7 @@
 """The WhisperX server's routes on the shared stt_common glue.
 
 - ``POST /transcribe``: the runbook's contract (file, model, language, diarize) plus min/max/num_speakers,
-  align and response_format json|srt|vtt|text.
+  align, OpenAI's prompt and temperature, and response_format json|srt|vtt|text.
 - ``POST /v1/audio/transcriptions``: OpenAI-compatible, plus ``response_format=diarized_json``.
 - ``/health``, ``/metrics``, ``/docs``, OpenAI-shaped errors and optional API keys come from stt_common.
 """
@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from stt_common import (APIError, InferenceExecutor, Job, Segment, STTSettings, Transcript, TranscriptionForm,
                         Word, bad_request, check_language, create_app, model_languages, public_name, receive_upload,
                         to_diarized_json, to_json, to_srt, to_text, to_verbose_json, to_vtt, upload_limits)
+from stt_common.settings import GuardSettings
 
 from . import __version__
 from .audio import decode_to_memmap
@@ -47,8 +48,10 @@ def openai_model_and_diarize(form, fields) -> tuple:
     return model, diarize
 
 
-class Settings(STTSettings):
-    """STT_* environment (images/README.md); whisperx-only knobs below. HF_TOKEN is read as is."""
+class Settings(GuardSettings, STTSettings):
+    """STT_* environment (images/README.md); the hallucination guards (STT_COMPRESSION_RATIO_THRESHOLD ...) are
+    stt_common.settings.GuardSettings, as on the faster service; whisperx-only knobs below. HF_TOKEN is read as
+    is."""
     model: str = "base"
     batch_size: int = Field(8, ge=1)
     diarization_backend: str = "auto"
@@ -89,7 +92,7 @@ def engine_config(settings: Settings, env=os.environ) -> EngineConfig:
         max_loaded_models=settings.max_loaded_models, hf_token=(env.get("HF_TOKEN") or "").strip(),
         diarization_backend=backend, diarization_model=settings.diarization_model, align_models=align,
         align_cache_dir=settings.align_model_dir, window_s=settings.window_seconds,
-        allow_downloads=settings.allow_model_downloads)
+        allow_downloads=settings.allow_model_downloads, guards=settings.guards)
 
 
 # ---------------------------------------------------------------- form helpers
@@ -187,6 +190,11 @@ _EXTRA_DOC = {
     "max_speakers": {"type": "integer", "minimum": 1},
     "align": {"type": "boolean", "default": True,
               "description": "wav2vec2 word alignment; degrades to segment times (and says so) when unavailable."},
+    "prompt": {"type": "string", "description": "Text that guides vocabulary and style (names, terms, "
+                                                "punctuation), given to the decoder before each chunk of speech."},
+    "temperature": {"type": "number", "minimum": 0, "maximum": 1, "default": 0,
+                    "description": "0: the decoder's fallback ladder (0, 0.2 ... 1.0) that the server's guards "
+                                   "climb on a chunk that loops or is unlikely; above 0: sampled at that value."},
 }
 
 
@@ -195,8 +203,7 @@ def _transcribe_openapi() -> dict:
     props = body["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
     props["model"]["description"] = ("tiny, base, small, medium, large-v2, large-v3, a HuggingFace repo id or a "
                                      "folder in STT_MODELS_DIR; omitted = the server default")
-    for k in ("prompt", "temperature", "timestamp_granularities[]"):
-        props.pop(k, None)
+    props.pop("timestamp_granularities[]", None)
     return body
 
 
@@ -264,7 +271,8 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
         "version": __version__}
     app.state.engine, app.state.cache, app.state.executor = engine, cache, executor
 
-    async def run(upload, job, *, model, language, align, diarize, num_speakers, min_speakers, max_speakers):
+    async def run(upload, job, *, model, language, align, diarize, num_speakers, min_speakers, max_speakers,
+                  prompt=None, temperature=0.0):
         # validate cheap things before decoding minutes of audio
         from .engine import check_speaker_hints
         device_check()
@@ -279,11 +287,11 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
                                             settings.max_audio_seconds)
             try:
                 upload.cleanup()  # the decoded copy is all we need now
-                # the job twice: the executor's (it cancels it: hang-up, time limit) is not handed to the function,
-                # so engine.run gets its own reference to check
+                # the executor takes `job` for itself (cancels it on hang-up or time limit): the engine gets it
+                # too, through the call, to stop at its next check
                 work = partial(engine.run, audio.array, asr=asr, model=model, language=language, align=align,
                                diarize=diarize, num_speakers=num_speakers, min_speakers=min_speakers,
-                               max_speakers=max_speakers, job=job)
+                               max_speakers=max_speakers, prompt=prompt, temperature=temperature, job=job)
                 result = await executor.run(work, job=job)
                 svc.metrics.audio_seconds.labels("transcribe").inc(result.get("duration") or 0.0)
                 return result
@@ -311,7 +319,8 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
             f = up.fields
             result = await run(up, job, model=form.model, language=form.language, align=form_bool(f, "align", True),
                                diarize=form_bool(f, "diarize", False), num_speakers=form_int(f, "num_speakers"),
-                               min_speakers=form_int(f, "min_speakers"), max_speakers=form_int(f, "max_speakers"))
+                               min_speakers=form_int(f, "min_speakers"), max_speakers=form_int(f, "max_speakers"),
+                               prompt=form.prompt, temperature=form.temperature)
         return transcribe_response(result, form.response_format)
 
     @svc.api.post("/v1/audio/transcriptions", tags=["openai"], summary="OpenAI-compatible transcription",
@@ -326,7 +335,8 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
             align = form_bool(f, "align", True)
             result = await run(up, job, model=model, language=form.language, align=align, diarize=diarize,
                                num_speakers=form_int(f, "num_speakers"), min_speakers=form_int(f, "min_speakers"),
-                               max_speakers=form_int(f, "max_speakers"))
+                               max_speakers=form_int(f, "max_speakers"), prompt=form.prompt,
+                               temperature=form.temperature)
         return openai_response(result, form)
 
     svc.mount()

@@ -29,6 +29,7 @@ import numpy as np
 from stt_common import JobStopped, ModelCache
 
 from .alignment import Alignment, AlignUnavailable
+from .decoding import decoding
 from .diarization import Diarization, check_speaker_hints
 from .errors import DEFAULT_DIARIZATION_MODEL, InvalidRequest
 from .models import ModelLoading, empty_cuda_cache
@@ -61,6 +62,7 @@ class EngineConfig:
     align_cache_dir: str | None = None
     window_s: float = 1200.0             # ASR/alignment window on long audio
     allow_downloads: bool = False        # short names / hub ids beyond the default and the store (opt-in)
+    guards: dict[str, Any] = field(default_factory=dict)   # GuardSettings.guards: the decoder's thresholds
 
     @property
     def cpu_threads(self) -> int:
@@ -83,10 +85,12 @@ class WhisperXEngine(ModelLoading, Alignment, Diarization):
     def run(self, audio: np.ndarray, *, asr=None, model: str | None = None, language: str | None = None,
             align: bool = True, diarize: bool = False, num_speakers: int | None = None,
             min_speakers: int | None = None, max_speakers: int | None = None,
-            batch_size: int | None = None, job=None) -> dict:
+            batch_size: int | None = None, prompt: str | None = None, temperature: float = 0.0,
+            job=None) -> dict:
         """``job`` (stt_common.Job): checked between windows, between the VAD's batches, after each ASR batch,
         after each aligned segment and within diarization's steps; stops the run once cancelled (client gone,
-        time limit)."""
+        time limit). ``prompt`` and ``temperature`` (OpenAI's) and the server's guards apply to this run's ASR
+        only (:func:`.decoding.decoding`)."""
         check_speaker_hints(num_speakers, min_speakers, max_speakers)
         stop = job.check if job is not None else (lambda: None)
         language = (language or "").strip().lower() or None
@@ -122,15 +126,16 @@ class WhisperXEngine(ModelLoading, Alignment, Diarization):
         for w0, w1, spans in groups:
             stop()
             chunk = np.ascontiguousarray(audio[w0:w1], dtype=np.float32)
-            if language is None:
-                language = detect_language(pipe, chunk, spans[0][0] - w0 if spans else 0)
-            if spans is None:
-                with stopping(stop):   # the VAD pass over the window checks too (stoppable_vad)
-                    res = pipe.transcribe(chunk, batch_size=batch, language=language,
-                                          progress_callback=lambda _pct: stop())   # after each batch
-                segs = res["segments"]
-            else:
-                segs = asr_on_spans(pipe, chunk, [(a - w0, b - w0) for a, b in spans], batch, language, stop)
+            with decoding(pipe, self.cfg.guards, prompt, temperature, stop):   # this request's, exclusively
+                if language is None:
+                    language = detect_language(pipe, chunk, spans[0][0] - w0 if spans else 0)
+                if spans is None:
+                    with stopping(stop):   # the VAD pass over the window checks too (stoppable_vad)
+                        res = pipe.transcribe(chunk, batch_size=batch, language=language,
+                                              progress_callback=lambda _pct: stop())   # after each batch
+                    segs = res["segments"]
+                else:
+                    segs = asr_on_spans(pipe, chunk, [(a - w0, b - w0) for a, b in spans], batch, language, stop)
             stop()
             segs = [s for s in segs if s.get("text", "").strip()]
             if align and segs and (align_info is None or align_info["status"] == "aligned"):

@@ -1,6 +1,6 @@
-"""WhisperX's plug-in for the asynchronous jobs of stt_common.jobs: the OpenAI fields plus diarize, speaker
-hints and align; validated in the API, run in the worker window by window (progress after each window, cancel
-between ASR batches), rendered as the runbook's JSON or any OpenAI format."""
+"""WhisperX's plug-in for the asynchronous jobs of stt_common.jobs: the OpenAI fields (prompt and temperature
+included) plus diarize, speaker hints and align; validated in the API, run in the worker window by window
+(progress after each window, cancel between ASR batches), rendered as the runbook's JSON or any OpenAI format."""
 from __future__ import annotations
 
 from typing import Optional
@@ -32,7 +32,7 @@ def job_spec(settings: Settings, engine: WhisperXEngine, cache=None) -> JobSpec:
                 language = check_language(language, model_languages(asr), f"'{public_name(model or settings.model)}'")
         return {"model": model, "model_name": public_name(model or settings.model), "language": language,
                 "align": form_bool(fields, "align", True), "diarize": diarize, **hints,
-                "response_format": form.response_format,
+                "prompt": form.prompt, "temperature": form.temperature, "response_format": form.response_format,
                 "timestamp_granularities": form.timestamp_granularities}
 
     def run(audio_path: str, params: dict, ctx: JobContext) -> dict:
@@ -42,7 +42,8 @@ def job_spec(settings: Settings, engine: WhisperXEngine, cache=None) -> JobSpec:
             return engine.run(audio.array, model=params.get("model"), language=params.get("language"),
                               align=params.get("align", True), diarize=params.get("diarize", False),
                               num_speakers=params.get("num_speakers"), min_speakers=params.get("min_speakers"),
-                              max_speakers=params.get("max_speakers"), job=ctx)
+                              max_speakers=params.get("max_speakers"), prompt=params.get("prompt"),
+                              temperature=params.get("temperature") or 0.0, job=ctx)
         finally:
             audio.close()
 

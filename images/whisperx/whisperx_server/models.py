@@ -12,6 +12,7 @@ from pathlib import Path
 
 from stt_common import check_text, public_name
 
+from .decoding import guard
 from .errors import ModelNotFound, ServiceError, map_model_load_error
 
 log = logging.getLogger("whisperx_server")
@@ -138,4 +139,4 @@ class ModelLoading:
         except Exception as exc:  # noqa: BLE001 - every load failure becomes a clear error
             raise map_model_load_error(exc, arch) from exc
         log.info("ASR model %s loaded in %.1fs", arch, time.monotonic() - t0)
-        return pipe
+        return guard(pipe)   # honours per-request temperatures and the guards (.decoding)

@@ -93,3 +93,14 @@ def test_french_alignment_model_from_the_model_store(start_server, french_wav2ve
         for w in s["words"]:
             if "start" in w:  # whisperx leaves out times of tokens outside the vocabulary (digits)
                 assert s["start"] - 0.01 <= w["start"] <= w["end"] <= s["end"] + 0.01
+
+
+def test_french_prompt_spells_names_and_terms(base_server):
+    # a user's fix for names base cannot know: a prompt that spells them ("coaxique" without it, here)
+    said = "Le rapport de Kowalczyk sur le serveur arrive jeudi."
+    wav = neural_speech.or_skip(neural_speech.speak, said, "jf_nezumi")
+    plain = base_server.post("/v1/audio/transcriptions", wav, language="fr").json()["text"]
+    assert "Kowalczyk" not in plain, plain
+    prompted = base_server.post("/v1/audio/transcriptions", wav, language="fr",
+                                prompt="Kowalczyk, Szczepanska, Kubernetes.").json()["text"]
+    assert "Kowalczyk" in prompted and "rapport" in prompted, prompted

@@ -178,8 +178,9 @@ def test_job_time_limit(start_server, long_speech):
     srv = start_server("timeout", STT_JOB_TIMEOUT="3", STT_BATCH_SIZE="1")
     try:
         a = hostile.post(srv.url, PATH, hostile.multipart(file=long_speech.read_bytes()))
-        assert a.status == 503 and shape(a)["code"] == "job_timeout" and a.seconds < 60, a
-        # and the run itself stopped (the whole job takes about 20 s here): the slot is free again
+        # stopped at the engine's next check, not at the end of the audio (about a minute here)
+        assert a.status == 503 and shape(a)["code"] == "job_timeout" and a.seconds < 30, a
+        # and the run itself stopped: the slot is free again
         assert hostile.wait_idle(srv.url, 10) < 10
     finally:
         srv.stop()

@@ -1,0 +1,126 @@
+"""Per-request decode options (OpenAI's ``prompt`` and ``temperature``) and faster-whisper's hallucination guards
+on whisperx's batched pipeline.
+
+whisperx reads its decode options from the loaded pipeline (``pipe.options``, a faster-whisper
+``TranscriptionOptions`` set once by ``load_model``), and its batched decode (``WhisperModel.
+generate_segment_batched``) uses only the prompt and the beam settings of them: it decodes every chunk once, at
+temperature 0, and never looks at the thresholds. Here:
+
+- :func:`decoding` gives one request its own options: the pipeline is shared by every request on that model (the
+  model manager's cache), so the options (and the tokenizer whisperx swaps per language) are set under the
+  pipeline's lock, for this request's ASR only, and the server's defaults are back afterwards.
+- :func:`guard` makes the pipeline's per-batch decode honour ``temperatures`` and the guards as faster-whisper's
+  own ``transcribe`` does: a chunk whose batched decode fails a guard (compression ratio above
+  ``compression_ratio_threshold``: a loop; average log-probability below ``log_prob_threshold``) is decoded again
+  on its own up faster-whisper's temperature ladder (:func:`decode_alone`), and dropped as silence
+  where its no-speech probability is above ``no_speech_threshold`` with a low log-probability. A request with a
+  temperature above 0 is sampled at that temperature, chunk by chunk.
+
+``condition_on_previous_text`` and ``hallucination_silence_threshold`` are set too but change nothing here: the
+batched decoder decodes each chunk on its own (no previous text), without timestamps.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Optional
+
+from stt_common.settings import temperatures
+
+log = logging.getLogger("whisperx_server")
+
+_guard_lock = threading.Lock()
+_classes: dict = {}
+
+
+def needs_fallback(text: str, avg_logprob: float, opts) -> bool:
+    """Whether a temperature-0 decode fails a guard (faster-whisper's checks in generate_with_fallback)."""
+    from faster_whisper.transcribe import get_compression_ratio
+    if opts.compression_ratio_threshold is not None and \
+            get_compression_ratio(text.strip()) > opts.compression_ratio_threshold:
+        return True
+    return opts.log_prob_threshold is not None and avg_logprob < opts.log_prob_threshold
+
+
+def silent(result, avg_logprob: float, opts) -> bool:
+    """faster-whisper's no-speech check: likely silence and no confident text."""
+    return opts.no_speech_threshold is not None and result.no_speech_prob > opts.no_speech_threshold and \
+        opts.log_prob_threshold is not None and avg_logprob < opts.log_prob_threshold
+
+
+def decode_alone(pipe, features, opts, stop=None) -> tuple:
+    """One chunk up the temperature ladder as faster-whisper's ``generate_with_fallback`` climbs it (each step is
+    its own one-temperature call, so that ``stop()`` runs between steps: a cancelled request stops after one
+    decode, not a whole ladder): (text, avg_logprob); text "" for silence."""
+    model, tokenizer = pipe.model, pipe.tokenizer
+    previous = tokenizer.encode(" " + opts.initial_prompt.strip()) if opts.initial_prompt else []
+    prompt = model.get_prompt(tokenizer, previous, without_timestamps=opts.without_timestamps, prefix=opts.prefix,
+                              hotwords=opts.hotwords)
+    encoded = model.encode(features)   # whisperx's: a batch of one, a CTranslate2 StorageView
+    tried = []
+    for t in opts.temperatures:
+        if stop is not None:
+            stop()
+        result, avg_logprob, _t, ratio = model.generate_with_fallback(encoded, prompt, tokenizer,
+                                                                      replace(opts, temperatures=[t]))
+        tried.append((result, avg_logprob, ratio))
+        if silent(result, avg_logprob, opts) or not needs_fallback(tokenizer.decode(result.sequences_ids[0]),
+                                                                   avg_logprob, opts):
+            break
+    else:   # every step failed: faster-whisper keeps the likeliest, of those that are no loop where there are some
+        limit = opts.compression_ratio_threshold
+        tried = [max([x for x in tried if limit is None or x[2] <= limit] or tried, key=lambda x: x[1])]
+    result, avg_logprob, _ratio = tried[-1]
+    if opts.no_speech_threshold is not None and result.no_speech_prob > opts.no_speech_threshold and not (
+            opts.log_prob_threshold is not None and avg_logprob > opts.log_prob_threshold):
+        return "", avg_logprob   # silence: faster-whisper emits nothing for this window
+    return tokenizer.decode(result.sequences_ids[0]), avg_logprob
+
+
+def _guarded_forward(self, model_inputs):
+    """FasterWhisperPipeline._forward with the temperatures and the guards of ``self.options``."""
+    opts, features = self.options, model_inputs["inputs"]
+    n = features.shape[0]
+    if opts.temperatures and opts.temperatures[0] > 0:   # a request's temperature: sampled, chunk by chunk
+        texts, logprobs, again = [""] * n, [0.0] * n, list(range(n))
+    else:
+        out = self.model.generate_segment_batched(features, self.tokenizer, opts)
+        texts, logprobs = list(out["text"]), list(out["avg_logprob"])
+        again = [i for i in range(n) if len(opts.temperatures) > 1 and needs_fallback(texts[i], logprobs[i], opts)]
+    for i in again:
+        texts[i], logprobs[i] = decode_alone(self, features[i], opts, getattr(self, "decode_stop", None))
+    if again:
+        log.debug("decoded %d of %d chunks again (guards or temperature)", len(again), n)
+    return {"text": texts, "avg_logprob": logprobs}
+
+
+def guard(pipe):
+    """Make a loaded whisperx pipeline honour temperatures and the guards (idempotent); returns it."""
+    with _guard_lock:
+        if getattr(pipe, "decode_lock", None) is None:
+            base = type(pipe)
+            cls = _classes.get(base)
+            if cls is None:   # a subclass of the pipeline's own class that only swaps its per-batch decode
+                cls = _classes[base] = type("Guarded" + base.__name__, (base,), {"_forward": _guarded_forward})
+            pipe.__class__ = cls
+            pipe.decode_lock = threading.Lock()
+    return pipe
+
+
+@contextmanager
+def decoding(pipe, guards: dict, prompt: Optional[str] = None, temperature: float = 0.0, stop=None):
+    """The pipeline with one request's options (server guards, its prompt and temperature) and its ``stop``
+    (checked between the decodes of a chunk that climbs the ladder), exclusively; the server's defaults are back
+    on exit."""
+    guard(pipe)
+    with pipe.decode_lock:
+        saved, tokenizer = pipe.options, pipe.tokenizer
+        pipe.options = replace(saved, initial_prompt=(prompt or "").strip() or None,
+                               temperatures=temperatures(temperature), **guards)
+        pipe.decode_stop = stop
+        try:
+            yield pipe
+        finally:
+            pipe.options, pipe.tokenizer, pipe.decode_stop = saved, tokenizer, None
