@@ -181,28 +181,12 @@ def test_cancel_a_running_job(api, worker, meeting):
 
 
 def test_webhook_is_signed_and_delivered(api, worker, speech):
-    received = []
-
-    class Receiver(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append((self.headers, body))  # case-insensitive, as HTTP headers are
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    hook = http.server.HTTPServer(("127.0.0.1", free_port()), Receiver)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
-    try:
-        job = submit(api, speech["wav"], callback_url=f"http://127.0.0.1:{hook.server_port}/hook")
+    with hook_receiver() as (url, received):
+        job = submit(api, speech["wav"], callback_url=url)
         wait_for(api, job["id"], worker=worker)
         deadline = time.monotonic() + 20
         while not received and time.monotonic() < deadline:
             time.sleep(0.2)
-    finally:
-        hook.shutdown()
     assert received, worker.logs()
     got_headers, body = received[0]
     assert verify(SECRET, got_headers[SIGNATURE_HEADER], body)
@@ -242,12 +226,13 @@ def when(iso: str) -> float:
 
 @contextmanager
 def hook_receiver():
-    """A webhook receiver on 127.0.0.1: yields (url, the JSON payloads received)."""
+    """A webhook receiver on 127.0.0.1: yields (url, the deliveries received as (headers, raw body))."""
     received = []
 
     class Receiver(http.server.BaseHTTPRequestHandler):
         def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.headers, body))  # case-insensitive, as HTTP headers are
             self.send_response(204)
             self.end_headers()
 
@@ -339,8 +324,9 @@ def test_a_job_that_kills_every_worker_fails_after_its_last_attempt(api, jobs_en
     assert started[1] - started[0] >= BACK_OFF and started[2] - started[1] >= BACK_OFF, started
     r = httpx.get(api.url + f"/v1/jobs/{job['id']}/result", headers=headers(), timeout=10)
     assert r.status_code == 409 and r.json()["error"]["code"] == "job_failed" and "3 times" in r.text
-    assert received == [{"id": job["id"], "object": "transcription.job", "status": "failed", "result_url": None,
-                         "error": error}], received
+    payloads = [json.loads(body) for _, body in received]
+    assert payloads == [{"id": job["id"], "object": "transcription.job", "status": "failed", "result_url": None,
+                         "error": error}], payloads
 
 
 def test_redis_restart_keeps_queued_jobs(api, jobs_env, redis_server, speech, tmp_path):
