@@ -44,3 +44,6 @@ else:
     web.certificates(platform)
     web.nginx_vhosts(platform, secrets)
     autostart.autostart_proxy(platform)
+    # services turned off (enabled False) that an earlier run put here: containers down, last, once
+    # nginx and the proxy no longer route to them (image, .env and models kept)
+    compose_projects.retire_services(platform)

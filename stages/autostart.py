@@ -1,6 +1,9 @@
 """Stage "autostart": the services' registration in the autostart proxy's config.json, keeping
 every other entry byte-for-byte, and the proxy itself (installed when `autostart_install` is True;
-False keeps a host's own proxy and only restarts it when its config changed)."""
+False keeps a host's own proxy and only restarts it when its config changed). A retired service's
+entry (a disabled service this deploy put there: its compose file carries our marker and the entry
+names its project folder) is cut out the same byte-preserving way; the proxy reloads (or, its own,
+restarts) only when config.json changed."""
 
 import io
 
@@ -9,7 +12,8 @@ from pyinfra.api import deploy
 from pyinfra.facts.files import File
 from pyinfra.operations import files, server, systemd
 
-from stages.autostart_registry import entry_for, merge_services
+from stages.autostart_registry import entry_for, merge_services, registered, remove_services
+from stages.compose_projects import retired_services
 from stages.ops import CommandSucceeds, RawFile
 from stages.settings import REPO, GroupDataError, Platform
 from stages.signals import changed, reload_unit, restart_existing_unit, restart_unit
@@ -26,6 +30,11 @@ def autostart_proxy(p: Platform):
     current = host.get_fact(RawFile, path=config)
     wanted = {svc.vhost: entry_for(svc, p) for svc in p.services}
     merged = merge_services(current, wanted)
+    retired = [svc.vhost for svc in retired_services(p)
+               if (registered(current, svc.vhost) or {}).get("composeDir") == svc.project_dir]
+    if retired:
+        merged = remove_services(merged, retired)
+        host.log(f"Will remove the autostart entries of the retired service(s) {', '.join(retired)} from {config}")
     config_op = files.put(
         name="Register services in the autostart config",
         src=io.StringIO(merged),

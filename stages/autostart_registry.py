@@ -5,7 +5,8 @@ The file is shared with the host's other services (srv759970 has many): every by
 our own entries must stay as it is, whatever its indentation or key order. So this edits
 the text: it finds the raw span of each entry of the "services" object with the JSON
 decoder, replaces the spans of our entries and inserts missing ones before the closing
-brace, in the file's own indentation.
+brace, in the file's own indentation. A retired service's entry is cut out the same way
+(`remove_services`), with the comma that separated it.
 """
 
 from __future__ import annotations
@@ -132,6 +133,49 @@ def merge_services(text: str | None, entries: dict[str, dict]) -> str:
             cursor = svc_close
     out.append(text[cursor:])
     return "".join(out)
+
+
+def remove_services(text: str | None, hosts) -> str | None:
+    """Return config text without the "services" entries named in `hosts` (a retired service's), every
+    other byte as it was: an entry goes with the comma that separated it from its neighbour. A config
+    without them (or without a "services" object) comes back unchanged."""
+    if text is None or not text.strip():
+        return text
+    for name in hosts:
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"existing config is not valid JSON: {exc}") from None
+        top = _skip_ws(text, 0)
+        if text[top] != "{":
+            raise ConfigError("existing config is not a JSON object")
+        services = [m for m in _members(text, top)[0] if m[0] == "services"]
+        if not services or text[services[0][2]] != "{":
+            return text
+        svc_start = services[0][2]
+        members, svc_close = _members(text, svc_start)
+        index = next((i for i, m in enumerate(members) if m[0] == name), None)
+        if index is None:
+            continue
+        if len(members) == 1:
+            text = text[: svc_start + 1] + text[svc_close:]           # the last entry: "services": {}
+        elif index == 0:
+            text = text[: members[0][1]] + text[members[1][1]:]        # the first: up to the next key
+        else:
+            text = text[: members[index - 1][3]] + text[members[index][3]:]   # from the previous value's end
+    return text
+
+
+def registered(text: str | None, host: str) -> dict | None:
+    """The entry registered under `host` in the config text, or None."""
+    if text is None or not text.strip():
+        return None
+    try:
+        services = json.loads(text).get("services")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    entry = services.get(host) if isinstance(services, dict) else None
+    return entry if isinstance(entry, dict) else None
 
 
 def _guess_step(text: str, obj_start: int, member_indent: str) -> str:

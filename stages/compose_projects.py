@@ -3,6 +3,13 @@
 A service is recreated only when its compose file or .env changed AND it is running;
 a stopped one stays stopped (the autostart proxy starts it with the new settings). A container
 the compose file no longer names (the job worker, once `jobs_enabled` is False) is removed then.
+
+A service turned off (`services[...].enabled` False) that this deploy put on the host (its compose
+file carries our marker) is retired by `retire_services`, the last stage: its vhosts and its
+autostart entry are gone by then (stages.web, stages.autostart), so nothing starts it again, and
+`compose down` removes its containers and its job worker. Its image, project folder, .env and
+models stay: turning it back on is one deploy and loses nothing. A disabled service never
+deployed here, or a hand-made project in its folder, is left alone.
 """
 
 import shlex
@@ -80,6 +87,31 @@ def jobs_settings(svc: Service, p: Platform, worker_name: str = ""):
             "worker_name": worker_name}
 
 
+MARKER = "managed by whisper-platform"   # the compose template's first line
+
+
+def _marker_command(svc: Service) -> str:
+    return f"grep -q {shlex.quote(MARKER)} {shlex.quote(svc.project_dir + '/docker-compose.yml')}"
+
+
+def retired_services(p: Platform) -> list[Service]:
+    """The disabled services this deploy put on the host earlier (their compose file carries our
+    marker), leaving out any that shares its folder, container or vhost with an enabled one."""
+    enabled = {(attr, getattr(svc, attr)) for svc in p.services for attr in ("project_dir", "container", "vhost")}
+    return [svc for svc in p.all_services
+            if not svc.enabled
+            and not any((attr, getattr(svc, attr)) in enabled for attr in ("project_dir", "container", "vhost"))
+            and host.get_fact(CommandSucceeds, command=_marker_command(svc))]
+
+
+def retire_commands(svc: Service, compose: str, containers: dict) -> list[str]:
+    """What retires a service whose containers (name -> ContainerImage fact) are these: `compose down`
+    when any of them is ours (image, volumes, folder and .env stay); nothing when none is left."""
+    if not any(info and is_ours(info["image"], svc) for info in containers.values()):
+        return []
+    return [f"cd {shlex.quote(svc.project_dir)} && {compose} down"]
+
+
 def is_ours(image: str, svc: Service) -> bool:
     """Whether a container's image is one this deploy builds for the service (`<image_name>:src-<hash>`)."""
     return image.startswith(f"{svc.image_name}:src-")
@@ -97,7 +129,7 @@ def compose_projects(p: Platform, secrets: dict[str, Secret]):
                             user=p.app_user, group=p.app_user, mode="750")
         # a hand-made project (the runbook's) is kept in the backup folder before we write ours
         compose_path = f"{project}/docker-compose.yml"
-        if not host.get_fact(CommandSucceeds, command=f"grep -q 'managed by whisper-platform' {shlex.quote(compose_path)}") \
+        if not host.get_fact(CommandSucceeds, command=_marker_command(svc)) \
                 and host.get_fact(File, path=compose_path):
             backup = f"{p.takeover_backup_dir}/{svc.key}"
             server.shell(
@@ -147,3 +179,21 @@ def compose_projects(p: Platform, secrets: dict[str, Secret]):
             # the takeover above already started ours with these files
             _if=changed(env, compose_file, unless=taken_over),
         )
+
+
+@deploy("Retired services")
+def retire_services(p: Platform):
+    retired = retired_services(p)
+    if not retired:
+        return
+    compose = compose_command(host.get_fact(ComposeFlavour))
+    for svc in retired:
+        containers = {name: host.get_fact(ContainerImage, container=name)
+                      for name in (svc.container, f"{svc.container}-worker")}
+        commands = retire_commands(svc, compose, containers)
+        if commands:
+            server.shell(
+                name=f"{svc.key}: retire (enabled False): compose down, its containers and job worker removed "
+                     f"(image, {svc.project_dir}/.env and models kept)",
+                commands=commands,
+            )

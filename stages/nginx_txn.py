@@ -7,7 +7,8 @@ elsewhere claims one of our names on one of our ports), it:
    (`/var/backups/whisper-platform/nginx/<timestamp>/`, full paths kept) and writes `restore.sh` there;
 2. disables each enabled file holding a conflicting server block (its sites-enabled link or the
    file itself is removed after the copy; a sites-available target stays where it is);
-3. writes our files (secret ones through a root-only staging folder);
+3. writes our files (secret ones through a root-only staging folder) and removes the ones marked
+   "absent" (a retired service's vhost: stages.web);
 4. runs `nginx -t`: on success nginx reloads; on failure, or when nginx still warns about a
    conflicting server name of ours, `restore.sh` puts every previous file back (new ones are
    removed), nginx keeps serving its old configuration, and the deploy fails with nginx's message.
@@ -77,8 +78,9 @@ def nginx_apply(
     reload_command: str = "systemctl reload-or-restart nginx",
     nginx: str = "nginx",
 ):
-    """files: [{"path", "content" (str or Secret), "mode"}] or [{"path", "link"}] (a symlink to
-    "link"); a "keep_existing" file is written only where none exists yet. `nginx` is the command
+    """files: [{"path", "content" (str or Secret), "mode"}], [{"path", "link"}] (a symlink to
+    "link") or [{"path", "absent": True}] (a file or link of ours to remove, if it is there); a
+    "keep_existing" file is written only where none exists yet. `nginx` is the command
     that runs nginx (-t, -T): tests point it at a private prefix."""
     from pyinfra import state
 
@@ -91,6 +93,10 @@ def nginx_apply(
     changes = []  # (item, existed)
     for item in files:
         path = item["path"]
+        if item.get("absent"):
+            if host.get_fact(Link, path=path) or host.get_fact(File, path=path):
+                changes.append((item, True))
+            continue
         if "link" in item:
             link = host.get_fact(Link, path=path)
             if link and link.get("link_target") == item["link"]:
@@ -122,7 +128,9 @@ def nginx_apply(
             logger.info("")
     for item, existed in changes:
         path = item["path"]
-        if "link" in item:
+        if item.get("absent"):
+            host.log(f"Will remove {path} (a retired service's; kept in {backup}/)")
+        elif "link" in item:
             host.log(f"Will {'replace' if existed else 'create'} link {path} -> {item['link']}")
         elif isinstance(item["content"], Secret):
             host.log(f"Will {'update' if existed else 'create'} {path} (secret, contents not shown)")
@@ -165,7 +173,8 @@ def nginx_apply(
     yield FileUploadCommand(io.BytesIO(auto_restore.encode()), f"{backup}/.rollback.sh",
                             remote_temp_filename=f"{backup}/.rollback.sh.part")
     log = "\n".join([f"{stamp} disabled {p} (kept in {backup})" for p in disable]
-                    + [f"{stamp} {'updated' if e else 'created'} {i['path']}" for i, e in changes]) + "\n"
+                    + [f"{stamp} {'removed' if i.get('absent') else 'updated' if e else 'created'} {i['path']}"
+                       for i, e in changes]) + "\n"
     yield FileUploadCommand(io.BytesIO(log.encode()), f"{backup}/changes.log",
                             remote_temp_filename=f"{backup}/changes.log.part")
     yield StringCommand(f"cat {q(backup)}/changes.log >> {q(backup_root)}/changes.log")
@@ -173,6 +182,9 @@ def nginx_apply(
         yield StringCommand("rm", "-f", path)
     for item, _ in changes:
         path = item["path"]
+        if item.get("absent"):
+            yield StringCommand("rm", "-f", path)
+            continue
         if "link" in item:
             yield StringCommand("ln", "-sfn", item["link"], path)
             continue

@@ -3,7 +3,8 @@ front of the autostart proxy.
 
 Order matters on a fresh host: port-80 vhosts (ACME webroot) and a reload first, then
 certificates (certbot needs the webroot served), then the TLS vhosts. `nginx -t` runs
-before every reload, and nginx reloads only when one of our files changed.
+before every reload, and nginx reloads only when one of our files changed. A retired service's
+vhost files (ours only: they carry our marker) are removed in the first step; its certificate stays.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from __future__ import annotations
 import io
 import re
 import shlex
+from typing import Callable
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.facts.files import Link
 from pyinfra.operations import files, server
 
+from stages.compose_projects import retired_services
 from stages.nginx_txn import nginx_apply
 from stages.ops import CommandSucceeds, htpasswd_user
 from stages.secrets_env import SAFE_KEY, Secret, UnsafeSecret, api_keys
@@ -98,11 +102,40 @@ def nginx_files(p: Platform, secrets: dict, with_https: bool) -> list[dict]:
     return out
 
 
-def _nginx(name: str, p: Platform, secrets: dict, with_https: bool):
+# the first line every vhost we write carries (templates/nginx/vhost-*.conf.j2)
+VHOST_MARKER = "Managed by pyinfra"
+
+
+def retired_vhost_files(svc: Service, owned: Callable[[str], bool], link_target: Callable[[str], str | None]) -> list[dict]:
+    """nginx_apply's "absent" items for a retired service's vhosts: only the files we wrote
+    (`owned(path)`: the file holds our marker) and the sites-enabled links pointing at them."""
+    out = []
+    for name in (f"{svc.vhost}-http", svc.vhost):
+        available = f"{NGINX}/sites-available/{name}"
+        if not owned(available):
+            continue
+        enabled = f"{NGINX}/sites-enabled/{name}"
+        if link_target(enabled) == available:
+            out.append({"path": enabled, "absent": True})
+        out.append({"path": available, "absent": True})
+    return out
+
+
+def _retired_files(p: Platform) -> list[dict]:
+    out = []
+    for svc in retired_services(p):
+        out += retired_vhost_files(
+            svc,
+            owned=lambda path: host.get_fact(CommandSucceeds, command=f"grep -qs {shlex.quote(VHOST_MARKER)} {shlex.quote(path)}"),
+            link_target=lambda path: (host.get_fact(Link, path=path) or {}).get("link_target"))
+    return out
+
+
+def _nginx(name: str, p: Platform, secrets: dict, with_https: bool, retire: bool = False):
     ports = [p.http_listen_port] + ([p.https_listen_port] if with_https else [])
     nginx_apply(
         name=name,
-        files=nginx_files(p, secrets, with_https),
+        files=nginx_files(p, secrets, with_https) + (_retired_files(p) if retire else []),
         names=[svc.vhost for svc in p.services],
         ports=ports,
         backup_root=p.nginx_backup_dir,
@@ -135,8 +168,9 @@ def nginx_base(p: Platform, secrets: dict):
     files.directory(name="ACME webroot", path=p.acme_webroot, mode="755")
     # where every certificate exists already (a host taken over), the TLS vhosts go in with the rest:
     # the hand-made blocks they replace are disabled in the same step, with no gap in between
-    _nginx("nginx: our files, conflicting blocks disabled, nginx -t, reload (all or nothing)", p, secrets,
-           with_https=_certificates_present(p))
+    # a retired service's vhosts (services[...].enabled False) leave in the same step
+    _nginx("nginx: our files, conflicting blocks disabled, retired vhosts removed, nginx -t, reload (all or nothing)",
+           p, secrets, with_https=_certificates_present(p), retire=True)
 
 
 @deploy("TLS certificates")
