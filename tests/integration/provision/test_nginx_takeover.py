@@ -244,3 +244,34 @@ def test_failed_nginx_t_restores_every_file_and_keeps_serving(host):
 def test_server_blocks_of_one_file():
     blocks = server_blocks("/x", "server { listen 80; server_name a.test; }\n")
     assert blocks[0]["names"] == ["a.test"]
+
+
+def test_retired_site_leaves_in_the_transaction_and_comes_back_on_a_failed_test(host):
+    """A retired service's vhost ("absent" items, stages.web): removed with the same backup, nginx -t
+    and rollback as every other change; the other site keeps answering; a second run does nothing."""
+    _apply(host, _files(host))
+    assert _settled(host.port, NAME, (200, "ours\n")) == (200, "ours\n")
+    keep = [f for f in _files(host) if f["path"].endswith("auth.conf")]
+    gone = [{"path": f"{host.root}/sites-enabled/{NAME}", "absent": True},
+            {"path": f"{host.root}/sites-available/{NAME}", "absent": True}]
+    # nginx -t fails: the vhost files are back, nginx still serves them
+    before = _tree(host.root)
+    broken = {"path": f"{host.root}/conf.d/whisper-platform.conf", "mode": "644", "content": "ssl_session_timeout 1d;\n"}
+    out = _apply(host, keep + gone + [broken], check=False)
+    assert out.returncode != 0 and "previous files are back in place" in out.stdout + out.stderr
+    assert _tree(host.root) == before
+    assert _settled(host.port, NAME, (200, "ours\n")) == (200, "ours\n")
+    # the dry run lists the removals and changes nothing
+    dry = _apply(host, keep + gone, "--dry")
+    assert f"Will remove {host.root}/sites-enabled/{NAME} (a retired service's" in dry.stdout + dry.stderr
+    assert _tree(host.root) == before
+    # the real run: both gone, kept in the backup, the other site untouched
+    _apply(host, keep + gone)
+    assert not os.path.lexists(host.root / "sites-enabled" / NAME) and not (host.root / "sites-available" / NAME).exists()
+    assert _settled(host.port, NAME, (200, "blog\n")) == (200, "blog\n")   # nginx's default server for the port now
+    assert _get(host.port, "blog.test.example") == (200, "blog\n")
+    assert f"removed {host.root}/sites-available/{NAME}" in (host.backups / "changes.log").read_text()
+    backup = sorted(p for p in host.backups.iterdir() if p.is_dir())[-1] / str(host.root).lstrip("/")
+    assert (backup / "sites-enabled" / NAME).is_symlink() and (backup / "sites-available" / NAME).read_text() == _ours(host.port)
+    again = _apply(host, keep + gone, "--json")
+    assert json.loads(again.stdout)["results"]["totals"]["success"] == 0, again.stdout[-2000:]
