@@ -39,7 +39,7 @@ services = [
         "secrets": ["STT_API_KEYS"],
         "worker_module": "faster_server.worker",  # the RQ worker of its asynchronous jobs
         "blocking": True,
-        "enabled": True,
+        "enabled": True,   # False: left out, and retired from a host an earlier run put it on (README)
     },
     {
         "key": "whisperx",

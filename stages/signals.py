@@ -15,6 +15,9 @@ Who restarts what:
 - the autostart proxy: restarted when its code or unit changed, reloaded when only its
   config.json changed (stages.autostart).
 - Redis: restarted when its package, settings or password include changed (stages.redis).
+- a retired service (enabled False, deployed here before): `compose down` once, only while a container
+  of it is left (stages.compose_projects.retire_services); the proxy reloads for it only when its
+  config.json entry was cut out (the rule above).
 """
 
 from __future__ import annotations

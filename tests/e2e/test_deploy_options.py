@@ -11,7 +11,8 @@ same option against the runbook's real Node proxy (tests/e2e/test_brownfield.py)
 Other options and where their scenario lives: tls_mode=letsencrypt with existing certificates and a
 takeover: test_brownfield.py; tls_mode=selfsigned, seed_images, model_uploads, build_wheelhouse,
 build_ca_bundle: every sandbox deploy (group_data/sandbox.py); jobs_enabled=True: test_jobs.py,
-False: below; service_overrides_extra: test_platform.py.
+False: below; service_overrides_extra: test_platform.py; services[...].enabled=False on a host that
+runs the service (it is retired, then comes back): below.
 """
 
 from __future__ import annotations
@@ -132,3 +133,73 @@ def test_jobs_enabled_false_drops_the_workers_and_answers_503(jobs_off, deployed
     assert job["status"] == 503 and "jobs_unavailable" in job["body"], job
     again = pyinfra("-y", "--json", "--data", "jobs_enabled=False")
     assert again.changed() == 0, again.stdout[-3000:]
+
+
+WHISPERX = "whisperx.sandbox.test"
+WX_OFF = ["--data", 'service_overrides_extra={"whisperx": {"enabled": false}}']
+CONFIG = "/opt/docker-autostart/config.json"
+
+
+def all_containers() -> set[str]:
+    return set(ssh("docker ps -a --format '{{.Names}}'").stdout.split())
+
+
+def server_names() -> str:
+    return ssh("nginx -T 2>/dev/null | grep -E '^\\s*server_name'").stdout
+
+
+@pytest.fixture(scope="module")
+def whisperx_running(deployed):
+    """whisperx with its job worker up (as after its first request); afterwards the host is as the default
+    deploy leaves it, also when the scenario stopped half-way."""
+    ssh("cd /opt/whisperx && docker compose up -d")
+    assert {"whisperx", "whisperx-worker"} <= running()
+    state = {"restored": False}
+    yield state
+    if not state["restored"]:
+        pyinfra("-y")
+
+
+def test_disabled_service_is_retired_kept_for_later_and_comes_back(whisperx_running, deployed):
+    key = deployed["secrets"]["WHISPER_API_KEY"]
+    auth = ("-H", f"Authorization: Bearer {key}")
+    config_before = ssh(f"cat {CONFIG}").stdout
+    env_before = ssh("stat -c '%a %U' /opt/whisperx/.env && sha256sum /opt/whisperx/.env").stdout
+    image = ssh("docker inspect -f '{{.Config.Image}}' whisperx").stdout.strip()
+    # the dry run says what it will retire and changes nothing
+    before = host_snapshot()
+    dry = pyinfra("--dry", "--diff", *WX_OFF)
+    assert "whisperx: retire (enabled False): compose down" in dry.output
+    assert f"Will remove /etc/nginx/sites-enabled/{WHISPERX} (a retired service's" in dry.output
+    assert f"Will remove the autostart entries of the retired service(s) {WHISPERX}" in dry.output
+    assert host_snapshot() == before and {"whisperx", "whisperx-worker"} <= running()
+
+    pyinfra("-y", *WX_OFF)
+    # its containers and its job worker are gone; nginx no longer has its vhost; the other service answers
+    assert not {"whisperx", "whisperx-worker"} & all_containers()
+    assert WHISPERX not in server_names() and "whisper.sandbox.test" in server_names()
+    assert curl(WHISPERX, "/health", *auth)["status"] != 200
+    assert curl(FASTER, "/v1/models", *auth)["status"] == 200
+    # its autostart entry is cut out, every other byte as it was
+    config = ssh(f"cat {CONFIG}").stdout
+    assert set(json.loads(config)["services"]) == set(json.loads(config_before)["services"]) - {WHISPERX}
+    common = next(i for i, (a, b) in enumerate(zip(config + "\0", config_before)) if a != b)
+    cut = config_before[common:len(config_before) - len(config) + common]
+    assert config_before[:common] + config_before[common + len(cut):] == config
+    assert WHISPERX in cut and "whisper.sandbox.test" not in cut and "blog" not in cut
+    assert FOREIGN_ENTRY in config
+    # kept for turning it back on: its image, its secrets, its project folder
+    assert ssh(f"docker image inspect -f ok {image}").stdout.strip() == "ok"
+    assert ssh("stat -c '%a %U' /opt/whisperx/.env && sha256sum /opt/whisperx/.env").stdout == env_before
+    assert ssh("test -f /opt/whisperx/docker-compose.yml", check=False).returncode == 0
+    # the same run again: nothing to do
+    again = pyinfra("-y", "--json", *WX_OFF)
+    assert again.changed() == 0, again.stdout[-3000:]
+
+    # the default deploy brings it back: vhost, entry, and the proxy starts it on its first request
+    pyinfra("-y")
+    whisperx_running["restored"] = True
+    assert WHISPERX in server_names()
+    assert json.loads(ssh(f"cat {CONFIG}").stdout)["services"][WHISPERX]["composeDir"] == "/opt/whisperx"
+    health = curl(WHISPERX, "/health", *auth)
+    assert health["status"] == 200, health["body"][:300]
