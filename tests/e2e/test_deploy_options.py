@@ -150,9 +150,12 @@ def server_names() -> str:
 
 @pytest.fixture(scope="module")
 def whisperx_running(deployed):
-    """whisperx with its job worker up (as after its first request); afterwards the host is as the default
-    deploy leaves it, also when the scenario stopped half-way."""
-    ssh("cd /opt/whisperx && docker compose up -d")
+    """The default deploy's state (the module's other fixtures are torn down only at its end), whisperx with
+    its job worker up (as after its first request); afterwards the host is as the default deploy leaves it,
+    also when the scenario stopped half-way."""
+    pyinfra("-y")
+    ssh("cd /opt/whisperx && if docker compose version >/dev/null 2>&1; then docker compose up -d; "
+        "else docker-compose up -d; fi")
     assert {"whisperx", "whisperx-worker"} <= running()
     state = {"restored": False}
     yield state
