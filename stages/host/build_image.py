@@ -114,7 +114,9 @@ def serve_wheelhouse(folder: str, port: int) -> http.server.ThreadingHTTPServer:
 
 
 def docker_command(args) -> list[str]:
-    cmd = ["docker", "build", "-f", args.file, "-t", args.tag]
+    # --force-rm: the legacy builder otherwise keeps the container of a failed step, one more stopped
+    # container on the host per failed build (BuildKit has none and accepts the flag)
+    cmd = ["docker", "build", "--force-rm", "-f", args.file, "-t", args.tag]
     for value in args.build_arg:
         cmd += ["--build-arg", value]
     for value in args.label:

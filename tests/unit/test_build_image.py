@@ -91,7 +91,7 @@ def test_docker_command_with_wheelhouse():
     args = type("Args", (), dict(file="/ctx/w/Dockerfile", tag="w:src-1", build_arg=["BASE_IMAGE=b"],
                                  label=["k=v"], wheelhouse="/wh", wheelhouse_port=3141, context="/ctx"))
     assert docker_command(args) == [
-        "docker", "build", "-f", "/ctx/w/Dockerfile", "-t", "w:src-1", "--build-arg", "BASE_IMAGE=b",
+        "docker", "build", "--force-rm", "-f", "/ctx/w/Dockerfile", "-t", "w:src-1", "--build-arg", "BASE_IMAGE=b",
         "--label", "k=v", "--network", "host", "--build-arg", "PIP_WHEELHOUSE_URL=http://127.0.0.1:3141/", "/ctx"]
     args.wheelhouse = ""
     assert "--network" not in docker_command(args)

@@ -69,11 +69,16 @@ def test_slow_build_that_prints_is_not_stopped(tmp_path, tag):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_failed_build_shows_the_end_of_its_log(tmp_path, tag):
-    (tmp_path / "Dockerfile").write_text(f"FROM {BASE}\nRUN echo 'the reason it failed' && exit 3\n")
+def test_failed_build_shows_the_end_of_its_log_and_leaves_no_container(tmp_path, tag):
+    marker = secrets.token_hex(6)
+    (tmp_path / "Dockerfile").write_text(f"FROM {BASE}\nRUN echo 'the reason it failed {marker}' && exit 3\n")
     r = build(tmp_path, tag)
     assert r.returncode != 0
-    assert "failed (exit" in r.stdout and "| the reason it failed" in r.stdout
+    assert "failed (exit" in r.stdout and f"| the reason it failed {marker}" in r.stdout
+    # the failed step's container is not left behind on the host (a stopped container per failed deploy)
+    left = subprocess.run(["docker", "ps", "-a", "--no-trunc", "--format", "{{.Command}}"],
+                          capture_output=True, text=True, check=True).stdout
+    assert marker not in left
 
 
 def test_pip_inside_the_build_installs_from_the_wheelhouse(tmp_path, tag):
