@@ -75,10 +75,8 @@ def _dump(value, indent: str, step: str) -> str:
     return raw.replace("\n", "\n" + indent)
 
 
-def merge_services(text: str | None, entries: dict[str, dict]) -> str:
-    """Return config text with `entries` (hostname -> service entry) set under "services"."""
-    if text is None or not text.strip():
-        return json.dumps({"services": entries}, indent=2, ensure_ascii=False) + "\n"
+def _top_object(text: str) -> tuple[int, list]:
+    """The config's top-level object: its start and members; ConfigError when it is not JSON or not an object."""
     try:
         json.loads(text)
     except json.JSONDecodeError as exc:
@@ -86,7 +84,14 @@ def merge_services(text: str | None, entries: dict[str, dict]) -> str:
     top = _skip_ws(text, 0)
     if text[top] != "{":
         raise ConfigError("existing config is not a JSON object")
-    members, top_close = _members(text, top)
+    return top, _members(text, top)[0]
+
+
+def merge_services(text: str | None, entries: dict[str, dict]) -> str:
+    """Return config text with `entries` (hostname -> service entry) set under "services"."""
+    if text is None or not text.strip():
+        return json.dumps({"services": entries}, indent=2, ensure_ascii=False) + "\n"
+    top, members = _top_object(text)
     services = [m for m in members if m[0] == "services"]
     if not services:
         # a config without "services": add it as the first member, touching nothing else
@@ -142,14 +147,7 @@ def remove_services(text: str | None, hosts) -> str | None:
     if text is None or not text.strip():
         return text
     for name in hosts:
-        try:
-            json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"existing config is not valid JSON: {exc}") from None
-        top = _skip_ws(text, 0)
-        if text[top] != "{":
-            raise ConfigError("existing config is not a JSON object")
-        services = [m for m in _members(text, top)[0] if m[0] == "services"]
+        services = [m for m in _top_object(text)[1] if m[0] == "services"]
         if not services or text[services[0][2]] != "{":
             return text
         svc_start = services[0][2]

@@ -3,6 +3,7 @@ stages/host/build_image.py, with pip fed by the machine's wheelhouse (sandbox/wh
 local stand-in base image, with the machine's CA bundle for pip."""
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -45,6 +46,17 @@ def build_image(image_dir: str, tag: str, base: str = BASE, timeout: int = 3600,
 
 def docker(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def cuda_probe(image: str, libraries, python_code: str) -> dict:
+    """The CUDA image's libraries are known to its dynamic linker (ldconfig) and load (ctypes), then
+    ``python_code`` (which prints one JSON object, ``libs`` in scope) runs in the image: its output."""
+    listed = docker("run", "--rm", "--entrypoint", "ldconfig", image, "-p").stdout
+    for lib in libraries:
+        assert f"{lib} " in listed, lib
+    probe = (f"import ctypes, json\nlibs = {list(libraries)!r}\nfor name in libs: ctypes.CDLL(name)\n"
+             + python_code)
+    return json.loads(docker("run", "--rm", image, "python3", "-c", probe).stdout)
 
 
 def built_image(image_dir: str, tag: str, **kw) -> str:

@@ -21,6 +21,7 @@ from stages.ops import CommandSucceeds, NginxServerBlocks
 from stages.settings import Platform, read_group_data
 from stages.web import retired_vhost_files
 
+from test_autostart_config_merge import FOREIGN
 from test_deploy_facts_ops import StandInHost, fact, run_op
 
 OFF = {"whisperx": {"enabled": False}}
@@ -137,17 +138,6 @@ def test_nginx_apply_keeps_other_files_when_only_absent_ones_change():
 
 
 # --- the autostart entry: cut out, every other byte kept -----------------------------------------
-FOREIGN = """{
-    "services": {
-        "blog.example.test": {"name":"Blog","composeDir":"/opt/blog","proxyPort":9000,"blocking":false,"containers":["blog"]},
-        "wiki.example.test": {
-            "name": "Wiki",  "composeDir": "/opt/wiki",
-            "proxyPort": 9001, "blocking": true, "containers": ["wiki", "wiki-db"], "custom": [1, 2]
-        }
-    },
-    "logLevel": "debug"
-}
-"""
 
 
 def test_removing_the_entry_we_added_gives_back_the_file_byte_for_byte():

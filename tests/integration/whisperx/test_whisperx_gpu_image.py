@@ -9,7 +9,7 @@ import json
 import pytest
 import requests
 
-from image_build import ROOT, built_image, docker, service_container, wait_health
+from image_build import ROOT, built_image, cuda_probe, docker, service_container, wait_health
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -27,14 +27,9 @@ def _run(image, tiny_model, device):
 
 
 def test_cuda_torch_and_libraries(image):
-    listed = docker("run", "--rm", "--entrypoint", "ldconfig", image, "-p").stdout
-    for lib in LIBRARIES:
-        assert f"{lib} " in listed, lib
-    probe = ("import ctypes, json, torch, ctranslate2\n"
-             f"for name in {list(LIBRARIES)!r}: ctypes.CDLL(name)\n"
-             "print(json.dumps({'cuda': torch.version.cuda, 'torch_devices': torch.cuda.device_count(),"
-             " 'ct2_devices': ctranslate2.get_cuda_device_count()}))")
-    out = json.loads(docker("run", "--rm", image, "python", "-c", probe).stdout)
+    out = cuda_probe(image, LIBRARIES, "import torch, ctranslate2\n"
+                     "print(json.dumps({'cuda': torch.version.cuda, 'torch_devices': torch.cuda.device_count(),"
+                     " 'ct2_devices': ctranslate2.get_cuda_device_count()}))")
     assert out["cuda"] and out["cuda"].startswith("12.")   # a CUDA 12 torch build
     assert out["torch_devices"] == 0 and out["ct2_devices"] == 0   # no GPU on this machine
 
