@@ -187,7 +187,6 @@ class OfflineDiarizer:
         # region holding a speaker change or an overlap yields short mixed units, not one long one
         win_chunk = self._chunks(win_region)
         n_chunks = win_chunk.max() + 1
-        counts = np.bincount(win_chunk, minlength=n_chunks)
         chunk_emb = np.zeros((n_chunks, emb.shape[1]), dtype=np.float64)
         np.add.at(chunk_emb, win_chunk, emb)
         chunk_emb /= np.linalg.norm(chunk_emb, axis=1, keepdims=True) + 1e-9
