@@ -30,6 +30,13 @@ class Metrics:
         self.jobs_stopped = Counter(f"{prefix}_jobs_stopped_total",
                                     "Jobs stopped before the end (client gone, time limit)", ["reason"], registry=r)
         self.models_loaded = Gauge(f"{prefix}_models_loaded", "Models currently loaded", registry=r)
+        self.phase_seconds = Counter(f"{prefix}_pipeline_seconds_total",
+                                     "Seconds spent per pipeline phase (vad, asr, align, diarize_embedding ...)",
+                                     ["phase"], registry=r)
+        self.startup_seconds = Gauge(f"{prefix}_startup_seconds",
+                                     "This process's start, phase by phase: seconds from the process start to the "
+                                     "end of each phase (import, model_load, first_inference ...)", ["phase"],
+                                     registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

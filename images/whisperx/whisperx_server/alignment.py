@@ -75,13 +75,13 @@ class Alignment:
             raise AlignUnavailable(f"the alignment model for {language!r} could not be downloaded "
                                    f"({type(exc).__name__}); it is cached after one successful download") from exc
 
-    def _align(self, segments, audio, language, stop=None):
+    def _align(self, segments, audio, language, stop=None, model=None):
         """The segments with timed words; raises AlignUnavailable (or the library's error) when it cannot.
-        ``stop`` is called after each segment (it raises to end the job)."""
+        ``stop`` is called after each segment (it raises to end the job); ``model``: :meth:`load_align`'s."""
         import whisperx
 
         from .punkt_data import ensure_punkt_tab
-        model, meta = self.load_align(language)
+        model, meta = model or self.load_align(language)
         ensure_punkt_tab()
         out = whisperx.align(segments, model, meta, audio, self.cfg.device, return_char_alignments=False,
                              progress_callback=(lambda _pct: stop()) if stop is not None else None)

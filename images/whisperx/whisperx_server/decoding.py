@@ -50,15 +50,17 @@ def silent(result, avg_logprob: float, opts) -> bool:
         opts.log_prob_threshold is not None and avg_logprob < opts.log_prob_threshold
 
 
-def decode_alone(pipe, features, opts, stop=None) -> tuple:
+def decode_alone(pipe, features, opts, stop=None, encoded=None) -> tuple:
     """One chunk up the temperature ladder as faster-whisper's ``generate_with_fallback`` climbs it (each step is
     its own one-temperature call, so that ``stop()`` runs between steps: a cancelled request stops after one
-    decode, not a whole ladder): (text, avg_logprob); text "" for silence."""
+    decode, not a whole ladder): (tokens, text, avg_logprob); no tokens and text "" for silence. ``encoded``: the
+    chunk's encoder output where the caller has it."""
     model, tokenizer = pipe.model, pipe.tokenizer
     previous = tokenizer.encode(" " + opts.initial_prompt.strip()) if opts.initial_prompt else []
     prompt = model.get_prompt(tokenizer, previous, without_timestamps=opts.without_timestamps, prefix=opts.prefix,
                               hotwords=opts.hotwords)
-    encoded = model.encode(features)   # whisperx's: a batch of one, a CTranslate2 StorageView
+    if encoded is None:
+        encoded = model.encode(features)   # whisperx's: a batch of one, a CTranslate2 StorageView
     tried = []
     for t in opts.temperatures:
         if stop is not None:
@@ -75,25 +77,82 @@ def decode_alone(pipe, features, opts, stop=None) -> tuple:
     result, avg_logprob, _ratio = tried[-1]
     if opts.no_speech_threshold is not None and result.no_speech_prob > opts.no_speech_threshold and not (
             opts.log_prob_threshold is not None and avg_logprob > opts.log_prob_threshold):
-        return "", avg_logprob   # silence: faster-whisper emits nothing for this window
-    return tokenizer.decode(result.sequences_ids[0]), avg_logprob
+        return [], "", avg_logprob   # silence: faster-whisper emits nothing for this window
+    tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+    return tokens, tokenizer.decode(tokens), avg_logprob
+
+
+def generate_batch(pipe, features, opts) -> tuple:
+    """whisperx's batched decode of one batch (temperature 0, the request's prompt), keeping what it computes on
+    the way: (encoder output, tokens per chunk, text per chunk, avg_logprob per chunk). The same calls and options
+    as ``WhisperModel.generate_segment_batched``, which keeps neither the encoder output nor the tokens."""
+    model, tokenizer = pipe.model, pipe.tokenizer
+    previous = tokenizer.encode(" " + opts.initial_prompt.strip()) if opts.initial_prompt is not None else []
+    prompt = model.get_prompt(tokenizer, previous, without_timestamps=opts.without_timestamps, prefix=opts.prefix,
+                              hotwords=opts.hotwords)
+    encoded = model.encode(features)
+    results = model.model.generate(
+        encoded, [prompt] * features.shape[0], beam_size=opts.beam_size, patience=opts.patience,
+        length_penalty=opts.length_penalty, max_length=model.max_length, suppress_blank=opts.suppress_blank,
+        suppress_tokens=opts.suppress_tokens, no_repeat_ngram_size=opts.no_repeat_ngram_size,
+        repetition_penalty=opts.repetition_penalty, return_scores=True)
+    tokens, logprobs = [], []
+    for r in results:
+        seq = r.sequences_ids[0]
+        logprobs.append(r.scores[0] * (len(seq) ** opts.length_penalty) / (len(seq) + 1))
+        tokens.append([t for t in seq if t < tokenizer.eot])
+    return encoded, tokens, list(tokenizer.tokenizer.decode_batch(tokens)), logprobs
+
+
+def decode_batch(pipe, features, frames=None, offsets=None) -> list[dict]:
+    """One batch of 30 s feature windows through the batched decoder with ``pipe.options`` (the request's prompt,
+    temperatures and guards, see :func:`decoding`): [{"text", "avg_logprob"}] per chunk, plus ``words`` (faster-
+    whisper's own cross-attention word timestamps, seconds from ``offsets``) when ``frames`` (each chunk's
+    length in mel frames) is given. A chunk whose decode fails a guard is decoded again alone up the ladder."""
+    opts, n = pipe.options, features.shape[0]
+    stop = getattr(pipe, "decode_stop", None)
+    if opts.temperatures and opts.temperatures[0] > 0:   # a request's temperature: sampled, chunk by chunk
+        encoded, tokens, texts, logprobs, again = None, [[]] * n, [""] * n, [0.0] * n, list(range(n))
+    else:
+        encoded, tokens, texts, logprobs = generate_batch(pipe, features, opts)
+        again = [i for i in range(n) if len(opts.temperatures) > 1 and needs_fallback(texts[i], logprobs[i], opts)]
+    for i in again:
+        tokens[i], texts[i], logprobs[i] = decode_alone(pipe, features[i], opts, stop)
+    if again:
+        log.debug("decoded %d of %d chunks again (guards or temperature)", len(again), n)
+    out = [{"text": t, "avg_logprob": lp} for t, lp in zip(texts, logprobs)]
+    if frames is not None:
+        if encoded is None:
+            encoded = pipe.model.encode(features)
+        for o, words in zip(out, word_times(pipe, tokens, encoded, frames, offsets or [0.0] * n)):
+            o["words"] = words
+    return out
+
+
+def word_times(pipe, tokens: list, encoded, frames: list, offsets: list) -> list[list[dict]]:
+    """faster-whisper's word timestamps (cross-attention and dynamic time warping over the encoder output, the
+    same ``WhisperModel.add_word_timestamps`` its own ``word_timestamps=True`` runs) for decoded chunks:
+    per chunk, [{"word", "start", "end", "score"}] in seconds from the chunk's offset."""
+    model, tokenizer, opts = pipe.model, pipe.tokenizer, pipe.options
+    fps = model.frames_per_second
+    # add_word_timestamps reads chunks as lists of sub-segments; each chunk is one here, seek = its offset in frames
+    chunks = [[{"tokens": tk or [tokenizer.eot], "seek": round(off * fps), "start": off, "end": off + f / fps}]
+              for tk, f, off in zip(tokens, frames, offsets)]
+    model.add_word_timestamps(chunks, tokenizer, encoded, [int(f) for f in frames], opts.prepend_punctuations,
+                              opts.append_punctuations, last_speech_timestamp=offsets[0] if offsets else 0.0)
+    out = []
+    for tk, chunk in zip(tokens, chunks):
+        words = chunk[0].get("words") or [] if tk else []
+        out.append([{"word": w["word"], "start": float(w["start"]), "end": float(w["end"]),
+                     "score": float(w["probability"])} for w in words if w["word"].strip()])
+    return out
 
 
 def _guarded_forward(self, model_inputs):
     """FasterWhisperPipeline._forward with the temperatures and the guards of ``self.options``."""
-    opts, features = self.options, model_inputs["inputs"]
-    n = features.shape[0]
-    if opts.temperatures and opts.temperatures[0] > 0:   # a request's temperature: sampled, chunk by chunk
-        texts, logprobs, again = [""] * n, [0.0] * n, list(range(n))
-    else:
-        out = self.model.generate_segment_batched(features, self.tokenizer, opts)
-        texts, logprobs = list(out["text"]), list(out["avg_logprob"])
-        again = [i for i in range(n) if len(opts.temperatures) > 1 and needs_fallback(texts[i], logprobs[i], opts)]
-    for i in again:
-        texts[i], logprobs[i] = decode_alone(self, features[i], opts, getattr(self, "decode_stop", None))
-    if again:
-        log.debug("decoded %d of %d chunks again (guards or temperature)", len(again), n)
-    return {"text": texts, "avg_logprob": logprobs}
+    features = model_inputs["inputs"]
+    out = decode_batch(self, features.numpy() if hasattr(features, "numpy") else features)
+    return {"text": [o["text"] for o in out], "avg_logprob": [o["avg_logprob"] for o in out]}
 
 
 def guard(pipe):

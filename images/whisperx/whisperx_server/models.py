@@ -14,6 +14,7 @@ from stt_common import check_text, public_name
 
 from .decoding import guard
 from .errors import ModelNotFound, ServiceError, map_model_load_error
+from .transcription import silero_vad
 
 log = logging.getLogger("whisperx_server")
 
@@ -131,8 +132,9 @@ class ModelLoading:
         log.info("loading ASR model %s (%s, %s)", arch, self.cfg.device, self.cfg.compute_type)
         t0 = time.monotonic()
         try:
+            vad = silero_vad() if self.cfg.vad == "silero" else None   # None: whisperx's pyannote model
             pipe = whisperx.load_model(arch, device=self.cfg.device, compute_type=self.cfg.compute_type,
-                                       threads=self.cfg.cpu_threads,
+                                       threads=self.cfg.cpu_threads, vad_model=vad,
                                        download_root=None, local_files_only=hf_offline())
         except ServiceError:
             raise
