@@ -237,20 +237,23 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
                 log.error("%s", device_problem)
                 svc.fail(device_problem, code="device_unavailable")
                 return
-            try:
-                from .punkt_data import ensure_punkt_tab
-                await run_in_threadpool(ensure_punkt_tab)
-            except Exception as e:  # noqa: BLE001 - alignment degrades without it; the ASR model still loads
-                log.warning("punkt data unavailable: %s", e)
-            # retried with backoff until it loads: /health is 503 meanwhile, 200 as soon as it works
+            # what a request needs first: the ASR model (retried with backoff until it loads: /health is 503
+            # meanwhile, 200 as soon as it works); the rest loads behind it, each phase in stt_startup_seconds
             await cache.keep_loading_default(svc.fail, svc.recover)
+            svc.metrics.startup("asr_model")
             # warm the diarization backend so the first diarized request does not pay for it, and say
             # at startup (not at the first request) when the HF token or the model conditions are wrong
             try:
                 await run_in_threadpool(engine.check_diarization)
+                svc.metrics.startup("diarizer")
                 log.info("diarization backend %s ready", engine.diarization_backend())
             except Exception as e:  # noqa: BLE001 - diarized requests answer the same error
                 log.warning("diarization is not available: %s", getattr(e, "message", None) or e)
+            try:   # alignment's sentence data: only aligned requests read it
+                from .punkt_data import ensure_punkt_tab
+                await run_in_threadpool(ensure_punkt_tab)
+            except Exception as e:  # noqa: BLE001 - alignment degrades without it
+                log.warning("punkt data unavailable: %s", e)
 
         holder["tasks"] = [asyncio.ensure_future(load_default())]
         try:
@@ -265,6 +268,7 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
         "WhisperX speech-to-text: batched faster-whisper ASR, wav2vec2 word alignment and speaker diarization "
         "(pyannote with HF_TOKEN, an offline backend without). `POST /transcribe` keeps the runbook's contract; "
         "`POST /v1/audio/transcriptions` is OpenAI-compatible and adds `diarized_json`."))
+    svc.metrics.startup("import")   # the process started, its modules imported, the app about to serve
     cache = engine.cache   # the one model manager: ASR, alignment and diarization models
     cache.metrics = svc.metrics
     if device_problem:

@@ -1,20 +1,18 @@
-"""Per-request decode options (OpenAI's ``prompt`` and ``temperature``) and faster-whisper's hallucination guards
-on whisperx's batched pipeline.
+"""Per-request decode options (OpenAI's ``prompt`` and ``temperature``), faster-whisper's hallucination guards and
+Whisper's own word timestamps on the batched decoder (:class:`.asr.AsrPipeline`).
 
-whisperx reads its decode options from the loaded pipeline (``pipe.options``, a faster-whisper
-``TranscriptionOptions`` set once by ``load_model``), and its batched decode (``WhisperModel.
-generate_segment_batched``) uses only the prompt and the beam settings of them: it decodes every chunk once, at
-temperature 0, and never looks at the thresholds. Here:
+whisperx decodes each batch of 30 s chunks once, at temperature 0, with the prompt and beam settings of its options,
+and never looks at the thresholds. Here:
 
 - :func:`decoding` gives one request its own options: the pipeline is shared by every request on that model (the
-  model manager's cache), so the options (and the tokenizer whisperx swaps per language) are set under the
-  pipeline's lock, for this request's ASR only, and the server's defaults are back afterwards.
-- :func:`guard` makes the pipeline's per-batch decode honour ``temperatures`` and the guards as faster-whisper's
-  own ``transcribe`` does: a chunk whose batched decode fails a guard (compression ratio above
-  ``compression_ratio_threshold``: a loop; average log-probability below ``log_prob_threshold``) is decoded again
-  on its own up faster-whisper's temperature ladder (:func:`decode_alone`), and dropped as silence
-  where its no-speech probability is above ``no_speech_threshold`` with a low log-probability. A request with a
-  temperature above 0 is sampled at that temperature, chunk by chunk.
+  model manager's cache), so the options (and the tokenizer, set per language) are set under the pipeline's lock,
+  for this request's ASR only, and the server's defaults are back afterwards.
+- :func:`decode_batch` honours ``temperatures`` and the guards as faster-whisper's own ``transcribe`` does: a chunk
+  whose batched decode fails a guard (compression ratio above ``compression_ratio_threshold``: a loop; average
+  log-probability below ``log_prob_threshold``) is decoded again on its own up faster-whisper's temperature ladder
+  (:func:`decode_alone`), and dropped as silence where its no-speech probability is above ``no_speech_threshold``
+  with a low log-probability. A request with a temperature above 0 is sampled at that temperature, chunk by chunk.
+  Asked for, it times the words from the same encoder output (:func:`word_times`).
 
 ``condition_on_previous_text`` and ``hallucination_silence_threshold`` are set too but change nothing here: the
 batched decoder decodes each chunk on its own (no previous text), without timestamps.
@@ -22,7 +20,6 @@ batched decoder decodes each chunk on its own (no previous text), without timest
 from __future__ import annotations
 
 import logging
-import threading
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Optional
@@ -30,9 +27,6 @@ from typing import Optional
 from stt_common.settings import temperatures
 
 log = logging.getLogger("whisperx_server")
-
-_guard_lock = threading.Lock()
-_classes: dict = {}
 
 
 def needs_fallback(text: str, avg_logprob: float, opts) -> bool:
@@ -60,7 +54,7 @@ def decode_alone(pipe, features, opts, stop=None, encoded=None) -> tuple:
     prompt = model.get_prompt(tokenizer, previous, without_timestamps=opts.without_timestamps, prefix=opts.prefix,
                               hotwords=opts.hotwords)
     if encoded is None:
-        encoded = model.encode(features)   # whisperx's: a batch of one, a CTranslate2 StorageView
+        encoded = model.encode(features)   # a batch of one, a CTranslate2 StorageView
     tried = []
     for t in opts.temperatures:
         if stop is not None:
@@ -148,32 +142,11 @@ def word_times(pipe, tokens: list, encoded, frames: list, offsets: list) -> list
     return out
 
 
-def _guarded_forward(self, model_inputs):
-    """FasterWhisperPipeline._forward with the temperatures and the guards of ``self.options``."""
-    features = model_inputs["inputs"]
-    out = decode_batch(self, features.numpy() if hasattr(features, "numpy") else features)
-    return {"text": [o["text"] for o in out], "avg_logprob": [o["avg_logprob"] for o in out]}
-
-
-def guard(pipe):
-    """Make a loaded whisperx pipeline honour temperatures and the guards (idempotent); returns it."""
-    with _guard_lock:
-        if getattr(pipe, "decode_lock", None) is None:
-            base = type(pipe)
-            cls = _classes.get(base)
-            if cls is None:   # a subclass of the pipeline's own class that only swaps its per-batch decode
-                cls = _classes[base] = type("Guarded" + base.__name__, (base,), {"_forward": _guarded_forward})
-            pipe.__class__ = cls
-            pipe.decode_lock = threading.Lock()
-    return pipe
-
-
 @contextmanager
 def decoding(pipe, guards: dict, prompt: Optional[str] = None, temperature: float = 0.0, stop=None):
     """The pipeline with one request's options (server guards, its prompt and temperature) and its ``stop``
     (checked between the decodes of a chunk that climbs the ladder), exclusively; the server's defaults are back
     on exit."""
-    guard(pipe)
     with pipe.decode_lock:
         saved, tokenizer = pipe.options, pipe.tokenizer
         pipe.options = replace(saved, initial_prompt=(prompt or "").strip() or None,

@@ -36,7 +36,7 @@ from .errors import DEFAULT_DIARIZATION_MODEL, InvalidRequest
 from .models import ModelLoading, empty_cuda_cache
 from .segments import offset_segment, public_segment
 from .speakers import SpeakerTurns, assign_speakers
-from .transcription import asr_on_spans, detect_language, stoppable_vad, vad_chunks
+from .transcription import asr_on_spans, detect_language
 from .windows import SAMPLE_RATE, group_spans, quiet_cut_points, speaker_turn_spans
 
 __all__ = ["SAMPLE_RATE", "EngineConfig", "WhisperXEngine", "check_speaker_hints", "group_spans",
@@ -106,7 +106,6 @@ class WhisperXEngine(ModelLoading, Alignment, Diarization):
         if diarize:  # fail fast on a configuration error, before minutes of ASR
             self.check_diarization()
         pipe = asr if asr is not None else self.load_asr(model)
-        stoppable_vad(pipe)
         multilingual = bool(pipe.model.model.is_multilingual)
         if not multilingual:
             if language not in (None, "en"):
@@ -152,7 +151,7 @@ class WhisperXEngine(ModelLoading, Alignment, Diarization):
                 whisper_words = aligner is None and (align or order == "words")
                 if spans is None:
                     with clock("vad"):
-                        spans = vad_chunks(pipe, chunk, stop)
+                        spans = pipe.speech_chunks(chunk, stop)
                 else:
                     spans = [(a - w0, b - w0) for a, b in spans]
                 with clock("asr"):
@@ -199,6 +198,7 @@ class WhisperXEngine(ModelLoading, Alignment, Diarization):
             out["diarization"] = diar_info
         metrics = getattr(self.cache, "metrics", None)   # the server's (stt_common.Metrics); none in a worker
         if metrics is not None and hasattr(metrics, "phase_seconds"):
+            metrics.startup("first_inference")
             stepped = any(k.startswith("diarize_") for k in clock.seconds)
             for k, v in clock.seconds.items():
                 if not (k == "diarize" and stepped):   # the offline backend's steps are counted one by one
