@@ -275,6 +275,8 @@ _KNOBS: dict[str, Any] = {
     "autostart_config": _abs_path,
     "autostart_idle_timeout": _positive,
     "autostart_max_wait": _positive,
+    "autostart_wake_path": lambda k, v: _match(k, v, re.compile(r"(/[A-Za-z0-9._~-]+)+|"),
+                                               "a path such as /_autostart/wake, or empty"),
     "platform_dir": _abs_path,
     "state_dir": _abs_path,
     "nginx_backup_dir": _abs_path,
@@ -333,6 +335,7 @@ class Platform:
     autostart_config: str
     autostart_idle_timeout: int
     autostart_max_wait: int
+    autostart_wake_path: str  # "" = off
     platform_dir: str
     state_dir: str
     nginx_backup_dir: str

@@ -238,10 +238,12 @@ class Autostart:
                 log.info("starting host=%s (%s): %s; compose up -d in %s", cfg.host, cfg.name,
                          ", ".join(f"{c} {s}" for c, s in down.items()), cfg.compose_dir)
                 st.phase = "compose up -d still running"
+                t_up = time.monotonic()
                 try:
                     await self.docker.up(cfg.compose_dir)
                 except DockerError as exc:
                     raise self._fail(st, 502, str(exc), "compose") from None
+                self.metrics.compose_up_duration.labels(host=cfg.host).observe(time.monotonic() - t_up)
                 started = True
         st.ready = False
         await self._wait_ready(st, deadline)
@@ -406,6 +408,10 @@ class Autostart:
         st = self.states.get(host) if host else None
         if st is None:
             return self.own(request, host)
+        if st.cfg.wake_path and request.path == st.cfg.wake_path and request.method in ("GET", "HEAD", "POST"):
+            resp = self.wake(st)
+            self.metrics.requests.labels(host=st.cfg.host, code=resp.status).inc()
+            return resp
         st.in_flight += 1
         st.last_active = time.monotonic()
         try:
@@ -486,6 +492,20 @@ class Autostart:
             st.invalidate()
             return json_error(502, f"{cfg.host} upstream error: {type(exc).__name__}: {exc}".rstrip(": "),
                               "upstream_error", cfg.host)
+
+    def wake(self, st: ServiceState) -> web.Response:
+        """The service's wake path (config "wakePath"): a page that will call the service asks for it when it
+        loads, so the start runs while its user picks a file. Answered at once, never forwarded: 200 when the
+        service is ready, 202 while it starts (this request started it, or joined the start under way). The start
+        counts as activity: the idle timer starts again from it."""
+        st.last_active = time.monotonic()
+        body = {"service": st.cfg.name, "host": st.cfg.host}
+        if st.ready and time.monotonic() - st.verified_at < RECHECK_INTERVAL:
+            return web.json_response({**body, "status": "ready"})
+        if not st.starting:
+            st.start_task = asyncio.ensure_future(self._start(st))
+            st.start_task.add_done_callback(lambda t: t.cancelled() or t.exception())  # reported by _start
+        return web.json_response({**body, "status": "starting"}, status=202)
 
     def own(self, request: web.Request, host: Optional[str]) -> web.Response:
         """The proxy's own endpoints, for Hosts that are not a configured service."""
