@@ -20,6 +20,7 @@ batched decoder decodes each chunk on its own (no previous text), without timest
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Optional
@@ -98,11 +99,12 @@ def generate_batch(pipe, features, opts) -> tuple:
     return encoded, tokens, list(tokenizer.tokenizer.decode_batch(tokens)), logprobs
 
 
-def decode_batch(pipe, features, frames=None, offsets=None) -> list[dict]:
+def decode_batch(pipe, features, frames=None, offsets=None, timings: dict | None = None) -> list[dict]:
     """One batch of 30 s feature windows through the batched decoder with ``pipe.options`` (the request's prompt,
     temperatures and guards, see :func:`decoding`): [{"text", "avg_logprob"}] per chunk, plus ``words`` (faster-
     whisper's own cross-attention word timestamps, seconds from ``offsets``) when ``frames`` (each chunk's
-    length in mel frames) is given. A chunk whose decode fails a guard is decoded again alone up the ladder."""
+    length in mel frames) is given (``timings["words"]`` adds the seconds that took). A chunk whose decode fails a
+    guard is decoded again alone up the ladder."""
     opts, n = pipe.options, features.shape[0]
     stop = getattr(pipe, "decode_stop", None)
     if opts.temperatures and opts.temperatures[0] > 0:   # a request's temperature: sampled, chunk by chunk
@@ -116,10 +118,13 @@ def decode_batch(pipe, features, frames=None, offsets=None) -> list[dict]:
         log.debug("decoded %d of %d chunks again (guards or temperature)", len(again), n)
     out = [{"text": t, "avg_logprob": lp} for t, lp in zip(texts, logprobs)]
     if frames is not None:
+        t0 = time.monotonic()
         if encoded is None:
             encoded = pipe.model.encode(features)
         for o, words in zip(out, word_times(pipe, tokens, encoded, frames, offsets or [0.0] * n)):
             o["words"] = words
+        if timings is not None:
+            timings["words"] = timings.get("words", 0.0) + time.monotonic() - t0
     return out
 
 

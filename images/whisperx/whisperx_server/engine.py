@@ -155,7 +155,8 @@ class WhisperXEngine(ModelLoading, Alignment, Diarization):
                 else:
                     spans = [(a - w0, b - w0) for a, b in spans]
                 with clock("asr"):
-                    segs = asr_on_spans(pipe, chunk, spans, batch, language, stop, words=whisper_words)
+                    segs = asr_on_spans(pipe, chunk, spans, batch, language, stop, words=whisper_words,
+                                        timings=clock.seconds)
             stop()
             if aligner is not None and segs:
                 try:
@@ -179,6 +180,8 @@ class WhisperXEngine(ModelLoading, Alignment, Diarization):
             del chunk
             if hasattr(job, "progress"):   # an asynchronous job (stt_common.jobs) reports how far it got
                 job.progress(w1 / SAMPLE_RATE)
+        if "words" in clock.seconds:   # timed inside the ASR phase: shown apart
+            clock.seconds["asr"] -= clock.seconds["words"]
         if align_info is None:
             align_info = {"status": "skipped", "language": language, "reason": "no speech to align"}
         if align_info["status"] != "aligned" and words_by == "whisper":
@@ -203,7 +206,7 @@ class WhisperXEngine(ModelLoading, Alignment, Diarization):
             for k, v in clock.seconds.items():
                 if not (k == "diarize" and stepped):   # the offline backend's steps are counted one by one
                     metrics.phase_seconds.labels(k).inc(v)
-        asr_align = sum(clock.seconds.get(k, 0.0) for k in ("language", "vad", "asr", "align"))
+        asr_align = sum(clock.seconds.get(k, 0.0) for k in ("language", "vad", "asr", "words", "align"))
         out["timings"] = {"asr_align_seconds": round(asr_align, 3),
                           **{f"{k}_seconds": round(v, 3) for k, v in clock.seconds.items()}}
         return out

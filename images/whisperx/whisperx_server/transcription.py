@@ -21,10 +21,11 @@ def set_language(pipe, language: str) -> None:
 
 
 def asr_on_spans(pipe, audio: np.ndarray, spans: list, batch_size: int, language: str, stop=None,
-                 words: bool = False) -> list[dict]:
+                 words: bool = False, timings: dict | None = None) -> list[dict]:
     """The batched decoder over ``spans`` [(start, end) samples, each at most 30 s] of ``audio``: one segment per
     span with text (empty ones left out), start and end in seconds; with ``words``, Whisper's word timestamps.
-    Runs inside :func:`.decoding.decoding` (the request's options); ``stop`` is called after each batch."""
+    Runs inside :func:`.decoding.decoding` (the request's options); ``stop`` is called after each batch;
+    ``timings["words"]`` adds the seconds spent timing words."""
     from .decoding import decode_batch
     if not spans:
         return []
@@ -36,7 +37,7 @@ def asr_on_spans(pipe, audio: np.ndarray, spans: list, batch_size: int, language
         feats = np.stack([pipe.features(audio[a:b]) for a, b in batch])
         secs = [(a / SAMPLE_RATE, b / SAMPLE_RATE) for a, b in batch]
         frames = [min(feats.shape[-1], int(np.ceil(e - s) * fps)) for s, e in secs] if words else None
-        for (s, e), res in zip(secs, decode_batch(pipe, feats, frames, [s for s, _ in secs])):
+        for (s, e), res in zip(secs, decode_batch(pipe, feats, frames, [s for s, _ in secs], timings)):
             seg = {"text": res["text"], "start": round(s, 3), "end": round(e, 3), "avg_logprob": res["avg_logprob"]}
             if words:
                 seg["words"] = res["words"]
