@@ -15,7 +15,8 @@ segments cut at speaker changes) and in the turn-first order (``turns``: ASR on 
 WER against the reference, the diarized WER relative to the plain one, word attribution error (each timed word's
 speaker against the reference speaker at its middle, after the best one-to-one mapping of labels; words in
 overlapped speech left out), the diarizer's speaker confusion (pyannote.metrics, 0.25 s collar), x real time
-(audio seconds per wall second of the HTTP request) and where the time went (the server's
+(audio seconds per wall second of the HTTP request, and per CPU second / threads: neighbours on a shared machine
+stretch wall time) and where the time went (the server's
 ``stt_pipeline_seconds_total`` per phase).
 
 Side by side, in the same process as this script and alternating with the service's requests: upstream
@@ -148,16 +149,24 @@ def phases(metrics_text: str) -> dict:
 
 # ---------------------------------------------------------------- the two pipelines
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def service_request(srv, audio: Audio, diarize: bool) -> dict:
     before = phases(requests.get(srv.url + "/metrics", timeout=10).text)
-    t0 = time.perf_counter()
+    c0, t0 = cpu_seconds(srv.proc.pid), time.perf_counter()
     with open(audio.wav, "rb") as f:
         r = requests.post(srv.url + "/transcribe", files={"file": (audio.wav.name, f)},
                           data={"language": audio.language, "diarize": str(diarize).lower()}, timeout=1800)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, cpu_seconds(srv.proc.pid) - c0
     r.raise_for_status()
     after = phases(requests.get(srv.url + "/metrics", timeout=10).text)
-    return {"body": r.json(), "wall": wall, "phases": {k: after[k] - before.get(k, 0.0) for k in after}}
+    return {"body": r.json(), "wall": wall, "cpu": cpu,
+            "phases": {k: after[k] - before.get(k, 0.0) for k in after}}
 
 
 class Library:
@@ -182,7 +191,7 @@ class Library:
             except Exception:  # noqa: BLE001 - no download here: the library's result stays unaligned
                 self.aligners[audio.language] = None
         model, aligner = self.models[audio.language], self.aligners[audio.language]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         samples = wx.load_audio(str(audio.wav))
         result = model.transcribe(samples, batch_size=8, language=audio.language)
         t_asr = time.perf_counter() - t0
@@ -192,7 +201,8 @@ class Library:
         df = self.diarizer(samples)
         t_diar = time.perf_counter() - t1
         result = wx.assign_word_speakers(df, result)
-        return {"result": result, "df": df, "wall": time.perf_counter() - t0, "asr": t_asr, "diarize": t_diar}
+        return {"result": result, "df": df, "wall": time.perf_counter() - t0, "cpu": time.process_time() - c0,
+                "asr": t_asr, "diarize": t_diar}
 
 
 def text_of(segments) -> str:
@@ -233,22 +243,26 @@ def main():
                 w_plain = wer(audio.text, text_of(plain["body"]["segments"]), audio.language)
                 vad = label.split(", ")[1]
                 if not any(r[0] == audio.name and r[1] == f"plain, {vad}" for r in rows):
-                    rows.append((audio.name, f"plain, {vad}", w_plain, None, None, None, dur / plain["wall"]))
+                    rows.append((audio.name, f"plain, {vad}", w_plain, None, None, None, dur / plain["wall"],
+                                 dur / (plain["cpu"] / a.threads)))
                 pair = label.startswith("words")
                 if pair and not speed:
                     lib.run(audio)   # warm-up
-                walls, lib_walls = [], []
+                walls, lib_walls, cpus, lib_cpus = [], [], [], []
                 for _ in range(a.reps):
                     res = service_request(srv, audio, True)
                     walls.append(res["wall"])
+                    cpus.append(res["cpu"])
                     if pair:
                         lr = lib.run(audio)
                         lib_walls.append(lr["wall"])
+                        lib_cpus.append(lr["cpu"])
                 segs = res["body"]["segments"]
                 w = wer(audio.text, text_of(segs), audio.language)
                 err, n = attribution_error(words_of(segs), audio.turns)
                 rel = (w - w_plain) / w_plain if w_plain else float("nan")
-                rows.append((audio.name, f"diarized, {label}", w, rel, err, n, dur / statistics.median(walls)))
+                rows.append((audio.name, f"diarized, {label}", w, rel, err, n, dur / statistics.median(walls),
+                             dur / (statistics.median(cpus) / a.threads)))
                 spent.append((audio.name, label, dur, {**res["phases"], "request": res["wall"]}))
                 print(json.dumps(rows[-1]), flush=True)
                 if lib_walls:
@@ -257,21 +271,23 @@ def main():
                     lerr, ln = attribution_error(words_of(lsegs), audio.turns)
                     if not any(r[0] == audio.name and r[1].startswith("library") for r in rows):
                         rows.append((audio.name, "library (whisperx + offline diarizer)", lw, None, lerr, ln,
-                                     dur / statistics.median(lib_walls)))
+                                     dur / statistics.median(lib_walls), dur / (statistics.median(lib_cpus) / a.threads)))
                     speed.append((audio.name, label, dur, statistics.median(walls), statistics.median(lib_walls),
+                                  statistics.median(cpus), statistics.median(lib_cpus),
                                   confusion(lr["df"], audio.turns, dur)))
         finally:
             srv.stop()
 
-    print("\n| audio | pipeline | WER | diarized vs plain | word attribution error (words) | x real time |\n"
-          "| --- | --- | --- | --- | --- | --- |")
-    for name, mode, w, rel, err, n, x in sorted(rows, key=lambda r: r[0]):
+    print("\n| audio | pipeline | WER | diarized vs plain | word attribution error (words) | x real time (wall) "
+          "| x real time (CPU / threads) |\n| --- | --- | --- | --- | --- | --- | --- |")
+    for name, mode, w, rel, err, n, x, xc in sorted(rows, key=lambda r: r[0]):
         print(f"| {name} | {mode} | {w:.3f} | {'' if rel is None else f'{rel:+.0%}'} "
-              f"| {'' if err is None else f'{err:.3f} ({n})'} | {x:.1f}x |")
-    print("\n| audio | service | seconds | service (s) | library (s) | service / library | diarizer confusion |\n"
-          "| --- | --- | --- | --- | --- | --- | --- |")
-    for name, label, dur, sv, lib_s, conf in speed:
-        print(f"| {name} | {label} | {dur:.0f} | {sv:.1f} | {lib_s:.1f} | {sv / lib_s:.2f} | {conf:.3f} |")
+              f"| {'' if err is None else f'{err:.3f} ({n})'} | {x:.1f}x | {xc:.1f}x |")
+    print("\n| audio | service | seconds | service wall (s) | library wall (s) | service / library (wall) "
+          "| service / library (CPU) | diarizer confusion |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, label, dur, sv, lib_s, cpu, lib_cpu, conf in speed:
+        print(f"| {name} | {label} | {dur:.0f} | {sv:.1f} | {lib_s:.1f} | {sv / lib_s:.2f} | {cpu / lib_cpu:.2f} "
+              f"| {conf:.3f} |")
     print("\nWhere the time goes (server phases, seconds; the HTTP request's wall time last):\n")
     keys = sorted({k for *_, p in spent for k in p if k != "request"}) + ["request"]
     print("| audio | service | " + " | ".join(keys) + " |\n|" + " --- |" * (len(keys) + 2))

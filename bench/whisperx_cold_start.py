@@ -9,10 +9,13 @@ revision whose images/ are exported to a temporary folder and run the same way, 
 seconds to /health, first answer (from the process start), warm answer, cold minus warm, and the server's own
 ``stt_startup_seconds`` phases (import, asr_model, diarizer, first_inference: seconds from the process start).
 
+``--sandbox`` measures the same through the deployed sandbox instead (nginx, the autostart proxy, the container:
+``docker compose stop`` on the sandbox host, then the request; ``--wake-delay S``: the page's wake request S seconds
+before the upload, with the deploy's ``autostart_wake_path=/_autostart/wake``).
+
 ``--evict`` also runs each revision once with the model files and the Python packages the server imports dropped
 from the page cache first (``posix_fadvise(DONTNEED)`` on this checkout's files only): what loading costs from disk.
-The container's own start (``docker compose up``) is not in these numbers: the autostart proxy measures it
-(``docker_autostart_start_duration_seconds``), and bench/full_platform.py times the whole chain on the sandbox.
+Without ``--sandbox`` the container's own start (``docker compose up``) is not in these numbers.
 Timings on a shared machine are noisy: compare the revisions within one run.
 """
 from __future__ import annotations
@@ -82,13 +85,76 @@ def one_round(root: Path, model: Path, threads: int, audio) -> dict:
         srv.stop()
 
 
+def sandbox_rounds(rounds: int, audio, wake_delay: float | None) -> list[dict]:
+    """Through the deployed sandbox (make sandbox && make deploy; SANDBOX_* names it): nginx -> autostart proxy ->
+    container. Each round stops the WhisperX compose project on the sandbox host, then sends the diarized request
+    (cold: the proxy starts the container, waits for /health, forwards), then the same warm. With ``wake_delay``,
+    the page's wake request goes first (the deploy's ``autostart_wake_path``) and the upload ``wake_delay`` seconds
+    later, as a user picking a file."""
+    from sandbox.client import NAME, base_url, http_client, secrets
+    vhost = "whisperx.sandbox.test"
+    auth = {"Authorization": f"Bearer {secrets()['WHISPER_API_KEY']}"}
+
+    def on_host(cmd: str) -> str:
+        return subprocess.run(["docker", "exec", NAME, "sh", "-c", cmd], capture_output=True, text=True,
+                              check=True).stdout
+
+    def scrape(port: int, name: str) -> dict:
+        text = on_host(f"python3 -c \"import urllib.request as u; print(u.urlopen('http://127.0.0.1:{port}/metrics')"
+                       f".read().decode())\"")
+        return {m.group(1): float(m.group(2)) for m in re.finditer(
+            rf'^{name}\{{[^}}]*?(?:phase|host)="([^"]+)"[^}}]*\}} ([0-9.e+-]+)$', text, re.M)}
+
+    out = []
+    with http_client(vhost) as http:
+        def ask() -> float:
+            t = time.perf_counter()
+            with open(audio.wav, "rb") as f:
+                r = http.post(base_url(vhost) + "/transcribe", headers=auth, files={"file": (audio.wav.name, f)},
+                              data={"language": "en", "diarize": "true"})
+            r.raise_for_status()
+            return time.perf_counter() - t
+        ask()   # the image's first run on this host (page cache, the proxy's state)
+        for _ in range(rounds):
+            on_host("cd /opt/whisperx && (docker compose stop -t 10 2>/dev/null || docker-compose stop -t 10)")
+            time.sleep(6)   # past the proxy's re-check interval: it knows the service is down
+            up_before = scrape(8890, "docker_autostart_compose_up_duration_seconds_sum")
+            t = time.perf_counter()
+            if wake_delay is not None:
+                w = http.get(base_url(vhost) + "/_autostart/wake", headers=auth)
+                assert w.status_code in (200, 202), w.text
+                time.sleep(wake_delay)
+            first = ask() + (wake_delay or 0.0)
+            warm = ask()
+            up = {k: v - up_before.get(k, 0.0) for k, v in
+                  scrape(8890, "docker_autostart_compose_up_duration_seconds_sum").items()}
+            out.append({"first": first, "warm": warm, "ready": float("nan"),
+                        "compose_up": next((v for k, v in up.items() if k.startswith("whisperx.")), float("nan")),
+                        **scrape(8002, "stt_startup_seconds")})
+            print("sandbox", {k: round(v, 2) for k, v in out[-1].items()}, flush=True)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--before", help="a git revision to measure side by side (its images/ exported)")
     ap.add_argument("--evict", action="store_true", help="also one round per revision from a cold page cache")
+    ap.add_argument("--sandbox", action="store_true", help="through the deployed sandbox: nginx, proxy, container")
+    ap.add_argument("--wake-delay", type=float, help="--sandbox: the page's wake request this long before the upload")
     a = ap.parse_args()
+    if a.sandbox:
+        audio = phone_call()
+        rs = sandbox_rounds(a.rounds, audio, a.wake_delay)
+        keys = sorted({k for r in rs for k in r})
+        med = {k: statistics.median(r[k] for r in rs) for k in keys}
+        print(f"\nthrough nginx and the proxy ({a.rounds} rounds, medians; load average {os.getloadavg()[0]:.1f}"
+              + (f"; wake request {a.wake_delay:g} s before the upload" if a.wake_delay is not None else "") + "):")
+        print(f"first answer {med['first']:.1f} s, warm {med['warm']:.1f} s, cold - warm {med['first'] - med['warm']:.1f} s;"
+              f" compose up {med['compose_up']:.1f} s; the service's start: "
+              + ", ".join(f"{k} {med[k]:.1f} s" for k in keys if k not in ("first", "warm", "ready", "compose_up")))
+        return
     from sandbox.models import base
     model, audio = base(), phone_call()
     trees = {"this checkout": ROOT}

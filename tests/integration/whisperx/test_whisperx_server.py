@@ -35,6 +35,12 @@ def test_transcribe_runbook_contract_and_wer(server, speech_wav, speech_text):
                                     for s in body["segments"] for w in s["words"])
     assert r.headers["X-Alignment"] == "unavailable"
     assert "speaker" not in body["segments"][0]
+    # where the time went, and the process's start phase by phase (seconds since it started, in order)
+    m = requests.get(server.url + "/metrics", timeout=5).text
+    for phase in ("vad", "asr", "words"):
+        assert f'stt_pipeline_seconds_total{{phase="{phase}"}}' in m, phase
+    start = {k: float(v) for k, v in re.findall(r'^stt_startup_seconds\{phase="(\w+)"\} (\S+)$', m, re.M)}
+    assert 0 < start["import"] <= start["asr_model"] <= start["first_inference"], start
 
 
 def test_openai_formats(server, speech_wav, speech_text):
