@@ -66,8 +66,11 @@ class Audio:
 
 
 def phone_call() -> Audio:
-    spec = importlib.util.find_spec("pyannote.audio")
-    folder = Path(list(spec.submodule_search_locations)[0]) / "sample"
+    spec = importlib.util.find_spec("pyannote.audio") if importlib.util.find_spec("pyannote") else None
+    if spec is not None:
+        folder = Path(list(spec.submodule_search_locations)[0]) / "sample"
+    else:   # run from the dev venv (bench/whisperx_cold_start.py --sandbox): the ML venv's copy
+        folder = next(ROOT.glob(".venv-ml/lib/python3*/site-packages/pyannote/audio/sample"))
     turns = []
     for line in (folder / "sample.rttm").read_text().splitlines():
         f = line.split()

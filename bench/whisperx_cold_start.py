@@ -1,6 +1,7 @@
 """WhisperX's cold start: the first diarized request to a server process that was not running, against a warm one.
 
-    .venv-ml/bin/python bench/whisperx_cold_start.py [--rounds 3] [--before main] [--threads 2]
+    .venv-ml/bin/python bench/whisperx_cold_start.py [--rounds 3] [--before main] [--threads 2] [--evict]
+    .venv/bin/python bench/whisperx_cold_start.py --sandbox [--rounds 3] [--wake-delay 5]   # deployed sandbox
 
 Each round starts the server from source (``base``, int8, offline diarizer, ``HF_HUB_OFFLINE=1``), waits for its
 /health as the autostart proxy does, sends the real two-person phone call that pyannote.audio's wheel ships (30 s,

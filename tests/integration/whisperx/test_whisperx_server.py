@@ -2,6 +2,7 @@
 import re
 
 import pytest
+import requests
 from transcript_wer import wer
 
 
@@ -11,7 +12,6 @@ pytestmark = pytest.mark.slow
 def test_health_and_docs(server):
     h = server.wait_ready()
     assert h["status"] == "ok" and h["diarization_backend"] == "offline" and h["compute_type"] == "int8"
-    import requests
     assert requests.get(server.url + "/docs", timeout=5).status_code == 200
     spec = requests.get(server.url + "/openapi.json", timeout=5).json()
     assert "/transcribe" in spec["paths"] and "/v1/audio/transcriptions" in spec["paths"]
