@@ -104,7 +104,6 @@ class OfflineDiarizer:
     def _warm_up(self):
         """Import the lazy modules and run each model once, so the first request is not the slow one."""
         import scipy.cluster.hierarchy  # noqa: F401
-        import sklearn.metrics  # noqa: F401
 
         noise = np.random.default_rng(0).normal(0, 0.1, SAMPLE_RATE * 2).astype(np.float32)
         self.vad.regions(noise)
@@ -260,7 +259,6 @@ class OfflineDiarizer:
         """
         from scipy.cluster.hierarchy import fcluster, linkage
         from scipy.spatial.distance import pdist, squareform
-        from sklearn.metrics import silhouette_score
 
         n = len(x)
         if n == 1:
@@ -283,7 +281,7 @@ class OfflineDiarizer:
             lab = self._fold_small(x, dur, cut(k))
             if lab.max() + 1 < 2:
                 continue
-            score = silhouette_score(square, lab, metric="precomputed")
+            score = silhouette(square, lab)
             # near-ties go to the larger count: the same-voice merge below undoes needless splits
             if score > best - p.silhouette_tie:
                 best, labels = max(best, score), lab
@@ -385,6 +383,28 @@ class OfflineDiarizer:
         for i, row in enumerate(df.itertuples(index=False)):
             ann[Segment(float(row.start), float(row.end)), i] = row.speaker
         return ann
+
+
+def silhouette(dist: np.ndarray, labels: np.ndarray) -> float:
+    """Mean silhouette coefficient over a square distance matrix (sklearn's ``silhouette_score`` with
+    ``metric="precomputed"``, whose import alone cost a cold start seconds): per point, a = mean distance to the
+    rest of its cluster, b = the lowest mean distance to another cluster, s = (b - a) / max(a, b), 0 in a cluster
+    of one. Needs 2 <= clusters <= points - 1."""
+    labels = np.asarray(labels)
+    n, k = len(labels), int(labels.max()) + 1
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    sums = np.zeros((n, k))
+    for c in range(k):
+        sums[:, c] = dist[:, labels == c].sum(axis=1)
+    own = counts[labels]
+    a = sums[np.arange(n), labels] / np.maximum(own - 1, 1)
+    other = sums / np.where(counts > 0, counts, np.inf)
+    other[np.arange(n), labels] = np.inf
+    b = other.min(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s = np.nan_to_num((b - a) / np.maximum(a, b))
+    s[own == 1] = 0.0
+    return float(s.mean())
 
 
 def _relabel(labels):

@@ -237,18 +237,22 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
                 log.error("%s", device_problem)
                 svc.fail(device_problem, code="device_unavailable")
                 return
-            # what a request needs first: the ASR model (retried with backoff until it loads: /health is 503
-            # meanwhile, 200 as soon as it works); the rest loads behind it, each phase in stt_startup_seconds
-            await cache.keep_loading_default(svc.fail, svc.recover)
-            svc.metrics.startup("asr_model")
-            # warm the diarization backend so the first diarized request does not pay for it, and say
-            # at startup (not at the first request) when the HF token or the model conditions are wrong
-            try:
-                await run_in_threadpool(engine.check_diarization)
-                svc.metrics.startup("diarizer")
-                log.info("diarization backend %s ready", engine.diarization_backend())
-            except Exception as e:  # noqa: BLE001 - diarized requests answer the same error
-                log.warning("diarization is not available: %s", getattr(e, "message", None) or e)
+            # what a request needs first, side by side: the ASR model (retried with backoff until it loads: /health
+            # is 503 meanwhile, 200 as soon as it works) and the diarization backend, warm, so that the first
+            # diarized request does not pay for it (and a wrong HF token or model conditions are said at startup);
+            # each phase's end in stt_startup_seconds
+            async def asr():
+                await cache.keep_loading_default(svc.fail, svc.recover)
+                svc.metrics.startup("asr_model")
+
+            async def diarizer():
+                try:
+                    await run_in_threadpool(engine.check_diarization)
+                    svc.metrics.startup("diarizer")
+                    log.info("diarization backend %s ready", engine.diarization_backend())
+                except Exception as e:  # noqa: BLE001 - diarized requests answer the same error
+                    log.warning("diarization is not available: %s", getattr(e, "message", None) or e)
+            await asyncio.gather(asr(), diarizer())
             try:   # alignment's sentence data: only aligned requests read it
                 from .punkt_data import ensure_punkt_tab
                 await run_in_threadpool(ensure_punkt_tab)
