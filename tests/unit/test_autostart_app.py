@@ -10,7 +10,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from docker_autostart.docker import Docker, DockerError, tail
-from docker_autostart.proxy import Autostart, permanent_problem
+from docker_autostart.proxy import Autostart
+from docker_autostart.readiness import permanent_problem
 
 CONFIG = {"services": {"Whisper.Example.test": {
     "name": "W", "composeDir": "/nonexistent", "proxyPort": 1, "blocking": True, "containers": ["w"]}},

@@ -6,7 +6,8 @@ pytest.importorskip("pydantic_settings", reason="pydantic-settings is needed by 
 
 from faster_server.settings import FasterSettings  # noqa: E402
 from stt_common.settings import GuardSettings, temperatures  # noqa: E402
-from whisperx_server.app import Settings as WhisperXSettings, _transcribe_openapi, engine_config  # noqa: E402
+from whisperx_server.forms import transcribe_openapi  # noqa: E402
+from whisperx_server.settings import Settings as WhisperXSettings, engine_config  # noqa: E402
 
 GUARDS = ("compression_ratio_threshold", "log_prob_threshold", "no_speech_threshold", "condition_on_previous_text",
           "hallucination_silence_threshold")
@@ -49,7 +50,7 @@ def test_temperature_as_the_decoders_list():
 
 
 def test_runbook_route_documents_prompt_and_temperature():
-    props = _transcribe_openapi()["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    props = transcribe_openapi()["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
     assert {"file", "model", "language", "diarize", "prompt", "temperature"} <= set(props)
     assert (props["temperature"]["minimum"], props["temperature"]["maximum"]) == (0, 1)
     assert "timestamp_granularities[]" not in props   # verbose_json is not one of its formats

@@ -8,8 +8,9 @@ pytest.importorskip("stt_common", reason="stt_common (images/common) is needed b
 
 from stt_common import APIError  # noqa: E402
 
-from whisperx_server.app import (Settings, engine_config, form_bool, form_int, openai_response,  # noqa: E402
-                                 transcribe_response)
+from whisperx_server.forms import form_bool, form_int  # noqa: E402
+from whisperx_server.responses import openai_response, transcribe_response  # noqa: E402
+from whisperx_server.settings import Settings, engine_config  # noqa: E402
 
 RESULT = {
     "segments": [

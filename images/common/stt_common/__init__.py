@@ -1,5 +1,4 @@
 """Shared API glue of the speech-to-text images (see README.md for the public API)."""
-from .app import Service, create_app
 from .auth import check_key, require_api_key
 from .errors import (APIError, bad_request, error_body, install_error_handlers, not_found, too_large,
                      unauthorized, unavailable)
@@ -15,4 +14,14 @@ from .settings import STTSettings
 from .uploads import (SAMPLE_RATE, Upload, audio_duration, audio_too_long, decode_audio, decode_audio_sync, iter_audio_chunks,
                       receive_upload, upload_limits)
 
-__all__ = [n for n in dir() if not n.startswith("_")]
+
+def __getattr__(name: str):
+    """The FastAPI app's construction (`create_app`, `Service`) is loaded by the API only: a job worker imports
+    this package without it."""
+    if name in ("Service", "create_app"):
+        from . import app
+        return getattr(app, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [n for n in dir() if not n.startswith("_")] + ["Service", "create_app"]

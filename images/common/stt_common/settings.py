@@ -33,7 +33,7 @@ class STTSettings(BaseSettings):
     max_loaded_models: int = Field(2, ge=1)             # the default included
     allow_model_downloads: bool = False                 # hub ids/catalogue names beyond the configured ones
     allow_open_access: bool = False                     # start without STT_API_KEYS (local development)
-    # asynchronous jobs (stt_common/jobs.py, POST /v1/jobs); off while redis_url is empty
+    # asynchronous jobs (stt_common/jobs/, POST /v1/jobs); off while redis_url is empty
     redis_url: str = ""                 # redis://host:port/0, rediss://... (TLS) or unix:///run/redis/redis.sock
     redis_password: str = Field("", validation_alias=AliasChoices("REDIS_PASSWORD", "STT_REDIS_PASSWORD"))
     jobs_dir: str = "/jobs"             # uploads and results of jobs (shared by the API and its workers)
@@ -49,7 +49,7 @@ class STTSettings(BaseSettings):
     webhook_secret: str = ""            # HMAC key of the callback signatures; empty = callback_url refused
     webhook_allow_private: bool = False  # callbacks to loopback/private addresses (tests, private networks)
     job_heartbeat_ttl: float = Field(60, ge=2)  # s without a heartbeat before a running job counts as abandoned
-    # worker hosts (stt_common/jobs.py): the name a job's status shows, and for a worker on another host the
+    # worker hosts (stt_common/jobs/): the name a job's status shows, and for a worker on another host the
     # front's audio URL (https://<front link address>:<port>/<service>) and the link's TLS files
     worker_name: str = ""               # empty = the container's host name
     jobs_fetch_url: str = ""            # empty = the audio is in jobs_dir (a worker on the front host)

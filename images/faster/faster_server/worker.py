@@ -3,7 +3,7 @@ with the default model loaded once and kept."""
 import logging
 import os
 
-from stt_common.jobs import run_worker
+from stt_common.jobs.worker import run_worker
 
 from .engine import cuda_devices
 from .jobs import job_spec

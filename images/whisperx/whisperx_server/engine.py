@@ -47,7 +47,7 @@ log = logging.getLogger("whisperx_server")
 
 @dataclass
 class EngineConfig:
-    """Built from the STT_* settings by ``whisperx_server.app.engine_config`` (the one environment parser)."""
+    """Built from the STT_* settings by ``whisperx_server.settings.engine_config`` (the one environment parser)."""
     default_model: str = "base"
     device: str = "cpu"
     compute_type: str = "int8"

@@ -8,10 +8,11 @@ from typing import Optional
 from stt_common import TranscriptionForm, check_language, model_languages, public_name
 from stt_common.jobs import JobContext, JobSpec
 
-from .app import (_EXTRA_DOC, OPENAI_FORMATS, Settings, form_bool, openai_model_and_diarize,
-                  form_int, openai_response, transcribe_response)
 from .audio import decode_to_memmap
 from .engine import WhisperXEngine, check_speaker_hints
+from .forms import EXTRA_DOC, OPENAI_FORMATS, form_bool, form_int, openai_model_and_diarize
+from .responses import openai_response, transcribe_response
+from .settings import Settings, engine_config
 
 # "json" is the runbook's /transcribe JSON (segments with speakers and timed words); the others as OpenAI's
 FORMATS = OPENAI_FORMATS
@@ -59,12 +60,11 @@ def job_spec(settings: Settings, engine: WhisperXEngine, cache=None) -> JobSpec:
         ensure_punkt_tab()
         engine.load_asr(None)
 
-    openapi = TranscriptionForm.openapi_body(extra_properties=_EXTRA_DOC, formats=FORMATS, stream=False)
+    openapi = TranscriptionForm.openapi_body(extra_properties=EXTRA_DOC, formats=FORMATS, stream=False)
     return JobSpec(service="whisperx", formats=FORMATS, prepare=prepare, run=run, render=render, warm=warm,
                    openapi=openapi)
 
 
 def worker_spec(settings: Optional[Settings] = None) -> tuple[JobSpec, Settings]:
-    from .app import engine_config
     settings = settings or Settings()
     return job_spec(settings, WhisperXEngine(engine_config(settings))), settings

@@ -3,10 +3,10 @@ with the default model loaded once and kept."""
 import logging
 import os
 
-from stt_common.jobs import run_worker
+from stt_common.jobs.worker import run_worker
 
-from .app import cuda_devices
 from .jobs import worker_spec
+from .settings import cuda_devices
 
 WARM_NICENESS = 10
 

@@ -1,0 +1,157 @@
+"""Starting a service: its containers checked, `compose up -d` when they are down, its readiness path polled until
+it answers; many requests share one start (Autostart's part, as a mixin)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import aiohttp
+
+from .docker import DockerError
+from .readiness import PERMANENT_BODY_LIMIT, permanent_problem, read_some
+from .state import RUNNING_STATES, PermanentProblem, ServiceState, StartError
+
+log = logging.getLogger("docker_autostart")
+
+RECHECK_INTERVAL = 5.0  # a service seen ready within this many seconds is proxied without a docker call
+READY_POLL = 0.25  # seconds between readiness probes while starting
+CONTAINER_CHECK_EVERY = 8  # readiness probes between two `docker inspect` while starting
+
+
+class Lifecycle:
+    """Needs from Autostart: docker, metrics, session (the readiness probes) and _locks (one per composeDir)."""
+
+    def _lock(self, compose_dir: str) -> asyncio.Lock:
+        lock = self._locks.get(compose_dir)
+        if lock is None:
+            lock = self._locks[compose_dir] = asyncio.Lock()
+        return lock
+
+    async def ensure_ready(self, st: ServiceState, wait: float) -> bool:
+        """True when the service is up and ready; False when still starting after `wait`
+        seconds; StartError when the start failed. Many callers share one start."""
+        if st.ready and time.monotonic() - st.verified_at < RECHECK_INTERVAL:
+            return True
+        task = st.start_task
+        if task is None or task.done():
+            task = st.start_task = asyncio.ensure_future(self._start(st))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved here
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=wait)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    async def _start(self, st: ServiceState) -> None:
+        cfg = st.cfg
+        t0 = time.monotonic()
+        deadline = t0 + cfg.max_wait
+        started = False
+        st.phase = "waiting for another start or stop in the same composeDir"
+        async with self._lock(cfg.compose_dir):
+            st.phase = "checking containers"
+            try:
+                found = await self.docker.inspect(cfg.containers)
+            except DockerError as exc:
+                raise self._fail(st, 502, f"cannot check containers: {exc}", "docker") from None
+            down = {c: s for c, (s, _) in found.items() if s not in RUNNING_STATES}
+            sig = tuple(found[c][1] for c in cfg.containers)
+            if not down and st.ready and sig == st.started_sig:
+                # still the same running containers we saw ready: no readiness probe, which a
+                # busy service might answer slowly
+                st.verified_at = time.monotonic()
+                return
+            if down:
+                st.invalidate()
+                st.stopped = False
+                self.metrics.starts.labels(host=cfg.host).inc()
+                log.info("starting host=%s (%s): %s; compose up -d in %s", cfg.host, cfg.name,
+                         ", ".join(f"{c} {s}" for c, s in down.items()), cfg.compose_dir)
+                st.phase = "compose up -d still running"
+                t_up = time.monotonic()
+                try:
+                    await self.docker.up(cfg.compose_dir)
+                except DockerError as exc:
+                    raise self._fail(st, 502, str(exc), "compose") from None
+                self.metrics.compose_up_duration.labels(host=cfg.host).observe(time.monotonic() - t_up)
+                started = True
+        st.ready = False
+        await self._wait_ready(st, deadline)
+        if started:
+            try:
+                found = await self.docker.inspect(cfg.containers)
+                sig = tuple(found[c][1] for c in cfg.containers)
+            except DockerError:
+                sig = ()
+        elapsed = time.monotonic() - t0
+        if started:
+            self.metrics.start_duration.labels(host=cfg.host).observe(elapsed)
+            log.info("ready host=%s after %.1fs", cfg.host, elapsed)
+        st.ready, st.verified_at, st.stopped, st.last_error, st.permanent = True, time.monotonic(), False, None, None
+        st.started_sig = sig
+
+    def wake(self, st: ServiceState) -> bool:
+        """Start the service in the background unless it is ready (its config's wakePath): True when ready. The
+        start counts as activity: the idle timer starts again from it."""
+        st.last_active = time.monotonic()
+        if st.ready and time.monotonic() - st.verified_at < RECHECK_INTERVAL:
+            return True
+        if not st.starting:
+            st.start_task = asyncio.ensure_future(self._start(st))
+            st.start_task.add_done_callback(lambda t: t.cancelled() or t.exception())  # reported by _start
+        return False
+
+    def _fail(self, st: ServiceState, status: int, message: str, reason: str) -> StartError:
+        st.invalidate()
+        st.last_error = message
+        self.metrics.start_failures.labels(host=st.cfg.host, reason=reason).inc()
+        log.error("start failed host=%s reason=%s: %s", st.cfg.host, reason, message)
+        return StartError(status, message, reason)
+
+    def _permanent(self, st: ServiceState, message: str) -> PermanentProblem:
+        st.invalidate()
+        st.last_error = message
+        if st.permanent != message:   # said (and counted) once, not on every request that re-checks it
+            st.permanent = message
+            self.metrics.start_failures.labels(host=st.cfg.host, reason="permanent").inc()
+            log.error("host=%s reports a permanent problem, requests go through to its own answer: %s",
+                      st.cfg.host, message)
+        return PermanentProblem(message)
+
+    async def _wait_ready(self, st: ServiceState, deadline: float) -> None:
+        cfg = st.cfg
+        path = cfg.readiness_path or "/"
+        url = f"http://127.0.0.1:{cfg.proxy_port}{path}"
+        last = "no answer yet"
+        probes = 0
+        while True:
+            try:
+                timeout = aiohttp.ClientTimeout(total=max(1.0, min(5.0, deadline - time.monotonic())))
+                async with self.session.get(url, timeout=timeout, allow_redirects=False) as resp:
+                    body = await read_some(resp.content, PERMANENT_BODY_LIMIT)
+                    if 200 <= resp.status < 300 or (cfg.readiness_path is None and resp.status < 500):
+                        return
+                    problem = permanent_problem(resp.status, resp.headers, body)
+                    if problem:
+                        raise self._permanent(st, f"{path} answered {resp.status}: {problem}")
+                    last = f"{path} answered {resp.status}"
+                st.phase = f"waiting for readiness, last: {last}"
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                last = f"{path}: {type(exc).__name__}: {exc}".rstrip(": ")
+                st.phase = f"waiting for readiness, last: {last}"
+            if time.monotonic() >= deadline:
+                raise self._fail(st, 504, f"{cfg.host} not ready within maxWait={cfg.max_wait:g}s ({last})",
+                                 "timeout")
+            probes += 1
+            if probes % CONTAINER_CHECK_EVERY == 0:
+                try:
+                    states = await self.docker.running(cfg.containers)
+                except DockerError as exc:
+                    raise self._fail(st, 502, f"cannot check containers: {exc}", "docker") from None
+                dead = {c: s for c, s in states.items() if s not in RUNNING_STATES and s != "created"}
+                if dead:
+                    raise self._fail(st, 502, "container stopped while starting: " +
+                                     ", ".join(f"{c} {s}" for c, s in dead.items()), "exited")
+            await asyncio.sleep(max(0.0, min(READY_POLL, deadline - time.monotonic())))

@@ -1,0 +1,61 @@
+"""What the proxy knows of each service (ServiceState) and how a start fails (StartError, PermanentProblem)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Optional
+
+from .config_file import ServiceConfig
+
+RUNNING_STATES = ("running", "restarting")
+
+
+class StartError(Exception):
+    def __init__(self, status: int, message: str, reason: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.reason = reason
+
+
+class PermanentProblem(StartError):
+    """The service is up and its readiness answer says it cannot become ready by waiting: requests go through
+    to it, so that the client gets the service's own answer."""
+
+    def __init__(self, message: str):
+        super().__init__(503, message, "permanent")
+
+
+class ServiceState:
+    def __init__(self, cfg: ServiceConfig):
+        self.cfg = cfg
+        self.in_flight = 0
+        self.last_active = time.monotonic()
+        self.ready = False  # seen running and answering its readiness path, containers not restarted since
+        self.verified_at = 0.0  # when `ready` was last confirmed (docker inspect)
+        self.started_sig: tuple = ()  # the containers' StartedAt when last seen ready
+        self.stopped: Optional[bool] = None  # True once we stopped it or saw it stopped
+        self.start_task: Optional[asyncio.Future] = None
+        self.last_error: Optional[str] = None
+        self.permanent: Optional[str] = None  # the permanent problem its readiness answer last reported
+        self.phase = "idle"  # what a start is doing, for the 504 message
+
+    @property
+    def starting(self) -> bool:
+        return self.start_task is not None and not self.start_task.done()
+
+    def describe(self) -> str:
+        if self.starting:
+            return "starting"
+        if self.ready:
+            return "running"
+        if self.stopped:
+            return "stopped"
+        if self.permanent:
+            return "error"
+        return "unknown"
+
+    def invalidate(self) -> None:
+        self.ready = False
+        self.verified_at = 0.0

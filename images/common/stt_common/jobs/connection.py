@@ -1,0 +1,30 @@
+"""How a process of the jobs reaches Redis and the front: the Redis connection, the link's TLS, its own name."""
+from __future__ import annotations
+
+import socket
+import ssl
+
+
+def redis_connection(settings):
+    """The Redis connection for STT_REDIS_URL (redis://, rediss:// or unix://) and STT_REDIS_PASSWORD."""
+    from redis import Redis
+
+    tls = {}
+    if settings.redis_url.startswith("rediss://"):
+        tls = {"ssl_cert_reqs": "required", "ssl_ca_certs": settings.link_ca or None,
+               "ssl_certfile": settings.link_cert or None, "ssl_keyfile": settings.link_key or None}
+    return Redis.from_url(settings.redis_url, password=settings.redis_password or None,
+                          socket_connect_timeout=5, health_check_interval=30, **tls)
+
+
+def worker_name(settings) -> str:
+    """The name a job's `worker` field and the per-host metrics show: the deploy's host name."""
+    return (getattr(settings, "worker_name", "") or socket.gethostname()).strip()
+
+
+def link_ssl_context(settings) -> ssl.SSLContext:
+    """TLS to the front over the link: its certificate checked against the link CA, ours presented."""
+    ctx = ssl.create_default_context(cafile=settings.link_ca or None)
+    if settings.link_cert:
+        ctx.load_cert_chain(settings.link_cert, settings.link_key or None)
+    return ctx

@@ -1,0 +1,179 @@
+"""The job worker: an RQ `SimpleWorker` that keeps the service's model loaded, beats its heartbeat while a job runs,
+runs RQ's scheduler under its own name (so that another worker can take over the scheduler of a dead one), and
+sweeps expired job folders. Imported by the workers' entry points only (`python -m <service>_server.worker`):
+the API process never loads it nor RQ's worker through it."""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+
+from rq import Queue
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
+from rq.scheduler import RQScheduler
+from rq.scripts import release_lock
+from rq.worker import SimpleWorker, WorkerStatus
+
+from . import runtime
+from .connection import redis_connection, worker_name
+from .keys import queue_name, webhook_queue_name
+from .spec import JobSpec
+from .store import sweep_files
+
+log = logging.getLogger("stt_common.jobs")
+
+
+class ModelWorker(SimpleWorker):
+    """Runs jobs in its own process (the model stays loaded) with a heartbeat thread, so that a job whose
+    worker died is found abandoned within STT_JOB_HEARTBEAT_TTL, not after the job's whole time limit.
+
+    What it relies on in RQ beyond its documented API is pinned in tests/unit/test_jobs_rq_surface.py."""
+
+    def __init__(self, queues, *, heartbeat_ttl: int, job_settings, service: str, **kwargs):
+        self.job_heartbeat_ttl = heartbeat_ttl
+        self.beat_every = max(0.5, heartbeat_ttl / 4)
+        self.job_settings, self.service = job_settings, service
+        self.with_named_scheduler, self.scheduler_burst = False, False
+        super().__init__(queues, **kwargs)
+
+    def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
+        return self.job_heartbeat_ttl
+
+    def execute_job(self, job, queue):
+        execution = self.prepare_execution(job)
+        stop = threading.Event()
+        ttl = self.job_heartbeat_ttl
+
+        def beat():
+            while not stop.wait(self.beat_every):
+                try:
+                    with self.connection.pipeline() as p:
+                        self.heartbeat(ttl, pipeline=p)
+                        execution.heartbeat(job.started_job_registry, ttl, p)
+                        p.execute()
+                except Exception as e:  # noqa: BLE001 - the next beat tries again
+                    log.warning("heartbeat failed: %s", e)
+
+        t = threading.Thread(target=beat, name="job-heartbeat", daemon=True)
+        t.start()
+        try:
+            self.perform_job(job, queue, execution)
+        finally:
+            stop.set()
+            t.join()
+        self.set_state(WorkerStatus.IDLE)
+
+    # ---------------------------------------------------------------- the scheduler, named after this worker
+    def work(self, burst: bool = False, logging_level=None, with_scheduler: bool = False, **kwargs):
+        """RQ's loop. With `with_scheduler`, the scheduler is ours (started in `bootstrap`, where RQ's `work`
+        would start its own right after), so RQ is told to start none."""
+        self.with_named_scheduler, self.scheduler_burst = with_scheduler, burst
+        return super().work(burst=burst, logging_level=logging_level, with_scheduler=False, **kwargs)
+
+    def bootstrap(self, logging_level="INFO", date_format=DEFAULT_LOGGING_DATE_FORMAT,
+                  log_format=DEFAULT_LOGGING_FORMAT):
+        super().bootstrap(logging_level, date_format, log_format)
+        if self.with_named_scheduler:
+            self.start_named_scheduler(logging_level, date_format, log_format)
+
+    def start_named_scheduler(self, logging_level, date_format, log_format) -> None:
+        """What RQ's `work(with_scheduler=True)` does, with the scheduler named after this worker: the name is
+        what a queue's scheduler lock holds, so another worker can tell that the scheduler holding it is gone with
+        its worker (take_over_scheduler_locks). RQ's maintenance (re)starts `self.scheduler` as it does its own."""
+        self.scheduler = RQScheduler(self.queues, connection=self.connection, logging_level=logging_level,
+                                     date_format=date_format or DEFAULT_LOGGING_DATE_FORMAT,
+                                     log_format=log_format or DEFAULT_LOGGING_FORMAT,
+                                     serializer=self.serializer, name=self.name)
+        self.scheduler.acquire_locks()
+        if self.scheduler.acquired_locks:
+            if self.scheduler_burst:
+                try:
+                    self.scheduler.register_birth()
+                    self.scheduler.enqueue_scheduled_jobs()
+                finally:
+                    self.scheduler.release_locks()
+                    self.scheduler.register_death()
+            else:
+                self.scheduler.start()
+
+    def take_over_scheduler_locks(self) -> bool:
+        """Drop a queue's scheduler lock whose worker is no longer registered (killed with its scheduler,
+        host down): RQ's maintenance below then starts our scheduler, so retries due run on time instead of
+        after the lock's 61 s. True when one was dropped."""
+        dropped = False
+        for q in self.queues:
+            key = RQScheduler.get_locking_key(q.name)
+            holder = self.connection.get(key)
+            if holder is None:
+                continue
+            holder = holder.decode()
+            if holder == self.name or self.connection.exists(self.redis_worker_namespace_prefix + holder):
+                continue
+            if release_lock(self.connection, key, holder):
+                dropped = True
+                log.info("worker %s: the scheduler of %s is gone with its worker %s: taking it over",
+                         self.name, q.name, holder)
+        return dropped
+
+    def scheduler_running(self) -> bool:
+        """Whether this worker's scheduler process is alive: the same check as RQ's own maintenance, on the
+        scheduler's process attribute (RQ has no public accessor for it; pinned in the test named above)."""
+        return self.scheduler is not None and self.scheduler._process is not None \
+            and self.scheduler._process.is_alive()
+
+    def run_maintenance_tasks(self):
+        try:
+            if self.take_over_scheduler_locks() and self.scheduler_running():
+                # our scheduler runs with the other queues' locks only and would look for more after
+                # 120 s: stopped (it releases its locks), RQ's maintenance below starts it with all of them
+                self.stop_scheduler()
+        except Exception as e:  # noqa: BLE001
+            log.warning("checking the scheduler locks failed: %s", e)
+        # back after Redis was out of reach longer than the worker's TTL (a worker host cut off, Redis
+        # restarted): RQ reconnects but its registration has expired; register again so it is seen
+        try:
+            if not self.connection.exists(self.key):
+                log.info("worker %s: registration expired while Redis was out of reach: registering again",
+                         self.name)
+                self.register_birth()
+        except Exception as e:  # noqa: BLE001
+            log.warning("re-registering the worker failed: %s", e)
+        super().run_maintenance_tasks()
+        try:
+            sweep_files(self.connection, self.job_settings, self.service)
+        except Exception as e:  # noqa: BLE001
+            log.warning("sweeping expired job files failed: %s", e)
+
+
+def run_worker(spec: JobSpec, settings, burst: bool = False) -> None:
+    """A worker for one service: keeps its model loaded, listens to the webhook queue first, then jobs."""
+    runtime.configure(spec, settings)
+    if not settings.redis_url:
+        raise SystemExit("STT_REDIS_URL is empty: a job worker needs Redis.")
+    conn = redis_connection(settings)
+    for attempt in range(60):   # Redis may still be starting (a host boot, a restart after a settings change)
+        try:
+            conn.ping()
+            break
+        except Exception as e:  # noqa: BLE001
+            if attempt == 59:
+                raise SystemExit(f"Redis at STT_REDIS_URL does not answer: {type(e).__name__}: {e}")
+            time.sleep(1)
+    os.makedirs(settings.jobs_dir, exist_ok=True)
+    if spec.warm:
+        spec.warm()
+
+    ttl = max(2, int(settings.job_heartbeat_ttl))
+    queues = [Queue(webhook_queue_name(spec.service), connection=conn),
+              Queue(queue_name(spec.service), connection=conn)]
+    if settings.jobs_fetch_url or not settings.webhook_secret:
+        queues = queues[1:]   # a worker host: webhooks are signed and sent by the front's worker
+    # maintenance runs between waits for the next job: the wait (worker_ttl - 15) must not outlast its interval
+    maintenance = max(1, ttl // 2)
+    worker = ModelWorker(queues, connection=conn, maintenance_interval=maintenance, worker_ttl=maintenance + 15,
+                         name=f"{worker_name(settings)}/{uuid.uuid4().hex[:8]}", heartbeat_ttl=ttl,
+                         job_settings=settings, service=spec.service)
+    log.info("worker %s listening on %s", worker.name, ", ".join(q.name for q in queues))
+    worker.work(burst=burst, with_scheduler=True, logging_level=os.environ.get("LOG_LEVEL", "INFO").upper())
