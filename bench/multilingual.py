@@ -89,7 +89,8 @@ def audio() -> dict:
 
 
 class Server:
-    def __init__(self, service: str, model: Path, threads: int, models_dir: Path, env: dict, root: Path = ROOT):
+    def __init__(self, service: str, model: Path, threads: int, models_dir: Path, env: dict, root: Path = ROOT,
+                 ready_timeout: float = 240):
         """``root``: the tree whose images/ code runs (another revision's, for a before/after measurement)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -103,7 +104,7 @@ class Server:
         self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{service}-", suffix=".log", delete=False)
         self.proc = subprocess.Popen([sys.executable, "-m", pkg], env=full, cwd=str(root), stdout=self.log,
                                      stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(Path(self.log.name).read_text()[-3000:])

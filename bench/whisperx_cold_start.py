@@ -69,7 +69,8 @@ def startup_phases(url: str) -> dict:
 
 def one_round(root: Path, model: Path, threads: int, audio) -> dict:
     t0 = time.perf_counter()
-    srv = Server("whisperx", model, threads, model.parent, {"STT_DIARIZATION_BACKEND": "offline"}, root=root)
+    srv = Server("whisperx", model, threads, model.parent, {"STT_DIARIZATION_BACKEND": "offline"}, root=root,
+                 ready_timeout=1200)
     ready = time.perf_counter() - t0
     try:
         def ask() -> float:
