@@ -5,8 +5,9 @@ Request handlers only see :meth:`WhisperXEngine.run` (audio in, a plain-dict res
 first use so that the module imports without them.
 
 The engine is put together from one part per responsibility: :mod:`.models` (which ASR model a name
-means, loading it), :mod:`.alignment`, :mod:`.diarization`, :mod:`.transcription` (ASR on speaker
-turns), :mod:`.windows` (where long audio is cut) and :mod:`.segments` (the client's segment shape).
+means, loading it: :mod:`.asr`), :mod:`.alignment`, :mod:`.diarization`, :mod:`.transcription` (batched ASR on
+VAD chunks or speaker turns), :mod:`.speakers` (a speaker per word, segments cut at speaker changes),
+:mod:`.windows` (where long audio is cut) and :mod:`.segments` (the client's segment shape).
 Every model it loads (ASR, alignment, diarization) lives in one :class:`stt_common.ModelCache`, the
 engine's ``cache``: one idle TTL, one list on /health.
 
