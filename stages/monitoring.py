@@ -28,9 +28,9 @@ from pyinfra import host
 from pyinfra.api import FactBase, deploy
 from pyinfra.operations import apt, files, server, systemd
 
-from stages import link, monitoring_config as mc
+from stages import apt_sources, link, monitoring_config as mc
 from stages.ops import CommandSucceeds, RawFile, secret_file
-from stages.settings import Platform
+from stages.settings import REPO, GroupDataError, Platform
 from stages.signals import changed, reload_unit, restart_unit
 
 PACKAGES = ["prometheus", "prometheus-alertmanager", "prometheus-node-exporter", "prometheus-blackbox-exporter",
@@ -212,6 +212,39 @@ def monitoring(p: Platform, secrets: dict):
                 "its scrape jobs or rules changed")
     for package in wanted:
         systemd.service(name=f"{package} running and enabled", service=package, running=True, enabled=True)
+    if p.grafana_apt_repo:
+        grafana(p)
+
+
+GRAFANA_KEYRING = "/usr/share/keyrings/whisper-platform-grafana.asc"
+GRAFANA_SOURCE = "/etc/apt/sources.list.d/whisper-platform-grafana.list"
+GRAFANA_DROPIN = "/etc/systemd/system/grafana-server.service.d/whisper-platform.conf"
+
+
+def grafana(p: Platform):
+    """Grafana from its own apt repository (`grafana_apt_repo`, signed by `grafana_apt_key`), on loopback under
+    monitor.<domain>/grafana/, with our Prometheus as a data source and the dashboards of dashboards/."""
+    problem = apt_sources.key_file_problem("grafana_apt_repo", "grafana_apt_key", p.grafana_apt_key.strip())
+    if problem:
+        raise GroupDataError("grafana_apt_key", problem)
+    source = apt_sources.signed_source("Grafana", p.grafana_apt_repo, p.grafana_apt_key.strip(), GRAFANA_KEYRING,
+                                       GRAFANA_SOURCE)
+    dropin = files.put(name="Grafana: loopback, under /grafana/, read-only viewers, no calls home",
+                       src=_text(mc.render_grafana_dropin(p)), dest=GRAFANA_DROPIN, mode="644")
+    provisioning = [
+        files.put(name="Grafana: our Prometheus as a data source", src=_text(mc.render_grafana_datasource(p)),
+                  dest="/etc/grafana/provisioning/datasources/whisper-platform.yaml", mode="644"),
+        files.put(name="Grafana: the dashboards folder", src=_text(mc.render_grafana_dashboards()),
+                  dest="/etc/grafana/provisioning/dashboards/whisper-platform.yaml", mode="644"),
+        files.sync(name="Grafana: the dashboards (dashboards/*.json)", src=str(REPO / "dashboards"),
+                   dest=mc.GRAFANA_DASHBOARDS, delete=True, exclude=["*.md"]),
+    ]
+    install = apt.packages(name="Install Grafana", packages=["grafana"], no_recommends=True,
+                           _env={"DEBIAN_FRONTEND": "noninteractive"})
+    systemd.daemon_reload(name="systemd daemon-reload (Grafana's drop-in changed)", _if=changed(dropin))
+    restart_unit("grafana-server", changed(install, dropin, *provisioning, *source),
+                 "its package, settings or dashboards changed", enable=True)
+    systemd.service(name="grafana-server running and enabled", service="grafana-server", running=True, enabled=True)
 
 
 def _foreign(path: str):

@@ -260,3 +260,38 @@ def extend_config(text: str, scrape_jobs: str, alertmanager_port: int) -> str:
             item = indent + "  "
         lines = lines[:managers + 1] + _block(ours, item) + lines[managers + 1:]
     return "".join(lines)
+
+
+# --- Grafana, where grafana_apt_repo is set -------------------------------------------------------
+GRAFANA_DASHBOARDS = "/var/lib/grafana/dashboards/whisper-platform"
+GRAFANA_DATASOURCE_UID = "whisper-prometheus"   # what dashboards/*.json name as their data source
+
+
+def render_grafana_datasource(p: Platform) -> str:
+    return (f"# {MARKER}: the monitoring stage's Prometheus for Grafana\n"
+            "apiVersion: 1\ndatasources:\n"
+            f"  - name: whisper-platform Prometheus\n    uid: {GRAFANA_DATASOURCE_UID}\n    type: prometheus\n"
+            f"    access: proxy\n    url: http://127.0.0.1:{p.prometheus_port}/prometheus\n    isDefault: false\n"
+            "    editable: false\n")
+
+
+def render_grafana_dashboards() -> str:
+    return (f"# {MARKER}: the dashboards of the repository's dashboards/ folder\n"
+            "apiVersion: 1\nproviders:\n  - name: whisper-platform\n    folder: whisper-platform\n"
+            "    type: file\n    disableDeletion: true\n    allowUiUpdates: false\n"
+            f"    options:\n      path: {GRAFANA_DASHBOARDS}\n")
+
+
+def render_grafana_dropin(p: Platform) -> str:
+    """grafana-server's settings, as environment (its grafana.ini stays the package's): loopback, under
+    /grafana/ of the monitor vhost, read-only for whoever passed nginx's basic auth, no calls home."""
+    env = {
+        "GF_SERVER_HTTP_ADDR": "127.0.0.1", "GF_SERVER_HTTP_PORT": str(p.grafana_port),
+        "GF_SERVER_ROOT_URL": f"https://{p.monitor_vhost}/grafana/", "GF_SERVER_SERVE_FROM_SUB_PATH": "true",
+        "GF_AUTH_ANONYMOUS_ENABLED": "true", "GF_AUTH_ANONYMOUS_ORG_ROLE": "Viewer",
+        "GF_AUTH_DISABLE_LOGIN_FORM": "true", "GF_ANALYTICS_REPORTING_ENABLED": "false",
+        "GF_ANALYTICS_CHECK_FOR_UPDATES": "false", "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES": "false",
+        "GF_NEWS_NEWS_FEED_ENABLED": "false",
+    }
+    return (f"# {MARKER}: stages/monitoring.py\n[Service]\n"
+            + "".join(f"Environment={k}={v}\n" for k, v in env.items()))

@@ -108,8 +108,8 @@ def test_every_monitoring_listener_is_on_loopback(deployed):
     assert ssh("stat -c '%a %U' /etc/whisper-platform/redis-exporter.env").stdout.split() == ["600", "root"]
 
 
-def test_a_second_deploy_keeps_prometheus_and_its_data(deployed):
-    # the session's first deploy installed it; the retention and listen flags are ours
+def test_prometheus_runs_with_our_bounded_retention(deployed):
+    # a fresh host: the Prometheus is ours, with retention bounded by time and by size
     args = ssh("cat /etc/default/prometheus").stdout
     assert "--storage.tsdb.retention.time=15d" in args and "--storage.tsdb.retention.size=512MB" in args
     assert "--web.listen-address=127.0.0.1:9090" in args

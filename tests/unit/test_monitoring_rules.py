@@ -7,7 +7,9 @@ them (sandbox/ensure-promtool.sh). Without them these tests fail, saying so: the
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -218,3 +220,41 @@ def test_the_extended_debian_config_passes_promtool(tmp_path):
     (tmp_path / "prometheus.yml").write_text(extended.replace(mc.RULES_FILE, str(rules)))
     res = run(tool("promtool"), "check", "config", str(tmp_path / "prometheus.yml"))
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+# --- Grafana ---------------------------------------------------------------------------------------
+PROMQL_WORDS = {"sum", "by", "rate", "increase", "histogram_quantile", "time", "without", "max", "on", "and", "or",
+                "unless", "le", "job", "instance", "route", "task", "host", "code", "service", "container", "vhost",
+                "alertstate", "platform", "whisper_holds", "mountpoint"}
+KNOWN_PREFIXES = ("docker_autostart_", "stt_", "node_", "redis_", "probe_", "ALERTS")
+
+
+def test_dashboards_read_only_series_that_exist():
+    """Every panel reads our Prometheus (the provisioned data source) and series that our scrape jobs or recording
+    rules produce: a renamed metric breaks this test, not the dashboard in front of the operator."""
+    recorded = {r["record"] for g in yaml.safe_load(mc.render_rules(platform(), ["x"]))["groups"]
+                for r in g["rules"] if "record" in r}
+    for path in (HERE.parents[1] / "dashboards").glob("*.json"):
+        board = json.loads(path.read_text())
+        panels = [p for p in board["panels"] if p["type"] != "row"]
+        assert len(panels) >= 8, path
+        for panel in panels:
+            assert panel["datasource"]["uid"] == mc.GRAFANA_DATASOURCE_UID, panel["title"]
+            for target in panel["targets"]:
+                expr = re.sub(r'"[^"]*"|\[[0-9a-z]+\]', '""', target["expr"])   # no strings, no ranges
+                for name in set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", expr)) - PROMQL_WORDS:
+                    assert name in recorded or name.startswith(KNOWN_PREFIXES), (path.name, panel["title"], name)
+        titles = " ".join(p["title"].lower() for p in panels)
+        for topic in ("requests", "latency", "queue", "real time", "memory", "disk", "certificate", "alerts"):
+            assert topic in titles, topic
+
+
+def test_grafana_is_provisioned_on_loopback_under_the_monitor_vhost():
+    p = platform(grafana_apt_repo="https://packages.example/deb stable main")
+    dropin = mc.render_grafana_dropin(p)
+    assert "Environment=GF_SERVER_HTTP_ADDR=127.0.0.1" in dropin
+    assert "Environment=GF_SERVER_ROOT_URL=https://monitor.srv759970.hstgr.cloud/grafana/" in dropin
+    assert "Environment=GF_AUTH_ANONYMOUS_ORG_ROLE=Viewer" in dropin
+    source = yaml.safe_load(mc.render_grafana_datasource(p))["datasources"][0]
+    assert source["uid"] == mc.GRAFANA_DATASOURCE_UID and source["url"] == "http://127.0.0.1:9090/prometheus"
+    assert yaml.safe_load(mc.render_grafana_dashboards())["providers"][0]["options"]["path"] == mc.GRAFANA_DASHBOARDS
