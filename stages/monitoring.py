@@ -55,9 +55,8 @@ class PrometheusSetup(FactBase):
     """Whose Prometheus this is: {"installed", "defaults" (absent|debian|ours|host), "config" (the file it reads),
     "config_state" (absent|debian|ours|host)}."""
 
-    def command(self):
-        return r"""
-d=/etc/default/prometheus
+    def command(self, defaults: str = "/etc/default/prometheus"):
+        return f"d={shlex.quote(defaults)}\n" + r"""
 if dpkg-query -W -f='${Status}' prometheus 2>/dev/null | grep -q 'install ok installed'; then echo installed=yes; else echo installed=no; fi
 if [ ! -f $d ]; then echo defaults=absent
 elif grep -q 'whisper-platform' $d; then echo defaults=ours
