@@ -211,6 +211,9 @@ def monitoring(p: Platform, secrets: dict):
                 "its scrape jobs or rules changed")
     for package in wanted:
         systemd.service(name=f"{package} running and enabled", service=package, running=True, enabled=True)
+    if not p.jobs_enabled:   # no Redis to read any more: our exporter of it stops (its package stays)
+        server.shell(name=f"{REDIS_EXPORTER} stopped (jobs_enabled False)",
+                     commands=[f"systemctl disable --now {REDIS_EXPORTER}"], _if=_running_ours(REDIS_EXPORTER))
     if p.grafana_apt_repo:
         grafana(p)
 
@@ -311,6 +314,13 @@ def remove_monitoring(p: Platform):
         f"rm -rf {mc.MON_DIR} {REDIS_EXPORTER_ENV} {REDIS_EXPORTER_DROPIN} {mc.targets_file(p)}",
         "systemctl daemon-reload",
     ])
+
+
+def _running_ours(package: str):
+    """An `_if=`: the unit runs with our command line."""
+    running = host.get_fact(CommandSucceeds, command=(f"systemctl is-active --quiet {package} && "
+                                                      f"grep -q 'whisper-platform' {DEFAULTS}/{package}"))
+    return lambda: running
 
 
 def _ours(path: str):
