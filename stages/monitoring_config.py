@@ -138,14 +138,14 @@ def command_lines(p: Platform, own_prometheus: bool) -> dict[str, str]:
             f"--config.file={BLACKBOX_CONFIG}", f"--web.listen-address=127.0.0.1:{p.blackbox_exporter_port}",
         ],
         "prometheus-nginx-exporter": [
-            f"-nginx.scrape-uri=http://127.0.0.1:{p.nginx_status_port}/stub_status",
-            f"-web.listen-address=127.0.0.1:{p.nginx_exporter_port}",
+            f"--nginx.scrape-uri=http://127.0.0.1:{p.nginx_status_port}/stub_status",
+            f"--web.listen-address=127.0.0.1:{p.nginx_exporter_port}",
         ],
     }
     if p.jobs_enabled:
         args["prometheus-redis-exporter"] = [
-            f"-redis.addr=unix://{REDIS_SOCKET}", f"-web.listen-address=127.0.0.1:{p.redis_exporter_port}",
-            f"-script={JOBS_SCRIPT}",
+            f"--redis.addr=unix://{REDIS_SOCKET}", f"--web.listen-address=127.0.0.1:{p.redis_exporter_port}",
+            f"--script={JOBS_SCRIPT}",
         ]
     if own_prometheus:
         args["prometheus"] = [
