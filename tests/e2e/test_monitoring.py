@@ -122,8 +122,10 @@ def test_scraping_never_starts_a_stopped_service(deployed):
     while time.monotonic() < deadline and "8001" in ssh("cat /var/lib/whisper-platform/monitoring/services.json").stdout:
         time.sleep(1)
     assert "8001" not in ssh("cat /var/lib/whisper-platform/monitoring/services.json").stdout
-    time.sleep(20)   # four scrape intervals of the sandbox's 5 s
-    assert ssh("docker inspect -f '{{.State.Running}}' faster-whisper").stdout.strip() == "false"
+    time.sleep(15)   # three scrape intervals of the sandbox's 5 s
+    # stopped, or never started on a fresh host: either way not running
+    running = ssh("docker inspect -f '{{.State.Running}}' faster-whisper 2>/dev/null || echo absent").stdout.strip()
+    assert running in ("false", "absent")
     assert _starts() == starts
     # the queues are still watched: Redis, not the stopped service, answers for them
     assert "faster" in [r["metric"]["service"] for r in prometheus("whisper_jobs_queued")]
