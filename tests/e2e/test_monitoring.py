@@ -199,13 +199,19 @@ def test_the_monitoring_page_in_chromium(deployed):
     assert page["status"] == 200 and "access-control-allow-origin" not in page["headers"]
     assert curl(MONITOR, "/alertmanager/", "-u", f"{user}:{password}")["status"] == 200
 
+    # the faster service running (a request wakes it), so that the page shows it scraped too
+    assert curl("whisper.sandbox.test", "/health", "-u", f"{user}:{password}")["status"] == 200
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not prometheus('up{job="whisper_services"} == 1'):
+        time.sleep(2)
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTEFACTS / "monitoring-targets.png"
     url = f"https://{user}:{password}@{MONITOR}:{HTTPS_PORT}{targets}"
     common = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--ignore-certificate-errors",
-              f"--host-resolver-rules=MAP {MONITOR} 127.0.0.1", "--window-size=1400,1800"]
+              f"--host-resolver-rules=MAP {MONITOR} 127.0.0.1", "--window-size=1400,1800",
+              "--virtual-time-budget=20000", "--run-all-compositor-stages-before-draw"]   # its styles loaded
     dom = subprocess.run(common + ["--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
-    # every job up, the services' too: the worker test before this one woke the faster service
+    # every job up, the running service's too
     for job in ("whisper_autostart", "whisper_node", "whisper_redis", "whisper_nginx", "whisper_alertmanager",
                 "whisper_tls", "whisper_prometheus", "whisper_services", "whisper_health"):
         assert re.search(rf"{job}\s*\(\d+/\d+ up\)", dom), (job, dom[:3000])
