@@ -29,7 +29,7 @@ from pyinfra.api import FactBase, deploy
 from pyinfra.operations import apt, files, server, systemd
 
 from stages import apt_sources, link, monitoring_config as mc
-from stages.ops import CommandSucceeds, RawFile, secret_file
+from stages.ops import CommandSucceeds, RawFile, secret_file, text_file
 from stages.settings import REPO, GroupDataError, Platform
 from stages.signals import changed, reload_unit, restart_unit
 
@@ -123,18 +123,22 @@ def monitoring(p: Platform, secrets: dict):
 
     # our configs and command lines first: the packages' first start (their postinst) already reads them, so
     # no unit ever listens beyond loopback, not even for a moment (apt keeps a config file that exists: confold)
+    lines = mc.command_lines(p, own_prometheus=not extend)
+    # every small file below is checked with one command (text_file's batch), not two or three each
+    batch = tuple([mc.RULES_FILE, mc.BLACKBOX_CONFIG, mc.ALERTMANAGER_CONFIG]
+                  + ([mc.JOBS_SCRIPT, REDIS_EXPORTER_DROPIN] if p.jobs_enabled else [])
+                  + ([] if extend else [mc.PROMETHEUS_CONFIG]) + [f"{DEFAULTS}/{package}" for package in lines])
     files.directory(name="Monitoring state folder", path=f"{p.state_dir}/monitoring", mode="755")
-    files.directory(name=f"Monitoring config folder {mc.MON_DIR}", path=mc.MON_DIR, mode="755")
-    rules = files.put(name="Alert and recording rules", dest=mc.RULES_FILE, mode="644",
-                      src=_text(mc.render_rules(p, [w.name for w in link.worker_hosts()])))
-    blackbox = files.put(name="blackbox_exporter probes (TLS of our vhosts, the services' /health)",
-                         src=_text(mc.render_blackbox(p)), dest=mc.BLACKBOX_CONFIG, mode="644")
-    alertmanager = files.put(name="Alertmanager routes and receivers", src=_text(mc.render_alertmanager(p)),
-                             dest=mc.ALERTMANAGER_CONFIG, mode="644")
+    rules = text_file(name="Alert and recording rules", path=mc.RULES_FILE, batch=batch,
+                      content=mc.render_rules(p, [w.name for w in link.worker_hosts()]))
+    blackbox = text_file(name="blackbox_exporter probes (TLS of our vhosts, the services' /health)",
+                         content=mc.render_blackbox(p), path=mc.BLACKBOX_CONFIG, batch=batch)
+    alertmanager = text_file(name="Alertmanager routes and receivers", content=mc.render_alertmanager(p),
+                             path=mc.ALERTMANAGER_CONFIG, batch=batch)
     jobs_script = None
     if p.jobs_enabled:
-        jobs_script = files.put(name="The job queues as metrics (Lua, run by the Redis exporter)",
-                                src=_text(mc.render_jobs_script(p)), dest=mc.JOBS_SCRIPT, mode="644")
+        jobs_script = text_file(name="The job queues as metrics (Lua, run by the Redis exporter)",
+                                content=mc.render_jobs_script(p), path=mc.JOBS_SCRIPT, batch=batch)
     # the services the autostart proxy reports running (it rewrites this file; an empty list until then)
     targets = mc.targets_file(p)
     targets_present = host.get_fact(CommandSucceeds, command=f"test -f {q(targets)}")
@@ -144,16 +148,18 @@ def monitoring(p: Platform, secrets: dict):
     scrape_jobs = mc.render_scrape_jobs(p, mounts)
     config = None
     if not extend:
-        config = files.put(name="Prometheus config (ours: no Prometheus of the host's own)",
-                           src=_text(mc.render_prometheus(p, scrape_jobs)), dest=mc.PROMETHEUS_CONFIG, mode="644")
+        config = text_file(name="Prometheus config (ours: no Prometheus of the host's own)", batch=batch,
+                           content=mc.render_prometheus(p, scrape_jobs), path=mc.PROMETHEUS_CONFIG)
     defaults = {}
     backup = f"{p.takeover_backup_dir}/monitoring"
-    for package, args in mc.command_lines(p, own_prometheus=not extend).items():
+    foreign = host.get_fact(ForeignDefaults, paths=tuple(f"{DEFAULTS}/{package}" for package in lines))
+    for package, args in lines.items():
         path = f"{DEFAULTS}/{package}"
-        server.shell(name=f"Keep the host's own {path} in {backup}",
-                     commands=[f"install -d -m 700 {backup}", f"cp -a {path} {backup}/"], _if=_foreign(path))
-        defaults[package] = files.put(name=f"{package}: command line (loopback)", dest=path, mode="644",
-                                      src=_text(mc.render_defaults(package, args)))
+        if path in foreign:
+            server.shell(name=f"Keep the host's own {path} in {backup}",
+                         commands=[f"install -d -m 700 {backup}", f"cp -a {path} {backup}/"])
+        defaults[package] = text_file(name=f"{package}: command line (loopback)", path=path, batch=batch,
+                                      content=mc.render_defaults(package, args))
     redis_env = dropin = None
     if p.jobs_enabled:
         # the exporter's password: only REDIS_PASSWORD, copied from the host's secret file (root 0600)
@@ -165,10 +171,10 @@ def monitoring(p: Platform, secrets: dict):
             commands=[f"(umask 077; grep '^REDIS_PASSWORD=' {q(p.jobs_env_file)} > {REDIS_EXPORTER_ENV}.new) "
                       f"&& mv {REDIS_EXPORTER_ENV}.new {REDIS_EXPORTER_ENV}"],
             _if=lambda: not redis_env_current)
-        dropin = files.put(name="Redis exporter: its password file, after Redis", dest=REDIS_EXPORTER_DROPIN,
-                           src=_text("# Managed by pyinfra (whisper-platform): stages/monitoring.py\n[Unit]\n"
-                                     "After=redis-server.service\n[Service]\n"
-                                     f"EnvironmentFile={REDIS_EXPORTER_ENV}\n"), mode="644")
+        dropin = text_file(name="Redis exporter: its password file, after Redis", path=REDIS_EXPORTER_DROPIN,
+                           content="# Managed by pyinfra (whisper-platform): stages/monitoring.py\n[Unit]\n"
+                                   "After=redis-server.service\n[Service]\n"
+                                   f"EnvironmentFile={REDIS_EXPORTER_ENV}\n", batch=batch)
     systemd.daemon_reload(name="systemd daemon-reload (Redis exporter drop-in changed)", _if=changed(dropin))
 
     # remembered before the install: only what this deploy added leaves with monitoring_enabled False
@@ -198,7 +204,7 @@ def monitoring(p: Platform, secrets: dict):
 
     # restarts (stages/signals.py): a unit whose package, command line or own settings changed restarts;
     # Prometheus and Alertmanager reload for a config change alone
-    for package in mc.command_lines(p, own_prometheus=not extend):
+    for package in lines:
         triggers = [install, defaults[package]]
         if package == "prometheus-blackbox-exporter":
             triggers.append(blackbox)
@@ -249,12 +255,22 @@ def grafana(p: Platform):
     systemd.service(name="grafana-server running and enabled", service="grafana-server", running=True, enabled=True)
 
 
-def _foreign(path: str):
-    """An `_if=`: the file exists, is not ours and says more than Debian's empty ARGS."""
-    present = host.get_fact(CommandSucceeds, command=(
-        f"test -f {path} && ! grep -q 'whisper-platform' {path} && "
-        f"grep -v '^[[:space:]]*#' {path} | grep -v '^[[:space:]]*$' | grep -qv '^ARGS=\"\"$'"))
-    return lambda: present
+class ForeignDefaults(FactBase):
+    """Those of `paths` (/etc/default files) that are the host's own: present, without our marker, and saying more
+    than Debian's empty ARGS (kept in the backup folder before ours replaces them)."""
+
+    @staticmethod
+    def default():
+        return set()
+
+    def command(self, paths):
+        quoted = " ".join(shlex.quote(p) for p in paths)
+        return (f"for f in {quoted}; do if [ -f \"$f\" ] && ! grep -q whisper-platform \"$f\" && "
+                "grep -v '^[[:space:]]*#' \"$f\" | grep -v '^[[:space:]]*$' | grep -qv '^ARGS=\"\"$'; "
+                "then echo \"$f\"; fi; done")
+
+    def process(self, output):
+        return {line.strip() for line in output if line.strip()}
 
 
 def _extend_host_config(p: Platform, setup: dict, scrape_jobs: str):

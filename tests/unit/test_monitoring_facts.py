@@ -73,3 +73,27 @@ def test_watched_mounts_name_what_each_filesystem_holds():
     assert watched_mounts(p, mounts.get) == [("/", "/var/lib/whisper-platform/jobs"),
                                             ("/var/lib/docker", "/var/lib/docker")]
     assert watched_mounts(p, lambda path: "/") == [("/", "/var/lib/whisper-platform/jobs, /var/lib/docker")]
+
+
+def test_file_states_answers_for_many_files_in_one_command(tmp_path):
+    import hashlib
+
+    from stages.ops import FileStates
+    (tmp_path / "a.yml").write_text("a: 1\n")
+    (tmp_path / "with space").write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "a.yml")
+    paths = (str(tmp_path / "a.yml"), str(tmp_path / "with space"), str(tmp_path / "missing"), str(tmp_path / "link"))
+    states = run_fact(FileStates(), paths=paths)
+    assert set(states) == {paths[0], paths[1]}   # absent files and links are not files to compare
+    assert states[paths[0]]["sha256"] == hashlib.sha256(b"a: 1\n").hexdigest()
+    assert states[paths[0]]["mode"] == format((tmp_path / "a.yml").stat().st_mode & 0o777, "o")
+
+
+def test_foreign_defaults_are_the_hosts_own_only(tmp_path):
+    from stages.monitoring import ForeignDefaults
+    files = {"debian": DEBIAN_DEFAULTS, "ours": "# Managed by pyinfra (whisper-platform)\nARGS=\"--x\"\n",
+             "host": 'ARGS="--web.listen-address=:9100"\n'}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    paths = tuple(str(tmp_path / n) for n in (*files, "absent"))
+    assert run_fact(ForeignDefaults(), paths=paths) == {str(tmp_path / "host")}
