@@ -171,10 +171,13 @@ def monitoring(p: Platform, secrets: dict):
             commands=[f"(umask 077; grep '^REDIS_PASSWORD=' {q(p.jobs_env_file)} > {REDIS_EXPORTER_ENV}.new) "
                       f"&& mv {REDIS_EXPORTER_ENV}.new {REDIS_EXPORTER_ENV}"],
             _if=lambda: not redis_env_current)
-        dropin = text_file(name="Redis exporter: its password file, after Redis", path=REDIS_EXPORTER_DROPIN,
+        # the services' group: Redis's unix socket is theirs (the only local way in while worker hosts turn the
+        # plain port off)
+        dropin = text_file(name="Redis exporter: its password file, the socket's group, after Redis",
+                           path=REDIS_EXPORTER_DROPIN, batch=batch,
                            content="# Managed by pyinfra (whisper-platform): stages/monitoring.py\n[Unit]\n"
                                    "After=redis-server.service\n[Service]\n"
-                                   f"EnvironmentFile={REDIS_EXPORTER_ENV}\n", batch=batch)
+                                   f"EnvironmentFile={REDIS_EXPORTER_ENV}\nSupplementaryGroups={p.app_user}\n")
     systemd.daemon_reload(name="systemd daemon-reload (Redis exporter drop-in changed)", _if=changed(dropin))
 
     # remembered before the install: only what this deploy added leaves with monitoring_enabled False
