@@ -207,16 +207,19 @@ def monitoring(p: Platform, secrets: dict):
 
     # restarts (stages/signals.py): a unit whose package, command line or own settings changed restarts;
     # Prometheus and Alertmanager reload for a config change alone
+    restarts = {}
     for package in lines:
         triggers = [install, defaults[package]]
         if package == "prometheus-blackbox-exporter":
             triggers.append(blackbox)
         if package == REDIS_EXPORTER:
             triggers += [redis_env, dropin, jobs_script]
-        restart_unit(package, changed(*triggers), "its package, command line or settings changed", enable=True)
-    reload_unit("prometheus-alertmanager", changed(alertmanager, smtp, unless=(install, defaults["prometheus-alertmanager"])),
+        restarts[package] = restart_unit(package, changed(*triggers), "its package, command line or settings changed",
+                                         enable=True)
+    # a restart reads the new config already; a host's own Prometheus is never restarted, only reloaded
+    reload_unit("prometheus-alertmanager", changed(alertmanager, smtp, unless=restarts["prometheus-alertmanager"]),
                 "its routes or receivers changed")
-    reload_unit("prometheus", changed(rules, config, unless=(install, defaults.get("prometheus"))),
+    reload_unit("prometheus", changed(rules, config, unless=restarts.get("prometheus")),
                 "its scrape jobs or rules changed")
     for package in wanted:
         systemd.service(name=f"{package} running and enabled", service=package, running=True, enabled=True)
