@@ -74,7 +74,7 @@ def render_scrape_jobs(p: Platform, watched_mounts: list[tuple[str, str]]) -> st
         blackbox_port=p.blackbox_exporter_port, vhosts=vhosts(p), https_port=p.https_listen_port,
         node_port=p.node_exporter_port, watched_mounts=watched_mounts, jobs_enabled=p.jobs_enabled,
         redis_exporter_port=p.redis_exporter_port, nginx_exporter_port=p.nginx_exporter_port,
-        alertmanager_port=p.alertmanager_port,
+        alertmanager_port=p.alertmanager_port, autostart_ours=p.autostart_install,
     )
 
 

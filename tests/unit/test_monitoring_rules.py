@@ -113,6 +113,14 @@ def test_scrape_targets_are_loopback_ports_never_a_vhost_or_the_proxys_routing()
         "tls_config"]["insecure_skip_verify"] is True
 
 
+def test_a_hosts_own_proxy_is_not_scraped():
+    """autostart_install False keeps the runbook's Node proxy, which has no /metrics: no job for it (no false
+    AutostartProxyDown), and no file of running services either."""
+    names = [j["job_name"] for j in yaml.safe_load(mc.render_scrape_jobs(platform(autostart_install=False), [("/", "x")]))]
+    assert "whisper_autostart" not in names and "whisper_node" in names
+    assert "whisper_autostart" in [j["job_name"] for j in yaml.safe_load(mc.render_scrape_jobs(platform(), [("/", "x")]))]
+
+
 def test_every_listener_is_on_loopback_and_retention_is_bounded():
     lines = mc.command_lines(platform(), own_prometheus=True)
     for package, args in lines.items():
