@@ -15,7 +15,7 @@ export WHISPER_WHEELHOUSE := $(WHEELHOUSE)
 # the integration folders that need the ML environment (the unit tier needs neither it nor Docker)
 ML_INTEGRATION := $(wildcard tests/integration/whisperx tests/integration/diarize)
 
-.PHONY: venv venv-ml lock wheelhouse docker base-images sandbox sandbox-brownfield sandbox-down deploy demo test test-unit test-integration \
+.PHONY: venv venv-ml lock wheelhouse docker promtool chromium base-images sandbox sandbox-brownfield sandbox-down deploy demo test test-unit test-integration \
         test-e2e run-faster run-whisperx bench clean
 
 # every environment installs from its lock file (README, "Lock files"); `make lock` rewrites them
@@ -97,8 +97,17 @@ deploy: venv
 demo: sandbox deploy
 	$(VPY) -m sandbox.demo
 
-# seconds, with the dev venv only: no Docker, no torch, no espeak-ng, no model
-test-unit: venv
+# promtool and amtool (Debian's prometheus packages, unpacked, never installed as services) for the alert rule tests
+promtool:
+	bash sandbox/ensure-promtool.sh
+
+# headless Chromium (Debian's) for the e2e test that looks at the monitoring page
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && \
+	  apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; }
+
+# seconds, with the dev venv only (and promtool): no Docker, no torch, no espeak-ng, no model
+test-unit: venv promtool
 	$(PYTEST) tests/unit
 
 # `docker` also installs espeak-ng and sox, which the test-data generators (tests/integration/testdata) speak with
@@ -109,7 +118,7 @@ test-integration: venv venv-ml docker base-images
 # the e2e tier rebuilds the sandbox from scratch itself (SANDBOX_REUSE=1 keeps a running one); then the
 # brownfield host replaces it (same ports) for the takeover tests. test_multihost.py adds a worker host
 # (SANDBOX_WORKER_NAME, default <sandbox name>-w1; SSH on 127.0.0.1:SANDBOX_WORKER_SSH_PORT, default 2233)
-test-e2e: venv base-images
+test-e2e: venv base-images chromium
 	$(PYTEST) tests/e2e --ignore=tests/e2e/test_brownfield.py
 	$(PYTEST) tests/e2e/test_brownfield.py
 

@@ -6,8 +6,8 @@
 
 from pyinfra import host
 
-from stages import (autostart, compose_projects, gpu, images, link, model_store, packages, redis, secrets_env, web,
-                    workers)
+from stages import (autostart, compose_projects, gpu, images, link, model_store, monitoring, packages, redis, secrets_env,
+                    web, workers)
 from stages.settings import Platform
 
 if "workers" in host.groups:
@@ -44,6 +44,7 @@ else:
     web.certificates(platform)
     web.nginx_vhosts(platform, secrets)
     autostart.autostart_proxy(platform)
+    monitoring.monitoring(platform, secrets)   # Prometheus, Alertmanager, exporters (monitoring_enabled False: removed)
     # services turned off (enabled False) that an earlier run put here: containers down, last, once
     # nginx and the proxy no longer route to them (image, .env and models kept)
     compose_projects.retire_services(platform)

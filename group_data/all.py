@@ -167,3 +167,49 @@ nginx_backup_dir = "/var/backups/whisper-platform/nginx"
 takeover_backup_dir = "/var/backups/whisper-platform/projects"
 app_uid = 10001  # the services' non-root user inside the images (images/README.md)
 app_user = "whisper-app"  # its name on the host
+
+# --- monitoring (stages/monitoring.py, docs/monitoring.md) -----------------------------------
+# Prometheus, Alertmanager and exporters from the OS packages, every listener on loopback; a Prometheus the host
+# already runs is extended with our scrape jobs and rules, not replaced. False: none of it (ours is removed).
+monitoring_enabled = True
+monitor_subdomain = "monitor"   # monitor.<domain>: Prometheus's and Alertmanager's pages (TLS, basic auth)
+prometheus_port = 9090
+alertmanager_port = 9093
+node_exporter_port = 9100
+blackbox_exporter_port = 9115
+redis_exporter_port = 9121
+nginx_exporter_port = 9113
+nginx_status_port = 8079        # nginx's stub_status, on 127.0.0.1 only
+prometheus_retention_time = "15d"
+prometheus_retention_size = "512MB"   # whichever limit comes first
+scrape_interval = "30s"
+evaluation_interval = "30s"
+# alert thresholds (each alert, what it means and what to do: docs/monitoring.md)
+alert_degraded_for = "5m"       # a running service whose /health is not "ok" (degraded, stuck loading, error)
+alert_5xx_ratio = 0.05          # share of a service's answers that are 5xx ...
+alert_5xx_for = "10m"           # ... for this long
+alert_job_age_minutes = 30      # the oldest queued job waited longer than this
+alert_no_worker_for = "2m"      # jobs queued and no live worker for their service this long
+alert_redis_for = "1m"          # Redis unreachable this long
+alert_disk_percent = 85         # jobs_dir's or /var/lib/docker's filesystem fuller than this
+alert_cert_days = 14            # a vhost's certificate expires within this many days
+alert_memory_ratio = 0.9        # a container above this share of its mem_limit ...
+alert_memory_for = "10m"        # ... for this long
+alert_webhook_failures = 3      # webhook deliveries that failed within an hour
+alert_worker_host_for = "5m"    # a worker host with no live worker this long
+# delivery: e-mail (SMTP; its password is the secret WHISPER_SMTP_PASSWORD) and/or a webhook; none set: the
+# alerts show on monitor.<domain> only
+alert_email_to = ""             # one address or several, comma-separated
+alert_email_from = ""           # empty: alertmanager@<domain>
+smtp_smarthost = ""             # host:port of the mail relay
+smtp_user = ""                  # empty: no SMTP authentication
+smtp_require_tls = True
+alert_webhook_url = ""          # Alertmanager's webhook JSON is POSTed here
+alert_group_wait = "30s"        # Alertmanager waits this long to gather alerts into one message ...
+alert_group_interval = "5m"     # ... and at least this long between two messages of one group (resolutions too)
+alert_repeat_interval = "4h"    # a firing alert is sent again after this long
+# Grafana's apt repository ("URI suite component", as its install guide names it) and a local copy of its
+# signing key: set both and Grafana is installed with the dashboards of dashboards/; empty: no Grafana
+grafana_apt_repo = ""
+grafana_apt_key = ""
+grafana_port = 3000

@@ -45,3 +45,13 @@ service_overrides = {
 }
 autostart_idle_timeout = int(os.environ.get("SANDBOX_IDLE_TIMEOUT", "300"))
 link_pki_dir = ".sandbox/link"  # the worker hosts' link CA and keys (stages/link.py), thrown away with the sandbox
+
+# monitoring: short intervals so that the e2e test sees alerts within a minute or two, and a webhook receiver the
+# test starts on the sandbox host itself (tests/e2e/test_monitoring.py)
+scrape_interval = "5s"
+evaluation_interval = "5s"
+alert_group_wait = "5s"
+alert_group_interval = "10s"
+alert_no_worker_for = "10s"
+alert_redis_for = "10s"
+alert_webhook_url = "http://127.0.0.1:9199/alerts"

@@ -14,6 +14,7 @@ from pyinfra.operations import files, server, systemd
 
 from stages.autostart_registry import entry_for, merge_services, registered, remove_services
 from stages.compose_projects import retired_services
+from stages.monitoring_config import targets_file
 from stages.ops import CommandSucceeds, RawFile
 from stages.settings import REPO, GroupDataError, Platform
 from stages.signals import changed, reload_unit, restart_existing_unit, restart_unit
@@ -76,6 +77,8 @@ def autostart_proxy(p: Platform):
         install_dir=install_dir,
         config_path=config,
         listen=f"{p.autostart_listen_host}:{p.autostart_port}",
+        # the monitoring stage's file_sd file of the running services (autostart/docker_autostart/monitoring.py)
+        targets_file=targets_file(p) if p.monitoring_enabled else "",
     )
     systemd.daemon_reload(name="systemd daemon-reload (unit changed)", _if=changed(unit))
     systemd.service(name="Autostart proxy running and enabled", service=UNIT, running=True, enabled=True)

@@ -16,14 +16,13 @@ and its cuda services answer 503 device_unavailable until it has one.
 
 from __future__ import annotations
 
-import io
 import logging
-import os
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import apt, files, server
+from pyinfra.operations import apt, server
 
+from stages import apt_sources
 from stages.ops import CommandSucceeds
 from stages.settings import Platform, Service
 
@@ -55,12 +54,8 @@ def check_images(svcs: list[Service]) -> None:
 
 
 def source_line(repo: str) -> str:
-    """The apt line for `nvidia_apt_repo`: a flat repository's URL (NVIDIA's is one: " /" is added), or the URL
-    and suite/components as NVIDIA's guide writes them after `deb [signed-by=...]`."""
-    repo = repo.strip()
-    if not repo.split()[1:]:
-        repo += " /"
-    return f"deb [signed-by={KEYRING}] {repo}\n"
+    """The apt line for `nvidia_apt_repo` (NVIDIA's is a flat repository: " /" is added)."""
+    return apt_sources.source_line(repo, KEYRING)
 
 
 def missing_source_message(hostname: str) -> str:
@@ -78,9 +73,9 @@ def nvidia_runtime(p: Platform):
     check_images(cuda)
     repo = p.nvidia_apt_repo.strip()
     key = p.nvidia_apt_key.strip()
-    if repo and not (key and os.path.isfile(key)):
-        raise GPUSetupError(f"nvidia_apt_repo is set but nvidia_apt_key ({key or 'empty'}) names no local file: "
-                            f"give the repository's signing key (apt checks the packages against it)")
+    problem = repo and apt_sources.key_file_problem("nvidia_apt_repo", "nvidia_apt_key", key)
+    if problem:
+        raise GPUSetupError(problem)
     if not repo and not host.get_fact(CommandSucceeds, command=HAS_TOOLKIT):
         raise GPUSetupError(missing_source_message(host.name))
     if not host.get_fact(CommandSucceeds, command=HAS_DRIVER):
@@ -88,13 +83,8 @@ def nvidia_runtime(p: Platform):
                  f"({', '.join(s.key for s in cuda)}) answer 503 device_unavailable until one is installed",
                  log_func=logger.warning)
 
-    changed = []
     if repo:
-        changed.append(files.put(name="NVIDIA container toolkit: repository signing key", src=key, dest=KEYRING,
-                                 mode="644"))
-        changed.append(files.put(name="NVIDIA container toolkit: apt source", src=io.StringIO(source_line(repo)),
-                                 dest=SOURCE, mode="644"))
-        apt.update(name="apt: read the NVIDIA source", _if=lambda: any(op.did_change() for op in changed))
+        apt_sources.signed_source("NVIDIA container toolkit", repo, key, KEYRING, SOURCE)
     apt.packages(name=f"Install {PACKAGE}", packages=[PACKAGE], no_recommends=True,
                  _env={"DEBIAN_FRONTEND": "noninteractive"})
     # facts are read before anything runs: "not configured yet" also holds on a host that gets the toolkit now

@@ -10,7 +10,7 @@ import posixpath
 import shlex
 from pathlib import Path
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import FactBase, FileUploadCommand, OperationError, StringCommand, operation
 from pyinfra.facts.files import File, Sha256File
 
@@ -322,3 +322,58 @@ def htpasswd_user(path: str, user: str, password: Secret | None, staging_dir: st
     yield FileUploadCommand(io.BytesIO(line.encode()), staged, remote_temp_filename=staged + ".part")
     yield StringCommand(_remote_python(HTPASSWD_SCRIPT, path, user, staged))
     yield StringCommand("rm", "-f", staged)
+
+
+# --- many small files, one fact ---------------------------------------------------------------------
+class FileStates(FactBase):
+    """{path: {"mode", "user", "group", "sha256"}} for those of `paths` that are regular files: one command for
+    all of them, shared by every `text_file` that names the same `paths` (pyinfra caches a fact per arguments), where
+    files.put costs two or three commands per file."""
+
+    @staticmethod
+    def default():
+        return {}
+
+    def command(self, paths):
+        quoted = " ".join(shlex.quote(p) for p in paths)
+        return (f"for f in {quoted}; do if [ -f \"$f\" ] && [ ! -L \"$f\" ]; then "
+                "printf '%s\\t%s\\t%s\\n' \"$f\" \"$(stat -c '%a\t%U\t%G' \"$f\")\" \"$(sha256sum < \"$f\" | cut -d' ' -f1)\"; "
+                "fi; done")
+
+    def process(self, output):
+        out = {}
+        for line in output:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) == 5:
+                out[parts[0]] = {"mode": parts[1], "user": parts[2], "group": parts[3], "sha256": parts[4]}
+        return out
+
+
+@operation()
+def text_file(path: str, content: str, mode: str = "644", batch: tuple = ()):
+    """A root-owned text file (not a secret) with this content and mode, like files.put: its --diff is shown, and
+    nothing happens when it is already so. `batch`: every path the caller writes this way, so that one FileStates
+    fact answers for all of them."""
+    from pyinfra import state
+    from pyinfra.facts.files import FileContents
+    from pyinfra.operations.util.files import generate_color_diff
+
+    current = host.get_fact(FileStates, paths=tuple(batch) or (path,)).get(path)
+    data = content.encode()
+    if current and current["sha256"] == hashlib.sha256(data).hexdigest():
+        if (current["mode"], current["user"], current["group"]) != (mode.lstrip("0"), "root", "root"):
+            yield StringCommand("chown", "root:root", path)
+            yield StringCommand("chmod", mode, path)
+        else:
+            host.noop(f"{path} is up to date")
+        return
+    host.log(f"Will {'modify' if current else 'create'} {path}")
+    if state.config.DIFF and not state.is_executing:
+        old = [line + "\n" for line in (host.get_fact(FileContents, path=path) or [])] if current else []
+        for line in generate_color_diff(old, content.splitlines(keepends=True)):
+            logger.info("  %s", line)
+    yield StringCommand("mkdir", "-p", posixpath.dirname(path))
+    yield FileUploadCommand(io.BytesIO(data), path + ".new", remote_temp_filename=path + ".part")
+    yield StringCommand("chown", "root:root", path + ".new")
+    yield StringCommand("chmod", mode, path + ".new")
+    yield StringCommand("mv", "-f", path + ".new", path)

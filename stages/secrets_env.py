@@ -21,6 +21,7 @@ VARIABLES = {
     "WHISPER_BASIC_AUTH_PASSWORD": (True, "that user's password (stored as a bcrypt hash)"),
     "WHISPER_API_KEY": (False, "API key(s), comma-separated: `Authorization: Bearer` through nginx and the services"),
     "HF_TOKEN": (False, "HuggingFace token for pyannote diarization (whisperx); empty = offline diarization"),
+    "WHISPER_SMTP_PASSWORD": (False, "password of `smtp_user` at the mail relay that sends the alerts"),
 }
 
 
@@ -112,6 +113,9 @@ def validate(values: dict[str, Secret | None]) -> None:
     password = values.get("WHISPER_BASIC_AUTH_PASSWORD")
     if password is not None and ("\n" in password.reveal() or "\r" in password.reveal()):
         raise UnsafeSecret("WHISPER_BASIC_AUTH_PASSWORD must be one line; nothing was changed on the host")
+    smtp = values.get("WHISPER_SMTP_PASSWORD")
+    if smtp is not None and ("\n" in smtp.reveal() or "\r" in smtp.reveal()):
+        raise UnsafeSecret("WHISPER_SMTP_PASSWORD must be one line; nothing was changed on the host")
     keys = values.get("WHISPER_API_KEY")
     if keys is not None:
         for i, key in enumerate(k.strip() for k in keys.reveal().split(",")):

@@ -37,6 +37,10 @@ IMAGE_SOURCES = {
     "whisperx": ("build", "common", "diarize", "whisperx"),
 }
 
+# the monitoring stack's loopback listeners (stages/monitoring.py): one port each, none shared
+MONITORING_PORTS = ("prometheus_port", "alertmanager_port", "node_exporter_port", "blackbox_exporter_port",
+                    "redis_exporter_port", "nginx_exporter_port", "nginx_status_port", "grafana_port")
+
 _KEY = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _DOCKER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
@@ -44,6 +48,8 @@ _IMAGE_NAME = re.compile(r"[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)
 _SIZE = re.compile(r"\d+(\.\d+)?[kKmMgG]?")
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DURATION = re.compile(r"([0-9]+(ms|s|m|h|d|w|y))+")   # Prometheus's durations (5m, 1h30m)
+_PROM_SIZE = re.compile(r"[0-9]+(B|KB|MB|GB|TB|PB|EB)")
 
 
 class GroupDataError(ValueError):
@@ -108,6 +114,28 @@ def _abs_path(key: str, value) -> str:
     if not value.startswith("/") or any(c in value for c in " \n\"'$;`\\"):
         raise GroupDataError(key, f"{value!r} is not an absolute path without spaces or shell characters")
     return value.rstrip("/") or "/"
+
+
+def _ratio(key: str, value) -> float:
+    _type(key, value, (int, float))
+    if not 0 < value <= 1:
+        raise GroupDataError(key, f"must be a share above 0 and at most 1 (0.05 = 5 %), not {value}")
+    return float(value)
+
+
+def _percent(key: str, value) -> int:
+    _type(key, value, int)
+    if not 0 < value < 100:
+        raise GroupDataError(key, f"must be a percentage between 1 and 99, not {value}")
+    return value
+
+
+def _emails(key: str, value) -> str:
+    _type(key, value, str)
+    for address in filter(None, (a.strip() for a in value.split(","))):
+        if not re.fullmatch(r"[^@\s'\"<>,]+@[A-Za-z0-9.-]+", address):
+            raise GroupDataError(key, f"{address!r} is not an e-mail address")
+    return value
 
 
 def _domain(key: str, value) -> str:
@@ -277,6 +305,45 @@ _KNOBS: dict[str, Any] = {
     "autostart_max_wait": _positive,
     "autostart_wake_path": lambda k, v: _match(k, v, re.compile(r"(/[A-Za-z0-9._~-]+)+|"),
                                                "a path such as /_autostart/wake, or empty"),
+    "monitoring_enabled": lambda k, v: _type(k, v, bool),
+    "monitor_subdomain": lambda k, v: _match(k, v, _LABEL, "a DNS label"),
+    "prometheus_port": _port,
+    "alertmanager_port": _port,
+    "node_exporter_port": _port,
+    "blackbox_exporter_port": _port,
+    "redis_exporter_port": _port,
+    "nginx_exporter_port": _port,
+    "nginx_status_port": _port,
+    "prometheus_retention_time": lambda k, v: _match(k, v, _DURATION, "a duration such as 15d"),
+    "prometheus_retention_size": lambda k, v: _match(k, v, _PROM_SIZE, "a size such as 512MB or 2GB"),
+    "scrape_interval": lambda k, v: _match(k, v, _DURATION, "a duration such as 30s"),
+    "evaluation_interval": lambda k, v: _match(k, v, _DURATION, "a duration such as 30s"),
+    "alert_degraded_for": lambda k, v: _match(k, v, _DURATION, "a duration such as 5m"),
+    "alert_5xx_ratio": _ratio,
+    "alert_5xx_for": lambda k, v: _match(k, v, _DURATION, "a duration such as 10m"),
+    "alert_job_age_minutes": _positive,
+    "alert_no_worker_for": lambda k, v: _match(k, v, _DURATION, "a duration such as 2m"),
+    "alert_redis_for": lambda k, v: _match(k, v, _DURATION, "a duration such as 1m"),
+    "alert_disk_percent": _percent,
+    "alert_cert_days": _positive,
+    "alert_memory_ratio": _ratio,
+    "alert_memory_for": lambda k, v: _match(k, v, _DURATION, "a duration such as 10m"),
+    "alert_webhook_failures": _positive,
+    "alert_worker_host_for": lambda k, v: _match(k, v, _DURATION, "a duration such as 5m"),
+    "alert_email_to": _emails,
+    "alert_email_from": _emails,
+    "smtp_smarthost": lambda k, v: _match(k, v, re.compile(r"([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):[0-9]+|"),
+                                          "HOST:PORT of a mail relay, or empty"),
+    "smtp_user": lambda k, v: _match(k, v, re.compile(r"[^\s'\"]*"), "a user name without spaces or quotes"),
+    "smtp_require_tls": lambda k, v: _type(k, v, bool),
+    "alert_webhook_url": lambda k, v: _match(k, v, re.compile(r"(https?://[^\s'\"]+)?"), "an http(s) URL or empty"),
+    "alert_group_wait": lambda k, v: _match(k, v, _DURATION, "a duration such as 30s"),
+    "alert_group_interval": lambda k, v: _match(k, v, _DURATION, "a duration such as 5m"),
+    "alert_repeat_interval": lambda k, v: _match(k, v, _DURATION, "a duration such as 4h"),
+    "grafana_apt_repo": lambda k, v: _match(k, v, re.compile(r"([a-z][a-z0-9+.-]*:[^\s\"']+( [^\s\"']+)*)?"),
+                                            "an apt repository (URI suite components) or empty"),
+    "grafana_apt_key": lambda k, v: _type(k, v, str),   # a file on the machine that deploys
+    "grafana_port": _port,
     "platform_dir": _abs_path,
     "state_dir": _abs_path,
     "nginx_backup_dir": _abs_path,
@@ -336,6 +403,43 @@ class Platform:
     autostart_idle_timeout: int
     autostart_max_wait: int
     autostart_wake_path: str  # "" = off
+    monitoring_enabled: bool
+    monitor_subdomain: str    # monitor.<domain>
+    prometheus_port: int
+    alertmanager_port: int
+    node_exporter_port: int
+    blackbox_exporter_port: int
+    redis_exporter_port: int
+    nginx_exporter_port: int
+    nginx_status_port: int
+    prometheus_retention_time: str
+    prometheus_retention_size: str
+    scrape_interval: str
+    evaluation_interval: str
+    alert_degraded_for: str
+    alert_5xx_ratio: float
+    alert_5xx_for: str
+    alert_job_age_minutes: int
+    alert_no_worker_for: str
+    alert_redis_for: str
+    alert_disk_percent: int
+    alert_cert_days: int
+    alert_memory_ratio: float
+    alert_memory_for: str
+    alert_webhook_failures: int
+    alert_worker_host_for: str
+    alert_email_to: str
+    alert_email_from: str
+    smtp_smarthost: str
+    smtp_user: str
+    smtp_require_tls: bool
+    alert_webhook_url: str
+    alert_group_wait: str
+    alert_group_interval: str
+    alert_repeat_interval: str
+    grafana_apt_repo: str
+    grafana_apt_key: str
+    grafana_port: int
     platform_dir: str
     state_dir: str
     nginx_backup_dir: str
@@ -343,6 +447,10 @@ class Platform:
     app_uid: int
     app_user: str
     all_services: tuple[Service, ...] = field(default=(), repr=False)  # the disabled ones too
+
+    @property
+    def monitor_vhost(self) -> str:
+        return f"{self.monitor_subdomain}.{self.domain}"
 
     @property
     def http_listen_port(self) -> int:
@@ -390,8 +498,17 @@ class Platform:
         services = tuple(svc for svc in all_services if svc.enabled)
         if not services:
             raise GroupDataError("services", "no service is enabled")
+        if values["monitoring_enabled"] and values["monitor_subdomain"] in {svc.subdomain for svc in services}:
+            raise GroupDataError("monitor_subdomain", f"{values['monitor_subdomain']!r} is also a service's subdomain")
+        if values["alert_email_to"] and not values["smtp_smarthost"]:
+            raise GroupDataError("smtp_smarthost", "is empty, but alert_email_to asks for e-mail: name the mail relay")
         # one loopback port, container, project folder and vhost per service, none shared with the host's own
         host_ports = {values["autostart_port"]: "autostart_port", values["redis_port"]: "redis_port"}
+        if values["monitoring_enabled"]:
+            for name in MONITORING_PORTS:
+                if values[name] in host_ports:
+                    raise GroupDataError(name, f"{values[name]} is also {host_ports[values[name]]}")
+                host_ports[values[name]] = name
         for attr in ("port", "container", "project_dir", "vhost"):
             seen: dict = {}
             for svc in services:

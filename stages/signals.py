@@ -15,6 +15,10 @@ Who restarts what:
 - the autostart proxy: restarted when its code or unit changed, reloaded when only its
   config.json changed (stages.autostart).
 - Redis: restarted when its package, settings or password include changed (stages.redis).
+- the monitoring units (stages.monitoring): each restarts when its package was installed, its command line
+  (/etc/default/<package>) or its own settings changed (blackbox's probes, the Redis exporter's password, drop-in
+  or queue script); Prometheus and Alertmanager only reload (SIGHUP) for a change of their rules or config alone;
+  a host's own Prometheus reloads after `promtool check config` accepted our blocks in its config.
 - a retired service (enabled False, deployed here before): `compose down` once, only while a container
   of it is left (stages.compose_projects.retire_services); the proxy reloads for it only when its
   config.json entry was cut out (the rule above).

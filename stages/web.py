@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import re
 import shlex
+from types import SimpleNamespace
 from typing import Callable
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -51,6 +52,16 @@ def cert_paths(svc: Service, p: Platform) -> tuple[str, str]:
     return f"{p.selfsigned_dir}/{svc.vhost}.crt", f"{p.selfsigned_dir}/{svc.vhost}.key"
 
 
+def monitor_site(p: Platform):
+    """The monitor.<domain> vhost as the certificate and port-80 steps see a site (a name and a vhost)."""
+    return SimpleNamespace(name="Monitoring (Prometheus, Alertmanager)", vhost=p.monitor_vhost)
+
+
+def sites(p: Platform) -> list:
+    """Every vhost of ours that needs a certificate: the services', and the monitoring page's."""
+    return list(p.services) + ([monitor_site(p)] if p.monitoring_enabled else [])
+
+
 def render_shared(p: Platform) -> str:
     return _render("whisper-platform.conf.j2", cors_origin=p.cors_origin)
 
@@ -81,6 +92,37 @@ def render_https_vhost(svc: Service, p: Platform) -> str:
     )
 
 
+def render_monitor_vhost(p: Platform) -> str:
+    cert, key = cert_paths(monitor_site(p), p)
+    return _render("vhost-monitor.conf.j2", vhost=p.monitor_vhost, https_port=p.https_port,
+                   listen_ipv6=p.listen_ipv6, cert=cert, key=key, realm=p.basic_auth_realm,
+                   htpasswd_file=p.htpasswd_file, prometheus_port=p.prometheus_port,
+                   alertmanager_port=p.alertmanager_port, grafana_port=p.grafana_port if p.grafana_apt_repo else 0)
+
+
+def render_status(p: Platform) -> str:
+    return _render("status.conf.j2", status_port=p.nginx_status_port)
+
+
+STATUS_CONF = f"{NGINX}/conf.d/whisper-platform-status.conf"
+
+
+def monitoring_files(p: Platform, with_https: bool) -> list[dict]:
+    """nginx_apply's items for the monitoring stage: stub_status on loopback and the monitor.<domain> vhost."""
+    if not p.monitoring_enabled:
+        return []
+    site = monitor_site(p)
+    out = [{"path": STATUS_CONF, "content": render_status(p), "mode": "644"}]
+    pages = [(f"{site.vhost}-http", render_http_vhost(site, p))]
+    if with_https:
+        pages.append((site.vhost, render_monitor_vhost(p)))
+    for name, content in pages:
+        available = f"{NGINX}/sites-available/{name}"
+        out.append({"path": available, "content": content, "mode": "644"})
+        out.append({"path": f"{NGINX}/sites-enabled/{name}", "link": available})
+    return out
+
+
 def nginx_files(p: Platform, secrets: dict, with_https: bool) -> list[dict]:
     """Every nginx file we own, as nginx_apply takes them."""
     keys = api_keys(secrets)
@@ -99,7 +141,7 @@ def nginx_files(p: Platform, secrets: dict, with_https: bool) -> list[dict]:
             available = f"{NGINX}/sites-available/{name}"
             out.append({"path": available, "content": content, "mode": "644"})
             out.append({"path": f"{NGINX}/sites-enabled/{name}", "link": available})
-    return out
+    return out + monitoring_files(p, with_https)
 
 
 # the first line every vhost we write carries (templates/nginx/vhost-*.conf.j2)
@@ -123,11 +165,14 @@ def retired_vhost_files(svc: Service, owned: Callable[[str], bool], link_target:
 
 def _retired_files(p: Platform) -> list[dict]:
     out = []
+    owned = lambda path: host.get_fact(CommandSucceeds, command=f"grep -qs {shlex.quote(VHOST_MARKER)} {shlex.quote(path)}")  # noqa: E731
+    link_target = lambda path: (host.get_fact(Link, path=path) or {}).get("link_target")  # noqa: E731
     for svc in retired_services(p):
-        out += retired_vhost_files(
-            svc,
-            owned=lambda path: host.get_fact(CommandSucceeds, command=f"grep -qs {shlex.quote(VHOST_MARKER)} {shlex.quote(path)}"),
-            link_target=lambda path: (host.get_fact(Link, path=path) or {}).get("link_target"))
+        out += retired_vhost_files(svc, owned=owned, link_target=link_target)
+    if not p.monitoring_enabled:   # monitoring turned off: its vhost and stub_status leave too
+        out += retired_vhost_files(monitor_site(p), owned=owned, link_target=link_target)
+        if owned(STATUS_CONF):
+            out.append({"path": STATUS_CONF, "absent": True})
     return out
 
 
@@ -136,7 +181,7 @@ def _nginx(name: str, p: Platform, secrets: dict, with_https: bool, retire: bool
     nginx_apply(
         name=name,
         files=nginx_files(p, secrets, with_https) + (_retired_files(p) if retire else []),
-        names=[svc.vhost for svc in p.services],
+        names=[site.vhost for site in sites(p)],
         ports=ports,
         backup_root=p.nginx_backup_dir,
         state_dir=p.state_dir,
@@ -154,7 +199,7 @@ def _cert_present(cert: str) -> bool:
 
 
 def _certificates_present(p: Platform) -> bool:
-    return all(_cert_present(cert_paths(svc, p)[0]) for svc in p.services)
+    return all(_cert_present(cert_paths(site, p)[0]) for site in sites(p))
 
 
 @deploy("nginx: shared settings, auth, port-80 vhosts")
@@ -177,7 +222,7 @@ def nginx_base(p: Platform, secrets: dict):
 def certificates(p: Platform):
     if p.tls_mode == "selfsigned":
         files.directory(name="Self-signed certificate folder", path=p.selfsigned_dir, mode="755")
-    for svc in p.services:
+    for svc in sites(p):
         cert, key = cert_paths(svc, p)
         vhost = svc.vhost
         if _cert_present(cert):

@@ -11,6 +11,7 @@ import sys
 
 from .docker import Docker
 from .headers import parse_listen
+from .monitoring import ContainerMonitor
 from .proxy import Autostart, serve
 
 
@@ -31,6 +32,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="seconds between idle checks (default 1)")
     p.add_argument("--shutdown-timeout", type=float, default=30.0,
                    help="on SIGTERM, seconds to let requests in flight finish (default 30)")
+    p.add_argument("--targets-file", default="",
+                   help="keep this Prometheus file_sd file listing the services that run, and export their "
+                        "containers' memory (default: neither)")
     p.add_argument("--access-log", action="store_true", help="log every request (off by default)")
     p.add_argument("--log-level", default=os.environ.get("DOCKER_AUTOSTART_LOG_LEVEL", "INFO"))
     return p.parse_args(argv)
@@ -53,6 +57,8 @@ def main(argv=None) -> int:
         docker = Docker(docker_cmd=shlex.split(args.docker_command), compose_cmd=compose)
         autostart = Autostart(args.config, docker=docker, poll_interval=args.poll_interval,
                               idle_tick=args.idle_check_interval)
+        if args.targets_file:
+            autostart.plugins.append(ContainerMonitor(autostart, args.targets_file))
         await serve(autostart, host, port, access_log=args.access_log, shutdown_timeout=args.shutdown_timeout)
 
     try:

@@ -49,6 +49,8 @@ class Autostart(Lifecycle, IdleStopper, Forwarding):
         self._stopping = set()
         self.session: Optional[aiohttp.ClientSession] = None
         self.started_at = time.time()
+        # extras with their own tasks (monitoring.ContainerMonitor): each gets the app in make_app (.attach(app))
+        self.plugins: list = []
 
     # ---------------------------------------------------------------- config
     def reload(self, why: str) -> bool:
@@ -130,6 +132,8 @@ class Autostart(Lifecycle, IdleStopper, Forwarding):
         app.router.add_route("*", "/{tail:.*}", self.handle)
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
+        for plugin in self.plugins:
+            plugin.attach(app)
         return app
 
 

@@ -10,7 +10,9 @@ cp -a rootfs/. /
 chown -R root:root /etc/nginx /opt /etc/systemd/system/docker-autostart.service /var/www
 
 # certbot's layout, self-signed stand-ins: archive/<name>/*1.pem, live/<name>/ links, renewal/<name>.conf
-for sub in whisper whisperx portal blog; do
+# (monitor: the monitoring page's name, which the real host gets from Let's Encrypt at its first deploy with
+# monitoring; the twin reaches no ACME server)
+for sub in whisper whisperx portal blog monitor; do
   d=$sub.$DOMAIN
   mkdir -p /etc/letsencrypt/archive/$d /etc/letsencrypt/live/$d /etc/letsencrypt/renewal
   openssl req -x509 -newkey rsa:2048 -nodes -days 90 -subj "/CN=$d" -addext "subjectAltName=DNS:$d" \

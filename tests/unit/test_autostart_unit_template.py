@@ -9,7 +9,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 VARS = {"install_dir": "/opt/whisper-platform/autostart", "config_path": "/opt/docker-autostart/config.json",
-        "listen": "127.0.0.1:8890"}
+        "listen": "127.0.0.1:8890", "targets_file": ""}
 
 
 def render(**over):
@@ -29,6 +29,12 @@ def test_unit_runs_the_package_with_config_and_listen():
     assert any(l.startswith("After=") and "docker.service" in l for l in lines)
     assert any(l.startswith("Wants=") and "docker.service" in l for l in lines)
     assert "WantedBy=multi-user.target" in lines
+
+
+def test_with_monitoring_it_keeps_the_targets_file():
+    lines = render(targets_file="/var/lib/whisper-platform/monitoring/services.json").splitlines()
+    assert ("ExecStart=/usr/bin/python3 -m docker_autostart --config /opt/docker-autostart/config.json "
+            "--listen 127.0.0.1:8890 --targets-file /var/lib/whisper-platform/monitoring/services.json") in lines
 
 
 def test_every_variable_is_required():
