@@ -89,20 +89,22 @@ def audio() -> dict:
 
 
 class Server:
-    def __init__(self, service: str, model: Path, threads: int, models_dir: Path, env: dict):
+    def __init__(self, service: str, model: Path, threads: int, models_dir: Path, env: dict, root: Path = ROOT,
+                 ready_timeout: float = 240):
+        """``root``: the tree whose images/ code runs (another revision's, for a before/after measurement)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         pkg = {"faster": "faster_server", "whisperx": "whisperx_server"}[service]
         paths = ["images/common", f"images/{service}"] + (["images/diarize"] if service == "whisperx" else [])
         full = {k: v for k, v in os.environ.items() if not k.startswith("STT_")}
-        full.update({"PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in paths), "HOST": "127.0.0.1",
+        full.update({"PYTHONPATH": os.pathsep.join(str(root / p) for p in paths), "HOST": "127.0.0.1",
                      "PORT": str(self.port), "STT_MODEL": str(model), "STT_MODELS_DIR": str(models_dir),
                      "STT_CPU_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "PYANNOTE_METRICS_ENABLED": "0",
                      "STT_ALLOW_OPEN_ACCESS": "1", "ACCESS_LOG": "0", "LOG_LEVEL": "warning", **env})
         self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{service}-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen([sys.executable, "-m", pkg], env=full, cwd=str(ROOT), stdout=self.log,
+        self.proc = subprocess.Popen([sys.executable, "-m", pkg], env=full, cwd=str(root), stdout=self.log,
                                      stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(Path(self.log.name).read_text()[-3000:])

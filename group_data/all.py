@@ -154,6 +154,10 @@ autostart_port = 8890
 autostart_config = "/opt/docker-autostart/config.json"
 autostart_idle_timeout = 1800
 autostart_max_wait = 300
+# a path on each service's vhost (e.g. "/_autostart/wake") that starts the service and answers at once (202 while
+# it starts, 200 when ready), without waiting: a page that will call the service requests it when it loads, so the
+# start runs while its user picks a file. "" = off (a service starts on its first real request only)
+autostart_wake_path = ""
 
 # --- where our own files go on the host ----------------------------------------------------
 platform_dir = "/opt/whisper-platform"  # image build contexts, the autostart proxy's code

@@ -195,4 +195,5 @@ def entry_for(svc: Service, p: Platform) -> dict:
         "idleTimeout": p.autostart_idle_timeout,
         "maxWait": p.autostart_max_wait,
         "upstreamTimeout": p.proxy_timeout,
+        **({"wakePath": p.autostart_wake_path} if p.autostart_wake_path else {}),
     }

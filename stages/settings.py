@@ -303,6 +303,8 @@ _KNOBS: dict[str, Any] = {
     "autostart_config": _abs_path,
     "autostart_idle_timeout": _positive,
     "autostart_max_wait": _positive,
+    "autostart_wake_path": lambda k, v: _match(k, v, re.compile(r"(/[A-Za-z0-9._~-]+)+|"),
+                                               "a path such as /_autostart/wake, or empty"),
     "monitoring_enabled": lambda k, v: _type(k, v, bool),
     "monitor_subdomain": lambda k, v: _match(k, v, _LABEL, "a DNS label"),
     "prometheus_port": _port,
@@ -400,6 +402,7 @@ class Platform:
     autostart_config: str
     autostart_idle_timeout: int
     autostart_max_wait: int
+    autostart_wake_path: str  # "" = off
     monitoring_enabled: bool
     monitor_subdomain: str    # monitor.<domain>
     prometheus_port: int

@@ -2,7 +2,7 @@
 
     {"services": {"<hostname>": {"name", "composeDir", "proxyPort", "blocking", "containers",
                                  optional: "idleTimeout", "readinessPath", "maxWait",
-                                 "upstreamTimeout"}}}
+                                 "upstreamTimeout", "wakePath"}}}
 
 An entry without "readinessPath" (the runbook's format, other tenants' entries on a host taken
 over) is ready once its port answers HTTP at all (any status below 500), as the runbook's Node
@@ -41,6 +41,7 @@ class ServiceConfig:
     readiness_path: str | None = None  # None: any answer below 500 at "/" (see the module doc)
     max_wait: float = DEFAULT_MAX_WAIT
     upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT
+    wake_path: str | None = None  # a request here starts the service and is answered at once (202)
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,10 @@ def parse_service(host_key: str, entry: Any) -> ServiceConfig:
     if readiness is not None and (not isinstance(readiness, str) or not readiness.startswith("/")):
         raise ConfigError(f"{where}: 'readinessPath' must be a path starting with '/', got {readiness!r}")
 
+    wake = entry.get("wakePath")
+    if wake is not None and (not isinstance(wake, str) or not wake.startswith("/") or wake == "/"):
+        raise ConfigError(f"{where}: 'wakePath' must be a path starting with '/' (not '/' alone), got {wake!r}")
+
     return ServiceConfig(
         host=host,
         name=name,
@@ -117,6 +122,7 @@ def parse_service(host_key: str, entry: Any) -> ServiceConfig:
         readiness_path=readiness,
         max_wait=_number(entry, "maxWait", DEFAULT_MAX_WAIT, where, allow_zero=False),
         upstream_timeout=_number(entry, "upstreamTimeout", DEFAULT_UPSTREAM_TIMEOUT, where, allow_zero=False),
+        wake_path=wake,
     )
 
 

@@ -51,14 +51,18 @@ async def _body(content, touched):
 
 
 class Forwarding:
-    """Needs from Autostart: states, metrics, session, config_path, config_error, started_at, and ensure_ready
-    (Lifecycle)."""
+    """Needs from Autostart: states, metrics, session, config_path, config_error, started_at, and ensure_ready and
+    wake (Lifecycle)."""
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         host = routing_host(request.headers.get("Host"))
         st = self.states.get(host) if host else None
         if st is None:
             return self.own(request, host)
+        if st.cfg.wake_path and request.path == st.cfg.wake_path and request.method in ("GET", "HEAD", "POST"):
+            resp = self.wake_answer(st)
+            self.metrics.requests.labels(host=st.cfg.host, code=resp.status).inc()
+            return resp
         st.in_flight += 1
         st.last_active = time.monotonic()
         try:
@@ -139,6 +143,15 @@ class Forwarding:
             st.invalidate()
             return json_error(502, f"{cfg.host} upstream error: {type(exc).__name__}: {exc}".rstrip(": "),
                               "upstream_error", cfg.host)
+
+    def wake_answer(self, st: ServiceState) -> web.Response:
+        """The service's wake path (config "wakePath"): a page that will call the service asks for it when it
+        loads, so the start runs while its user picks a file. Answered at once, never forwarded: 200 when the
+        service is ready, 202 while it starts (this request started it, or joined the start under way)."""
+        body = {"service": st.cfg.name, "host": st.cfg.host}
+        if self.wake(st):
+            return web.json_response({**body, "status": "ready"})
+        return web.json_response({**body, "status": "starting"}, status=202)
 
     def own(self, request: web.Request, host: Optional[str]) -> web.Response:
         """The proxy's own endpoints, for Hosts that are not a configured service."""

@@ -70,10 +70,12 @@ class Lifecycle:
                 log.info("starting host=%s (%s): %s; compose up -d in %s", cfg.host, cfg.name,
                          ", ".join(f"{c} {s}" for c, s in down.items()), cfg.compose_dir)
                 st.phase = "compose up -d still running"
+                t_up = time.monotonic()
                 try:
                     await self.docker.up(cfg.compose_dir)
                 except DockerError as exc:
                     raise self._fail(st, 502, str(exc), "compose") from None
+                self.metrics.compose_up_duration.labels(host=cfg.host).observe(time.monotonic() - t_up)
                 started = True
         st.ready = False
         await self._wait_ready(st, deadline)
@@ -89,6 +91,17 @@ class Lifecycle:
             log.info("ready host=%s after %.1fs", cfg.host, elapsed)
         st.ready, st.verified_at, st.stopped, st.last_error, st.permanent = True, time.monotonic(), False, None, None
         st.started_sig = sig
+
+    def wake(self, st: ServiceState) -> bool:
+        """Start the service in the background unless it is ready (its config's wakePath): True when ready. The
+        start counts as activity: the idle timer starts again from it."""
+        st.last_active = time.monotonic()
+        if st.ready and time.monotonic() - st.verified_at < RECHECK_INTERVAL:
+            return True
+        if not st.starting:
+            st.start_task = asyncio.ensure_future(self._start(st))
+            st.start_task.add_done_callback(lambda t: t.cancelled() or t.exception())  # reported by _start
+        return False
 
     def _fail(self, st: ServiceState, status: int, message: str, reason: str) -> StartError:
         st.invalidate()

@@ -40,6 +40,10 @@ class Metrics:
         self.start_duration = Histogram(
             p + "start_duration_seconds", "From compose up to the readiness path answering 2xx.", ["host"],
             buckets=START_BUCKETS, registry=None)
+        self.compose_up_duration = Histogram(
+            p + "compose_up_duration_seconds", "compose up -d alone (the containers' start), by service host; "
+            "start_duration_seconds minus this is the service's own start (imports, model loads).", ["host"],
+            buckets=START_BUCKETS, registry=None)
         self.requests = Counter(p + "requests_total", "Requests proxied or refused, by service host and status.",
                                 ["host", "code"], registry=None)
         self.upstream_errors = Counter(p + "upstream_errors_total",
@@ -69,7 +73,8 @@ class Metrics:
         """The registry's one collector: every family, in a fixed order, without `_created` samples."""
         in_flight, running, configured = self._state_families()
         for metric in (self.starts, self.stops, self.start_failures, self.stop_failures, self.start_duration,
-                       in_flight, running, self.requests, self.upstream_errors, self.reloads, configured):
+                       self.compose_up_duration, in_flight, running, self.requests, self.upstream_errors,
+                       self.reloads, configured):
             for family in ([metric] if isinstance(metric, Metric) else metric.collect()):
                 family.samples = [s for s in family.samples if not s.name.endswith("_created")]
                 yield family

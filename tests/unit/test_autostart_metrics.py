@@ -52,6 +52,7 @@ def test_every_documented_family_is_exported_with_its_labels():
     m.start_failures.labels(host="a.test", reason="timeout").inc()
     m.stop_failures.labels(host="a.test").inc()
     m.start_duration.labels(host="a.test").observe(4.2)
+    m.compose_up_duration.labels(host="a.test").observe(1.1)
     m.requests.labels(host="a.test", code=200).inc()
     m.upstream_errors.labels(host="a.test", kind="connect").inc()
     m.reloads.labels(result="ok").inc()
@@ -63,6 +64,7 @@ def test_every_documented_family_is_exported_with_its_labels():
         "docker_autostart_start_failures_total": {"host": "a.test", "reason": "timeout"},
         "docker_autostart_stop_failures_total": {"host": "a.test"},
         "docker_autostart_start_duration_seconds_count": {"host": "a.test"},
+        "docker_autostart_compose_up_duration_seconds_count": {"host": "a.test"},
         "docker_autostart_requests_total": {"host": "a.test", "code": "200"},
         "docker_autostart_upstream_errors_total": {"host": "a.test", "kind": "connect"},
         "docker_autostart_config_reloads_total": {"result": "ok"},

@@ -46,8 +46,10 @@ def test_runbook_example_parses_with_defaults():
 
 def test_optional_keys_override_defaults():
     svc = parse_config({"services": {"a.test": entry(idleTimeout=60, readinessPath="/ready", maxWait=12.5,
-                                                     upstreamTimeout=30)}}).services["a.test"]
-    assert (svc.idle_timeout, svc.readiness_path, svc.max_wait, svc.upstream_timeout) == (60, "/ready", 12.5, 30)
+                                                     upstreamTimeout=30, wakePath="/_wake")}}).services["a.test"]
+    assert (svc.idle_timeout, svc.readiness_path, svc.max_wait, svc.upstream_timeout, svc.wake_path) == \
+        (60, "/ready", 12.5, 30, "/_wake")
+    assert parse_config({"services": {"a.test": entry()}}).services["a.test"].wake_path is None
 
 
 def test_idle_timeout_zero_means_never_stop():
@@ -87,6 +89,8 @@ def test_missing_services_key_is_an_empty_config():
     ({"containers": ["w", ""]}, "'containers' must be a non-empty list"),
     ({"name": 3}, "'name' must be a string"),
     ({"readinessPath": "health"}, "'readinessPath' must be a path"),
+    ({"wakePath": "wake"}, "'wakePath' must be a path"),
+    ({"wakePath": "/"}, "'wakePath' must be a path"),
     ({"idleTimeout": -1}, "'idleTimeout' must be >= 0"),
     ({"maxWait": 0}, "'maxWait' must be > 0"),
     ({"upstreamTimeout": "600"}, "'upstreamTimeout' must be a number"),

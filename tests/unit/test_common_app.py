@@ -155,3 +155,18 @@ def test_job_retry_intervals():
     for bad in ("", "ten", "10,-1", "4000"):
         with pytest.raises(ValueError, match="STT_JOB_RETRY_INTERVALS"):
             STTSettings(job_retry_intervals=bad)
+
+
+def test_startup_phases_are_marked_once_in_seconds_since_the_process_start():
+    import time
+
+    from stt_common.metrics import PROCESS_STARTED_AT, Metrics, process_started_at
+    assert PROCESS_STARTED_AT <= time.time() and abs(process_started_at() - PROCESS_STARTED_AT) < 1.0
+    m = Metrics()
+    m.startup("import")
+    first = m.startup_seconds.labels("import")._value.get()
+    assert 0 < first <= time.time() - PROCESS_STARTED_AT + 0.01
+    time.sleep(0.02)
+    m.startup("import")   # a second mark is ignored: the phase ended once
+    assert m.startup_seconds.labels("import")._value.get() == first
+    assert 'stt_startup_seconds{phase="import"}' in m.render().decode()

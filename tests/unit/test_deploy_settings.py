@@ -61,6 +61,8 @@ def test_disabled_service_is_left_out():
     ({"redis_port": "6379"}, "redis_port", "must be a port number"),
     ({"autostart_port": 70000}, "autostart_port", "not a port"),
     ({"autostart_install": "no"}, "autostart_install", "must be bool"),
+    ({"autostart_wake_path": "wake"}, "autostart_wake_path", "a path such as"),
+    ({"autostart_wake_path": "/a b"}, "autostart_wake_path", "a path such as"),
     ({"jobs_enabled": 1}, "jobs_enabled", "must be bool"),
     ({"proxy_timeout": -1}, "proxy_timeout", "positive"),
     ({"job_retries": -1}, "job_retries", "0 or more"),
@@ -194,3 +196,11 @@ def test_gpu_count(count, ok):
     else:
         with pytest.raises(GroupDataError, match=r"services\[faster\]\.gpu_count"):
             build(services=services)
+
+
+def test_wake_path_reaches_the_autostart_entries_only_when_set():
+    from stages.autostart_registry import entry_for
+    off = build()
+    assert off.autostart_wake_path == "" and all("wakePath" not in entry_for(s, off) for s in off.services)
+    on = build(autostart_wake_path="/_autostart/wake")
+    assert {entry_for(s, on)["wakePath"] for s in on.services} == {"/_autostart/wake"}

@@ -119,3 +119,23 @@ def test_public_segment_cleans_numbers():
                    "words": [{"word": "hi", "start": 1.2, "end": 1.4, "score": 0.5, "speaker": "SPEAKER_01"},
                              {"word": "there", "start": None, "end": None, "score": None, "speaker": "SPEAKER_01"}]}
     assert "speaker" not in public_segment(s, diarized=False)
+
+
+def test_worker_warm_up_yields_the_cpu_to_the_api_start():
+    import os
+    import threading
+
+    from whisperx_server.worker import WARM_NICENESS, yielding
+    seen = {}
+
+    def warm():
+        seen["warm-up"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    yielding(warm)()
+    assert seen["warm-up"] == min(19, before + WARM_NICENESS)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before   # jobs: the usual priority
+
+    def broken():
+        raise RuntimeError("model missing")
+    with pytest.raises(RuntimeError, match="model missing"):
+        yielding(broken)()

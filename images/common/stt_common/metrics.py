@@ -1,6 +1,7 @@
 """Prometheus metrics with the app's own registry, and a pure-ASGI middleware for requests and latency."""
 from __future__ import annotations
 
+import os
 import time
 from typing import Optional
 
@@ -9,8 +10,25 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
+def process_started_at() -> float:
+    """When this process started (epoch seconds), from /proc: the container's start where the server is its first
+    process; now where /proc cannot say."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.time()
+
+
+PROCESS_STARTED_AT = process_started_at()
+
+
 class Metrics:
     def __init__(self, registry: Optional[CollectorRegistry] = None, prefix: str = "stt"):
+        self._startup_done: set = set()
         r = self.registry = registry or CollectorRegistry()
         self.requests = Counter(f"{prefix}_requests_total", "HTTP requests", ["method", "route", "status"], registry=r)
         self.latency = Histogram(f"{prefix}_request_duration_seconds", "HTTP request latency", ["route"],
@@ -30,6 +48,19 @@ class Metrics:
         self.jobs_stopped = Counter(f"{prefix}_jobs_stopped_total",
                                     "Jobs stopped before the end (client gone, time limit)", ["reason"], registry=r)
         self.models_loaded = Gauge(f"{prefix}_models_loaded", "Models currently loaded", registry=r)
+        self.phase_seconds = Counter(f"{prefix}_pipeline_seconds_total",
+                                     "Seconds spent per pipeline phase (vad, asr, align, diarize_embedding ...)",
+                                     ["phase"], registry=r)
+        self.startup_seconds = Gauge(f"{prefix}_startup_seconds",
+                                     "This process's start, phase by phase: seconds from the process start to the "
+                                     "end of each phase (import, model_load, first_inference ...)", ["phase"],
+                                     registry=r)
+
+    def startup(self, phase: str) -> None:
+        """Mark the end of a startup phase (once per process): seconds since the process started."""
+        if phase not in self._startup_done:
+            self._startup_done.add(phase)
+            self.startup_seconds.labels(phase).set(round(time.time() - PROCESS_STARTED_AT, 3))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

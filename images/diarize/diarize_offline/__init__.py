@@ -7,5 +7,6 @@
     ann = d.annotation(df)  # pyannote.core.Annotation
 """
 from .core import OfflineDiarizer, Params, load_audio
+from .vad import SpeechDetector
 
-__all__ = ["OfflineDiarizer", "Params", "load_audio"]
+__all__ = ["OfflineDiarizer", "Params", "SpeechDetector", "load_audio"]

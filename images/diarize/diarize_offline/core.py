@@ -8,9 +8,12 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import time
 from dataclasses import dataclass
 
 import numpy as np
+
+from .vad import SpeechDetector
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +90,10 @@ class OfflineDiarizer:
         # One torch thread by default: the embedder's small-batch LSTM/CNN gains little from more, and
         # on a busy 2-core host two OpenMP threads ran the LSTM 4-5x slower than one (bench/diarization.py).
         self.threads = int(threads) if threads else 1
-        prev = torch.get_num_threads()
-        # silero_vad sets torch to one thread when imported: give the process its setting back
-        from silero_vad import load_silero_vad
-
-        torch.set_num_threads(prev)
         self._torch = torch
         self.device = device
-        self.vad = load_silero_vad(sequence=True)  # ONNX, 1 thread, numpy in/out
+        p = self.params
+        self.vad = SpeechDetector(p.vad_threshold, p.min_speech_ms, p.min_silence_ms, p.speech_pad_ms)
         from .embedders import EMBEDDERS
 
         if embedder not in EMBEDDERS:
@@ -105,10 +104,9 @@ class OfflineDiarizer:
     def _warm_up(self):
         """Import the lazy modules and run each model once, so the first request is not the slow one."""
         import scipy.cluster.hierarchy  # noqa: F401
-        import sklearn.metrics  # noqa: F401
 
         noise = np.random.default_rng(0).normal(0, 0.1, SAMPLE_RATE * 2).astype(np.float32)
-        self.vad.audio_forward(noise, sampling_rate=SAMPLE_RATE)
+        self.vad.regions(noise)
         prev = self._torch.get_num_threads()
         self._torch.set_num_threads(self.threads)
         try:
@@ -118,17 +116,8 @@ class OfflineDiarizer:
 
     # ---------------------------------------------------------------- steps
     def speech_regions(self, audio: np.ndarray) -> list[tuple[int, int]]:
-        """Speech regions in samples, from silero-vad, computed block by block."""
-        from silero_vad.utils_vad import get_speech_timestamps_from_probs
-
-        p = self.params
-        probs = self.vad.audio_forward(audio, sampling_rate=SAMPLE_RATE)
-        ts = get_speech_timestamps_from_probs(
-            probs, sampling_rate=SAMPLE_RATE, threshold=p.vad_threshold,
-            min_speech_duration_ms=p.min_speech_ms, min_silence_duration_ms=p.min_silence_ms,
-            speech_pad_ms=p.speech_pad_ms, audio_length_samples=audio.size,
-        )
-        return [(int(t["start"]), int(t["end"])) for t in ts]
+        """Speech regions in samples, from silero-vad."""
+        return self.vad.regions(audio)
 
     def windows(self, regions):
         """(region index, start sample, end sample) of the embedding windows inside each region."""
@@ -149,35 +138,51 @@ class OfflineDiarizer:
 
     # ---------------------------------------------------------------- main
     def __call__(self, audio, num_speakers=None, min_speakers=None, max_speakers=None, progress_callback=None,
-                 **_ignored):
+                 return_embeddings=False, timings: dict | None = None, **_ignored):
         """Speaker turns as a DataFrame (start, end, speaker), whisperx's DiarizationPipeline's shape.
         ``progress_callback`` (a percentage) is called between the steps and after each embedding batch, as
-        whisperx's pipeline calls it: a caller stops the run by raising from it."""
+        whisperx's pipeline calls it: a caller stops the run by raising from it. ``return_embeddings``: also
+        {speaker: embedding} (the mean of the speaker's window embeddings, L2-normalised; a list of floats as
+        whisperx's pipeline returns them), as the tuple (df, embeddings). ``timings`` (a dict) receives the seconds
+        of each step: vad, embedding, clustering."""
         import pandas as pd
 
         audio = load_audio(audio)
         prev = self._torch.get_num_threads()
         self._torch.set_num_threads(self.threads)  # process-wide in torch: restored below
+        embeddings: dict = {}
         try:
-            segments = self.diarize(audio, num_speakers, min_speakers, max_speakers, progress=progress_callback)
+            segments = self.diarize(audio, num_speakers, min_speakers, max_speakers, progress=progress_callback,
+                                    embeddings=embeddings, timings=timings)
         finally:
             self._torch.set_num_threads(prev)
         df = pd.DataFrame(segments, columns=["start", "end", "speaker"])
         if len(df):
             df = df.sort_values("start", kind="stable").reset_index(drop=True)
+        if return_embeddings:
+            return df, {k: v.tolist() for k, v in embeddings.items()}
         return df
 
-    def diarize(self, audio: np.ndarray, num_speakers=None, min_speakers=None, max_speakers=None, progress=None):
+    def diarize(self, audio: np.ndarray, num_speakers=None, min_speakers=None, max_speakers=None, progress=None,
+                embeddings: dict | None = None, timings: dict | None = None):
+        """[(start s, end s, label)]; ``embeddings`` (a dict) receives {label: embedding} per speaker, ``timings``
+        the seconds of each step."""
         p = self.params
         report = progress or (lambda _pct: None)
+        timings = {} if timings is None else timings
+        t0 = time.monotonic()
         regions = self.speech_regions(audio)
+        timings["vad"] = time.monotonic() - t0
         report(10.0)
         wins = self.windows(regions)
         if not wins:
             return []
         n_wins = len(wins)
+        t0 = time.monotonic()
         emb = self.embedder.embed(audio, regions, wins, batch=p.batch_windows,
                                   progress=lambda done: report(10.0 + 80.0 * done / n_wins))
+        timings["embedding"] = time.monotonic() - t0
+        t0 = time.monotonic()
         win_region = np.array([r for r, _, _ in wins])
         raw = emb
         emb = emb - emb.mean(axis=0, keepdims=True)
@@ -218,6 +223,11 @@ class OfflineDiarizer:
         report(95.0)
         segs = self._to_segments(regions, wins, win_label)
         order = self._speaker_order(segs)
+        timings["clustering"] = time.monotonic() - t0
+        if embeddings is not None:
+            for c, i in order.items():
+                e = raw[win_label == c].mean(axis=0)
+                embeddings[f"SPEAKER_{i:02d}"] = e / (np.linalg.norm(e) + 1e-9)
         return [(s, e, f"SPEAKER_{order[c]:02d}") for s, e, c in segs]
 
     def _chunks(self, win_region):
@@ -249,7 +259,6 @@ class OfflineDiarizer:
         """
         from scipy.cluster.hierarchy import fcluster, linkage
         from scipy.spatial.distance import pdist, squareform
-        from sklearn.metrics import silhouette_score
 
         n = len(x)
         if n == 1:
@@ -272,7 +281,7 @@ class OfflineDiarizer:
             lab = self._fold_small(x, dur, cut(k))
             if lab.max() + 1 < 2:
                 continue
-            score = silhouette_score(square, lab, metric="precomputed")
+            score = silhouette(square, lab)
             # near-ties go to the larger count: the same-voice merge below undoes needless splits
             if score > best - p.silhouette_tie:
                 best, labels = max(best, score), lab
@@ -374,6 +383,28 @@ class OfflineDiarizer:
         for i, row in enumerate(df.itertuples(index=False)):
             ann[Segment(float(row.start), float(row.end)), i] = row.speaker
         return ann
+
+
+def silhouette(dist: np.ndarray, labels: np.ndarray) -> float:
+    """Mean silhouette coefficient over a square distance matrix (sklearn's ``silhouette_score`` with
+    ``metric="precomputed"``, whose import alone cost a cold start seconds): per point, a = mean distance to the
+    rest of its cluster, b = the lowest mean distance to another cluster, s = (b - a) / max(a, b), 0 in a cluster
+    of one. Needs 2 <= clusters <= points - 1."""
+    labels = np.asarray(labels)
+    n, k = len(labels), int(labels.max()) + 1
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    sums = np.zeros((n, k))
+    for c in range(k):
+        sums[:, c] = dist[:, labels == c].sum(axis=1)
+    own = counts[labels]
+    a = sums[np.arange(n), labels] / np.maximum(own - 1, 1)
+    other = sums / np.where(counts > 0, counts, np.inf)
+    other[np.arange(n), labels] = np.inf
+    b = other.min(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s = np.nan_to_num((b - a) / np.maximum(a, b))
+    s[own == 1] = 0.0
+    return float(s.mean())
 
 
 def _relabel(labels):

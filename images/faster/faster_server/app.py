@@ -52,7 +52,10 @@ def build_app(settings: Optional[FasterSettings] = None):
             log.error("%s", device_problem)
             svc.fail(device_problem, code="device_unavailable")
         else:
-            state["default_load"] = asyncio.ensure_future(cache.keep_loading_default(svc.fail, svc.recover))
+            async def load_default():
+                await cache.keep_loading_default(svc.fail, svc.recover)
+                metrics.startup("asr_model")   # /health 200 from here on
+            state["default_load"] = asyncio.ensure_future(load_default())
         cache.start_reaper()
         try:
             yield
@@ -67,6 +70,8 @@ def build_app(settings: Optional[FasterSettings] = None):
         description="OpenAI-compatible speech-to-text on faster-whisper (CTranslate2). "
                     "Use the `openai` SDK with `base_url=<this server>/v1`.")
     metrics = svc.metrics
+    metrics.startup("import")   # the process started, its modules imported, the app about to serve (/metrics)
+
     def loader(key):
         if device_problem:
             raise APIError(503, device_problem, code="device_unavailable")
@@ -134,6 +139,7 @@ def build_app(settings: Optional[FasterSettings] = None):
         return render_transcript(transcript, form.response_format, form.word_timestamps, form.segment_timestamps)
 
     def _account(task: str, info: Info, seconds: float) -> None:
+        metrics.startup("first_inference")
         metrics.audio_seconds.labels(task).inc(info.duration)
         metrics.inference_seconds.labels(task).inc(seconds)
 

@@ -2,6 +2,8 @@
 ``align``), and aligning a window's segments. A failure degrades to segment times; the engine says why."""
 from __future__ import annotations
 
+import ast
+import importlib.util
 import os
 import time
 
@@ -12,6 +14,37 @@ from .models import hf_offline
 
 class AlignUnavailable(Exception):
     """No alignment for this language (no model known, not cached offline, download failed): the reason."""
+
+
+def default_align_models() -> tuple[dict, dict]:
+    """whisperx's default alignment models per language ({language: torchaudio bundle}, {language: hub id}), read
+    from its alignment module's source (two literal dicts) without importing it."""
+    global _DEFAULTS
+    if _DEFAULTS is None:
+        found = {"DEFAULT_ALIGN_MODELS_TORCH": {}, "DEFAULT_ALIGN_MODELS_HF": {}}
+        try:
+            spec = importlib.util.find_spec("whisperx.alignment")
+            tree = ast.parse(open(spec.origin, encoding="utf-8").read())
+            for node in tree.body:
+                if isinstance(node, ast.Assign) and len(node.targets) == 1 and \
+                        getattr(node.targets[0], "id", None) in found:
+                    found[node.targets[0].id] = ast.literal_eval(node.value)
+        except Exception:  # noqa: BLE001 - whisperx missing or reshaped: the real load decides
+            pass
+        _DEFAULTS = (found["DEFAULT_ALIGN_MODELS_TORCH"], found["DEFAULT_ALIGN_MODELS_HF"])
+    return _DEFAULTS
+
+
+_DEFAULTS: tuple | None = None
+
+
+def hf_cached(repo_id: str, cache_dir: str | None = None) -> bool:
+    """Whether a hub repo's config is in the local HuggingFace cache (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        return isinstance(try_to_load_from_cache(repo_id, "config.json", cache_dir=cache_dir), str)
+    except Exception:  # noqa: BLE001 - unknown layout: let the real load decide
+        return True
 
 
 def torchaudio_cached(bundle_name: str) -> bool:
@@ -53,13 +86,22 @@ class Alignment:
             raise
 
     def _load_align(self, language: str, name: str | None):
+        # the cheap checks first: importing whisperx's alignment module (transformers' wav2vec2, torchaudio) costs
+        # seconds, worth paying only for a model that can load
+        torch_models, hf_models = default_align_models()
+        bundle = name or torch_models.get(language) or hf_models.get(language)
+        if bundle is None and (torch_models or hf_models):
+            raise AlignUnavailable(f"no wav2vec2 alignment model is known for language {language!r}; "
+                                   f"set STT_ALIGN_MODELS={language}=<model> to add one")
+        if bundle and hf_offline() and not os.path.isdir(bundle):
+            if bundle in torch_models.values() and not torchaudio_cached(bundle):
+                raise AlignUnavailable(f"the alignment model for {language!r} ({bundle}) is not cached and downloads "
+                                       f"are off (HF_HUB_OFFLINE=1)")
+            if bundle in hf_models.values() and not hf_cached(bundle, self.cfg.align_cache_dir):
+                raise AlignUnavailable(f"the alignment model for {language!r} ({bundle}) is not cached and downloads "
+                                       f"are off (HF_HUB_OFFLINE=1)")
         self._setup_torch()
         import whisperx
-        from whisperx.alignment import DEFAULT_ALIGN_MODELS_TORCH
-        bundle = name or DEFAULT_ALIGN_MODELS_TORCH.get(language)
-        if hf_offline() and bundle in DEFAULT_ALIGN_MODELS_TORCH.values() and not torchaudio_cached(bundle):
-            raise AlignUnavailable(f"the alignment model for {language!r} ({bundle}) is not cached and downloads "
-                                   f"are off (HF_HUB_OFFLINE=1)")
         try:
             return whisperx.load_align_model(language_code=language, device=self.cfg.device, model_name=name,
                                              model_dir=self.cfg.align_cache_dir,
@@ -75,13 +117,13 @@ class Alignment:
             raise AlignUnavailable(f"the alignment model for {language!r} could not be downloaded "
                                    f"({type(exc).__name__}); it is cached after one successful download") from exc
 
-    def _align(self, segments, audio, language, stop=None):
+    def _align(self, segments, audio, language, stop=None, model=None):
         """The segments with timed words; raises AlignUnavailable (or the library's error) when it cannot.
-        ``stop`` is called after each segment (it raises to end the job)."""
+        ``stop`` is called after each segment (it raises to end the job); ``model``: :meth:`load_align`'s."""
         import whisperx
 
         from .punkt_data import ensure_punkt_tab
-        model, meta = self.load_align(language)
+        model, meta = model or self.load_align(language)
         ensure_punkt_tab()
         out = whisperx.align(segments, model, meta, audio, self.cfg.device, return_char_alignments=False,
                              progress_callback=(lambda _pct: stop()) if stop is not None else None)

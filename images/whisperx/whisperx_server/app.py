@@ -55,20 +55,27 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
                 log.error("%s", device_problem)
                 svc.fail(device_problem, code="device_unavailable")
                 return
-            try:
+            # what a request needs first, side by side: the ASR model (retried with backoff until it loads: /health
+            # is 503 meanwhile, 200 as soon as it works) and the diarization backend, warm, so that the first
+            # diarized request does not pay for it (and a wrong HF token or model conditions are said at startup);
+            # each phase's end in stt_startup_seconds
+            async def asr():
+                await cache.keep_loading_default(svc.fail, svc.recover)
+                svc.metrics.startup("asr_model")
+
+            async def diarizer():
+                try:
+                    await run_in_threadpool(engine.check_diarization)
+                    svc.metrics.startup("diarizer")
+                    log.info("diarization backend %s ready", engine.diarization_backend())
+                except Exception as e:  # noqa: BLE001 - diarized requests answer the same error
+                    log.warning("diarization is not available: %s", getattr(e, "message", None) or e)
+            await asyncio.gather(asr(), diarizer())
+            try:   # alignment's sentence data: only aligned requests read it
                 from .punkt_data import ensure_punkt_tab
                 await run_in_threadpool(ensure_punkt_tab)
-            except Exception as e:  # noqa: BLE001 - alignment degrades without it; the ASR model still loads
+            except Exception as e:  # noqa: BLE001 - alignment degrades without it
                 log.warning("punkt data unavailable: %s", e)
-            # retried with backoff until it loads: /health is 503 meanwhile, 200 as soon as it works
-            await cache.keep_loading_default(svc.fail, svc.recover)
-            # warm the diarization backend so the first diarized request does not pay for it, and say
-            # at startup (not at the first request) when the HF token or the model conditions are wrong
-            try:
-                await run_in_threadpool(engine.check_diarization)
-                log.info("diarization backend %s ready", engine.diarization_backend())
-            except Exception as e:  # noqa: BLE001 - diarized requests answer the same error
-                log.warning("diarization is not available: %s", getattr(e, "message", None) or e)
 
         holder["tasks"] = [asyncio.ensure_future(load_default())]
         try:
@@ -83,6 +90,7 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
         "WhisperX speech-to-text: batched faster-whisper ASR, wav2vec2 word alignment and speaker diarization "
         "(pyannote with HF_TOKEN, an offline backend without). `POST /transcribe` keeps the runbook's contract; "
         "`POST /v1/audio/transcriptions` is OpenAI-compatible and adds `diarized_json`."))
+    svc.metrics.startup("import")   # the process started, its modules imported, the app about to serve
     cache = engine.cache   # the one model manager: ASR, alignment and diarization models
     cache.metrics = svc.metrics
     if device_problem:

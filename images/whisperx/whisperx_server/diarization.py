@@ -11,6 +11,7 @@ from stt_common import JobStopped
 
 from .errors import (DiarizationUnavailable, InvalidRequest, ServiceError, map_diarization_load_error,
                      token_malformed_error, token_missing_error)
+from .speakers import SpeakerTurns
 
 log = logging.getLogger("whisperx_server")
 
@@ -87,18 +88,23 @@ class Diarization:
         else:
             self._offline_diarizer()
 
-    def diarize(self, audio: np.ndarray, *, num_speakers=None, min_speakers=None, max_speakers=None, stop=None):
-        """(speaker turns as a DataFrame, the backend's name) for the whole recording. ``stop`` (raises to end
+    def diarize(self, audio: np.ndarray, *, num_speakers=None, min_speakers=None, max_speakers=None, stop=None,
+                timings: dict | None = None):
+        """(:class:`~whisperx_server.speakers.SpeakerTurns`, the backend's name) for the whole recording: the turns
+        and one embedding per speaker cluster. ``stop`` (raises to end
         the job) is called as the backend reports progress: whisperx's pyannote pipeline after each batch of its
-        segmentation and embedding steps, the offline one between its steps and embedding batches."""
+        segmentation and embedding steps, the offline one between its steps and embedding batches. ``timings`` (a
+        dict) receives the offline backend's seconds per step (vad, embedding, clustering)."""
         backend = self.diarization_backend()
         diarizer = self._pyannote_diarizer() if backend == "pyannote" else self._offline_diarizer()
+        extra = {"timings": timings} if backend == "offline" and timings is not None else {}
         try:
-            df = diarizer(audio, num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers,
-                          progress_callback=(lambda _pct: stop()) if stop is not None else None)
+            df, embeddings = diarizer(audio, num_speakers=num_speakers, min_speakers=min_speakers,
+                                      max_speakers=max_speakers, return_embeddings=True,
+                                      progress_callback=(lambda _pct: stop()) if stop is not None else None, **extra)
         except (ServiceError, JobStopped):
             raise
         except Exception as exc:  # noqa: BLE001
             log.exception("diarization failed")
             raise ServiceError(f"Diarization failed ({type(exc).__name__}).", code="diarization_failed") from exc
-        return df, backend
+        return SpeakerTurns.from_frame(df, embeddings), backend

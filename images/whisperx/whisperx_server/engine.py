@@ -5,8 +5,9 @@ Request handlers only see :meth:`WhisperXEngine.run` (audio in, a plain-dict res
 first use so that the module imports without them.
 
 The engine is put together from one part per responsibility: :mod:`.models` (which ASR model a name
-means, loading it), :mod:`.alignment`, :mod:`.diarization`, :mod:`.transcription` (ASR on speaker
-turns), :mod:`.windows` (where long audio is cut) and :mod:`.segments` (the client's segment shape).
+means, loading it: :mod:`.asr`), :mod:`.alignment`, :mod:`.diarization`, :mod:`.transcription` (batched ASR on
+VAD chunks or speaker turns), :mod:`.speakers` (a speaker per word, segments cut at speaker changes),
+:mod:`.windows` (where long audio is cut) and :mod:`.segments` (the client's segment shape).
 Every model it loads (ASR, alignment, diarization) lives in one :class:`stt_common.ModelCache`, the
 engine's ``cache``: one idle TTL, one list on /health.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +36,8 @@ from .diarization import Diarization, check_speaker_hints
 from .errors import DEFAULT_DIARIZATION_MODEL, InvalidRequest
 from .models import ModelLoading, empty_cuda_cache
 from .segments import offset_segment, public_segment
-from .transcription import asr_on_spans, detect_language, stoppable_vad, stopping
+from .speakers import SpeakerTurns, assign_speakers
+from .transcription import asr_on_spans, detect_language
 from .windows import SAMPLE_RATE, group_spans, quiet_cut_points, speaker_turn_spans
 
 __all__ = ["SAMPLE_RATE", "EngineConfig", "WhisperXEngine", "check_speaker_hints", "group_spans",
@@ -61,6 +64,8 @@ class EngineConfig:
     align_models: dict[str, str] = field(default_factory=dict)   # language -> model name/folder
     align_cache_dir: str | None = None
     window_s: float = 1200.0             # ASR/alignment window on long audio
+    diarize_order: str = "words"         # words: full-context ASR, speakers per word | turns: ASR per speaker turn
+    vad: str = "silero"                  # ASR chunks: silero (shipped ONNX model) | pyannote (whisperx's default)
     allow_downloads: bool = False        # short names / hub ids beyond the default and the store (opt-in)
     guards: dict[str, Any] = field(default_factory=dict)   # GuardSettings.guards: the decoder's thresholds
 
@@ -90,14 +95,18 @@ class WhisperXEngine(ModelLoading, Alignment, Diarization):
         """``job`` (stt_common.Job): checked between windows, between the VAD's batches, after each ASR batch,
         after each aligned segment and within diarization's steps; stops the run once cancelled (client gone,
         time limit). ``prompt`` and ``temperature`` (OpenAI's) and the server's guards apply to this run's ASR
-        only (:func:`.decoding.decoding`)."""
+        only (:func:`.decoding.decoding`).
+
+        With ``diarize``, the order is the configured ``diarize_order``: ``words`` (ASR over the VAD's chunks with
+        full context, words timed, each word given the speaker of its time, segments cut where the speaker
+        changes: :mod:`.speakers`) or ``turns`` (ASR on each speaker turn: a segment never spans two speakers,
+        short turns lose their context)."""
         check_speaker_hints(num_speakers, min_speakers, max_speakers)
         stop = job.check if job is not None else (lambda: None)
         language = (language or "").strip().lower() or None
         if diarize:  # fail fast on a configuration error, before minutes of ASR
             self.check_diarization()
         pipe = asr if asr is not None else self.load_asr(model)
-        stoppable_vad(pipe)
         multilingual = bool(pipe.model.model.is_multilingual)
         if not multilingual:
             if language not in (None, "en"):
@@ -106,54 +115,65 @@ class WhisperXEngine(ModelLoading, Alignment, Diarization):
             language = "en"
         duration = len(audio) / SAMPLE_RATE
         batch = batch_size or self.cfg.batch_size
+        order = self.cfg.diarize_order if diarize else None
+        clock = Phases()
+        turns = None
         diar_info = None
-        df = None
         if diarize:
-            # diarize first: ASR then runs on speaker turns, so a segment never spans two speakers, even
-            # where no alignment model gives word times
-            t1 = time.monotonic()
-            df, backend = self.diarize(audio, num_speakers=num_speakers, min_speakers=min_speakers,
-                                       max_speakers=max_speakers, stop=stop)
-            speakers = sorted({str(x) for x in df["speaker"]}) if len(df) else []
-            diar_info = {"backend": backend, "speakers": speakers, "seconds": round(time.monotonic() - t1, 3)}
-            groups = group_spans(speaker_turn_spans(df, audio), self.cfg.window_s)
+            # the whole recording at once: speaker labels stay consistent across windows
+            steps: dict = {}
+            with clock("diarize"):
+                turns, backend = self.diarize(audio, num_speakers=num_speakers, min_speakers=min_speakers,
+                                              max_speakers=max_speakers, stop=stop, timings=steps)
+            for k, v in steps.items():
+                clock.seconds[f"diarize_{k}"] = v
+            diar_info = {"backend": backend, "speakers": turns.speakers, "order": order,
+                         "seconds": round(clock.seconds["diarize"], 3)}
+        if order == "turns":
+            groups = group_spans(speaker_turn_spans(turns.turns, audio), self.cfg.window_s)
         else:
             cuts = quiet_cut_points(audio, self.cfg.window_s)
             groups = [(a, b, None) for a, b in zip(cuts[:-1], cuts[1:])]
-        t0 = time.monotonic()
         segments: list[dict] = []
+        words_by = None          # "wav2vec2" | "whisper" | None: who timed the words
         align_info = {"status": "disabled"} if not align else None
         for w0, w1, spans in groups:
             stop()
             chunk = np.ascontiguousarray(audio[w0:w1], dtype=np.float32)
             with decoding(pipe, self.cfg.guards, prompt, temperature, stop):   # this request's, exclusively
                 if language is None:
-                    language = detect_language(pipe, chunk, spans[0][0] - w0 if spans else 0)
+                    with clock("language"):
+                        language = detect_language(pipe, chunk, spans[0][0] - w0 if spans else 0)
+                aligner = None
+                if align and (align_info is None or align_info["status"] == "aligned"):
+                    aligner, align_info = self._aligner(language, align_info)
+                # words are wanted with alignment asked for and whenever speakers are given per word; without a
+                # wav2vec2 model for the language, Whisper times them itself (cross-attention)
+                whisper_words = aligner is None and (align or order == "words")
                 if spans is None:
-                    with stopping(stop):   # the VAD pass over the window checks too (stoppable_vad)
-                        res = pipe.transcribe(chunk, batch_size=batch, language=language,
-                                              progress_callback=lambda _pct: stop())   # after each batch
-                    segs = res["segments"]
+                    with clock("vad"):
+                        spans = pipe.speech_chunks(chunk, stop)
                 else:
-                    segs = asr_on_spans(pipe, chunk, [(a - w0, b - w0) for a, b in spans], batch, language, stop)
+                    spans = [(a - w0, b - w0) for a, b in spans]
+                with clock("asr"):
+                    segs = asr_on_spans(pipe, chunk, spans, batch, language, stop, words=whisper_words,
+                                        timings=clock.seconds)
             stop()
-            segs = [s for s in segs if s.get("text", "").strip()]
-            if align and segs and (align_info is None or align_info["status"] == "aligned"):
+            if aligner is not None and segs:
                 try:
-                    segs = self._align(segs, chunk, language, stop)
-                    align_info = {"status": "aligned", "language": language,
-                                  "model": self.align_model_name(language) or "default"}
+                    with clock("align"):
+                        segs = self._align(segs, chunk, language, stop, aligner)
+                    words_by = "wav2vec2"
                 except JobStopped:
                     raise
-                except AlignUnavailable as exc:
-                    align_info = {"status": "unavailable", "language": language,
-                                  "reason": f"{exc}; timestamps are per segment, words are not timed"}
-                    log.warning("alignment unavailable: %s", exc)
                 except Exception as exc:  # noqa: BLE001 - degrade, never fail the transcription
                     log.exception("alignment failed")
                     align_info = {"status": "unavailable", "language": language,
                                   "reason": f"alignment failed ({type(exc).__name__}); timestamps are per segment"}
-            if align_info is None or align_info["status"] != "aligned":
+                    segs = [{"start": s["start"], "end": s["end"], "text": s["text"]} for s in segs]
+            elif whisper_words:
+                words_by = words_by or "whisper"
+            else:
                 segs = [{"start": s["start"], "end": s["end"], "text": s["text"]} for s in segs]
             offset = w0 / SAMPLE_RATE
             for s in segs:
@@ -161,20 +181,67 @@ class WhisperXEngine(ModelLoading, Alignment, Diarization):
             del chunk
             if hasattr(job, "progress"):   # an asynchronous job (stt_common.jobs) reports how far it got
                 job.progress(w1 / SAMPLE_RATE)
+        if "words" in clock.seconds:   # timed inside the ASR phase: shown apart
+            clock.seconds["asr"] -= clock.seconds["words"]
         if align_info is None:
             align_info = {"status": "skipped", "language": language, "reason": "no speech to align"}
-        asr_s = time.monotonic() - t0
-        result: dict[str, Any] = {"segments": segments, "language": language}
+        if align_info["status"] != "aligned" and words_by == "whisper":
+            align_info["words"] = "whisper"
+            if "reason" in align_info:
+                align_info["reason"] += "; words are timed by Whisper's own word timestamps (coarser)"
         if diarize:
-            import whisperx
-            result = whisperx.assign_word_speakers(df, result, fill_nearest=True)
+            with clock("speakers"):
+                segments = self.label_speakers(segments, turns, order)
         out = {
-            "segments": [public_segment(s, diarize) for s in result["segments"]],
+            "segments": [public_segment(s, diarize) for s in segments],
             "language": language,
             "duration": round(duration, 3),
             "alignment": align_info,
         }
         if diar_info is not None:
             out["diarization"] = diar_info
-        out["timings"] = {"asr_align_seconds": round(asr_s, 3)}
+        metrics = getattr(self.cache, "metrics", None)   # the server's (stt_common.Metrics); none in a worker
+        if metrics is not None and hasattr(metrics, "phase_seconds"):
+            metrics.startup("first_inference")
+            stepped = any(k.startswith("diarize_") for k in clock.seconds)
+            for k, v in clock.seconds.items():
+                if not (k == "diarize" and stepped):   # the offline backend's steps are counted one by one
+                    metrics.phase_seconds.labels(k).inc(v)
+        asr_align = sum(clock.seconds.get(k, 0.0) for k in ("language", "vad", "asr", "words", "align"))
+        out["timings"] = {"asr_align_seconds": round(asr_align, 3),
+                          **{f"{k}_seconds": round(v, 3) for k, v in clock.seconds.items()}}
         return out
+
+    def label_speakers(self, segments: list[dict], turns: SpeakerTurns, order: str) -> list[dict]:
+        """Speakers per word and segment (:mod:`.speakers`); in the ``words`` order, segments cut where the speaker
+        changes. ``turns.embeddings`` holds one embedding per speaker cluster, for naming the clusters."""
+        return assign_speakers(segments, turns, per_word=order == "words")
+
+    def _aligner(self, language: str, info: dict | None) -> tuple:
+        """(the alignment model for ``language`` or None, the alignment info to report)."""
+        try:
+            model = self.load_align(language)
+        except AlignUnavailable as exc:
+            log.warning("alignment unavailable: %s", exc)
+            return None, {"status": "unavailable", "language": language, "reason": str(exc)}
+        except Exception as exc:  # noqa: BLE001
+            log.exception("alignment model failed to load")
+            return None, {"status": "unavailable", "language": language,
+                          "reason": f"alignment model failed to load ({type(exc).__name__})"}
+        return model, {"status": "aligned", "language": language,
+                       "model": self.align_model_name(language) or "default"}
+
+
+class Phases:
+    """Seconds spent per named phase of one run (a phase entered twice adds up)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - t0

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from stt_common import check_text, public_name
 
-from .decoding import guard
 from .errors import ModelNotFound, ServiceError, map_model_load_error
 
 log = logging.getLogger("whisperx_server")
@@ -127,16 +126,15 @@ class ModelLoading:
     def _load_asr(self, arch: str):
         """The model manager's loader: ``arch`` is what :meth:`resolve_model` returned."""
         self._setup_torch()
-        import whisperx
+        from .asr import load_pipeline
         log.info("loading ASR model %s (%s, %s)", arch, self.cfg.device, self.cfg.compute_type)
         t0 = time.monotonic()
         try:
-            pipe = whisperx.load_model(arch, device=self.cfg.device, compute_type=self.cfg.compute_type,
-                                       threads=self.cfg.cpu_threads,
-                                       download_root=None, local_files_only=hf_offline())
+            pipe = load_pipeline(arch, device=self.cfg.device, compute_type=self.cfg.compute_type,
+                                 threads=self.cfg.cpu_threads, local_files_only=hf_offline(), vad=self.cfg.vad)
         except ServiceError:
             raise
         except Exception as exc:  # noqa: BLE001 - every load failure becomes a clear error
             raise map_model_load_error(exc, arch) from exc
         log.info("ASR model %s loaded in %.1fs", arch, time.monotonic() - t0)
-        return guard(pipe)   # honours per-request temperatures and the guards (.decoding)
+        return pipe

@@ -3,7 +3,7 @@ the API (app.py) and the job worker (worker.py)."""
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import Field
 
@@ -25,6 +25,13 @@ class Settings(GuardSettings, STTSettings):
     align_models: str = ""          # "en=/models/wav2vec2-en,fr=org/model"
     align_model_dir: Optional[str] = None
     window_seconds: float = Field(1200, gt=30)
+    # diarize=true: "words" transcribes with full context and gives each word its speaker, segments cut at speaker
+    # changes; "turns" transcribes each speaker turn on its own (no segment spans two speakers; short turns lose
+    # their context: bench/README.md, "Diarized transcripts")
+    diarize_order: Literal["words", "turns"] = "words"
+    # where speech is, for the ASR's 30 s chunks: "silero" (silero-vad's ONNX model, shipped in its wheel) or
+    # "pyannote" (whisperx's default segmentation model: about ten times slower on CPU)
+    vad: Literal["silero", "pyannote"] = "silero"
 
 
 def cuda_devices() -> int:
@@ -58,4 +65,5 @@ def engine_config(settings: Settings, env=os.environ) -> EngineConfig:
         max_loaded_models=settings.max_loaded_models, hf_token=(env.get("HF_TOKEN") or "").strip(),
         diarization_backend=backend, diarization_model=settings.diarization_model, align_models=align,
         align_cache_dir=settings.align_model_dir, window_s=settings.window_seconds,
-        allow_downloads=settings.allow_model_downloads, guards=settings.guards)
+        diarize_order=settings.diarize_order, vad=settings.vad, allow_downloads=settings.allow_model_downloads,
+        guards=settings.guards)

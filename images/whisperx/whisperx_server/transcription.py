@@ -1,5 +1,7 @@
-"""Batched ASR pieces beyond whisperx's own ``transcribe``: ASR on given spans (speaker turns) and language
-detection where someone speaks."""
+"""Batched ASR on chunks of a window: the VAD's chunks (full context: the default) or given spans (speaker turns,
+the turn-first order), through the guarded batched decoder (:mod:`.decoding`), with Whisper's own word timestamps
+where no alignment model times the words; language detection where someone speaks; a pyannote VAD pass that stops
+with its request."""
 from __future__ import annotations
 
 import threading
@@ -9,30 +11,40 @@ import numpy as np
 
 from .windows import SAMPLE_RATE
 
-
-def asr_on_spans(pipe, audio: np.ndarray, spans: list, batch_size: int, language: str, stop=None) -> list[dict]:
-    """whisperx's batched ASR over given spans (instead of its own VAD chunks): one segment per span."""
+def set_language(pipe, language: str) -> None:
+    """The pipeline's tokenizer for ``language`` (:func:`.decoding.decoding` restores the previous one)."""
     from faster_whisper.tokenizer import Tokenizer
-    if not spans:
-        return []
     tokenizer = pipe.tokenizer
     if tokenizer is None or tokenizer.language_code != language or tokenizer.task != "transcribe":
         pipe.tokenizer = Tokenizer(pipe.model.hf_tokenizer, pipe.model.model.is_multilingual,
                                    task="transcribe", language=language)
-    try:
-        data = ({"inputs": np.ascontiguousarray(audio[a:b])} for a, b in spans)
-        out = []
-        for (a, b), res in zip(spans, pipe(data, batch_size=batch_size, num_workers=0)):
-            if stop is not None:
-                stop()
-            text = res["text"]
-            if batch_size in (0, 1, None) and isinstance(text, list):
-                text = text[0]
-            out.append({"text": text, "start": round(a / SAMPLE_RATE, 3), "end": round(b / SAMPLE_RATE, 3)})
-        return out
-    finally:
-        if pipe.preset_language is None:
-            pipe.tokenizer = None
+
+
+def asr_on_spans(pipe, audio: np.ndarray, spans: list, batch_size: int, language: str, stop=None,
+                 words: bool = False, timings: dict | None = None) -> list[dict]:
+    """The batched decoder over ``spans`` [(start, end) samples, each at most 30 s] of ``audio``: one segment per
+    span with text (empty ones left out), start and end in seconds; with ``words``, Whisper's word timestamps.
+    Runs inside :func:`.decoding.decoding` (the request's options); ``stop`` is called after each batch;
+    ``timings["words"]`` adds the seconds spent timing words."""
+    from .decoding import decode_batch
+    if not spans:
+        return []
+    set_language(pipe, language)
+    fps = pipe.model.frames_per_second
+    out = []
+    for i in range(0, len(spans), max(1, batch_size or 1)):
+        batch = spans[i:i + max(1, batch_size or 1)]
+        feats = np.stack([pipe.features(audio[a:b]) for a, b in batch])
+        secs = [(a / SAMPLE_RATE, b / SAMPLE_RATE) for a, b in batch]
+        frames = [min(feats.shape[-1], int(np.ceil(e - s) * fps)) for s, e in secs] if words else None
+        for (s, e), res in zip(secs, decode_batch(pipe, feats, frames, [s for s, _ in secs], timings)):
+            seg = {"text": res["text"], "start": round(s, 3), "end": round(e, 3), "avg_logprob": res["avg_logprob"]}
+            if words:
+                seg["words"] = res["words"]
+            out.append(seg)
+        if stop is not None:
+            stop()
+    return [s for s in out if s["text"].strip()]
 
 
 def detect_language(pipe, chunk, first_speech: int = 0) -> str:
@@ -56,13 +68,13 @@ def stopping(stop):
         _running.stop = None
 
 
-def stoppable_vad(pipe) -> bool:
-    """Let whisperx's pyannote VAD stop between its batches (of 32 ten-second chunks): ``pipe.transcribe`` runs
-    it over the whole window (minutes on CPU) and offers no callback of its own. pyannote's
+def stoppable_vad(vad) -> bool:
+    """Let whisperx's pyannote VAD (``STT_VAD=pyannote``) stop between its batches (of 32 ten-second chunks): it
+    runs over the whole window (minutes on CPU) and offers no callback of its own. pyannote's
     ``Inference.slide`` calls a hook after every batch; this hands it one that calls the stop check of the job
     the calling thread runs (:func:`stopping`), so the same pass, with the same results, can end early. Done
-    once per pipeline; False where the VAD is not pyannote's (silero: not wrapped)."""
-    seg = getattr(getattr(getattr(pipe, "vad_model", None), "vad_pipeline", None), "_segmentation", None)
+    once per VAD; False where it is not pyannote's."""
+    seg = getattr(getattr(vad, "vad_pipeline", None), "_segmentation", None)
     if seg is None or not hasattr(seg, "slide"):
         return False
     if getattr(seg, "_stt_stoppable", False):

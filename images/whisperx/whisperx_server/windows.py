@@ -31,12 +31,14 @@ def quiet_cut_points(audio: np.ndarray, window_s: float, search_s: float = 5.0) 
     return cuts
 
 
-def speaker_turn_spans(df, audio, max_s: float = 28.0, merge_gap: float = 0.6, pad: float = 0.15) -> list:
-    """(start_sample, end_sample) spans to transcribe: the diarizer's turns, consecutive turns of one
-    speaker merged across short gaps, turns longer than ``max_s`` cut at quiet points (whisper reads
-    30 s at a time)."""
+def speaker_turn_spans(turns, audio, max_s: float = 28.0, merge_gap: float = 0.6, pad: float = 0.15) -> list:
+    """(start_sample, end_sample) spans to transcribe: the diarizer's turns ((start s, end s, speaker) tuples, or
+    a DataFrame of them), consecutive turns of one speaker merged across short gaps, turns longer than ``max_s``
+    cut at quiet points (whisper reads 30 s at a time)."""
     n = len(audio)
-    rows = sorted((float(r.start), float(r.end), str(r.speaker)) for r in df.itertuples()) if df is not None else []
+    if hasattr(turns, "itertuples"):
+        turns = [(r.start, r.end, r.speaker) for r in turns.itertuples()]
+    rows = sorted((float(a), float(b), str(c)) for a, b, c in turns or [])
     turns: list[list] = []
     for st, en, spk in rows:
         if en <= st:

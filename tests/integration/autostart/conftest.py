@@ -107,7 +107,7 @@ class Service:
 
     def __init__(self, root: Path, image: str, *, health_delay: float = 0, blocking: bool = True,
                  idle_timeout: float | None = None, max_wait: float | None = None,
-                 compose_text: str | None = None, health_permanent: str = ""):
+                 compose_text: str | None = None, health_permanent: str = "", wake_path: str | None = None):
         self.id = uuid.uuid4().hex[:8]
         self.project = f"{PREFIX}{self.id}"
         self.container = f"{PREFIX}{self.id}"
@@ -136,6 +136,8 @@ services:
             self.entry["idleTimeout"] = idle_timeout
         if max_wait is not None:
             self.entry["maxWait"] = max_wait
+        if wake_path is not None:
+            self.entry["wakePath"] = wake_path
 
     def state(self) -> str:
         return container_state(self.container)

@@ -209,6 +209,29 @@ def test_upstream_timeout_answers_504(make_service, start_proxy):
     assert proxy.metric(M + "upstream_errors_total", host=svc.host, kind="timeout") == 1
 
 
+def test_wake_path_starts_the_service_without_waiting_for_it(make_service, start_proxy):
+    svc = make_service(health_delay=6, wake_path="/_autostart/wake")
+    proxy = start_proxy([svc])
+    t0 = time.monotonic()
+    r = proxy.get(svc.host, "/_autostart/wake")   # what a page that will call the service sends when it loads
+    assert time.monotonic() - t0 < 4, "the wake request waited for the start"
+    assert r.status_code == 202 and r.json()["status"] == "starting", r.text
+    assert proxy.get(svc.host, "/_autostart/wake").status_code == 202   # joins the start under way
+    wait_for(lambda: proxy.get(svc.host, "/_autostart/wake").status_code == 200, 60, what="the woken service")
+    assert proxy.get(svc.host, "/_autostart/wake").json()["status"] == "ready"
+    # the upload that follows finds it running: no start of its own, no wait
+    t0 = time.monotonic()
+    assert proxy.get(svc.host, "/health").status_code == 200 and time.monotonic() - t0 < 1.0
+    assert proxy.metric(M + "starts_total", host=svc.host) == 1
+    # the container's own start is timed apart from the service's readiness
+    assert proxy.metric(M + "compose_up_duration_seconds_count", host=svc.host) == 1
+    assert proxy.metric(M + "start_duration_seconds_count", host=svc.host) == 1
+    # without the knob the path is the service's like any other (forwarded, after a start)
+    plain = make_service()
+    proxy2 = start_proxy([plain])
+    assert proxy2.get(plain.host, "/_autostart/wake").status_code == 404   # the app's own answer
+
+
 def test_own_health_and_metrics_do_not_wake_services(make_service, start_proxy):
     svc = make_service()
     proxy = start_proxy([svc])

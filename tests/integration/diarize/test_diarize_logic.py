@@ -108,3 +108,20 @@ def test_annotation_and_empty_dataframe():
     ann = OfflineDiarizer.annotation(df, uri="x")
     assert ann.uri == "x" and sorted(ann.labels()) == ["SPEAKER_00", "SPEAKER_01"]
     assert len(OfflineDiarizer.annotation(df.iloc[:0])) == 0
+
+
+def test_silhouette_is_sklearns():
+    """The clustering's own silhouette (no sklearn import at start) gives sklearn's numbers."""
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    from scipy.spatial.distance import pdist, squareform
+
+    from diarize_offline.core import silhouette  # noqa: E402
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        n = int(rng.integers(3, 40))
+        k = int(rng.integers(2, min(n - 1, 6) + 1))
+        labels = rng.integers(0, k, size=n)
+        labels[:k] = np.arange(k)
+        d = squareform(pdist(rng.normal(size=(n, 5)), "cosine"))
+        assert silhouette(d, labels) == pytest.approx(
+            sklearn_metrics.silhouette_score(d, labels, metric="precomputed"), abs=1e-9)

@@ -139,6 +139,15 @@ def engine(tiny_model, tmp_path_factory):
                                        models_dir=str(tmp_path_factory.mktemp("wx-engine-models"))))
 
 
+@pytest.fixture(scope="module")
+def pyannote_vad_engine(tiny_model, tmp_path_factory):
+    """STT_VAD=pyannote: whisperx's own VAD model, the slow pass that needed a way to stop (silero, the default,
+    takes about 2 s over 10 minutes)."""
+    from whisperx_server.engine import EngineConfig, WhisperXEngine
+    return WhisperXEngine(EngineConfig(default_model=tiny_model, threads=2, vad="pyannote",
+                                       models_dir=str(tmp_path_factory.mktemp("wx-engine-models"))))
+
+
 def stopped_in(engine, audio, job, **kw) -> list:
     """The source files the JobStopped raised by engine.run passed through, innermost last."""
     import traceback
@@ -149,14 +158,14 @@ def stopped_in(engine, audio, job, **kw) -> list:
     return [f.filename for f in traceback.extract_tb(exc.value.__traceback__)]
 
 
-def test_hang_up_during_vad_stops_inside_the_vad_pass(engine, long_speech, tmp_path):
-    """The VAD pass over a whole window (26 s for 10 min of speech here) used to run to its end before the first
-    check: a hang-up now stops it between its batches, before any ASR. Results with the check in place are
+def test_hang_up_during_vad_stops_inside_the_vad_pass(pyannote_vad_engine, long_speech, tmp_path):
+    """pyannote's VAD pass over a whole window (26 s for 10 min of speech here) used to run to its end before the
+    first check: a hang-up now stops it between its batches, before any ASR. Results with the check in place are
     the same as without (the whisperx tests' transcripts)."""
     from whisperx_server.audio import decode_to_memmap
     with decode_to_memmap(str(long_speech), str(tmp_path)) as audio:
         c = CancelAt(3)   # 1: before the window, 2: the VAD's start, 3: after its first batch
-        files = stopped_in(engine, audio.array, c)
+        files = stopped_in(pyannote_vad_engine, audio.array, c)
     assert any(f.endswith("pyannote/audio/core/inference.py") for f in files), files
     assert c.calls == 3, c.calls   # nothing checked after it: no ASR batch ran
 

@@ -2,6 +2,7 @@
 import re
 
 import pytest
+import requests
 from transcript_wer import wer
 
 
@@ -11,7 +12,6 @@ pytestmark = pytest.mark.slow
 def test_health_and_docs(server):
     h = server.wait_ready()
     assert h["status"] == "ok" and h["diarization_backend"] == "offline" and h["compute_type"] == "int8"
-    import requests
     assert requests.get(server.url + "/docs", timeout=5).status_code == 200
     spec = requests.get(server.url + "/openapi.json", timeout=5).json()
     assert "/transcribe" in spec["paths"] and "/v1/audio/transcriptions" in spec["paths"]
@@ -27,10 +27,20 @@ def test_transcribe_runbook_contract_and_wer(server, speech_wav, speech_text):
     assert body["segments"] and all({"start", "end", "text", "words"} <= set(s) for s in body["segments"])
     text = " ".join(s["text"] for s in body["segments"])
     assert wer(speech_text, text) < 0.35, text
-    # no alignment model can be had here: it degrades to segment timestamps and says so
-    assert body["alignment"]["status"] == "unavailable" and "segment" in body["alignment"]["reason"]
+    # no alignment model can be had here: Whisper's own word timestamps stand in, and the answer says so
+    assert body["alignment"]["status"] == "unavailable" and body["alignment"]["words"] == "whisper"
+    assert "Whisper's own word timestamps" in body["alignment"]["reason"]
+    words = [w for s in body["segments"] for w in s["words"]]
+    assert len(words) >= 15 and all(s["start"] - 0.01 <= w["start"] <= w["end"] <= s["end"] + 0.01
+                                    for s in body["segments"] for w in s["words"])
     assert r.headers["X-Alignment"] == "unavailable"
     assert "speaker" not in body["segments"][0]
+    # where the time went, and the process's start phase by phase (seconds since it started, in order)
+    m = requests.get(server.url + "/metrics", timeout=5).text
+    for phase in ("vad", "asr", "words"):
+        assert f'stt_pipeline_seconds_total{{phase="{phase}"}}' in m, phase
+    start = {k: float(v) for k, v in re.findall(r'^stt_startup_seconds\{phase="(\w+)"\} (\S+)$', m, re.M)}
+    assert 0 < start["import"] <= start["asr_model"] <= start["first_inference"], start
 
 
 def test_openai_formats(server, speech_wav, speech_text):
