@@ -87,6 +87,11 @@ def jobs_settings(svc: Service, p: Platform, worker_name: str = ""):
             "worker_name": worker_name}
 
 
+def speakers_folder(svc: Service, p: Platform) -> str:
+    """A service's enrolled voices on the host (embeddings per caller; in the backups)."""
+    return f"{p.speakers_dir}/{svc.key}"
+
+
 MARKER = "managed by whisper-platform"   # the compose template's first line
 
 
@@ -127,6 +132,9 @@ def compose_projects(p: Platform, secrets: dict[str, Secret]):
         if p.jobs_enabled:
             files.directory(name=f"{svc.key}: jobs folder", path=f"{p.jobs_dir}/{svc.key}",
                             user=p.app_user, group=p.app_user, mode="750")
+        if svc.speaker_store:
+            files.directory(name=f"{svc.key}: enrolled voices folder", path=speakers_folder(svc, p),
+                            user=p.app_user, group=p.app_user, mode="700")
         # a hand-made project (the runbook's) is kept in the backup folder before we write ours
         compose_path = f"{project}/docker-compose.yml"
         if not host.get_fact(CommandSucceeds, command=_marker_command(svc)) \
@@ -156,6 +164,7 @@ def compose_projects(p: Platform, secrets: dict[str, Secret]):
             hf_cache_dir=p.hf_cache_dir,
             models_dir=p.models_dir,
             jobs=jobs_settings(svc, p, worker_name=host.name),
+            speakers_dir=speakers_folder(svc, p) if svc.speaker_store else "",
         )
         q = shlex.quote(project)
         # a container of the same name that is not ours (the runbook's hand-made one) is removed; its

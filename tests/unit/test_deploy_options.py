@@ -6,7 +6,7 @@ from __future__ import annotations
 import jinja2
 import pytest
 
-from stages.compose_projects import body_limit_mb, jobs_settings
+from stages.compose_projects import body_limit_mb, jobs_settings, speakers_folder
 from stages.images import build_command, image_tag
 from stages.settings import REPO, Platform, read_group_data
 from stages.web import cert_paths, render_http_vhost, render_https_vhost
@@ -22,7 +22,8 @@ def render_compose(p: Platform, key: str) -> str:
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     return env.get_template("service.yml.j2").render(
         svc=svc, image_tag="whisperx:src-0", timezone=p.timezone, body_limit_mb=body_limit_mb(p.body_limit),
-        hf_cache_dir=p.hf_cache_dir, models_dir=p.models_dir, jobs=jobs_settings(svc, p))
+        hf_cache_dir=p.hf_cache_dir, models_dir=p.models_dir, jobs=jobs_settings(svc, p),
+        speakers_dir=speakers_folder(svc, p) if svc.speaker_store else "")
 
 
 @pytest.mark.parametrize("ipv6", [True, False])
@@ -47,6 +48,16 @@ def test_jobs_enabled_adds_the_worker_redis_and_jobs_folder():
     for piece in ("whisperx-worker:", "whisperx_server.worker", "STT_REDIS_URL", "/etc/whisper-platform/jobs.env",
                   "/var/lib/whisper-platform/jobs/whisperx:/jobs"):
         assert piece in on and piece not in off
+
+
+def test_speaker_store_mounts_the_enrolled_voices():
+    whisperx, faster = render_compose(build(), "whisperx"), render_compose(build(), "faster")
+    for piece in ("STT_SPEAKERS_DIR: /speakers", "/var/lib/whisper-platform/speakers/whisperx:/speakers"):
+        assert piece in whisperx and piece not in faster
+    moved = render_compose(build(speakers_dir="/srv/voices"), "whisperx")
+    assert "/srv/voices/whisperx:/speakers" in moved
+    off = render_compose(build(service_overrides={"whisperx": {"speaker_store": False}}), "whisperx")
+    assert "/speakers" not in off
 
 
 def test_device_cuda_reserves_the_gpus():

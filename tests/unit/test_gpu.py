@@ -28,7 +28,7 @@ def render(p: Platform, key="faster") -> str:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     return env.from_string((REPO / "templates/compose/service.yml.j2").read_text()).render(
         svc=svc, image_tag="whisper-faster:src-0", timezone=p.timezone, body_limit_mb=body_limit_mb(p.body_limit),
-        hf_cache_dir=p.hf_cache_dir, models_dir=p.models_dir, jobs=jobs_settings(svc, p))
+        hf_cache_dir=p.hf_cache_dir, models_dir=p.models_dir, jobs=jobs_settings(svc, p), speakers_dir="")
 
 
 def test_no_cuda_service_no_gpu_stage():

@@ -134,7 +134,7 @@ def _render(tmp_path, key: str, overrides: dict) -> Path:
         svc=svc, image_tag=f"{svc.image_name}:src-0", timezone="UTC", body_limit_mb=500,
         hf_cache_dir=str(tmp_path / "hf"), models_dir=str(tmp_path / "models"),
         jobs={"env_file": str(tmp_path / "jobs.env"), "dir": str(tmp_path / "jobs"), "ttl": 1, "max_seconds": 1,
-              "retries": 1, "worker_name": "front"})
+              "retries": 1, "worker_name": "front"}, speakers_dir="")
     path = tmp_path / "docker-compose.yml"
     path.write_text(text)
     return path
