@@ -125,6 +125,16 @@ def mapped(segments, turns) -> list[dict]:
              "words": [{**w, "speaker": best.get(w.get("speaker"))} for w in s.get("words") or []]} for s in segments]
 
 
+def pipeline_seconds(url: str) -> dict:
+    """stt_pipeline_seconds_total per phase from the server's /metrics (the requests so far, summed)."""
+    out = {}
+    for line in requests.get(url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith("stt_pipeline_seconds_total{"):
+            phase = line.split('phase="', 1)[1].split('"', 1)[0]
+            out[phase] = round(float(line.rsplit(" ", 1)[1]), 2)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
@@ -174,6 +184,7 @@ def main() -> None:
                 known = (body.get("diarization") or {}).get("known_speakers") or {}
                 sims = ", ".join(f"{k} {v['similarity']}" for k, v in known.items())
                 rows.append((fold, how, share, words, n, cover, sims))
+
                 t = totals.setdefault(how, [0.0, 0.0, 0, 0.0])
                 dur = sum(e - s for s, e, _ in turns)
                 t[0] += share * dur
@@ -181,6 +192,8 @@ def main() -> None:
                 t[2] += n
                 t[3] += dur
             sheila = {s["speaker"] for s in only_one["segments"]} - {"Diane"}
+            phases = pipeline_seconds(srv.url)
+            print(f"fold {fold}: seconds so far per phase {phases}")
             print(f"fold {fold}, only Diane enrolled: other labels {sorted(sheila)}; known_speakers "
                   f"{only_one['diarization']['known_speakers']}")
     finally:
