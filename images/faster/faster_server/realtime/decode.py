@@ -3,6 +3,7 @@ text only) and the final one (the file routes' own decode, so that a live transc
 and the interim text turned into `delta` events that only grow."""
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from dataclasses import dataclass
@@ -22,15 +23,22 @@ class Result:
     language: Optional[str]
 
 
-def final(model, audio: np.ndarray, opts: Options, settings, job) -> Result:
-    """The turn's transcript: `transcribe_chunks`, as POST /v1/audio/transcriptions decodes a file."""
+def final(model, audio: np.ndarray, opts: Options, settings, job, cut: float = 0.0) -> Result:
+    """The turn's transcript: `transcribe_chunks`, as POST /v1/audio/transcriptions decodes a file. With `cut`,
+    the first `cut` seconds of `audio` are context (earlier turns): decoded with the turn, their words (by the
+    middle of each word's time) left out."""
     info = Info()
-    parts = [s.text for s in transcribe_chunks(model, iter([audio]), opts, settings, info, job)]
-    return Result("".join(parts).strip(), info.language)
+    if cut <= 0:
+        parts = [s.text for s in transcribe_chunks(model, iter([audio]), opts, settings, info, job)]
+        return Result("".join(parts).strip(), info.language)
+    opts = dataclasses.replace(opts, word_timestamps=True)
+    kept = [w.word for s in transcribe_chunks(model, iter([audio]), opts, settings, info, job)
+            for w in (s.words or []) if (w.start + w.end) / 2 >= cut]
+    return Result("".join(kept).strip(), info.language)
 
 
 def interim(model, audio: np.ndarray, opts: Options, job) -> Result:
-    """A quick look at the turn so far: greedy, one temperature, no timestamps, no context from other turns."""
+    """A quick look at the turn so far: greedy, one temperature, no timestamps."""
     segments, info = model.transcribe(audio, language=opts.language, task="transcribe", beam_size=1,
                                       temperature=[0.0], initial_prompt=opts.prompt, hotwords=opts.hotwords,
                                       without_timestamps=True, condition_on_previous_text=False, vad_filter=False)

@@ -284,7 +284,7 @@ async def _watch(session: Session) -> str:
     while True:
         now = time.monotonic()
         deadline = session.started + s.realtime_max_session_seconds
-        idle = session.last_activity + s.realtime_idle_timeout
+        idle = session.idle_since() + s.realtime_idle_timeout
         if now >= deadline:
             return "expired"
         if now >= idle:

@@ -93,6 +93,8 @@ class Turn:
     last_speech_at: float = 0.0          # when that frame arrived (monotonic): the end of the utterance
     interim_at: int = 0                  # the buffer's end at its last interim decode
     spec: Optional[tuple] = None         # (samples covered, decode.Result): a final decode made during a pause
+    context: Optional[np.ndarray] = None  # set at the commit: the audio before it the final decode sees
+    cut: float = 0.0                     # seconds of that context (its words are not this turn's)
 
 
 class Session:
@@ -114,11 +116,14 @@ class Session:
         self.turns = TurnDetector()
         self._configure_turns()
         self.buffer = Buffer()
+        self.recent = Buffer()                     # all audio of the last seconds: the context of the next turns
+        self.context_samples = int(s.realtime_context_seconds * SAMPLE_RATE)
+        self.recent_samples = self.context_samples + int(s.realtime_max_buffer_seconds * SAMPLE_RATE)
+        self.previous_speech_end: Optional[int] = None   # the last committed turn's end of speech
         self.turn: Optional[Turn] = None          # the buffer's turn in progress (has speech)
         self.queue: Deque[Turn] = collections.deque()
         self.backlog = 0                           # samples committed, not yet transcribed
         self.last_item_id: Optional[str] = None
-        self.previous_text = ""                    # the last item's transcript (context for the next)
         self.model = None
         self.model_key: Optional[str] = None
         self.model_name = ""
@@ -231,6 +236,8 @@ class Session:
         if not audio.size:
             return
         self.buffer.append(audio)
+        self.recent.append(audio)
+        self.recent.drop_before(self.recent.end - self.recent_samples)
         now = time.monotonic()
         for ev in self.turns.process(self.vad.feed(audio)):
             if ev.kind == "start":
@@ -283,9 +290,21 @@ class Session:
         self.turns.reset()
         await self._commit(turn, self.buffer.end)
 
+    def _context(self, turn: Turn) -> tuple:
+        """(the audio before `turn` its decode sees, its length in seconds): up to STT_REALTIME_CONTEXT_SECONDS
+        back, if an earlier turn spoke in it; the cut sits in the middle of the pause between the two."""
+        previous = self.previous_speech_end
+        start = max(self.recent.start, turn.start - self.context_samples)
+        if not self.context_samples or previous is None or previous <= start or turn.start <= start:
+            return None, 0.0
+        cut = (min(previous, turn.start) + max(turn.speech, turn.start)) / 2
+        return self.recent.peek(start, turn.start), (cut - start) / SAMPLE_RATE
+
     async def _commit(self, turn: Turn, end: int) -> None:
+        turn.context, turn.cut = self._context(turn)
         turn.audio = self.buffer.take(end)
         turn.previous_id, self.last_item_id = self.last_item_id, turn.id
+        self.previous_speech_end = turn.last_speech or end
         if not turn.last_speech_at:
             turn.last_speech_at = time.monotonic()
         self.turn = None
@@ -303,25 +322,35 @@ class Session:
         self.turns.reset()
         self.turn = None
 
+    def idle_since(self) -> float:
+        """Since when the session has had nothing to do (no speech, no event, nothing left to transcribe)."""
+        if self.queue or self.backlog:
+            self.last_activity = time.monotonic()
+        return self.last_activity
+
     async def wait_backlog(self) -> None:
         """Returns once the committed audio waiting for transcription is within its bound (backpressure)."""
         await self._backlog_ok.wait()
 
     # ------------------------------------------------------------------ transcription
-    def _options(self, turn: Turn, context: bool) -> Options:
-        prompt = self.config.prompt or None
-        if context and self.settings.condition_on_previous_text and self.previous_text:
-            prompt = ((self.config.prompt + " ") if self.config.prompt else "") + self.previous_text[-200:]
-        return Options(language=self.config.language, prompt=prompt,
+    def _options(self) -> Options:
+        # no earlier transcript as the prompt: measured, it made French turns worse where audio context helps
+        return Options(language=self.config.language, prompt=self.config.prompt or None,
                        hotwords=" ".join(self.config.keywords) or None)
 
-    async def _run(self, fn):
+    @staticmethod
+    def _with_context(context: Optional[np.ndarray], audio: np.ndarray) -> np.ndarray:
+        return audio if context is None else np.concatenate([context, audio])
+
+    async def _run(self, what: str, turn: Turn, fn):
         """`fn(job)` in an inference thread, waiting for a slot (the sessions' own cap bounds the waiting)."""
         job = self._job = Job()
+        t0 = time.monotonic()
         try:
             return await self.hub.executor.run(lambda: fn(job), job=job, bounded=False)
         finally:
             self._job = None
+            log.debug("session %s %s decode of %s took %.2fs", self.id, what, turn.id, time.monotonic() - t0)
 
     async def worker(self) -> None:
         """Transcribes the queue's items in order; in between, interim and speculative decodes of the turn in
@@ -355,9 +384,9 @@ class Session:
         end = self.buffer.end
         turn.interim_at = end
         audio = self.buffer.peek(turn.start, end)
-        model, opts = self.model, self._options(turn, context=False)
+        model, opts = self.model, self._options()
         try:
-            result = await self._run(lambda job: decode.interim(model, audio, opts, job))
+            result = await self._run("interim", turn, lambda job: decode.interim(model, audio, opts, job))
         except (APIError, JobStopped):
             return
         if self.turn is turn or turn in self.queue:
@@ -366,12 +395,13 @@ class Session:
                 await self.send(events.transcription_delta(turn.id, delta))
 
     async def _speculate(self, turn: Turn) -> None:
-        end = self.buffer.end
-        audio = self.buffer.peek(turn.start, end)
+        context, cut = self._context(turn)
+        audio = self._with_context(context, self.buffer.peek(turn.start, self.buffer.end))
         covered = turn.last_speech
-        model, opts, settings = self.model, self._options(turn, context=True), self.final_settings
+        model, opts, settings = self.model, self._options(), self.final_settings
         try:
-            result = await self._run(lambda job: decode.final(model, audio, opts, settings, job))
+            result = await self._run("speculative", turn,
+                                     lambda job: decode.final(model, audio, opts, settings, job, cut))
         except (APIError, JobStopped):
             return
         turn.spec = (covered, result)
@@ -382,9 +412,10 @@ class Session:
             if turn.spec is not None and turn.spec[0] >= turn.last_speech:
                 result = turn.spec[1]
             else:
-                model, opts, settings = self.model, self._options(turn, context=True), self.final_settings
-                audio = turn.audio
-                result = await self._run(lambda job: decode.final(model, audio, opts, settings, job))
+                model, opts, settings = self.model, self._options(), self.final_settings
+                audio, cut = self._with_context(turn.context, turn.audio), turn.cut
+                result = await self._run("final", turn,
+                                         lambda job: decode.final(model, audio, opts, settings, job, cut))
         except JobStopped:
             return
         except APIError as e:
@@ -403,7 +434,6 @@ class Session:
                 await self.send(events.transcription_delta(turn.id, delta))
             await self.send(events.transcription_completed(turn.id, result.text, seconds))
             await self.send(events.item_done(turn.id, turn.previous_id, result.text))
-            self.previous_text = result.text
             self.hub.count_item("completed", seconds, time.monotonic() - turn.last_speech_at)
         finally:
             self.backlog -= turn.audio.size

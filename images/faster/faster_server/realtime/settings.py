@@ -33,6 +33,10 @@ class RealtimeSettings(BaseModel):
         2 * 1024 * 1024, ge=64 * 1024, description="The largest WebSocket message a client may send (an append of "
                                                    "about 30 s of 24 kHz audio in base64); a larger one closes the "
                                                    "socket (1009).")
+    realtime_context_seconds: float = Field(
+        20, ge=0, le=25, description="Audio before a turn decoded with it (the words already sent left out): Whisper "
+                                     "is far less accurate on a lone sentence than inside a longer window; 0 = each "
+                                     "turn alone. bench/realtime.py measures WER and latency for each value.")
     realtime_partial_interval: float = Field(
         0.5, ge=0.1, description="Seconds of new speech between two interim decodes of the turn in progress (its "
                                  "`delta` events); they run only while an inference slot is free.")
