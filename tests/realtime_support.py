@@ -59,6 +59,17 @@ def recording(parts: Sequence[Tuple[Path, str]], gap: float = 1.5, lead: float =
     return Recording(np.concatenate(chunks), utterances)
 
 
+def espeak_recording(folder: Path, sentences: Sequence[str], **kw) -> Recording:
+    """Each sentence spoken by espeak-ng (en-us), as one utterance of a recording (`recording`'s keywords)."""
+    import subprocess
+    parts = []
+    for i, text in enumerate(sentences):
+        path = folder / f"sentence-{i}.wav"
+        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(path), text], check=True)
+        parts.append((path, text))
+    return recording(parts, **kw)
+
+
 @dataclass
 class Item:
     id: str

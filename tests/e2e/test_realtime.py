@@ -13,12 +13,11 @@ import subprocess
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from transcript_wer import wer
 
-from realtime_support import RATE, connect, recording, run_session, sdk_client, stream, transcription_session
+from realtime_support import RATE, connect, espeak_recording, run_session, sdk_client, stream, transcription_session
 from sandbox.client import HTTPS_PORT, base_url, certificate, http_client
 
 from .conftest import REPO, ssh
@@ -31,13 +30,7 @@ ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", REPO / "test-artifacts"))
 
 @pytest.fixture(scope="module")
 def english(tmp_path_factory):
-    d = tmp_path_factory.mktemp("rt-e2e")
-    parts = []
-    for i, text in enumerate(SENTENCES):
-        path = d / f"s{i}.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(path), text], check=True)
-        parts.append((path, text))
-    return recording(parts)
+    return espeak_recording(tmp_path_factory.mktemp("rt-e2e"), SENTENCES)
 
 
 def ws_options() -> dict:

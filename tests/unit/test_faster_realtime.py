@@ -15,7 +15,7 @@ from faster_server.realtime.decode import Deltas, words
 from faster_server.realtime.events import ProtocolError, error_event
 from faster_server.realtime.secrets import ClientSecrets
 from faster_server.realtime.session import Buffer
-from faster_server.realtime.vad import FRAME, TurnDetector
+from faster_server.realtime.vad import TurnDetector
 from stt_common import APIError, InferenceExecutor
 
 

@@ -15,8 +15,8 @@ import httpx
 import numpy as np
 import pytest
 
-from realtime_support import (RATE, connect, recording, run_session, sdk_client, server_vad, stream,
-                              transcription_session)
+from realtime_support import (RATE, connect, espeak_recording, recording, run_session, sdk_client, server_vad,
+                              stream, transcription_session)
 from transcript_wer import wer
 
 from .conftest import start_server, stop_server
@@ -33,15 +33,10 @@ def speech(tmp_path_factory):
     if not shutil.which("espeak-ng"):
         pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
     d = tmp_path_factory.mktemp("rt-speech")
-    parts = []
-    for i, text in enumerate(SENTENCES):
-        path = d / f"s{i}.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(path), text], check=True)
-        parts.append((path, text))
     long = d / "long.wav"   # the three sentences as one turn (short pauses between them, under 500 ms)
     subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-g", "2", "-w", str(long), " ".join(SENTENCES)],
                    check=True)
-    return {"parts": parts, "rec": recording(parts), "long": long}
+    return {"rec": espeak_recording(d, SENTENCES), "long": long}
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +52,6 @@ def ws_url(server) -> str:
 
 def health(server) -> dict:
     return httpx.get(server.url + "/health", timeout=5).json()
-
-
-async def _open(server, **kw):
-    return sdk_client(server.url + "/v1", kw.pop("api_key", KEY)), kw
 
 
 def test_sdk_session_transcribes_each_turn_in_order(server, speech):
@@ -203,6 +194,24 @@ def test_protocol_errors_are_realtime_error_events(server, speech):
         client_id = json.loads(message).get("event_id") if isinstance(message, str) and message.startswith("{") else None
         assert err["event_id"] == client_id
     assert wer(SENTENCES[0], done["transcript"]) <= MAX_WER
+
+
+def test_beta_dialect_of_older_clients(server):
+    """`transcription_session.update` (the beta shape) is answered in kind, as an `OpenAI-Beta: realtime=v1` client
+    expects."""
+    async def main():
+        async with _raw(server, headers={"Authorization": f"Bearer {KEY}", "OpenAI-Beta": "realtime=v1"}) as ws:
+            created = await _next(ws, "transcription_session.created")
+            await ws.send(json.dumps({"type": "transcription_session.update", "session": {
+                "input_audio_format": "g711_ulaw", "input_audio_transcription": {"model": "whisper-1", "language": "en"},
+                "turn_detection": None}}))
+            return created, await _next(ws, "transcription_session.updated")
+
+    created, updated = asyncio.run(main())
+    assert created["session"]["input_audio_format"] == "pcm16"
+    session = updated["session"]
+    assert session["input_audio_format"] == "g711_ulaw" and session["turn_detection"] is None
+    assert session["input_audio_transcription"] == {"model": "whisper-1", "language": "en", "prompt": ""}
 
 
 def test_credentials_api_key_and_single_use_client_secret(server):

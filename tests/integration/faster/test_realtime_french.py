@@ -1,6 +1,6 @@
 """Live transcription in French: the multilingual `base` chosen in the session (the server's default stays the
 English-only tiny.en, as on the sandbox), neural French speech (tests/neural_speech.py), the openai SDK's realtime
-client. The same audio sent as a file is the yardstick."""
+client. The same audio sent as a file is the yardstick. `base_server`: conftest.py."""
 from __future__ import annotations
 
 import asyncio
@@ -10,20 +10,9 @@ import pytest
 from realtime_support import connect, recording, run_session, sdk_client, transcription_session
 from transcript_wer import wer
 
-from .conftest import start_server, stop_server
-
 neural_speech = pytest.importorskip("neural_speech")
-models = pytest.importorskip("sandbox.models")
 
 MAX_WER_FR = 0.15   # as the file route's French test: base on the Kokoro voices
-
-
-@pytest.fixture(scope="module")
-def base_server(tmp_path_factory):
-    base = neural_speech.or_skip(models.base)
-    s = start_server(tmp_path_factory.mktemp("faster-rt-fr"), STT_MODELS_DIR=str(base.parent))
-    yield s
-    stop_server(s)
 
 
 @pytest.fixture(scope="module")

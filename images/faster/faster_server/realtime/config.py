@@ -182,12 +182,7 @@ def apply_ga(cfg: SessionConfig, session: Any) -> SessionConfig:
     _known(inp, {"format", "transcription", "turn_detection", "noise_reduction"}, "session.audio.input")
     if "format" in inp:
         cfg = dataclasses.replace(cfg, **_ga_format(inp["format"], "session.audio.input.format"))
-    if "transcription" in inp:
-        cfg = _transcription(cfg, inp["transcription"], "session.audio.input.transcription")
-    if "turn_detection" in inp:
-        cfg = dataclasses.replace(cfg, turn_detection=_turn_detection(
-            inp["turn_detection"], cfg.turn_detection, "session.audio.input.turn_detection"))
-    return cfg
+    return _transcription_and_turns(cfg, inp, "transcription", "session.audio.input")
 
 
 def apply_beta(cfg: SessionConfig, session: Any) -> SessionConfig:
@@ -202,11 +197,16 @@ def apply_beta(cfg: SessionConfig, session: Any) -> SessionConfig:
             raise ProtocolError(f"Unsupported input_audio_format {fmt!r}: pcm16, g711_ulaw or g711_alaw.",
                                 code="invalid_value", param="session.input_audio_format")
         cfg = dataclasses.replace(cfg, format=BETA_FORMATS[fmt], rate=24000)
-    if "input_audio_transcription" in session:
-        cfg = _transcription(cfg, session["input_audio_transcription"], "session.input_audio_transcription")
-    if "turn_detection" in session:
+    return _transcription_and_turns(cfg, session, "input_audio_transcription", "session")
+
+
+def _transcription_and_turns(cfg: SessionConfig, obj: dict, key: str, param: str) -> SessionConfig:
+    """The transcription settings (under `key`) and the turn detection of `obj`, named `param` in errors."""
+    if key in obj:
+        cfg = _transcription(cfg, obj[key], f"{param}.{key}")
+    if "turn_detection" in obj:
         cfg = dataclasses.replace(cfg, turn_detection=_turn_detection(
-            session["turn_detection"], cfg.turn_detection, "session.turn_detection"))
+            obj["turn_detection"], cfg.turn_detection, f"{param}.turn_detection"))
     return cfg
 
 

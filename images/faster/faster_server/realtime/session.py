@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Deque, List, Optional
+from typing import Awaitable, Callable, Deque, Optional
 
 import numpy as np
 
