@@ -29,8 +29,6 @@ import time
 import wave
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
@@ -143,15 +141,14 @@ def main() -> None:
     for model in args.models.split(","):
         language, rec = build(model)
         print(f"{model}: {len(rec.utterances)} utterances, {rec.seconds:.1f} s, load {load_average()}", flush=True)
-        warm = np.concatenate([rec.pcm[: int(rec.utterances[0][1] * RATE)], np.zeros(2 * RATE, "<i2")])
-        asyncio.run(target.session(Recording(warm, []), model, language))   # the model loaded, the service up
+        asyncio.run(target.session(rec.head(1), model, language))   # the model loaded, the service up
         result = asyncio.run(target.session(rec, model, language))
         done, first, missing = timings(rec, result)
         file_text = target.file(rec, model, language)
         live_wer, file_wer = wer(rec.text, result.text, language), wer(rec.text, file_text, language)
         deltas_wer = wer(rec.text, " ".join(i.delta_text for i in result.completed), language)
         rows.append((model, language, rec, done, first, missing, live_wer, file_wer, deltas_wer, load_average()))
-        short = Recording(rec.pcm[: int((rec.utterances[3][1] + 1.5) * RATE)], rec.utterances[:4])
+        short = rec.head(4)
         levels = []
         for n in [int(x) for x in args.sessions.split(",")]:
             lat, miss, errors = asyncio.run(concurrent(target, short, model, language, n))

@@ -29,6 +29,11 @@ class Recording:
     def seconds(self) -> float:
         return self.pcm.size / RATE
 
+    def head(self, n: int, tail: float = 1.5) -> "Recording":
+        """The first `n` utterances, ending in `tail` seconds of silence."""
+        end = int(self.utterances[n - 1][1] * RATE)
+        return Recording(np.concatenate([self.pcm[:end], np.zeros(int(tail * RATE), "<i2")]), self.utterances[:n])
+
 
 def pcm24(path: Path) -> np.ndarray:
     """A recording as 24 kHz mono PCM16 (PyAV's resampler, as the services decode)."""

@@ -61,9 +61,10 @@ def _norm(word: str) -> str:
 class Deltas:
     """The `delta` events of one item. Interim decodes of a growing turn disagree at their end (a word half
     heard); a word is sent once two interim decodes in a row agree on everything up to it, so the deltas only
-    grow. The final transcript then sends what it adds after the words already sent (aligned word by word
-    where it differs): joined, the deltas read as the `completed` transcript in all but rare corrections, which
-    `completed` carries."""
+    grow; the first decode's words but its last go out at once (the first delta should not wait for a second
+    decode). The final transcript then sends what it adds after the words already sent (aligned word by word
+    where it differs): joined, the deltas read as the `completed` transcript but for the interim words the final
+    decode corrected, which `completed` carries."""
 
     def __init__(self):
         self.sent: List[str] = []
@@ -91,6 +92,8 @@ class Deltas:
             if _norm(a) != _norm(b):
                 break
             stable += 1
+        if not self._previous and not self.sent:
+            stable = len(current) - 1
         self._previous = current
         if stable <= len(self.sent) or [_norm(w) for w in current[:len(self.sent)]] != [_norm(w) for w in self.sent]:
             return ""

@@ -370,7 +370,8 @@ class Session:
             await self._wake.wait()
 
     def _interim_due(self, turn: Turn) -> bool:
-        return (turn.last_speech - turn.speech >= INTERIM_MIN_SPEECH
+        # not once the speaker paused: the slot is then the speculative final decode's
+        return (self.turns.trailing_silence()[0] == 0 and turn.last_speech - turn.speech >= INTERIM_MIN_SPEECH
                 and self.buffer.end - turn.interim_at >= self.settings.realtime_partial_interval * SAMPLE_RATE
                 and self.hub.executor.idle())
 
