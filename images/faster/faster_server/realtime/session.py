@@ -131,6 +131,7 @@ class Session:
         self._backlog_ok = asyncio.Event()
         self._backlog_ok.set()
         self._job: Optional[Job] = None
+        self._interim_rest = 0.0                   # no interim decode before this time (monotonic)
         self.closed = False
 
     # ------------------------------------------------------------------ setup
@@ -289,18 +290,19 @@ class Session:
         self.turns.reset()
         await self._commit(turn, self.buffer.end)
 
-    def _context(self, turn: Turn) -> tuple:
-        """(the audio before `turn` its decode sees, its length in seconds): up to STT_REALTIME_CONTEXT_SECONDS
-        back, if an earlier turn spoke in it; the cut sits in the middle of the pause between the two."""
+    def _context(self, turn: Turn, end: int) -> tuple:
+        """(the audio before `turn` (ending at `end`) its decode sees, its length in seconds): what fills the
+        decoded audio up to STT_REALTIME_CONTEXT_SECONDS, if an earlier turn spoke in it; the cut sits in the middle
+        of the pause between the two."""
         previous = self.previous_speech_end
-        start = max(self.recent.start, turn.start - self.context_samples)
-        if not self.context_samples or previous is None or previous <= start or turn.start <= start:
+        start = max(self.recent.start, turn.start - (self.context_samples - (end - turn.start)))
+        if previous is None or previous <= start or turn.start <= start:
             return None, 0.0
         cut = (min(previous, turn.start) + max(turn.speech, turn.start)) / 2
         return self.recent.peek(start, turn.start), (cut - start) / SAMPLE_RATE
 
     async def _commit(self, turn: Turn, end: int) -> None:
-        turn.context, turn.cut = self._context(turn)
+        turn.context, turn.cut = self._context(turn, end)
         turn.audio = self.buffer.take(end)
         turn.previous_id, self.last_item_id = self.last_item_id, turn.id
         self.previous_speech_end = turn.last_speech or end
@@ -370,10 +372,11 @@ class Session:
             await self._wake.wait()
 
     def _interim_due(self, turn: Turn) -> bool:
-        # not once the speaker paused: the slot is then the speculative final decode's
+        # not once the speaker paused (the slot is then the speculative final decode's), and at most half the
+        # time: after a decode of d seconds, the next one waits d more (a slow model looks less often)
         return (self.turns.trailing_silence()[0] == 0 and turn.last_speech - turn.speech >= INTERIM_MIN_SPEECH
                 and self.buffer.end - turn.interim_at >= self.settings.realtime_partial_interval * SAMPLE_RATE
-                and self.hub.executor.idle())
+                and time.monotonic() >= self._interim_rest and self.hub.executor.idle())
 
     def _speculate_due(self, turn: Turn) -> bool:
         silence, _ = self.turns.trailing_silence()
@@ -385,17 +388,20 @@ class Session:
         turn.interim_at = end
         audio = self.buffer.peek(turn.start, end)
         model, opts = self.model, self._options()
+        t0 = time.monotonic()
         try:
             result = await self._run("interim", turn, lambda job: decode.interim(model, audio, opts, job))
         except (APIError, JobStopped):
             return
+        finally:
+            self._interim_rest = 2 * time.monotonic() - t0
         if self.turn is turn or turn in self.queue:
             delta = turn.deltas.interim(result.text)
             if delta:
                 await self.send(events.transcription_delta(turn.id, delta))
 
     async def _speculate(self, turn: Turn) -> None:
-        context, cut = self._context(turn)
+        context, cut = self._context(turn, self.buffer.end)
         audio = self._with_context(context, self.buffer.peek(turn.start, self.buffer.end))
         covered = turn.last_speech
         model, opts, settings = self.model, self._options(), self.final_settings
