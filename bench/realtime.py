@@ -59,6 +59,15 @@ def build(model: str) -> tuple[str, Recording]:
     return language, recording(parts, gap=1.2)
 
 
+def server_cpu(pid) -> float:
+    """User + system CPU seconds of a process and its threads so far (0 without a pid)."""
+    if not pid:
+        return 0.0
+    import psutil
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
 def pct(values, q):
     values = sorted(values)
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))] if values else float("nan")
@@ -135,6 +144,8 @@ def main() -> None:
     ap.add_argument("--key", help="its API key (default: the sandbox's)")
     ap.add_argument("--models", default="tiny.en,base")
     ap.add_argument("--sessions", default="1,2,3,4", help="session counts streamed at once (the first is the base)")
+    ap.add_argument("--server-pid", type=int, help="a local server's process: its CPU seconds per second of audio in "
+                                                   "the one-session run (what an idle host's capacity follows from)")
     args = ap.parse_args()
     target = Target(args.url, args.key)
     rows, conc = [], []
@@ -142,12 +153,14 @@ def main() -> None:
         language, rec = build(model)
         print(f"{model}: {len(rec.utterances)} utterances, {rec.seconds:.1f} s, load {load_average()}", flush=True)
         asyncio.run(target.session(rec.head(1), model, language))   # the model loaded, the service up
+        cpu0 = server_cpu(args.server_pid)
         result = asyncio.run(target.session(rec, model, language))
+        cpu = (server_cpu(args.server_pid) - cpu0) / rec.seconds if args.server_pid else None
         done, first, missing = timings(rec, result)
         file_text = target.file(rec, model, language)
         live_wer, file_wer = wer(rec.text, result.text, language), wer(rec.text, file_text, language)
         deltas_wer = wer(rec.text, " ".join(i.delta_text for i in result.completed), language)
-        rows.append((model, language, rec, done, first, missing, live_wer, file_wer, deltas_wer, load_average()))
+        rows.append((model, language, rec, done, first, missing, live_wer, file_wer, deltas_wer, load_average(), cpu))
         short = rec.head(4)
         levels = []
         for n in [int(x) for x in args.sessions.split(",")]:
@@ -159,15 +172,17 @@ def main() -> None:
 
     print(f"\n### Live transcription (`realtime.py`, {'the sandbox through nginx and the proxy' if not args.url else args.url})\n")
     print("| model (language) | audio | end of utterance -> completed: median / p95 | speech start -> first delta: "
-          "median / p95 / share <= 1 s | WER live / file (relative) | WER of joined deltas | load |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for model, language, rec, done, first, missing, live_wer, file_wer, deltas_wer, load in rows:
+          "median / p95 / share <= 1 s | WER live / file (relative) | WER of joined deltas | server CPU s per audio s "
+          "| load |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for model, language, rec, done, first, missing, live_wer, file_wer, deltas_wer, load, cpu in rows:
         share = sum(1 for f in first if f <= 1.0) / len(rec.utterances)
         rel = (live_wer / file_wer - 1) if file_wer else float("inf") if live_wer else 0.0
         print(f"| {model} ({language}) | {rec.seconds:.0f} s, {len(rec.utterances)} utterances"
               f"{f', {missing} missed' if missing else ''} | {statistics.median(done):.2f} s / {pct(done, 0.95):.2f} s "
               f"| {statistics.median(first):.2f} s / {pct(first, 0.95):.2f} s / {share:.0%} "
-              f"| {live_wer:.3f} / {file_wer:.3f} ({rel:+.0%}) | {deltas_wer:.3f} | {load} |")
+              f"| {live_wer:.3f} / {file_wer:.3f} ({rel:+.0%}) | {deltas_wer:.3f} | "
+              f"{'-' if cpu is None else f'{cpu:.2f}'} | {load} |")
     print("\n| model | sessions at once | completion median / p95 | vs one session | missed / refused | load |")
     print("| --- | --- | --- | --- | --- | --- |")
     for model, levels in conc:
