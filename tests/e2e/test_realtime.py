@@ -7,11 +7,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import ssl
 import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,12 +18,11 @@ from transcript_wer import wer
 from realtime_support import RATE, connect, espeak_recording, run_session, sdk_client, stream, transcription_session
 from sandbox.client import HTTPS_PORT, base_url, certificate, http_client
 
-from .conftest import REPO, ssh
+from .conftest import ARTEFACTS, ssh
 
 pytestmark = pytest.mark.sandbox
 VHOST = "whisper.sandbox.test"
 SENTENCES = ("Today we are testing live transcription through the proxy.", "The meeting starts at ten.")
-ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", REPO / "test-artifacts"))
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +172,7 @@ def test_live_captions_page_in_french(deployed, tmp_path):
                                 120)
             captions = await page.evaluate("document.getElementById('captions').innerText")
             errors = await page.evaluate("window.liveCaptions.errors")
-            shot = await page.screenshot(ARTIFACTS / "live-captions-fr.png")
+            shot = await page.screenshot(ARTEFACTS / "live-captions-fr.png")
             return language, captions, errors, shot
 
     language, captions, errors, shot = asyncio.run(main())
