@@ -63,7 +63,7 @@ def sites(p: Platform) -> list:
 
 
 def render_shared(p: Platform) -> str:
-    return _render("whisper-platform.conf.j2", cors_origin=p.cors_origin)
+    return _render("whisper-platform.conf.j2", cors_origin=p.cors_origin, vhosts=[s.vhost for s in p.services])
 
 
 def render_tls_params() -> str:

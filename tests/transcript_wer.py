@@ -42,7 +42,8 @@ def normalise(text: str, language: str = "en") -> str:
     """Lower case, numbers spelled out, punctuation and hyphens dropped. French keeps its accented letters
     and splits elisions (l'équipe -> l équipe), so an accent or an apostrophe Whisper got wrong counts."""
     if language == "fr":
-        text = re.sub(r"\d+", _spell_fr, text.lower().replace("\u2019", "'"))
+        text = re.sub(r"\b(\d+) ?h\b", r"\1 heures", text.lower())   # "8h" is how French writes "huit heures"
+        text = re.sub(r"\d+", _spell_fr, text.replace("\u2019", "'"))
         return " ".join(re.sub(r"[^a-zàâäçéèêëîïôöùûüÿœæ]+", " ", text).split())
     text = re.sub(r"\d+", _spell, text.lower())
     return " ".join(re.sub(r"[^a-z' ]+", " ", text).split())

@@ -14,7 +14,7 @@ from aiohttp import web
 from yarl import URL
 
 from . import __version__
-from .headers import downstream_response_headers, routing_host, upstream_request_headers
+from .headers import downstream_response_headers, routing_host, upstream_request_headers, websocket_upgrade
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .state import PermanentProblem, ServiceState, StartError
 
@@ -51,8 +51,8 @@ async def _body(content, touched):
 
 
 class Forwarding:
-    """Needs from Autostart: states, metrics, session, config_path, config_error, started_at, and ensure_ready and
-    wake (Lifecycle)."""
+    """Needs from Autostart: states, metrics, session, config_path, config_error, started_at, ensure_ready and
+    wake (Lifecycle), and _relay (WebSocketRelay)."""
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         host = routing_host(request.headers.get("Host"))
@@ -92,6 +92,8 @@ class Forwarding:
                 return json_error(exc.status, exc.message,
                                   "start_timeout" if exc.status == 504 else "start_failed", cfg.host)
             try:
+                if websocket_upgrade(request.method, request.headers):
+                    return await self._relay(request, st)   # websocket.py: open for the session's whole life
                 return await self._forward(request, st, body_touched)
             except _UpstreamUnreachable as exc:
                 st.invalidate()
@@ -163,7 +165,7 @@ class Forwarding:
                 "config": self.config_path,
                 "config_error": self.config_error,
                 "services": {h: {"name": s.cfg.name, "state": s.describe(), "in_flight": s.in_flight,
-                                 "blocking": s.cfg.blocking, "last_error": s.last_error}
+                                 "websockets": s.websockets, "blocking": s.cfg.blocking, "last_error": s.last_error}
                              for h, s in sorted(self.states.items())},
             }
             return web.json_response(body)

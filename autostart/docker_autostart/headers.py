@@ -46,6 +46,12 @@ def _connection_tokens(headers) -> set:
     return tokens
 
 
+def websocket_upgrade(method: str, headers) -> bool:
+    """A WebSocket handshake (RFC 6455 4.1): GET with `Upgrade: websocket` and `Connection: upgrade`."""
+    return (method == "GET" and headers.get("Upgrade", "").strip().lower() == "websocket"
+            and "upgrade" in _connection_tokens(headers))
+
+
 def strip_hop_by_hop(headers, extra_drop: Iterable[str] = ()) -> CIMultiDict:
     """A copy without hop-by-hop headers, including any named in `Connection`.
     Repeated headers (Set-Cookie...) keep every value, in order."""

@@ -18,7 +18,7 @@ CONTENT_TYPE = getattr(exposition, "CONTENT_TYPE_PLAIN_0_0_4", "text/plain; vers
 
 START_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 
-# (host, state) pairs; a state has .in_flight (int) and .ready (bool)
+# (host, state) pairs; a state has .in_flight and .websockets (int) and .ready (bool)
 ServicesState = Callable[[], Iterable[Tuple[str, object]]]
 
 
@@ -62,19 +62,23 @@ class Metrics:
         running = GaugeMetricFamily(p + "service_running",
                                     "1 when the service was last seen running and ready, 0 when stopped or unknown.",
                                     labels=["host"])
+        websockets = GaugeMetricFamily(p + "open_websockets",
+                                       "WebSocket sessions relayed now (each one of in_flight_requests).",
+                                       labels=["host"])
         for host, s in state:
             in_flight.add_metric([host], s.in_flight)
             running.add_metric([host], 1 if s.ready else 0)
+            websockets.add_metric([host], s.websockets)
         configured = GaugeMetricFamily(p + "configured_services", "Services in the current config.",
                                        value=len(state))
-        return in_flight, running, configured
+        return in_flight, running, websockets, configured
 
     def collect(self):
         """The registry's one collector: every family, in a fixed order, without `_created` samples."""
-        in_flight, running, configured = self._state_families()
+        in_flight, running, websockets, configured = self._state_families()
         for metric in (self.starts, self.stops, self.start_failures, self.stop_failures, self.start_duration,
-                       self.compose_up_duration, in_flight, running, self.requests, self.upstream_errors,
-                       self.reloads, configured):
+                       self.compose_up_duration, in_flight, running, websockets, self.requests,
+                       self.upstream_errors, self.reloads, configured):
             for family in ([metric] if isinstance(metric, Metric) else metric.collect()):
                 family.samples = [s for s in family.samples if not s.name.endswith("_created")]
                 yield family

@@ -3,7 +3,7 @@ request through, stop idle services. aiohttp 3.8 APIs only (Debian bookworm's py
 
 Autostart holds the config and the services' state and runs the app; its parts live beside it: lifecycle.py
 (starting a service, readiness), idle.py (stopping idle ones), forward.py (serving a request), readiness.py
-(what a readiness answer says), state.py (a service's state, start errors)."""
+(what a readiness answer says), state.py (a service's state, start errors), websocket.py (WebSocket sessions)."""
 
 from __future__ import annotations
 
@@ -26,11 +26,12 @@ from .idle import IdleStopper
 from .lifecycle import Lifecycle
 from .metrics import Metrics
 from .state import ServiceState
+from .websocket import WebSocketRelay
 
 log = logging.getLogger("docker_autostart")
 
 
-class Autostart(Lifecycle, IdleStopper, Forwarding):
+class Autostart(Lifecycle, IdleStopper, Forwarding, WebSocketRelay):
     """The proxy: its config (reloaded on change or SIGHUP), one ServiceState per Host, and the aiohttp app."""
 
     def __init__(self, config_path: str, *, docker: Optional[Docker] = None, poll_interval: float = 2.0,
@@ -47,6 +48,7 @@ class Autostart(Lifecycle, IdleStopper, Forwarding):
         self._signature = None
         self._tasks = []
         self._stopping = set()
+        self._websockets = set()  # (client side, service side) of each relayed WebSocket session
         self.session: Optional[aiohttp.ClientSession] = None
         self.started_at = time.time()
         # extras with their own tasks (monitoring.ContainerMonitor): each gets the app in make_app (.attach(app))
@@ -131,6 +133,7 @@ class Autostart(Lifecycle, IdleStopper, Forwarding):
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self.handle)
         app.on_startup.append(self._on_startup)
+        app.on_shutdown.append(self._close_websockets)
         app.on_cleanup.append(self._on_cleanup)
         for plugin in self.plugins:
             plugin.attach(app)

@@ -31,6 +31,7 @@ class ServiceState:
     def __init__(self, cfg: ServiceConfig):
         self.cfg = cfg
         self.in_flight = 0
+        self.websockets = 0  # WebSocket sessions open (each is one of in_flight while it lasts)
         self.last_active = time.monotonic()
         self.ready = False  # seen running and answering its readiness path, containers not restarted since
         self.verified_at = 0.0  # when `ready` was last confirmed (docker inspect)

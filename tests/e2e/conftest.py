@@ -23,6 +23,8 @@ PYINFRA = [str(REPO / ".venv/bin/pyinfra"), "inventory.py", "deploy.py"]
 HTTPS_PORT = int(os.environ.get("SANDBOX_HTTPS_PORT", "8443"))
 HTTP_PORT = int(os.environ.get("SANDBOX_HTTP_PORT", "8080"))
 SANDBOX = os.environ.get("SANDBOX_NAME", "whisper-sandbox")
+# what the tests keep for a person to look at (screenshots of the pages they drive)
+ARTEFACTS = Path(os.environ.get("E2E_ARTEFACTS", REPO / ".sandbox" / "artefacts"))
 
 # a config.json as a live host has it, with another service in its own formatting: the
 # deploy must keep it byte-for-byte

@@ -8,7 +8,6 @@ The sandbox group sets short scrape, evaluation and grouping intervals and a web
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -21,7 +20,7 @@ import pytest
 
 from sandbox.client import base_url, http_client
 
-from .conftest import HTTPS_PORT, REPO, curl, ssh
+from .conftest import ARTEFACTS, HTTPS_PORT, curl, ssh
 
 pytestmark = pytest.mark.sandbox
 
@@ -41,7 +40,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 http.server.HTTPServer(("127.0.0.1", 9199), Handler).serve_forever()
 '''
-ARTEFACTS = Path(os.environ.get("E2E_ARTEFACTS", REPO / ".sandbox" / "artefacts"))
 
 
 @pytest.fixture(scope="module")

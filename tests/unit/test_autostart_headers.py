@@ -4,7 +4,8 @@ import pytest
 from multidict import CIMultiDict
 
 from docker_autostart.headers import (
-    downstream_response_headers, parse_listen, routing_host, strip_hop_by_hop, upstream_request_headers)
+    downstream_response_headers, parse_listen, routing_host, strip_hop_by_hop, upstream_request_headers,
+    websocket_upgrade)
 
 
 @pytest.mark.parametrize("header, host", [
@@ -74,3 +75,11 @@ def test_parse_listen(value, expected):
 def test_parse_listen_refuses(value):
     with pytest.raises(ValueError):
         parse_listen(value)
+
+
+def test_websocket_upgrade_needs_get_upgrade_and_the_connection_token():
+    ok = CIMultiDict({"Upgrade": "WebSocket", "Connection": "keep-alive, Upgrade"})
+    assert websocket_upgrade("GET", ok)
+    assert not websocket_upgrade("POST", ok)
+    assert not websocket_upgrade("GET", CIMultiDict({"Upgrade": "websocket"}))            # no Connection: upgrade
+    assert not websocket_upgrade("GET", CIMultiDict({"Upgrade": "h2c", "Connection": "Upgrade"}))

@@ -137,14 +137,20 @@ class InferenceExecutor:
         finally:
             self.uploading -= 1
 
-    async def acquire(self) -> None:
+    def idle(self) -> bool:
+        """A worker thread is free and nobody waits for one: work started now runs at once and delays no one."""
+        return self.running < self.max_concurrency and self.waiting == 0
+
+    async def acquire(self, bounded: bool = True) -> None:
+        """Wait for a slot. `bounded=False` skips the waiting line's bound (no 503 queue_full): for callers that
+        bound their own work, such as live transcription sessions (at most one decode each)."""
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.max_concurrency)
         t = _ticket.get()
         if t is not None and t.pending:   # admitted earlier: its place in line is already counted
             t.pending = False
             self.admitted -= 1
-        else:
+        elif bounded:
             self.check()
         self.waiting += 1
         self._gauges()
@@ -161,26 +167,27 @@ class InferenceExecutor:
         self._gauges()
 
     @asynccontextmanager
-    async def slot(self):
-        await self.acquire()
+    async def slot(self, bounded: bool = True):
+        await self.acquire(bounded)
         try:
             yield
         finally:
             self.release()
 
     # -- work ----------------------------------------------------------------
-    async def run(self, fn: Callable[..., Any], *args, job: Optional[Job] = None, **kwargs) -> Any:
+    async def run(self, fn: Callable[..., Any], *args, job: Optional[Job] = None, bounded: bool = True,
+                  **kwargs) -> Any:
         """Run `fn` in a worker thread. With a `job`, the job is cancelled when its request's client goes
         away or its time limit passes (`fn` must call `job.check()` between units of work). `job` is not
-        passed on to `fn`: bind it into `fn` yourself (a closure, functools.partial)."""
+        passed on to `fn`: bind it into `fn` yourself (a closure, functools.partial). `bounded`: as `acquire`."""
         if job is None:
-            async with self.slot():
+            async with self.slot(bounded):
                 t0 = time.monotonic()
                 try:
                     return await asyncio.get_running_loop().run_in_executor(self._pool, partial(fn, *args, **kwargs))
                 finally:
                     self._durations.append(time.monotonic() - t0)
-        await self.acquire()
+        await self.acquire(bounded)
         loop = asyncio.get_running_loop()
         t0 = time.monotonic()
 

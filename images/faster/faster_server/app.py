@@ -22,6 +22,7 @@ from stt_common.jobs import Jobs, jobs_routes, register_job_metrics
 from . import __version__
 from .engine import LANGUAGE_NAMES, Info, ModelNames, Options, cuda_devices, load_model, transcribe_chunks
 from .jobs import FORMATS, job_spec
+from .realtime.routes import Hub, realtime_routes
 from .settings import FasterSettings
 
 log = logging.getLogger("faster_server")
@@ -82,16 +83,19 @@ def build_app(settings: Optional[FasterSettings] = None):
                        max_loaded=settings.max_loaded_models)
     executor = InferenceExecutor(settings.max_concurrency, settings.max_queue, metrics=metrics,
                                  max_uploads=settings.max_uploads)
+    realtime = Hub(settings, cache, names, executor, metrics)
     svc.ready = lambda: cache.is_loaded(None)
     svc.details = lambda: {"model": public_name(settings.model),   # public: folder names, never host paths
                            "loaded_models": [public_name(k) for k in cache.loaded()],
-                           "running": executor.running, "waiting": executor.waiting}
+                           "running": executor.running, "waiting": executor.waiting,
+                           "realtime_sessions": realtime.open}
     app.state.cache, app.state.executor, app.state.names = cache, executor, names
     jobs = app.state.jobs = Jobs(job_spec(settings, names, cache), settings)
     jobs_routes(svc, jobs, lambda request: receive_upload(
         request, **{**upload_limits(settings), "tmp_dir": settings.jobs_dir}, gate=executor.receiving()))
     register_job_metrics(metrics, jobs)
     svc.jobs = jobs
+    realtime_routes(app, svc, realtime)   # live transcription: /v1/realtime, its client secrets, /live
 
     async def handle(request: Request, task: str):
         job = Job(request, settings.job_timeout)   # the time limit counts from the request's arrival

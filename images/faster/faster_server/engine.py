@@ -136,6 +136,7 @@ class Options:
     prompt: Optional[str] = None
     temperature: float = 0.0
     word_timestamps: bool = False
+    hotwords: Optional[str] = None   # words to expect (live transcription's `keywords`)
 
 
 @dataclass
@@ -191,7 +192,7 @@ def transcribe_chunks(model, chunks: Iterator[np.ndarray], opts: Options, settin
         dur = chunk.size / SAMPLE_RATE
         kw = dict(language=language, task=opts.task, beam_size=settings.beam_size, initial_prompt=prompt,
                   temperature=temperatures(opts.temperature), word_timestamps=opts.word_timestamps,
-                  **settings.guards)
+                  hotwords=opts.hotwords, **settings.guards)
         vad = settings.vad_filter == "true" or (settings.vad_filter == "auto" and dur >= settings.vad_min_seconds)
         if settings.batch_size > 0 and dur >= settings.batch_min_seconds:
             if batched is None:

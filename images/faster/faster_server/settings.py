@@ -7,10 +7,13 @@ from pydantic import Field
 from stt_common import STTSettings
 from stt_common.settings import GuardSettings
 
+from .realtime.settings import RealtimeSettings
 
-class FasterSettings(GuardSettings, STTSettings):
+
+class FasterSettings(GuardSettings, RealtimeSettings, STTSettings):
     """STT_* environment; the shared ones are documented in images/README.md, the hallucination guards
-    (STT_COMPRESSION_RATIO_THRESHOLD ...) in stt_common.settings.GuardSettings."""
+    (STT_COMPRESSION_RATIO_THRESHOLD ...) in stt_common.settings.GuardSettings, live transcription's
+    (STT_REALTIME_...) in realtime.settings.RealtimeSettings."""
 
     model: str = "Systran/faster-whisper-small"
     beam_size: int = Field(5, ge=1, le=20)

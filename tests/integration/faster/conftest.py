@@ -126,3 +126,15 @@ def client(server):
     return openai.OpenAI(base_url=server.url + "/v1", api_key="not-needed", max_retries=0, timeout=120)
 
 
+
+
+@pytest.fixture(scope="module")
+def base_server(tmp_path_factory):
+    """A server whose model store holds the multilingual `base` (the folder it was assembled in, sandbox/models.py);
+    its default stays tiny.en, as on the sandbox."""
+    neural_speech = pytest.importorskip("neural_speech")
+    models = pytest.importorskip("sandbox.models")
+    base = neural_speech.or_skip(models.base)
+    s = start_server(tmp_path_factory.mktemp("faster-base"), STT_MODELS_DIR=str(base.parent))
+    yield s
+    stop_server(s)

@@ -26,15 +26,6 @@ def fr():
 
 
 @pytest.fixture(scope="module")
-def base_server(tmp_path_factory):
-    base = neural_speech.or_skip(models.base)
-    # the model store holds base (the cache folder it was assembled in); the default stays tiny.en
-    s = start_server(tmp_path_factory.mktemp("faster-fr"), STT_MODELS_DIR=str(base.parent))
-    yield s
-    stop_server(s)
-
-
-@pytest.fixture(scope="module")
 def client(base_server):
     import openai
     return openai.OpenAI(base_url=base_server.url + "/v1", api_key="not-needed", max_retries=0, timeout=300)

@@ -3,8 +3,12 @@ a small upstream that records what reaches it. Fast: no sandbox host needed."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import http.server
+import json
 import shutil
+import ssl
 import socket
 import subprocess
 import threading
@@ -37,7 +41,29 @@ class Upstream(http.server.ThreadingHTTPServer):
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
+    def _websocket(self):
+        """A WebSocket upgrade: accepted, answered with one text message saying what reached it, then closed."""
+        offered = [p.strip() for p in (self.headers.get("Sec-WebSocket-Protocol") or "").split(",") if p.strip()]
+        seen = {"path": self.path, "authorization": self.headers.get("Authorization"), "protocols": offered}
+        self.server.seen.append(("WEBSOCKET", self.path, seen["authorization"], self.headers.get("Host")))
+        accept = base64.b64encode(hashlib.sha1((self.headers["Sec-WebSocket-Key"] +
+                                                "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        if offered:
+            self.send_header("Sec-WebSocket-Protocol", offered[0])
+        self.end_headers()
+        payload = json.dumps(seen).encode()
+        head = bytes([0x81, len(payload)]) if len(payload) < 126 else bytes([0x81, 126]) + len(payload).to_bytes(2, "big")
+        self.wfile.write(head + payload + bytes([0x88, 2, 0x03, 0xE8]))
+        self.wfile.flush()
+        self.close_connection = True
+
     def _answer(self):
+        if self.headers.get("Upgrade", "").lower() == "websocket":
+            return self._websocket()
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
@@ -127,7 +153,19 @@ http {{
         return session.request(method, f"{scheme}://127.0.0.1:{port}{path}", headers=headers,
                                allow_redirects=False, timeout=10, verify=ca, **kw)
 
-    yield types.SimpleNamespace(call=call, seen=upstream.seen, http_port=http_port, host=host)
+    def websocket(path="/v1/realtime", **kw):
+        """One WebSocket through nginx: what the upstream saw (its one message), or the refusal's status."""
+        from websockets.exceptions import InvalidStatus
+        from websockets.sync.client import connect
+        ctx = ssl.create_default_context(cafile=ca)
+        try:
+            with connect(f"wss://{host}:{https_port}{path}", ssl=ctx, server_hostname=host,
+                         sock=socket.create_connection(("127.0.0.1", https_port)), open_timeout=10, **kw) as ws:
+                return json.loads(ws.recv(timeout=10))
+        except InvalidStatus as e:
+            return e.response.status_code
+
+    yield types.SimpleNamespace(call=call, seen=upstream.seen, http_port=http_port, host=host, websocket=websocket)
     proc.terminate()
     proc.wait(5)
     upstream.shutdown()
@@ -193,3 +231,34 @@ def test_body_limit_and_streaming_upload(nginx):
     assert too_big.status_code == 413
     fine = nginx.call("POST", "/v1/audio/transcriptions", auth=("whisper", "pw"), data=b"\0" * (512 * 1024))
     assert fine.status_code == 200
+
+
+def test_realtime_websocket_on_both_auth_paths(nginx):
+    """Live transcription's WebSocket passes the upgrade with an API key, with basic auth (the service then gets
+    our key), or with a credential in the subprotocol (browsers), which reaches the service unchecked by nginx and
+    without our key; anything else stays outside."""
+    nginx.seen.clear()
+    basic = "Basic " + base64.b64encode(b"whisper:pw").decode()
+    with_key = nginx.websocket(additional_headers={"Authorization": f"Bearer {KEY}"})
+    assert with_key["authorization"] == f"Bearer {KEY}" and with_key["path"] == "/v1/realtime"
+    assert nginx.websocket("/v1/realtime?intent=transcription",
+                           additional_headers={"Authorization": basic})["authorization"] == f"Bearer {KEY}"
+    protocols = ["realtime", "openai-insecure-api-key.ek_client_secret"]
+    browser = nginx.websocket(subprotocols=protocols)
+    assert browser == {"path": "/v1/realtime", "authorization": None, "protocols": protocols}
+    # a browser that holds basic-auth credentials and a secret: the secret is what the service checks
+    assert nginx.websocket(subprotocols=protocols, additional_headers={"Authorization": basic})["authorization"] is None
+    # our own page may use basic auth; another site's page may not ride on a visitor's credentials
+    mine = {"Authorization": basic, "Origin": f"https://{nginx.host}"}
+    assert nginx.websocket(additional_headers=mine)["authorization"] == f"Bearer {KEY}"
+    assert nginx.websocket(additional_headers={"Authorization": basic, "Origin": "https://evil.example"}) == 403
+    assert nginx.websocket(additional_headers={"Authorization": f"Bearer {KEY}",
+                                               "Origin": "https://app.example"})["authorization"] == f"Bearer {KEY}"
+    seen = len(nginx.seen)
+    assert nginx.websocket() == 401
+    assert nginx.websocket(additional_headers={"Authorization": "Bearer nope"}) == 401
+    assert nginx.websocket(subprotocols=["realtime"]) == 401
+    # the subprotocol opens /v1/realtime only
+    assert nginx.websocket("/v1/models", subprotocols=protocols) == 401
+    assert nginx.call("GET", "/v1/models", headers={"Sec-WebSocket-Protocol": protocols[1]}).status_code == 401
+    assert len(nginx.seen) == seen   # nothing refused reached the service

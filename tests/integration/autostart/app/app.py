@@ -9,10 +9,14 @@ POST /jobs?queued=N&running=M   asynchronous jobs /health reports, as the whispe
 GET  /headers           the request line and headers as JSON
 GET  /slow?seconds=N    answers after N seconds
 GET  /sse?n=N&delay=S   N server-sent events, S seconds apart, written as produced
+GET  /ws                a WebSocket (Upgrade): first a text message with the handshake's path, headers and offered
+                        subprotocols (the first one is accepted), then every message echoed; the text "close:CODE:REASON"
+                        makes it close with that code; ?refuse=N answers the upgrade with HTTP N instead
 POST /echo              counts the body (Content-Length or chunked): {"bytes", "sha256"};
                         with ?back=1 streams the body back instead
 """
 
+import base64
 import hashlib
 import json
 import os
@@ -64,9 +68,65 @@ class Handler(BaseHTTPRequestHandler):
         self._json(503, {"error": {"message": message, "type": "server_error", "param": None, "code": code},
                          "path": self.path}, headers)
 
+    # -- WebSocket (RFC 6455), enough for the proxy's relay: unfragmented frames, masked from the client
+    def _ws_send(self, opcode: int, payload: bytes) -> None:
+        n = len(payload)
+        head = bytes([0x80 | opcode]) + (bytes([n]) if n < 126 else bytes([126]) + n.to_bytes(2, "big")
+                                         if n < 65536 else bytes([127]) + n.to_bytes(8, "big"))
+        self.wfile.write(head + payload)
+        self.wfile.flush()
+
+    def _ws_recv(self):
+        head = self.rfile.read(2)
+        if len(head) < 2:
+            return None, b""
+        opcode, n = head[0] & 0x0F, head[1] & 0x7F
+        if n == 126:
+            n = int.from_bytes(self.rfile.read(2), "big")
+        elif n == 127:
+            n = int.from_bytes(self.rfile.read(8), "big")
+        mask = self.rfile.read(4) if head[1] & 0x80 else bytes(4)
+        data = self.rfile.read(n)
+        return opcode, bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+    def _websocket(self, q):
+        if q.get("refuse"):
+            self._json(int(q["refuse"]), {"error": "refused"})
+            return
+        offered = [p.strip() for p in (self.headers.get("Sec-WebSocket-Protocol") or "").split(",") if p.strip()]
+        key = self.headers["Sec-WebSocket-Key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", base64.b64encode(hashlib.sha1(key.encode()).digest()).decode())
+        if offered:
+            self.send_header("Sec-WebSocket-Protocol", offered[0])
+        self.end_headers()
+        self.close_connection = True
+        hello = {"path": self.path, "protocols": offered, "headers": [[k, v] for k, v in self.headers.items()]}
+        self._ws_send(0x1, json.dumps(hello).encode())
+        while True:
+            opcode, data = self._ws_recv()
+            if opcode is None:
+                return
+            if opcode == 0x8:                      # close: answered with the same code
+                self._ws_send(0x8, data[:2])
+                return
+            if opcode == 0x9:
+                self._ws_send(0xA, data)
+            elif opcode == 0x1 and data.startswith(b"close:"):
+                _, code, reason = data.decode().split(":", 2)
+                self._ws_send(0x8, int(code).to_bytes(2, "big") + reason.encode())
+                self._ws_recv()
+                return
+            elif opcode in (0x1, 0x2):
+                self._ws_send(opcode, data)
+
     def do_GET(self):
         path, q = self._query()
-        if PROBLEM:
+        if path == "/ws" and self.headers.get("Upgrade", "").lower() == "websocket" and not PROBLEM:
+            self._websocket(q)
+        elif PROBLEM:
             self._problem()
         elif path == "/health":
             ready = DELAY >= 0 and time.monotonic() - START >= DELAY

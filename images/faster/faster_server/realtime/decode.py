@@ -1,0 +1,117 @@
+"""A turn's decodes, run in the service's inference threads: interim ones while the speaker talks (greedy, fast,
+text only) and the final one (the file routes' own decode, so that a live transcript is as accurate as the file's),
+and the interim text turned into `delta` events that only grow."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from dataclasses import dataclass
+from typing import List, Optional
+
+import numpy as np
+
+from ..engine import Info, Options, transcribe_chunks
+
+_WORD = re.compile(r"\s*\S+")
+_NORM = re.compile(r"[^\w']+")
+
+
+@dataclass
+class Result:
+    text: str
+    language: Optional[str]
+
+
+def final(model, audio: np.ndarray, opts: Options, settings, job, cut: float = 0.0) -> Result:
+    """The turn's transcript: `transcribe_chunks`, as POST /v1/audio/transcriptions decodes a file. With `cut`,
+    the first `cut` seconds of `audio` are context (earlier turns): decoded with the turn, their words (by the
+    middle of each word's time) left out."""
+    info = Info()
+    if cut <= 0:
+        parts = [s.text for s in transcribe_chunks(model, iter([audio]), opts, settings, info, job)]
+        return Result("".join(parts).strip(), info.language)
+    opts = dataclasses.replace(opts, word_timestamps=True)
+    kept = [w.word for s in transcribe_chunks(model, iter([audio]), opts, settings, info, job)
+            for w in (s.words or []) if (w.start + w.end) / 2 >= cut]
+    return Result("".join(kept).strip(), info.language)
+
+
+def interim(model, audio: np.ndarray, opts: Options, job) -> Result:
+    """A quick look at the turn so far: greedy, one temperature, no timestamps."""
+    segments, info = model.transcribe(audio, language=opts.language, task="transcribe", beam_size=1,
+                                      temperature=[0.0], initial_prompt=opts.prompt, hotwords=opts.hotwords,
+                                      without_timestamps=True, condition_on_previous_text=False, vad_filter=False)
+    parts = []
+    for s in segments:
+        job.check()
+        parts.append(s.text)
+    return Result("".join(parts).strip(), info.language)
+
+
+def words(text: str) -> List[str]:
+    """`text` as words with their leading spaces: "".join(words(t)) == t."""
+    return _WORD.findall(text)
+
+
+def _norm(word: str) -> str:
+    return _NORM.sub("", word.lower())
+
+
+class Deltas:
+    """The `delta` events of one item. Interim decodes of a growing turn disagree at their end (a word half
+    heard); a word is sent once two interim decodes in a row agree on everything up to it, so the deltas only
+    grow; the first decode's words but its last go out at once (the first delta should not wait for a second
+    decode). The final transcript then sends what it adds after the words already sent (aligned word by word
+    where it differs): joined, the deltas read as the `completed` transcript but for the interim words the final
+    decode corrected, which `completed` carries."""
+
+    def __init__(self):
+        self.sent: List[str] = []
+        self._previous: List[str] = []
+
+    @property
+    def text(self) -> str:
+        return "".join(self.sent)
+
+    def _emit(self, new: List[str]) -> str:
+        if not new:
+            return ""
+        if not self.sent:
+            new = [new[0].lstrip()] + new[1:]
+        elif not new[0][:1].isspace():
+            new = [" " + new[0]] + new[1:]
+        self.sent += new
+        return "".join(new)
+
+    def interim(self, text: str) -> str:
+        """The delta an interim hypothesis allows ("" when none)."""
+        current = words(text)
+        stable = 0
+        for a, b in zip(self._previous, current):
+            if _norm(a) != _norm(b):
+                break
+            stable += 1
+        if not self._previous and not self.sent:
+            stable = len(current) - 1
+        self._previous = current
+        if stable <= len(self.sent) or [_norm(w) for w in current[:len(self.sent)]] != [_norm(w) for w in self.sent]:
+            return ""
+        return self._emit(current[len(self.sent):stable])
+
+    def final(self, text: str) -> str:
+        """The last delta of the item, from its final transcript."""
+        final_words = words(text)
+        if not self.sent:
+            return self._emit(final_words)
+        sent = [_norm(w) for w in self.sent]
+        target = [_norm(w) for w in final_words]
+        if target[:len(sent)] == sent:
+            return self._emit(final_words[len(sent):])
+        # where the final transcript differs from what was sent: continue after its match of the last word sent
+        matcher = difflib.SequenceMatcher(a=sent, b=target, autojunk=False)
+        end = 0
+        for block in matcher.get_matching_blocks():
+            if block.size:
+                end = block.b + block.size
+        return self._emit(final_words[end:])
