@@ -53,35 +53,31 @@ class PyannoteVoices:
         vec = self.spans(speech, [(0, len(speech))])[0] if len(speech) else None
         return vec, (seconds if vec is not None else 0.0)
 
-    def spans(self, audio: np.ndarray, spans: list[tuple[int, int]], stop=None, batch: int = 16) -> list:
+    def spans(self, audio: np.ndarray, spans: list[tuple[int, int]], stop=None) -> list:
+        """One embedding per span: its pieces (at most 10 s) embedded one at a time, as the pipeline embeds its
+        chunks (a padded batch would not do: WeSpeaker normalises its features over the whole input, padding
+        included), averaged by length."""
         import torch
 
         piece = int(PIECE_S * SAMPLE_RATE)
         least = max(int(MIN_SPAN_S * SAMPLE_RATE), int(getattr(self.embedding, "min_num_samples", 0) or 0))
-        pieces = []   # (span index, start, end)
-        for i, (a, b) in enumerate(spans):
+        out: list = []
+        for a, b in spans:
             a, b = int(a), int(b)
             if b - a < least:
+                out.append(None)
                 continue
-            n = -(-(b - a) // piece)
-            edges = np.linspace(a, b, n + 1).astype(int)
-            pieces.extend((i, int(s), int(e)) for s, e in zip(edges[:-1], edges[1:]))
-        sums: dict[int, np.ndarray] = {}
-        for k in range(0, len(pieces), batch):
-            group = pieces[k:k + batch]
-            longest = max(e - s for _, s, e in group)
-            wav = np.zeros((len(group), 1, longest), np.float32)
-            mask = np.zeros((len(group), longest // 160 + 1), np.float32)
-            for j, (_, s, e) in enumerate(group):
-                wav[j, 0, : e - s] = audio[s:e]
-                mask[j, : (e - s) // 160 + 1] = 1.0
-            emb = self.embedding(torch.from_numpy(wav), masks=torch.from_numpy(mask))
-            for (i, s, e), v in zip(group, emb):
+            edges = np.linspace(a, b, -(-(b - a) // piece) + 1).astype(int)
+            acc = None
+            for s, e in zip(edges[:-1], edges[1:]):
+                wav = np.ascontiguousarray(audio[s:e], dtype=np.float32)[None, None]
+                v = np.asarray(self.embedding(torch.from_numpy(wav))[0], dtype=np.float32)
                 if np.all(np.isfinite(v)):
-                    sums[i] = sums.get(i, 0.0) + _unit(v) * (e - s)
+                    acc = _unit(v) * (e - s) + (0.0 if acc is None else acc)
+            out.append(None if acc is None else _unit(acc))
             if stop is not None:
                 stop()
-        return [_unit(sums[i]) if i in sums else None for i in range(len(spans))]
+        return out
 
 
 def _unit(v) -> np.ndarray:

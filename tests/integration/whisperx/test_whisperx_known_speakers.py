@@ -191,3 +191,33 @@ def test_job_carries_known_speakers(start_server, redis_server, tiny_model, call
         assert body["diarization"]["known_speakers"]["Sheila"]["source"] == "reference"
     finally:
         worker.stop()
+
+
+def test_pyannote_embedding_model_plumbing(call):
+    """The pyannote backend's side: its pipeline's embedding model (pyannote.audio's own inference class around
+    WeSpeaker's ResNet34, the model speaker-diarization-community-1 uses) embeds a clip's speech and each segment.
+    The gated checkpoint is out of reach here, so the weights are random: this checks the shapes, long spans in
+    pieces, too-short spans and the identity, not the voices."""
+    torch = pytest.importorskip("torch")
+    from pyannote.audio.models.embedding import WeSpeakerResNet34
+    from pyannote.audio.pipelines.speaker_verification import PyannoteAudioPretrainedSpeakerEmbedding
+
+    from whisperx_server.voice_embedding import PyannoteVoices
+
+    torch.manual_seed(0)
+
+    class Pipeline:   # whisperx's DiarizationPipeline holds pyannote's pipeline as .model
+        class model:
+            _embedding = PyannoteAudioPretrainedSpeakerEmbedding(WeSpeakerResNet34())
+
+    voices = PyannoteVoices(Pipeline(), "pyannote/speaker-diarization-community-1")
+    assert voices.id == "pyannote:pyannote/speaker-diarization-community-1"
+    vec, seconds = voices.clip(cut(call, DIANE_CLIP))
+    assert vec.shape == (256,) and abs(float(np.linalg.norm(vec)) - 1) < 1e-4 and 2.0 < seconds <= 3.2
+    assert voices.clip(np.zeros(3 * SR, np.float32)) == (None, 0.0)     # no speech
+    spans = [(0, 12 * SR), (int(18.6 * SR), int(21.7 * SR)), (SR, SR + 100)]
+    out = voices.spans(call, spans)
+    assert [None if v is None else v.shape for v in out] == [(256,), (256,), None]
+    # a span embedded alone or among others: the same vector (no padding, no batch effects)
+    alone = voices.spans(call, [spans[1]])[0]
+    assert float(alone @ out[1]) > 0.9999
