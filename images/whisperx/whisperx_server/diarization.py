@@ -43,6 +43,7 @@ class Diarization:
 
     def _init_diarization(self) -> None:
         self._diarize_failure: tuple | None = None
+        self._voices: tuple | None = None     # (the diarizer, its voice embedder)
 
     def diarization_backend(self) -> str:
         b = self.cfg.diarization_backend
@@ -95,8 +96,16 @@ class Diarization:
         (:mod:`.voice_embedding`)."""
         from .voice_embedding import OfflineVoices, PyannoteVoices
         if self.diarization_backend() == "pyannote":
-            return PyannoteVoices(self._pyannote_diarizer(), self.cfg.diarization_model, self.cfg.device)
-        return OfflineVoices(self._offline_diarizer())
+            return self._voices_for(self._pyannote_diarizer(), lambda d: PyannoteVoices(
+                d, self.cfg.diarization_model, self.cfg.device))
+        return self._voices_for(self._offline_diarizer(), OfflineVoices)
+
+    def _voices_for(self, diarizer, make):
+        """One embedder per loaded diarizer (a reloaded one gets a new one)."""
+        cached = self._voices
+        if cached is None or cached[0] is not diarizer:
+            cached = self._voices = (diarizer, make(diarizer))
+        return cached[1]
 
     def enrollment_embedders(self) -> list:
         """The models an enrolled voice is embedded with: the diarizing backend's, and the offline backend's too
@@ -105,7 +114,7 @@ class Diarization:
         if self.diarization_backend() == "pyannote":
             from .voice_embedding import OfflineVoices
             try:
-                out.append(OfflineVoices(self._offline_diarizer()))
+                out.append(OfflineVoices(self._offline_diarizer()))   # cheap: the diarizer is in the model cache
             except ServiceError as e:
                 log.warning("enrollment without the offline backend's model: %s", e.message)
         return out
