@@ -56,6 +56,11 @@ class STTSettings(BaseSettings):
     link_ca: str = ""                   # CA of the link (Redis TLS and the audio fetch)
     link_cert: str = ""                 # this worker's client certificate
     link_key: str = ""                  # and its key
+    # audio by URL (file_url, stt_common/audio_url.py): the fetch's deadline (resolving, connecting, the whole body),
+    # and addresses beyond the public internet it may reach (a private bucket); the size cap is max_upload_mb
+    url_timeout: float = Field(300, gt=0, le=3600)
+    url_allow_private: bool = False
+    url_allow_networks: str = ""        # CIDRs, comma-separated
     host: str = Field("0.0.0.0", validation_alias=AliasChoices("HOST", "STT_HOST"))
     port: int = Field(8000, validation_alias=AliasChoices("PORT", "STT_PORT"))
 
