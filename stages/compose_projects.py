@@ -20,6 +20,7 @@ from pyinfra.facts.files import File
 from pyinfra.operations import files, server
 
 from stages.images import image_tag
+from stages.redis import CONTAINER_SOCKET_DIR, SOCKET_NAME
 from stages.ops import CommandSucceeds, ComposeFlavour, ContainerImage, EnvFileDigest, compose_command, \
     env_line_digest, env_secret_file
 from stages.secrets_env import Secret, api_keys
@@ -84,7 +85,21 @@ def jobs_settings(svc: Service, p: Platform, worker_name: str = ""):
         return None
     return {"env_file": p.jobs_env_file, "dir": f"{p.jobs_dir}/{svc.key}", "ttl": p.job_ttl,
             "max_seconds": p.job_max_seconds, "retries": p.job_retries,
-            "worker_name": worker_name}
+            "worker_name": worker_name, "min_free_mb": p.jobs_min_free_mb,
+            "socket_dir": p.redis_socket_dir, "socket_dir_in_container": CONTAINER_SOCKET_DIR,
+            "socket": f"{CONTAINER_SOCKET_DIR}/{SOCKET_NAME}"}
+
+
+def log_settings(p: Platform) -> dict:
+    """Docker's `local` log driver's limits for our containers (compose files only, never daemon.json)."""
+    return {"max_size": p.container_log_max_size, "max_files": p.container_log_max_files}
+
+
+def compose_values(svc: Service, p: Platform, tag: str, worker_name: str = "") -> dict:
+    """What templates/compose/service.yml.j2 renders with."""
+    return {"svc": svc, "image_tag": tag, "timezone": p.timezone, "body_limit_mb": body_limit_mb(p.body_limit),
+            "hf_cache_dir": p.hf_cache_dir, "models_dir": p.models_dir,
+            "jobs": jobs_settings(svc, p, worker_name=worker_name), "logs": log_settings(p)}
 
 
 MARKER = "managed by whisper-platform"   # the compose template's first line
@@ -149,13 +164,7 @@ def compose_projects(p: Platform, secrets: dict[str, Secret]):
             src=str(REPO / "templates/compose/service.yml.j2"),
             dest=f"{project}/docker-compose.yml",
             mode="644",
-            svc=svc,
-            image_tag=image_tag(svc, p),
-            timezone=p.timezone,
-            body_limit_mb=body_limit_mb(p.body_limit),
-            hf_cache_dir=p.hf_cache_dir,
-            models_dir=p.models_dir,
-            jobs=jobs_settings(svc, p, worker_name=host.name),
+            **compose_values(svc, p, image_tag(svc, p), worker_name=host.name),
         )
         q = shlex.quote(project)
         # a container of the same name that is not ours (the runbook's hand-made one) is removed; its
