@@ -57,7 +57,7 @@ def test_containers_restart_by_themselves_and_log_within_limits():
     doc = yaml.safe_load(render_compose(p, "faster"))
     for name in ("faster-whisper", "faster-whisper-worker"):
         c = doc["services"][name]
-        assert c["restart"] == "unless-stopped", name
+        assert c["restart"] == "unless-stopped" and c["init"] is True, name
         assert c["logging"] == {"driver": "local", "options": {"max-size": "5m", "max-file": "2"}}, name
     worker = doc["services"]["faster-whisper-worker"]
     assert worker["stop_grace_period"] == "30s"

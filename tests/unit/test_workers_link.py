@@ -136,7 +136,7 @@ def test_worker_compose_renders(tmp_path):
     doc = yaml.safe_load(text)
     assert sorted(doc["services"]) == ["faster-whisper-worker-1", "faster-whisper-worker-2"]
     w = doc["services"]["faster-whisper-worker-1"]
-    assert w["restart"] == "unless-stopped" and w["network_mode"] == "host" and "ports" not in w
+    assert w["restart"] == "unless-stopped" and w["init"] is True and w["network_mode"] == "host" and "ports" not in w
     assert w["logging"] == {"driver": "local", "options": {"max-size": "10m", "max-file": "3"}}
     env = w["environment"]
     assert env["STT_REDIS_URL"] == "rediss://worker-w1@10.0.0.1:6380/0"
