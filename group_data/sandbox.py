@@ -58,3 +58,5 @@ alert_group_interval = "10s"
 alert_no_worker_for = "10s"
 alert_redis_for = "10s"
 alert_webhook_url = "http://127.0.0.1:9199/alerts"
+# the sandbox's disk is the machine's: a small reserve, so that the day-two tests fill a small jobs file system
+jobs_min_free_mb = 128

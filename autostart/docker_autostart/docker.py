@@ -20,6 +20,21 @@ class DockerError(RuntimeError):
     """A docker or compose command failed; the message carries the stderr tail."""
 
 
+class DockerUnavailable(DockerError):
+    """The Docker daemon does not answer (restarting, stopped, the host shutting down): waiting can help."""
+
+
+# what the docker CLI and Compose v1/v2 say when the daemon is not there (lowercased)
+DAEMON_DOWN = ("cannot connect to the docker daemon", "couldn't connect to docker daemon", "is the docker daemon running",
+               "error during connect", "docker.sock: connect:", "daemon is shutting down")
+
+
+def failed(message: str, stderr: str) -> DockerError:
+    """The error for a failed command: DockerUnavailable when its output says the daemon is not there."""
+    low = stderr.lower()
+    return (DockerUnavailable if any(s in low for s in DAEMON_DOWN) else DockerError)(message)
+
+
 @dataclass
 class Result:
     rc: int
@@ -98,7 +113,7 @@ class Docker:
                     status = f"exited ({parts[2]})" if parts[1] == "exited" else parts[1]
                     states[name] = (status, parts[3])
         if res.rc != 0 and all(s == "missing" for s, _ in states.values()) and "No such" not in res.stderr:
-            raise DockerError(f"docker inspect failed: {tail(res.stderr) or f'exit {res.rc}'}")
+            raise failed(f"docker inspect failed: {tail(res.stderr) or f'exit {res.rc}'}", res.stderr)
         return states
 
     async def running(self, containers: Sequence[str]) -> Dict[str, str]:
@@ -111,8 +126,8 @@ class Docker:
         cmd = await self.compose_cmd()
         res = await run(cmd + list(args), cwd=compose_dir, timeout=self.compose_timeout)
         if res.rc != 0:
-            raise DockerError(f"{shlex.join(cmd + list(args))} failed (exit {res.rc}): "
-                              f"{tail(res.stderr) or tail(res.stdout) or 'no output'}")
+            raise failed(f"{shlex.join(cmd + list(args))} failed (exit {res.rc}): "
+                         f"{tail(res.stderr) or tail(res.stdout) or 'no output'}", res.stderr + res.stdout)
         return res
 
     async def up(self, compose_dir: str) -> Result:
