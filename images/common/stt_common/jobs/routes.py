@@ -9,13 +9,19 @@ from typing import Optional
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from ..dependencies import DISK, REDIS, disk_probe
 from .api import Jobs
 
 
 def jobs_routes(svc, jobs: Jobs, receive) -> None:
     """Mount /v1/jobs on a service's authenticated router. `receive(request)` is the service's
-    upload context manager (its limits; the jobs folder as temp dir)."""
+    upload context manager (its limits; the jobs folder as temp dir). The jobs' dependencies, Redis and the disk
+    holding STT_JOBS_DIR, are registered with the service: /health and /metrics say how they are, and a failure of
+    either is answered by stt_common.dependencies (503 jobs_unavailable, 507 insufficient_storage), not here."""
     fmt_list = ", ".join(jobs.spec.formats)
+    if jobs.enabled:
+        svc.dependencies.add(REDIS, jobs.ping)
+        svc.dependencies.add(DISK, disk_probe(jobs.settings.jobs_dir, jobs.settings.jobs_min_free_mb << 20))
 
     body = copy.deepcopy(jobs.spec.openapi or {})
     props = body.get("requestBody", {}).get("content", {}).get("multipart/form-data", {}).get("schema", {}) \
@@ -34,6 +40,7 @@ def jobs_routes(svc, jobs: Jobs, receive) -> None:
                   summary="Queue a transcription job (same fields as the synchronous endpoint, plus callback_url)")
     async def create_job(request: Request):
         jobs.conn  # 503 before reading the body when jobs are off
+        jobs.check_room(request)   # 507 before reading it when the jobs' disk is full
         async with receive(request) as up:
             return await jobs.submit(request, up)
 
