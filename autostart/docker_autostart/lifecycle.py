@@ -4,13 +4,14 @@ it answers; many requests share one start (Autostart's part, as a mixin)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 
 import aiohttp
 
-from .docker import DockerError
-from .readiness import PERMANENT_BODY_LIMIT, permanent_problem, read_some
+from .docker import DockerError, DockerUnavailable
+from .readiness import PERMANENT_BODY_LIMIT, health_summary, permanent_problem, read_some
 from .state import RUNNING_STATES, PermanentProblem, ServiceState, StartError
 
 log = logging.getLogger("docker_autostart")
@@ -18,6 +19,7 @@ log = logging.getLogger("docker_autostart")
 RECHECK_INTERVAL = 5.0  # a service seen ready within this many seconds is proxied without a docker call
 READY_POLL = 0.25  # seconds between readiness probes while starting
 CONTAINER_CHECK_EVERY = 8  # readiness probes between two `docker inspect` while starting
+DOCKER_POLL = 1.0  # seconds between two tries while the Docker daemon does not answer
 
 
 class Lifecycle:
@@ -53,7 +55,7 @@ class Lifecycle:
         async with self._lock(cfg.compose_dir):
             st.phase = "checking containers"
             try:
-                found = await self.docker.inspect(cfg.containers)
+                found = await self._docker(st, deadline, lambda: self.docker.inspect(cfg.containers))
             except DockerError as exc:
                 raise self._fail(st, 502, f"cannot check containers: {exc}", "docker") from None
             down = {c: s for c, (s, _) in found.items() if s not in RUNNING_STATES}
@@ -72,9 +74,12 @@ class Lifecycle:
                 st.phase = "compose up -d still running"
                 t_up = time.monotonic()
                 try:
-                    await self.docker.up(cfg.compose_dir)
+                    await self._docker(st, deadline, lambda: self.docker.up(cfg.compose_dir))
                 except DockerError as exc:
-                    raise self._fail(st, 502, str(exc), "compose") from None
+                    # started meanwhile by someone else (their restart policy, a deploy's own compose up): go on
+                    if not await self._all_running(cfg):
+                        raise self._fail(st, 502, str(exc), "compose") from None
+                    log.info("host=%s: compose up failed, but its containers run now: %s", cfg.host, exc)
                 self.metrics.compose_up_duration.labels(host=cfg.host).observe(time.monotonic() - t_up)
                 started = True
         st.ready = False
@@ -102,6 +107,30 @@ class Lifecycle:
             st.start_task = asyncio.ensure_future(self._start(st))
             st.start_task.add_done_callback(lambda t: t.cancelled() or t.exception())  # reported by _start
         return False
+
+    async def _docker(self, st: ServiceState, deadline: float, call):
+        """`await call()` (a docker or compose command), waiting out a Docker daemon that does not answer (Docker
+        restarting, the host booting) until `deadline`, then 503 `docker_unavailable` (Retry-After); any other
+        failure is the caller's to judge."""
+        said = False
+        while True:
+            try:
+                return await call()
+            except DockerUnavailable as exc:
+                if time.monotonic() >= deadline:
+                    raise self._fail(st, 503, f"the Docker daemon does not answer: {exc}",
+                                     "docker_unavailable") from None
+                if not said:
+                    said = True
+                    log.warning("host=%s: the Docker daemon does not answer, waiting for it: %s", st.cfg.host, exc)
+                st.phase = "waiting for the Docker daemon"
+                await asyncio.sleep(min(DOCKER_POLL, max(0.0, deadline - time.monotonic())))
+
+    async def _all_running(self, cfg) -> bool:
+        try:
+            return all(s in RUNNING_STATES for s in (await self.docker.running(cfg.containers)).values())
+        except DockerError:
+            return False
 
     def _fail(self, st: ServiceState, status: int, message: str, reason: str) -> StartError:
         st.invalidate()
@@ -132,6 +161,11 @@ class Lifecycle:
                 async with self.session.get(url, timeout=timeout, allow_redirects=False) as resp:
                     body = await read_some(resp.content, PERMANENT_BODY_LIMIT)
                     if 200 <= resp.status < 300 or (cfg.readiness_path is None and resp.status < 500):
+                        if cfg.readiness_path:
+                            try:
+                                st.record_health(health_summary(json.loads(body.decode("utf-8"))))
+                            except (UnicodeDecodeError, ValueError):
+                                pass
                         return
                     problem = permanent_problem(resp.status, resp.headers, body)
                     if problem:
@@ -148,6 +182,8 @@ class Lifecycle:
             if probes % CONTAINER_CHECK_EVERY == 0:
                 try:
                     states = await self.docker.running(cfg.containers)
+                except DockerUnavailable:
+                    states = {}   # Docker restarting: its containers come back with it (restart policies)
                 except DockerError as exc:
                     raise self._fail(st, 502, f"cannot check containers: {exc}", "docker") from None
                 dead = {c: s for c, s in states.items() if s not in RUNNING_STATES and s != "created"}
