@@ -22,6 +22,10 @@ CONTAINER_CHECK_EVERY = 8  # readiness probes between two `docker inspect` while
 DOCKER_POLL = 1.0  # seconds between two tries while the Docker daemon does not answer
 
 
+class _StoppedMeanwhile(Exception):
+    """A container of the service is no longer running while its readiness is awaited (the states, as text)."""
+
+
 class Lifecycle:
     """Needs from Autostart: docker, metrics, session (the readiness probes) and _locks (one per composeDir)."""
 
@@ -50,7 +54,40 @@ class Lifecycle:
         cfg = st.cfg
         t0 = time.monotonic()
         deadline = t0 + cfg.max_wait
-        started = False
+        started, sig = False, ()
+        for attempt in (1, 2):
+            started, sig = await self._check_and_up(st, deadline)
+            if started is None:
+                return   # the same running containers, seen ready
+            st.ready = False
+            try:
+                await self._wait_ready(st, deadline)
+                break
+            except _StoppedMeanwhile as stopped:
+                # containers we found running stopped while we waited (someone's compose stop, a deploy
+                # recreating them): start them again, once; ours dying right after our own start is a crash
+                if started or attempt == 2:
+                    raise self._fail(st, 502, f"container stopped while starting: {stopped}", "exited") from None
+                log.info("host=%s: its containers stopped while it was checked (%s): starting them", cfg.host,
+                         stopped)
+        if started:
+            try:
+                found = await self.docker.inspect(cfg.containers)
+                sig = tuple(found[c][1] for c in cfg.containers)
+            except DockerError:
+                sig = ()
+        elapsed = time.monotonic() - t0
+        if started:
+            self.metrics.start_duration.labels(host=cfg.host).observe(elapsed)
+            log.info("ready host=%s after %.1fs", cfg.host, elapsed)
+        st.ready, st.verified_at, st.stopped, st.last_error, st.permanent = True, time.monotonic(), False, None, None
+        st.started_sig = sig
+
+    async def _check_and_up(self, st: ServiceState, deadline: float):
+        """Under the composeDir's lock: its containers checked, `compose up -d` when one is down. (True when it
+        ran compose up, False when they were running, None when they are the same ones seen ready; their
+        StartedAt as found)."""
+        cfg = st.cfg
         st.phase = "waiting for another start or stop in the same composeDir"
         async with self._lock(cfg.compose_dir):
             st.phase = "checking containers"
@@ -64,38 +101,25 @@ class Lifecycle:
                 # still the same running containers we saw ready: no readiness probe, which a
                 # busy service might answer slowly
                 st.verified_at = time.monotonic()
-                return
-            if down:
-                st.invalidate()
-                st.stopped = False
-                self.metrics.starts.labels(host=cfg.host).inc()
-                log.info("starting host=%s (%s): %s; compose up -d in %s", cfg.host, cfg.name,
-                         ", ".join(f"{c} {s}" for c, s in down.items()), cfg.compose_dir)
-                st.phase = "compose up -d still running"
-                t_up = time.monotonic()
-                try:
-                    await self._docker(st, deadline, lambda: self.docker.up(cfg.compose_dir))
-                except DockerError as exc:
-                    # started meanwhile by someone else (their restart policy, a deploy's own compose up): go on
-                    if not await self._all_running(cfg):
-                        raise self._fail(st, 502, str(exc), "compose") from None
-                    log.info("host=%s: compose up failed, but its containers run now: %s", cfg.host, exc)
-                self.metrics.compose_up_duration.labels(host=cfg.host).observe(time.monotonic() - t_up)
-                started = True
-        st.ready = False
-        await self._wait_ready(st, deadline)
-        if started:
+                return None, sig
+            if not down:
+                return False, sig
+            st.invalidate()
+            st.stopped = False
+            self.metrics.starts.labels(host=cfg.host).inc()
+            log.info("starting host=%s (%s): %s; compose up -d in %s", cfg.host, cfg.name,
+                     ", ".join(f"{c} {s}" for c, s in down.items()), cfg.compose_dir)
+            st.phase = "compose up -d still running"
+            t_up = time.monotonic()
             try:
-                found = await self.docker.inspect(cfg.containers)
-                sig = tuple(found[c][1] for c in cfg.containers)
-            except DockerError:
-                sig = ()
-        elapsed = time.monotonic() - t0
-        if started:
-            self.metrics.start_duration.labels(host=cfg.host).observe(elapsed)
-            log.info("ready host=%s after %.1fs", cfg.host, elapsed)
-        st.ready, st.verified_at, st.stopped, st.last_error, st.permanent = True, time.monotonic(), False, None, None
-        st.started_sig = sig
+                await self._docker(st, deadline, lambda: self.docker.up(cfg.compose_dir))
+            except DockerError as exc:
+                # started meanwhile by someone else (their restart policy, a deploy's own compose up): go on
+                if not await self._all_running(cfg):
+                    raise self._fail(st, 502, str(exc), "compose") from None
+                log.info("host=%s: compose up failed, but its containers run now: %s", cfg.host, exc)
+            self.metrics.compose_up_duration.labels(host=cfg.host).observe(time.monotonic() - t_up)
+            return True, sig
 
     def wake(self, st: ServiceState) -> bool:
         """Start the service in the background unless it is ready (its config's wakePath): True when ready. The
@@ -188,6 +212,5 @@ class Lifecycle:
                     raise self._fail(st, 502, f"cannot check containers: {exc}", "docker") from None
                 dead = {c: s for c, s in states.items() if s not in RUNNING_STATES and s != "created"}
                 if dead:
-                    raise self._fail(st, 502, "container stopped while starting: " +
-                                     ", ".join(f"{c} {s}" for c, s in dead.items()), "exited")
+                    raise _StoppedMeanwhile(", ".join(f"{c} {s}" for c, s in dead.items()))
             await asyncio.sleep(max(0.0, min(READY_POLL, deadline - time.monotonic())))

@@ -1,5 +1,6 @@
 """Starting on demand, readiness, failures, idle stop, crash recovery: real Docker, real compose."""
 
+import json
 import signal
 import socket
 import subprocess
@@ -9,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from .conftest import wait_for
+from .conftest import compose_cmd, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -309,3 +310,22 @@ def test_a_get_the_service_hung_up_on_before_answering_is_sent_again(make_servic
     r = proxy.get(svc.host, "/hangup-once")
     assert r.status_code == 200 and r.json() == {"calls": 2}, r.text
     assert proxy.metric(M + "upstream_errors_total", host=svc.host, kind="broken") == 0
+
+
+def test_containers_stopped_by_someone_else_while_awaited_are_started_again(make_service, start_proxy):
+    """Found running but not ready yet (started by someone else: a deploy, its restart policy), then stopped
+    (an operator's compose stop, a deploy recreating it) while the proxy waits for it: started again, the request
+    answered, not a 502 'container stopped while starting'."""
+    svc = make_service(health_delay=4)
+    subprocess.run(compose_cmd() + ["up", "-d"], cwd=svc.dir, check=True, capture_output=True)
+    proxy = start_proxy([svc])
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(proxy.get, svc.host, "/health")
+        wait_for(lambda: "waiting for readiness" in json.dumps(proxy.health()) or svc.state() == "running", 10,
+                 what="the proxy waiting for the service")
+        time.sleep(0.5)
+        subprocess.run(["docker", "stop", "-t", "1", svc.container], check=True, capture_output=True)
+        r = pending.result()
+    assert r.status_code == 200, r.text
+    assert "its containers stopped while it was checked" in proxy.log()
+    assert proxy.metric(M + "start_failures_total", host=svc.host, reason="exited") == 0
