@@ -34,7 +34,7 @@ import pytest
 
 from sandbox.client import base_url, http_client
 
-from .conftest import REPO, SANDBOX, pyinfra, ssh
+from .conftest import AGENDA, REPO, SANDBOX, pyinfra, speech, ssh
 
 pytestmark = pytest.mark.sandbox
 
@@ -52,15 +52,6 @@ HOOK_UNIT = "day-two-webhooks"
 # what a client may see besides 2xx: the documented 503s (and 507) of the services, the proxy and nginx
 DOCUMENTED = {503: {"jobs_unavailable", "service_unavailable", "starting", "docker_unavailable"},
               507: {"insufficient_storage"}}
-SENTENCES = [
-    "good morning everyone and thank you for joining the weekly planning meeting",
-    "the first item on the agenda is the new office in the city centre",
-    "the lease was signed last week and the keys arrive on monday",
-    "we still need desks chairs and a good coffee machine for the kitchen",
-    "the second item is the budget for the next quarter",
-    "sales grew by a small margin and the costs stayed under control",
-]
-
 # a webhook receiver on the sandbox host (the services reach it on Docker's bridge): a systemd unit, so that it
 # comes back after the reboot; it checks each signature with the host's webhook secret and logs a JSON line
 RECEIVER = r'''
@@ -273,18 +264,12 @@ def webhooks() -> dict[str, list]:
 
 @pytest.fixture(scope="module")
 def audio(tmp_path_factory):
-    """About 35 s of speech as mp3: a few seconds of work for tiny.en, long enough to be caught running."""
+    """About 35 s of speech as mp3 (the agenda's first half, twice): a few seconds of work for tiny.en, long enough
+    to be caught running."""
     folder = tmp_path_factory.mktemp("day-two")
-    parts = []
-    for i, sentence in enumerate(SENTENCES):
-        part = folder / f"s{i}.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(part), sentence], check=True)
-        subprocess.run(["sox", str(part), str(part.with_suffix(".pad.wav")), "pad", "0", "1"], check=True)
-        parts.append(str(part.with_suffix(".pad.wav")))
-    wav = folder / "meeting.wav"
-    subprocess.run(["sox", *parts, *parts, str(wav)], check=True)
+    wav = speech(folder, "meeting", AGENDA[:6] * 2)
     out = folder / "meeting.mp3"
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(wav), str(out)], check=True)
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", wav, str(out)], check=True)
     return str(out)
 
 
@@ -358,31 +343,22 @@ def test_the_disk_holding_jobs_dir_runs_full(day):
                 f"cd {project} && {compose()} up -d >/dev/null 2>&1", check=False)
 
 
-def test_redis_restarted(day):
-    event = day.start("Redis restarted (systemctl restart redis-server)")
+# events that are one command on the host; the platform must come back by itself
+HOST_EVENTS = [
+    ("Redis restarted (systemctl restart redis-server)", "systemctl restart redis-server"),
+    ("Redis upgraded in place (apt-get install --reinstall)",
+     "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall redis-server >/dev/null"),
+    ("Docker restarted with the containers running", "systemctl restart docker"),
+    ("autostart proxy restarted, nginx reloaded", "systemctl restart docker-autostart && systemctl reload nginx"),
+]
+
+
+@pytest.mark.parametrize("name, command", HOST_EVENTS, ids=["redis-restart", "redis-upgrade", "docker-restart",
+                                                            "proxy-restart-nginx-reload"])
+def test_a_routine_host_event(day, name, command):
+    event = day.start(name)
     t0 = time.monotonic()
-    ssh("systemctl restart redis-server")
-    day.wait_serving(event, t0)
-
-
-def test_redis_upgraded_in_place(day):
-    event = day.start("Redis upgraded in place (apt-get install --reinstall)")
-    t0 = time.monotonic()
-    ssh("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall redis-server >/dev/null")
-    day.wait_serving(event, t0)
-
-
-def test_docker_restarted(day):
-    event = day.start("Docker restarted with the containers running")
-    t0 = time.monotonic()
-    ssh("systemctl restart docker")
-    day.wait_serving(event, t0)
-
-
-def test_proxy_restarted_and_nginx_reloaded(day):
-    event = day.start("autostart proxy restarted, nginx reloaded")
-    t0 = time.monotonic()
-    ssh("systemctl restart docker-autostart && systemctl reload nginx")
+    ssh(command)
     day.wait_serving(event, t0)
 
 

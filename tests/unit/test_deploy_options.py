@@ -98,3 +98,19 @@ def test_build_wheelhouse_and_build_args_reach_the_build_command():
     cmd = build_command(plain.service("faster"), "whisper-faster:src-0", plain)
     assert "--wheelhouse" not in cmd and "--build-arg BASE_IMAGE=python:3.11-slim " in cmd
     assert "--stall-timeout 1800" in cmd and "--label whisper-platform.service=faster" in cmd
+
+
+def test_redis_socket_lives_in_a_folder_no_restart_deletes():
+    """Not Redis's RuntimeDirectory (/run/redis, deleted and made anew by systemd on every Redis restart): a folder
+    of ours, made by systemd-tmpfiles at boot, setgid to the services' group; the unit may write there."""
+    from stages import redis
+
+    p = build(redis_socket_dir="/run/whisper-platform/redis", app_user="whisper-app")
+    lines = [line for line in redis.tmpfiles_conf(p).splitlines() if not line.startswith("#")]
+    assert lines == ["d /run/whisper-platform 0755 root root -", "d /run/whisper-platform/redis 2750 redis whisper-app -"]
+    assert "ReadWritePaths=/run/whisper-platform/redis" in redis.unit_dropin(p).splitlines()
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    conf = env.from_string((REPO / "templates/redis/whisper-platform.conf.j2").read_text()).render(
+        redis_port=6379, redis_maxmemory="256mb", redis_socket=redis.socket_path(p))
+    assert "unixsocket /run/whisper-platform/redis/redis.sock" in conf and "unixsocketperm 770" in conf
+    assert "/run/redis" not in [line.split()[-1] for line in conf.splitlines() if line.startswith("unixsocket ")]
