@@ -124,7 +124,15 @@ def retire_commands(svc: Service, compose: str, containers: dict) -> list[str]:
     when any of them is ours (image, volumes, folder and .env stay); nothing when none is left."""
     if not any(info and is_ours(info["image"], svc) for info in containers.values()):
         return []
-    return [f"cd {shlex.quote(svc.project_dir)} && {compose} down"]
+    return [f"cd {shlex.quote(svc.project_dir)} && {locked(svc.project_dir)}{compose} down"]
+
+
+def locked(project_dir: str) -> str:
+    """`flock <project folder> ` before a compose command: the lock the autostart proxy holds around its own compose
+    runs in that folder (docker_autostart.docker.Docker.locked), so that a deploy recreating a project and the
+    proxy starting it for a request never run compose on it at once (the recreate then failed: "Renaming a
+    container with the same name as its current name")."""
+    return f"flock {shlex.quote(project_dir)} "
 
 
 def is_ours(image: str, svc: Service) -> bool:
@@ -177,13 +185,14 @@ def compose_projects(p: Platform, secrets: dict[str, Secret]):
                 name=f"{svc.key}: replace the hand-made container {svc.container} "
                      f"({foreign['image']}, image kept)",
                 commands=[f"docker rm -f {c}"]
-                + ([f"cd {q} && {compose} up -d"] if foreign["running"] else []),
+                + ([f"cd {q} && {locked(project)}{compose} up -d"] if foreign["running"] else []),
             )
         server.shell(
             name=f"{svc.key}: recreate if running (settings changed)",
             commands=[
                 f"cd {q} && if [ -n \"$({compose} ps -q 2>/dev/null | xargs -r docker inspect -f '{{{{.State.Running}}}}' | grep -x true)\" ]; "
-                f"then {compose} up -d --remove-orphans; else echo 'not running: the autostart proxy starts it on demand'; fi"
+                f"then {locked(project)}{compose} up -d --remove-orphans; "
+                f"else echo 'not running: the autostart proxy starts it on demand'; fi"
             ],
             # the takeover above already started ours with these files
             _if=changed(env, compose_file, unless=taken_over),

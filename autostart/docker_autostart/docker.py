@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import shlex
+import shutil
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -124,11 +125,19 @@ class Docker:
         if not os.path.isdir(compose_dir):
             raise DockerError(f"composeDir {compose_dir!r} does not exist")
         cmd = await self.compose_cmd()
-        res = await run(cmd + list(args), cwd=compose_dir, timeout=self.compose_timeout)
+        res = await run(self.locked(compose_dir) + cmd + list(args), cwd=compose_dir, timeout=self.compose_timeout)
         if res.rc != 0:
             raise failed(f"{shlex.join(cmd + list(args))} failed (exit {res.rc}): "
                          f"{tail(res.stderr) or tail(res.stdout) or 'no output'}", res.stderr + res.stdout)
         return res
+
+    @staticmethod
+    def locked(compose_dir: str) -> List[str]:
+        """`flock <composeDir>`: a compose command holds the lock of its project's folder (a lock on the folder
+        itself: no file is created in it), the same the deploy takes when it recreates a project. Two compose runs
+        on one project never interleave (they broke each other's recreate: "Renaming a container with the same
+        name as its current name"); the second waits for the first. Nothing when the host has no flock."""
+        return ["flock", compose_dir] if shutil.which("flock") else []
 
     async def up(self, compose_dir: str) -> Result:
         return await self.compose(compose_dir, "up", "-d")

@@ -329,3 +329,19 @@ def test_containers_stopped_by_someone_else_while_awaited_are_started_again(make
     assert r.status_code == 200, r.text
     assert "its containers stopped while it was checked" in proxy.log()
     assert proxy.metric(M + "start_failures_total", host=svc.host, reason="exited") == 0
+
+
+def test_compose_waits_for_the_project_folders_lock(make_service, start_proxy):
+    """A deploy recreating the project holds `flock <composeDir>` (stages/compose_projects.py): the proxy's own
+    compose up for a request waits for it instead of running into it."""
+    svc = make_service()
+    proxy = start_proxy([svc])
+    holder = subprocess.Popen(["flock", str(svc.dir), "sleep", "4"])
+    try:
+        time.sleep(0.5)
+        started = time.monotonic()
+        r = proxy.get(svc.host, "/health")
+        assert r.status_code == 200, r.text
+        assert time.monotonic() - started >= 3   # the proxy's compose up waited for the holder
+    finally:
+        holder.wait(10)
