@@ -4,8 +4,8 @@ queued and running and a client polls throughout.
 Events, in order (the host is the sandbox; "reboot" restarts its container, whose systemd boots again):
 the disk holding jobs_dir running full, Redis restarted, Redis upgraded in place, Docker restarted with the
 containers running, the autostart proxy restarted and nginx reloaded, the OOM killer taking a worker mid-job, a host
-reboot, and a deploy that rebuilds the images and recreates the containers while jobs run (then one more, back to
-the session's images). Asserted:
+reboot, and a deploy that rebuilds a service's image and recreates its containers while jobs run (then one more,
+back to the session's image). Asserted:
 - every job succeeds exactly once, with one webhook, signed;
 - the client sees no 5xx but the documented 503s (and 507 while the disk is full), each with Retry-After; while the
   host reboots nothing answers at all (its nginx is down), and at no other time;
@@ -45,6 +45,8 @@ WORKERS = {"faster": "faster-whisper-worker", "whisperx": "whisperx-worker"}
 # the job's fields: short and cheap (tiny.en; WhisperX without alignment and diarization: plumbing, not quality)
 FIELDS = {"faster": {"language": "en"},
           "whisperx": {"language": "en", "model": "/models/tiny.en", "align": "false", "diarize": "false"}}
+# jobs submitted at each event: one runs while the next waits (WhisperX's slower jobs: one, running)
+PER_EVENT = {"faster": 2, "whisperx": 1}
 JOBS_DIR = "/var/lib/whisper-platform/jobs"
 HOOK_PORT = 8919
 HOOK_LOG = "/var/lib/day-two-webhooks.jsonl"
@@ -91,7 +93,8 @@ class DayTwo:
 
     def __init__(self, key: str, audio: str, hook_url: str):
         self.audio, self.hook_url = audio, hook_url
-        self.clients = {svc: http_client(VHOSTS[svc], timeout=120) for svc in SERVICES}
+        # longer than the autostart proxy's maxWait (300 s): a request to a service that is starting waits for it
+        self.clients = {svc: http_client(VHOSTS[svc], timeout=330) for svc in SERVICES}
         for c in self.clients.values():
             c.headers["Authorization"] = f"Bearer {key}"
         self.jobs: dict[str, dict] = {}          # id -> {"svc", "event", "status", "body"}
@@ -172,13 +175,13 @@ class DayTwo:
             self.jobs[r.json()["id"]] = {"svc": svc, "event": event, "status": "queued", "body": r.json()}
         return r.json()["id"]
 
-    def start(self, name: str, services=None, per_service: int = 2) -> Event:
-        """An event: `per_service` more jobs on each service, then wait until a job of each runs."""
+    def start(self, name: str, services=None) -> Event:
+        """An event: more jobs on each service (PER_EVENT), then wait until a job of each runs."""
         services = services or SERVICES
         event = Event(name)
         self.events.append(event)
         for svc in services:
-            event.jobs += [self.submit(svc, name) for _ in range(per_service)]
+            event.jobs += [self.submit(svc, name) for _ in range(PER_EVENT[svc])]
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             with self._lock:
@@ -401,9 +404,11 @@ def test_host_rebooted(day):
 
 
 def _release(build: str) -> list[str]:
-    """--data for a deploy whose images get a build argument (a new tag: the images are built and the running
-    containers recreated), keeping the services this session deploys."""
-    extra = {key: {"enabled": key in SERVICES, **({"build_args": {"DAY_TWO_RELEASE": build}} if build else {})}
+    """--data for a deploy whose first service's image gets a build argument (a new tag: its image is built and its
+    running containers recreated; the other service's stay, as a release of one service does), keeping the
+    services this session deploys."""
+    extra = {key: {"enabled": key in SERVICES,
+                   **({"build_args": {"DAY_TWO_RELEASE": build}} if build and key == SERVICES[0] else {})}
              for key in VHOSTS}
     if len(SERVICES) == len(VHOSTS) and not build:
         return []
