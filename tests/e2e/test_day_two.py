@@ -267,8 +267,8 @@ def webhooks() -> dict[str, list]:
 
 @pytest.fixture(scope="module")
 def audio(tmp_path_factory):
-    """About 35 s of speech as mp3 (the agenda's first half, twice): a few seconds of work for tiny.en, long enough
-    to be caught running."""
+    """About a minute of speech as mp3 (the agenda's first half, twice): a few seconds of work for tiny.en, long
+    enough to be caught running."""
     folder = tmp_path_factory.mktemp("day-two")
     wav = speech(folder, "meeting", AGENDA[:6] * 2)
     out = folder / "meeting.mp3"
