@@ -122,16 +122,17 @@ def test_compose_accepts_the_gpu_reservation(tmp_path, key):
 
 
 def _render(tmp_path, key: str, overrides: dict) -> Path:
+    import dataclasses
+
     import jinja2
 
+    from stages.compose_projects import compose_values
     from stages.settings import Platform, read_group_data
 
-    from stages.compose_projects import compose_values
-
-    p = Platform.from_group_data(read_group_data(
-        service_overrides=overrides, hf_cache_dir=str(tmp_path / "hf"), models_dir=str(tmp_path / "models"),
-        jobs_dir=str(tmp_path / "jobs"), jobs_env_file=str(tmp_path / "jobs.env"),
-        redis_socket_dir=str(tmp_path / "redis"), speakers_dir=str(tmp_path / "speakers")))
+    p = Platform.from_group_data(read_group_data(service_overrides=overrides))
+    # the deploy's own values, with this test's folders for every host path compose checks
+    p = dataclasses.replace(p, hf_cache_dir=str(tmp_path / "hf"), models_dir=str(tmp_path / "models"),
+                            jobs_env_file=str(tmp_path / "jobs.env"), jobs_dir=str(tmp_path / "jobs"))
     svc = p.service(key)
     (tmp_path / ".env").write_text("STT_API_KEYS=x\n")
     (tmp_path / "jobs.env").write_text("REDIS_PASSWORD=x\n")
