@@ -38,6 +38,7 @@ services = [
         # secrets this service's .env receives (values from the environment, see README)
         "secrets": ["STT_API_KEYS"],
         "worker_module": "faster_server.worker",  # the RQ worker of its asynchronous jobs
+        "speaker_store": False,   # no diarization: no enrolled voices
         "blocking": True,
         "enabled": True,   # False: left out, and retired from a host an earlier run put it on (README)
     },
@@ -70,6 +71,8 @@ services = [
         "extra_env": {"STT_DIARIZATION_BACKEND": "auto", "STT_BATCH_SIZE": "8"},
         "secrets": ["STT_API_KEYS", "HF_TOKEN"],
         "worker_module": "whisperx_server.worker",
+        # enrolled voices (POST /v1/speakers): <speakers_dir>/whisperx on the host, mounted at /speakers
+        "speaker_store": True,
         "blocking": True,
         "enabled": True,
     },
@@ -142,6 +145,10 @@ job_max_seconds = 6 * 3600  # a job's time limit on the worker
 job_retries = 2  # a job whose worker crashed or died runs again this often
 # generated on the host at the first deploy, kept there (root 0600): REDIS_PASSWORD, STT_WEBHOOK_SECRET
 jobs_env_file = "/etc/whisper-platform/jobs.env"
+
+# --- enrolled voices (POST /v1/speakers; a service's speaker_store) ---------------------------
+# one file of embeddings per caller in <speakers_dir>/<service>/ (never audio); part of the backups
+speakers_dir = "/var/lib/whisper-platform/speakers"
 redis_port = 6379  # loopback only
 redis_maxmemory = "256mb"  # no eviction: jobs are small records, uploads stay on disk
 # Redis's unix socket lives in this folder, which the containers mount: ours (systemd-tmpfiles makes it at boot),

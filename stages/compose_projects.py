@@ -95,11 +95,17 @@ def log_settings(p: Platform) -> dict:
     return {"max_size": p.container_log_max_size, "max_files": p.container_log_max_files}
 
 
+def speakers_folder(svc: Service, p: Platform) -> str:
+    """A service's enrolled voices on the host (embeddings per caller; in the backups)."""
+    return f"{p.speakers_dir}/{svc.key}"
+
+
 def compose_values(svc: Service, p: Platform, tag: str, worker_name: str = "") -> dict:
     """What templates/compose/service.yml.j2 renders with."""
     return {"svc": svc, "image_tag": tag, "timezone": p.timezone, "body_limit_mb": body_limit_mb(p.body_limit),
             "hf_cache_dir": p.hf_cache_dir, "models_dir": p.models_dir,
-            "jobs": jobs_settings(svc, p, worker_name=worker_name), "logs": log_settings(p)}
+            "jobs": jobs_settings(svc, p, worker_name=worker_name), "logs": log_settings(p),
+            "speakers_dir": speakers_folder(svc, p) if svc.speaker_store else ""}
 
 
 MARKER = "managed by whisper-platform"   # the compose template's first line
@@ -150,6 +156,9 @@ def compose_projects(p: Platform, secrets: dict[str, Secret]):
         if p.jobs_enabled:
             files.directory(name=f"{svc.key}: jobs folder", path=f"{p.jobs_dir}/{svc.key}",
                             user=p.app_user, group=p.app_user, mode="750")
+        if svc.speaker_store:
+            files.directory(name=f"{svc.key}: enrolled voices folder", path=speakers_folder(svc, p),
+                            user=p.app_user, group=p.app_user, mode="700")
         # a hand-made project (the runbook's) is kept in the backup folder before we write ours
         compose_path = f"{project}/docker-compose.yml"
         if not host.get_fact(CommandSucceeds, command=_marker_command(svc)) \

@@ -197,6 +197,7 @@ class Service:
     extra_env: Mapping[str, str]
     secrets: tuple[str, ...]  # which of SERVICE_SECRETS its .env receives
     worker_module: str        # its RQ worker (asynchronous jobs)
+    speaker_store: bool       # enrolled voices: <speakers_dir>/<key> mounted at /speakers (POST /v1/speakers)
     blocking: bool            # autostart: hold requests while it starts (True) or answer 503
     enabled: bool
 
@@ -230,7 +231,7 @@ class Service:
             raise GroupDataError(f"{where}.cpus", f"must be positive, not {cpus}")
         for size in ("mem_limit", "tmp_size"):
             _match(f"{where}.{size}", e[size], _SIZE, "a size such as 512m or 2g")
-        for flag in ("blocking", "enabled"):
+        for flag in ("speaker_store", "blocking", "enabled"):
             _type(f"{where}.{flag}", e[flag], bool)
         return cls(
             key=e["key"], name=e["name"], subdomain=e["subdomain"], vhost=f"{e['subdomain']}.{domain}",
@@ -251,7 +252,7 @@ class Service:
             max_audio_seconds=_positive(f"{where}.max_audio_seconds", e["max_audio_seconds"]),
             extra_env=_str_map(f"{where}.extra_env", e["extra_env"]), secrets=secrets,
             worker_module=_match(f"{where}.worker_module", e["worker_module"], _MODULE, "a Python module path"),
-            blocking=e["blocking"], enabled=e["enabled"],
+            speaker_store=e["speaker_store"], blocking=e["blocking"], enabled=e["enabled"],
         )
 
 
@@ -293,6 +294,7 @@ _KNOBS: dict[str, Any] = {
     "job_max_seconds": _positive,
     "job_retries": lambda k, v: _positive(k, v, zero=True),
     "jobs_env_file": _abs_path,
+    "speakers_dir": _abs_path,
     "redis_port": _port,
     "redis_maxmemory": lambda k, v: _match(k, v, re.compile(r"\d+[kmg]?b?", re.I), "a Redis size such as 256mb"),
     "redis_socket_dir": _abs_path,
@@ -394,6 +396,7 @@ class Platform:
     model_uploads: Mapping[str, str]
     jobs_enabled: bool
     jobs_dir: str
+    speakers_dir: str
     job_ttl: int
     job_max_seconds: int
     job_retries: int

@@ -95,12 +95,12 @@ class Worker:
                 self.proc.wait(5)
 
 
-def wait_finished(api_url: str, job: dict, timeout: float = 300) -> dict:
+def wait_finished(api_url: str, job: dict, timeout: float = 300, headers=None) -> dict:
     """Poll a job's status until it has succeeded, failed or been canceled (or `timeout` runs out): its status."""
     import requests
     deadline = time.monotonic() + timeout
     while True:
-        status = requests.get(api_url + job["status_url"], timeout=10).json()
+        status = requests.get(api_url + job["status_url"], timeout=10, headers=headers).json()
         if status["status"] in ("succeeded", "failed", "canceled") or time.monotonic() > deadline:
             return status
         time.sleep(0.5)

@@ -69,6 +69,30 @@ def test_runbook_whisperx_example(deployed, speech):
     assert all(seg["speaker"].startswith("SPEAKER_") for seg in result["segments"])
 
 
+def test_enrolled_voice_through_nginx(deployed, speech):
+    """A voice enrolled through nginx with the API key lands in the host's speakers folder (the services' user,
+    0700/0600: embeddings only), names the segments of a recording in that voice, and leaves the host when deleted."""
+    key = deployed["secrets"]["WHISPER_API_KEY"]
+    url, http = base_url("whisperx.sandbox.test"), requests_session("whisperx.sandbox.test")
+    auth = {"Authorization": f"Bearer {key}"}
+    with open(speech, "rb") as f:
+        r = http.post(url + "/v1/speakers", files={"file": ("narrator.mp3", f)}, data={"name": "Narrator"},
+                      headers=auth, timeout=300)
+    assert r.status_code == 201, r.text[:1000]
+    folder = "/var/lib/whisper-platform/speakers/whisperx"
+    assert ssh(f"stat -c '%a %U' {folder}").stdout.split() == ["700", "whisper-app"]
+    assert ssh(f"stat -c '%a %U' {folder}/*.json").stdout.split() == ["600", "whisper-app"]
+    assert "Narrator" in ssh(f"cat {folder}/*.json").stdout
+    with open(speech, "rb") as f:
+        r = http.post(url + "/transcribe", files={"file": f}, headers=auth, timeout=600,
+                      data={"model": "/models/tiny.en", "language": "en", "speakers": "Narrator"})
+    assert r.status_code == 200, r.text[:1000]
+    assert {seg["speaker"] for seg in r.json()["segments"]} == {"Narrator"}
+    r = http.delete(url + "/v1/speakers/Narrator", headers=auth, timeout=30)
+    assert r.status_code == 200 and r.json()["deleted"] is True
+    assert "Narrator" not in ssh(f"cat {folder}/*.json 2>/dev/null", check=False).stdout
+
+
 def test_cold_start_idle_stop_warm(deployed, speech):
     key = deployed["secrets"]["WHISPER_API_KEY"]
     pyinfra("-y", "--data", "autostart_idle_timeout=15")

@@ -48,6 +48,16 @@ def test_jobs_enabled_adds_the_worker_redis_and_jobs_folder():
         assert piece in on and piece not in off
 
 
+def test_speaker_store_mounts_the_enrolled_voices():
+    whisperx, faster = render_compose(build(), "whisperx"), render_compose(build(), "faster")
+    for piece in ("STT_SPEAKERS_DIR: /speakers", "/var/lib/whisper-platform/speakers/whisperx:/speakers"):
+        assert piece in whisperx and piece not in faster
+    moved = render_compose(build(speakers_dir="/srv/voices"), "whisperx")
+    assert "/srv/voices/whisperx:/speakers" in moved
+    off = render_compose(build(service_overrides={"whisperx": {"speaker_store": False}}), "whisperx")
+    assert "/speakers" not in off
+
+
 def test_containers_restart_by_themselves_and_log_within_limits():
     """unless-stopped: what the autostart proxy stopped stays stopped; what died comes back. Logs: the local
     driver with this project's limits, never the host's daemon.json."""

@@ -11,8 +11,8 @@ from .languages import check_language, model_languages, whisper_languages
 from .models import ModelCache, find_local_model, list_local_models, public_name
 from .text import check_text, has_control, redact_paths
 from .settings import STTSettings
-from .uploads import (SAMPLE_RATE, Upload, audio_duration, audio_too_long, decode_audio, decode_audio_sync, iter_audio_chunks,
-                      receive_upload, upload_limits)
+from .uploads import (SAMPLE_RATE, BulkField, Upload, UploadedFile, audio_duration, audio_too_long, decode_audio,
+                      decode_audio_sync, iter_audio_chunks, receive_upload, upload_limits)
 
 
 def __getattr__(name: str):

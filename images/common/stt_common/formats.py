@@ -33,6 +33,7 @@ class Segment:
     no_speech_prob: float = 0.0
     words: Optional[List[Word]] = None
     speaker: Optional[str] = None
+    speaker_similarity: Optional[float] = None   # with known speakers: this segment's voice against its name's
 
 
 @dataclass
@@ -73,6 +74,8 @@ def segment_dict(s: Segment) -> dict:
     }
     if s.speaker is not None:
         d["speaker"] = s.speaker
+    if s.speaker_similarity is not None:
+        d["speaker_similarity"] = _r(s.speaker_similarity)
     return d
 
 
@@ -112,7 +115,8 @@ def to_diarized_json(t: Transcript) -> dict:
         "text": t.text,
         "segments": [
             {"type": "transcript.text.segment", "id": f"seg_{s.id}", "start": _r(s.start), "end": _r(s.end),
-             "text": s.text.strip(), "speaker": s.speaker or "UNKNOWN"}
+             "text": s.text.strip(), "speaker": s.speaker or "UNKNOWN",
+             **({} if s.speaker_similarity is None else {"speaker_similarity": _r(s.speaker_similarity)})}
             for s in t.segments
         ],
         "usage": {"type": "duration", "seconds": int(round(t.duration + 0.4999))},

@@ -5,7 +5,8 @@ import os
 import re
 import tempfile
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Dict, Iterator, List, Optional, Union
+from dataclasses import dataclass
+from typing import AsyncIterator, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from python_multipart.exceptions import MultipartParseError
@@ -23,10 +24,35 @@ _BODY_SLACK = 1024 * 1024          # multipart framing and fields on top of the 
 _HEADER_LIMIT = 8 * 1024           # one part's headers
 
 
+@dataclass(frozen=True)
+class BulkField:
+    """Form fields that carry data (audio clips as data URLs) rather than settings: they get their own bound, at
+    most ``max_parts`` parts of at most ``max_part_bytes`` each, instead of sharing the small budget of the other
+    non-file fields (``max_form_bytes``), which stays closed to a flood of fields. ``names``: the field's names
+    (``x[]`` and ``x`` are one field)."""
+    names: Tuple[str, ...]
+    max_parts: int
+    max_part_bytes: int
+
+    @property
+    def max_bytes(self) -> int:
+        return self.max_parts * self.max_part_bytes
+
+
+@dataclass
+class UploadedFile:
+    path: str
+    filename: Optional[str]
+    content_type: Optional[str]
+    size: int = 0
+
+
 class Upload:
-    """One received multipart request: the fields and the file on disk."""
+    """One received multipart request: the fields and the file on disk (``files``: every file part where a
+    route takes several, in the order sent; ``path`` and friends describe the first)."""
 
     def __init__(self, tmp_dir: Optional[str]):
+        self.tmp_dir = tmp_dir
         fd, self.path = tempfile.mkstemp(prefix="stt-upload-", dir=tmp_dir)
         self._fh = os.fdopen(fd, "wb")
         self.filename: Optional[str] = None
@@ -34,6 +60,22 @@ class Upload:
         self.size = 0
         self.has_file = False
         self.fields: Dict[str, List[str]] = {}
+        self.files: List[UploadedFile] = []
+        self._extra: List[UploadedFile] = []
+
+    def next_file(self, filename: Optional[str], content_type: Optional[str]) -> UploadedFile:
+        """Open the temp file of the next file part (the first one is ``path``)."""
+        if not self.files:
+            f = UploadedFile(self.path, filename, content_type)
+            self.filename, self.content_type = filename, content_type
+        else:
+            self.close_file()
+            fd, path = tempfile.mkstemp(prefix="stt-upload-", dir=self.tmp_dir)
+            self._fh = os.fdopen(fd, "wb")
+            f = UploadedFile(path, filename, content_type)
+            self._extra.append(f)
+        self.files.append(f)
+        return f
 
     def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
         v = self.fields.get(name)
@@ -44,19 +86,20 @@ class Upload:
             self._fh.close()
 
     def cleanup(self) -> None:
-        """Remove the temp file; safe to call more than once. Also when closing it fails (a full disk refuses the
+        """Remove the temp files; safe to call more than once. Also when closing one fails (a full disk refuses the
         last buffered bytes): nothing half-written stays behind."""
         try:
             self.close_file()
         except OSError:
             pass
         finally:
-            if self.path:
-                try:
-                    os.unlink(self.path)
-                except FileNotFoundError:
-                    pass
-                self.path_removed = True
+            for path in [self.path] + [f.path for f in self._extra]:
+                if path:
+                    try:
+                        os.unlink(path)
+                    except FileNotFoundError:
+                        pass
+            self.path_removed = True
 
     def __repr__(self) -> str:
         return f"Upload(filename={self.filename!r}, size={self.size}, fields={list(self.fields)})"
@@ -64,11 +107,15 @@ class Upload:
 
 class _Receiver:
     def __init__(self, up: Upload, max_bytes: int, file_field: str, max_parts: int = MAX_PARTS,
-                 max_form_bytes: int = MAX_FORM_BYTES):
+                 max_form_bytes: int = MAX_FORM_BYTES, max_files: int = 1, bulk: Sequence[BulkField] = ()):
         self.up, self.max_bytes, self.file_field = up, max_bytes, file_field
-        self.max_parts, self.max_form_bytes = max_parts, max_form_bytes
+        self.max_parts, self.max_form_bytes, self.max_files = max_parts, max_form_bytes, max_files
         self.parts = 0
         self.form_bytes = 0         # every non-file byte: values and part headers, repeated names included
+        self.bulk = {name: b for b in bulk for name in b.names}
+        self.bulk_parts: Dict[Tuple[str, ...], int] = {}
+        self.in_bulk: Optional[BulkField] = None
+        self.current: Optional[UploadedFile] = None
         self.hname = b""
         self.hvalue = b""
         self.headers: Dict[bytes, bytes] = {}
@@ -83,7 +130,7 @@ class _Receiver:
             raise _Abort(bad_request(f"Too many multipart parts: at most {self.max_parts} per request.",
                                      code="too_many_fields"))
         self.headers = {}
-        self.name, self.is_file, self.buf = None, False, bytearray()
+        self.name, self.is_file, self.buf, self.in_bulk = None, False, bytearray(), None
 
     def _count(self, n: int) -> None:
         self.form_bytes += n
@@ -113,22 +160,38 @@ class _Receiver:
                                      code="invalid_multipart"))
         self.name = check_text(name.decode("utf-8", "replace"), "field name")
         if self.name == self.file_field:
-            if self.up.has_file:
-                raise _Abort(bad_request(f"Only one '{self.file_field}' may be sent.", param=self.file_field))
+            if len(self.up.files) >= self.max_files:
+                raise _Abort(bad_request(f"Only one '{self.file_field}' may be sent." if self.max_files == 1 else
+                                         f"At most {self.max_files} '{self.file_field}' parts may be sent.",
+                                         param=self.file_field))
             self.is_file = True
             self.up.has_file = True
             fn = opts.get(b"filename")
-            self.up.filename = fn.decode("utf-8", "replace") if fn is not None else None
             ct = self.headers.get(b"content-type")
-            self.up.content_type = ct.decode("latin-1") if ct else None
+            self.current = self.up.next_file(fn.decode("utf-8", "replace") if fn is not None else None,
+                                             ct.decode("latin-1") if ct else None)
+        elif self.name in self.bulk:
+            b = self.in_bulk = self.bulk[self.name]
+            n = self.bulk_parts[b.names] = self.bulk_parts.get(b.names, 0) + 1
+            if n > b.max_parts:
+                raise _Abort(bad_request(f"Too many '{b.names[0]}' values: at most {b.max_parts} per request.",
+                                         param=b.names[0], code="too_many_fields"))
 
     def on_part_data(self, data, start, end):
         n = end - start
         if self.is_file:
-            self.up.size += n
+            self.up.size += n      # all file parts together
+            self.current.size += n
             if self.up.size > self.max_bytes:
                 raise _Abort(too_large(f"File too large: the limit is {self.max_bytes // (1024 * 1024)} MB."))
             self.up._fh.write(data[start:end])
+        elif self.in_bulk is not None:
+            b = self.in_bulk
+            if len(self.buf) + n > b.max_part_bytes:
+                raise _Abort(APIError(413, f"A '{b.names[0]}' value is too large: at most "
+                                           f"{b.max_part_bytes // 1024} KiB each.", param=b.names[0],
+                                      code="field_too_large"))
+            self.buf += data[start:end]
         else:
             self._count(n)
             self.buf += data[start:end]
@@ -150,6 +213,10 @@ def upload_limits(settings) -> dict:
             "max_parts": settings.max_form_parts, "max_form_bytes": settings.max_form_bytes}
 
 
+def _body_limit(max_bytes: int, bulk: Sequence[BulkField]) -> int:
+    return max_bytes + _BODY_SLACK + sum(b.max_bytes for b in bulk)
+
+
 class _Abort(Exception):
     def __init__(self, err: APIError):
         self.err = err
@@ -158,8 +225,12 @@ class _Abort(Exception):
 @asynccontextmanager
 async def receive_upload(request: Request, max_bytes: int, file_field: str = "file",
                          tmp_dir: Optional[str] = None, require_file: bool = True, max_parts: int = MAX_PARTS,
-                         max_form_bytes: int = MAX_FORM_BYTES, gate=None) -> AsyncIterator[Upload]:
-    """`gate`: an async context manager held while the body is received (InferenceExecutor.receiving())."""
+                         max_form_bytes: int = MAX_FORM_BYTES, gate=None, max_files: int = 1,
+                         bulk: Sequence[BulkField] = ()) -> AsyncIterator[Upload]:
+    """`gate`: an async context manager held while the body is received (InferenceExecutor.receiving()).
+    `max_files`: file parts accepted (`Upload.files`), `max_bytes` bounding them together. `bulk`: fields with
+    their own bound (BulkField)."""
+    body_limit = _body_limit(max_bytes, bulk)
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"multipart/form-data":
         raise bad_request("Expected a multipart/form-data body with the audio in the 'file' field.",
@@ -168,12 +239,12 @@ async def receive_upload(request: Request, max_bytes: int, file_field: str = "fi
     if not boundary:
         raise bad_request("multipart/form-data without a boundary.", code="invalid_multipart")
     cl = request.headers.get("content-length")
-    if cl and cl.isdigit() and int(cl) > max_bytes + _BODY_SLACK:
+    if cl and cl.isdigit() and int(cl) > body_limit:
         raise too_large(f"File too large: the limit is {max_bytes // (1024 * 1024)} MB.")
 
     up = Upload(tmp_dir)
     try:
-        rec = _Receiver(up, max_bytes, file_field, max_parts, max_form_bytes)
+        rec = _Receiver(up, max_bytes, file_field, max_parts, max_form_bytes, max_files, bulk)
         callbacks = {k: getattr(rec, k) for k in (
             "on_part_begin", "on_part_data", "on_part_end", "on_header_field", "on_header_value",
             "on_header_end", "on_headers_finished")}
@@ -184,7 +255,7 @@ async def receive_upload(request: Request, max_bytes: int, file_field: str = "fi
                 async for chunk in request.stream():
                     if chunk:
                         total += len(chunk)
-                        if total > max_bytes + _BODY_SLACK:
+                        if total > body_limit:
                             raise _Abort(too_large(f"File too large: the limit is {max_bytes // (1024 * 1024)} MB."))
                         parser.write(chunk)
                 parser.finalize()

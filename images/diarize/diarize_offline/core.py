@@ -9,6 +9,7 @@ import logging
 import os
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,12 +108,8 @@ class OfflineDiarizer:
 
         noise = np.random.default_rng(0).normal(0, 0.1, SAMPLE_RATE * 2).astype(np.float32)
         self.vad.regions(noise)
-        prev = self._torch.get_num_threads()
-        self._torch.set_num_threads(self.threads)
-        try:
+        with self._threads():
             self.embedder.embed(noise, [(0, noise.size)], [(0, 0, int(self.params.window_s * SAMPLE_RATE))])
-        finally:
-            self._torch.set_num_threads(prev)
 
     # ---------------------------------------------------------------- steps
     def speech_regions(self, audio: np.ndarray) -> list[tuple[int, int]]:
@@ -136,6 +133,49 @@ class OfflineDiarizer:
             out.extend((r, a, a + win) for a in starts)
         return out
 
+    # ---------------------------------------------------------------- voices
+    def voice_embedding(self, audio) -> tuple[np.ndarray | None, float]:
+        """(the embedding of the voice speaking in ``audio``, seconds of speech it came from): the mean of its
+        speech windows' raw embeddings, L2-normalised, as :meth:`diarize` makes each speaker's. (None, 0.0)
+        without speech. A clip is short work: torch's process-wide thread count is left as it is (this may run
+        beside a request's diarization, which sets its own)."""
+        audio = load_audio(audio)
+        regions = self.speech_regions(audio)
+        wins = self.windows(regions)
+        if not wins:
+            return None, 0.0
+        emb = self.embedder.embed(audio, regions, wins, batch=self.params.batch_windows)
+        m = emb.mean(axis=0)
+        return m / (np.linalg.norm(m) + 1e-9), sum(e - s for s, e in regions) / SAMPLE_RATE
+
+    def span_embeddings(self, audio: np.ndarray, spans, progress=None) -> list[np.ndarray | None]:
+        """One embedding per (start, end) span in samples (a transcript's segment): the mean of its windows' raw
+        embeddings, L2-normalised; None for a span too short for a window. ``progress`` as in :meth:`embed`."""
+        spans = [(int(a), int(b)) for a, b in spans]
+        wins = self.windows(spans)
+        out: list[np.ndarray | None] = [None] * len(spans)
+        if not wins:
+            return out
+        with self._threads():
+            emb = self.embedder.embed(audio, spans, wins, batch=self.params.batch_windows, progress=progress)
+        region = np.array([r for r, _, _ in wins])
+        for r in np.unique(region):
+            m = emb[region == r].mean(axis=0)
+            out[int(r)] = m / (np.linalg.norm(m) + 1e-9)
+        return out
+
+    def _threads(self):
+        """torch's thread count set to ours for a block (process-wide in torch: restored after)."""
+        @contextmanager
+        def block():
+            prev = self._torch.get_num_threads()
+            self._torch.set_num_threads(self.threads)
+            try:
+                yield
+            finally:
+                self._torch.set_num_threads(prev)
+        return block()
+
     # ---------------------------------------------------------------- main
     def __call__(self, audio, num_speakers=None, min_speakers=None, max_speakers=None, progress_callback=None,
                  return_embeddings=False, timings: dict | None = None, **_ignored):
@@ -148,14 +188,10 @@ class OfflineDiarizer:
         import pandas as pd
 
         audio = load_audio(audio)
-        prev = self._torch.get_num_threads()
-        self._torch.set_num_threads(self.threads)  # process-wide in torch: restored below
         embeddings: dict = {}
-        try:
+        with self._threads():
             segments = self.diarize(audio, num_speakers, min_speakers, max_speakers, progress=progress_callback,
                                     embeddings=embeddings, timings=timings)
-        finally:
-            self._torch.set_num_threads(prev)
         df = pd.DataFrame(segments, columns=["start", "end", "speaker"])
         if len(df):
             df = df.sort_values("start", kind="stable").reset_index(drop=True)

@@ -46,7 +46,7 @@ def job_spec(settings: FasterSettings, names: Optional[ModelNames] = None, cache
     names = names or ModelNames(settings)
     models = WorkerModels(settings, names)
 
-    async def prepare(fields) -> dict:
+    async def prepare(fields, caller: str) -> dict:
         form = TranscriptionForm.parse(fields, allowed_formats=FORMATS, allow_stream=False)
         task = (fields.get("task") or ["transcribe"])[-1].strip() or "transcribe"
         if task not in ("transcribe", "translate"):

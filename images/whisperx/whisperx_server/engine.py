@@ -65,6 +65,7 @@ class EngineConfig:
     align_cache_dir: str | None = None
     window_s: float = 1200.0             # ASR/alignment window on long audio
     diarize_order: str = "words"         # words: full-context ASR, speakers per word | turns: ASR per speaker turn
+    speaker_threshold: float | None = None   # known speakers: cluster-voice similarity that names; None: per backend
     vad: str = "silero"                  # ASR chunks: silero (shipped ONNX model) | pyannote (whisperx's default)
     allow_downloads: bool = False        # short names / hub ids beyond the default and the store (opt-in)
     guards: dict[str, Any] = field(default_factory=dict)   # GuardSettings.guards: the decoder's thresholds
@@ -91,7 +92,8 @@ class WhisperXEngine(ModelLoading, Alignment, Diarization):
             align: bool = True, diarize: bool = False, num_speakers: int | None = None,
             min_speakers: int | None = None, max_speakers: int | None = None,
             batch_size: int | None = None, prompt: str | None = None, temperature: float = 0.0,
-            job=None) -> dict:
+            voices: list | None = None, reference_clips: list | None = None,
+            speaker_threshold: float | None = None, job=None) -> dict:
         """``job`` (stt_common.Job): checked between windows, between the VAD's batches, after each ASR batch,
         after each aligned segment and within diarization's steps; stops the run once cancelled (client gone,
         time limit). ``prompt`` and ``temperature`` (OpenAI's) and the server's guards apply to this run's ASR
@@ -100,12 +102,21 @@ class WhisperXEngine(ModelLoading, Alignment, Diarization):
         With ``diarize``, the order is the configured ``diarize_order``: ``words`` (ASR over the VAD's chunks with
         full context, words timed, each word given the speaker of its time, segments cut where the speaker
         changes: :mod:`.speakers`) or ``turns`` (ASR on each speaker turn: a segment never spans two speakers,
-        short turns lose their context)."""
+        short turns lose their context).
+
+        Known speakers (:mod:`.voices`): ``voices`` (:class:`.voices.Voice`, enrolled or already embedded) and
+        ``reference_clips`` [(name, 16 kHz audio)] to embed first name the clusters they match (at
+        ``speaker_threshold``, else the server's); segments report ``speaker_similarity`` and
+        ``diarization.known_speakers`` says which name went where."""
         check_speaker_hints(num_speakers, min_speakers, max_speakers)
         stop = job.check if job is not None else (lambda: None)
         language = (language or "").strip().lower() or None
         if diarize:  # fail fast on a configuration error, before minutes of ASR
             self.check_diarization()
+        voices = list(voices or [])
+        if diarize and reference_clips:   # a clip without speech is a 400 before minutes of ASR
+            voices += self.embed_references(reference_clips)
+        threshold = self.speaker_threshold(speaker_threshold) if voices else None
         pipe = asr if asr is not None else self.load_asr(model)
         multilingual = bool(pipe.model.model.is_multilingual)
         if not multilingual:
@@ -192,6 +203,12 @@ class WhisperXEngine(ModelLoading, Alignment, Diarization):
         if diarize:
             with clock("speakers"):
                 segments = self.label_speakers(segments, turns, order)
+            if voices:
+                with clock("voices"):
+                    segments, naming = self.name_speakers(segments, turns, voices, threshold, audio, stop)
+                diar_info["speakers"] = [naming.names.get(k, k) for k in turns.speakers]
+                diar_info["speaker_threshold"] = threshold
+                diar_info["known_speakers"] = naming.summary(voices)
         out = {
             "segments": [public_segment(s, diarize) for s in segments],
             "language": language,

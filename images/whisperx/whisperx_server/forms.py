@@ -13,15 +13,27 @@ OPENAI_DEFAULT_ALIASES = {"whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcr
 OPENAI_DIARIZE_ALIASES = {"gpt-4o-transcribe-diarize"}
 
 
-def openai_model_and_diarize(form, fields) -> tuple:
+def openai_model_and_diarize(form, fields, known: bool = False) -> tuple:
     """(model, diarize) of an OpenAI-style form: OpenAI's model names mean our default model, the
-    -diarize one with diarization; diarize defaults to on for response_format=diarized_json."""
-    model, diarize = form.model, form_bool(fields, "diarize", form.response_format == "diarized_json")
+    -diarize one with diarization; diarize defaults to on for response_format=diarized_json and with known
+    speakers (``known``)."""
+    model, diarize = form.model, wants_diarization(fields, known, form.response_format == "diarized_json")
     if model in OPENAI_DEFAULT_ALIASES:
         return None, diarize
     if model in OPENAI_DIARIZE_ALIASES:
         return None, True
     return model, diarize
+
+
+def wants_diarization(fields, known: bool, default: bool) -> bool:
+    """``diarize``, on by default where known speakers are given (``known``), with which diarize=false is a
+    contradiction (400)."""
+    if not known:
+        return form_bool(fields, "diarize", default)
+    if not form_bool(fields, "diarize", True):
+        raise bad_request("Known speakers need diarization: remove diarize=false.", param="diarize",
+                          code="invalid_value")
+    return True
 
 
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
@@ -59,6 +71,21 @@ EXTRA_DOC = {
               "description": "wav2vec2 word alignment; degrades to segment times (and says so) when unavailable."},
     "prompt": {"type": "string", "description": "Text that guides vocabulary and style (names, terms, "
                                                 "punctuation), given to the decoder before each chunk of speech."},
+    "known_speaker_names[]": {
+        "type": "array", "items": {"type": "string", "maxLength": 64}, "maxItems": 4,
+        "description": "Names of known speakers (OpenAI's field), one per known_speaker_references[] clip, in the "
+                       "same order: the speaker clusters their voices match are labelled with these names; the "
+                       "others keep SPEAKER_xx. Implies diarize."},
+    "known_speaker_references[]": {
+        "type": "array", "items": {"type": "string"}, "maxItems": 4,
+        "description": "One clip per name, 2 to 10 s of that voice alone, as a data URL "
+                       "(data:audio/wav;base64,...; any format FFmpeg decodes). Embedded, never stored."},
+    "speakers": {"type": "string", "description": "Enrolled voices (POST /v1/speakers) to look for, "
+                                                  "comma-separated: name1,name2. Implies diarize."},
+    "speaker_threshold": {"type": "number", "minimum": 0, "maximum": 1,
+                          "description": "Similarity a speaker cluster needs to take a known voice's name (default: "
+                                         "the server's STT_SPEAKER_THRESHOLD, else its diarization model's). Each "
+                                         "segment reports its own speaker_similarity."},
     "temperature": {"type": "number", "minimum": 0, "maximum": 1, "default": 0,
                     "description": "0: the decoder's fallback ladder (0, 0.2 ... 1.0) that the server's guards "
                                    "climb on a chunk that loops or is unlikely; above 0: sampled at that value."},

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from starlette.concurrency import run_in_threadpool
+
 from stt_common import TranscriptionForm, check_language, model_languages, public_name
 from stt_common.jobs import JobContext, JobSpec
 
@@ -13,17 +15,29 @@ from .engine import WhisperXEngine, check_speaker_hints
 from .forms import EXTRA_DOC, OPENAI_FORMATS, form_bool, form_int, openai_model_and_diarize
 from .responses import openai_response, transcribe_response
 from .settings import Settings, engine_config
+from .voice_fields import parse_voice_fields
+from .voices import Voice
 
 # "json" is the runbook's /transcribe JSON (segments with speakers and timed words); the others as OpenAI's
 FORMATS = OPENAI_FORMATS
 
 
-def job_spec(settings: Settings, engine: WhisperXEngine, cache=None) -> JobSpec:
-    """`cache` (the API's ModelCache) validates models and languages in the API; the worker passes none."""
+def job_spec(settings: Settings, engine: WhisperXEngine, cache=None, store=None) -> JobSpec:
+    """`cache` (the API's ModelCache) validates models and languages in the API; the worker passes none. `store`
+    (the API's VoiceStore) gives the caller's enrolled voices."""
 
-    async def prepare(fields) -> dict:
+    def known_voices(voices, caller: str) -> list:
+        """Known speakers as the vectors the job carries to its worker (never a clip's audio)."""
+        engine.check_diarization()
+        found = engine.embed_references(voices.clips)
+        if voices.enrolled:
+            found += store.voices(caller, voices.enrolled, engine.voice_embedder().id)
+        return [v.as_param() for v in found]
+
+    async def prepare(fields, caller: str) -> dict:
         form = TranscriptionForm.parse(fields, allowed_formats=FORMATS, allow_stream=False)
-        model, diarize = openai_model_and_diarize(form, fields)
+        voices = await run_in_threadpool(parse_voice_fields, fields)
+        model, diarize = openai_model_and_diarize(form, fields, bool(voices))
         hints = {k: form_int(fields, k) for k in ("num_speakers", "min_speakers", "max_speakers")}
         check_speaker_hints(hints["num_speakers"], hints["min_speakers"], hints["max_speakers"])
         language = form.language
@@ -31,8 +45,10 @@ def job_spec(settings: Settings, engine: WhisperXEngine, cache=None) -> JobSpec:
             cache.key(model)   # 404 for an unknown model before the job is accepted
             async with cache.use(model) as asr:
                 language = check_language(language, model_languages(asr), f"'{public_name(model or settings.model)}'")
+        known = await run_in_threadpool(known_voices, voices, caller) if voices else []
         return {"model": model, "model_name": public_name(model or settings.model), "language": language,
                 "align": form_bool(fields, "align", True), "diarize": diarize, **hints,
+                "voices": known, "speaker_threshold": voices.threshold,
                 "prompt": form.prompt, "temperature": form.temperature, "response_format": form.response_format,
                 "timestamp_granularities": form.timestamp_granularities}
 
@@ -44,7 +60,9 @@ def job_spec(settings: Settings, engine: WhisperXEngine, cache=None) -> JobSpec:
                               align=params.get("align", True), diarize=params.get("diarize", False),
                               num_speakers=params.get("num_speakers"), min_speakers=params.get("min_speakers"),
                               max_speakers=params.get("max_speakers"), prompt=params.get("prompt"),
-                              temperature=params.get("temperature") or 0.0, job=ctx)
+                              temperature=params.get("temperature") or 0.0,
+                              voices=[Voice.from_param(v) for v in params.get("voices") or []],
+                              speaker_threshold=params.get("speaker_threshold"), job=ctx)
         finally:
             audio.close()
 

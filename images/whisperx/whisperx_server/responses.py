@@ -16,7 +16,8 @@ def to_transcript(result: dict) -> Transcript:
                       speaker=w.get("speaker"))
                  for w in s.get("words") or []]
         segments.append(Segment(id=i, start=s["start"] or 0.0, end=s["end"] or 0.0, text=" " + s["text"],
-                                words=words or None, speaker=s.get("speaker")))
+                                words=words or None, speaker=s.get("speaker"),
+                                speaker_similarity=s.get("speaker_similarity")))
     text = " ".join(s["text"] for s in result["segments"]).strip()
     return Transcript(text=text, segments=segments, language=result.get("language") or "",
                       duration=result.get("duration") or 0.0)

@@ -39,6 +39,8 @@ def public_segment(s: dict, diarized: bool) -> dict:
            "text": str(s.get("text", "")).strip()}
     if diarized:
         seg["speaker"] = s.get("speaker")
+        if "speaker_similarity" in s:   # known speakers were given (whisperx_server.voices)
+            seg["speaker_similarity"] = clean_float(s["speaker_similarity"])
     words = []
     for w in s.get("words") or []:
         word = {"word": str(w.get("word", "")), "start": clean_float(w.get("start")),

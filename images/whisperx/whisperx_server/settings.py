@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from stt_common import STTSettings
 from stt_common.settings import GuardSettings
@@ -32,6 +32,18 @@ class Settings(GuardSettings, STTSettings):
     # where speech is, for the ASR's 30 s chunks: "silero" (silero-vad's ONNX model, shipped in its wheel) or
     # "pyannote" (whisperx's default segmentation model: about ten times slower on CPU)
     vad: Literal["silero", "pyannote"] = "silero"
+    # known speakers (whisperx_server/voices.py): the similarity of a speaker cluster to a known voice from which the
+    # cluster takes the voice's name; unset: the diarization backend's own default (diarization.DEFAULT_THRESHOLDS)
+    speaker_threshold: Optional[float] = Field(None, ge=0, le=1)
+    # enrolled voices (POST /v1/speakers): one file of embeddings per caller in this folder; empty = no enrollment
+    speakers_dir: str = ""
+    max_voices: int = Field(100, ge=1)                 # enrolled voices per caller
+    max_reference_mb: float = Field(4, gt=0, le=32)    # one known_speaker_references[] data URL, as sent
+
+    @field_validator("speaker_threshold", mode="before")
+    @classmethod
+    def _empty_threshold(cls, v):
+        return None if isinstance(v, str) and not v.strip() else v
 
 
 def cuda_devices() -> int:
@@ -65,5 +77,5 @@ def engine_config(settings: Settings, env=os.environ) -> EngineConfig:
         max_loaded_models=settings.max_loaded_models, hf_token=(env.get("HF_TOKEN") or "").strip(),
         diarization_backend=backend, diarization_model=settings.diarization_model, align_models=align,
         align_cache_dir=settings.align_model_dir, window_s=settings.window_seconds,
-        diarize_order=settings.diarize_order, vad=settings.vad, allow_downloads=settings.allow_model_downloads,
-        guards=settings.guards)
+        diarize_order=settings.diarize_order, speaker_threshold=settings.speaker_threshold, vad=settings.vad,
+        allow_downloads=settings.allow_model_downloads, guards=settings.guards)

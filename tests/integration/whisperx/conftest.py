@@ -167,6 +167,7 @@ def start_server(tmp_path_factory, tiny_model):
 
 
 @pytest.fixture(scope="session")
-def server(start_server) -> Server:
-    """The default configuration: tiny.en, no HF token (offline diarization), no alignment model reachable."""
-    return start_server("default")
+def server(start_server, tmp_path_factory) -> Server:
+    """The default configuration: tiny.en, no HF token (offline diarization), no alignment model reachable; enrolled
+    voices in a temporary folder."""
+    return start_server("default", STT_SPEAKERS_DIR=str(tmp_path_factory.mktemp("speakers")))

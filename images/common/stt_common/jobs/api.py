@@ -88,7 +88,7 @@ class Jobs:
 
     async def submit(self, request: Request, upload) -> JSONResponse:
         fields = upload.fields
-        params = await self.spec.prepare(fields)
+        params = await self.spec.prepare(fields, owner_of(request))
         callback = (fields.get("callback_url") or [""])[-1].strip()
         if callback:
             if not self.settings.webhook_secret:

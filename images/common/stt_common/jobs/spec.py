@@ -22,7 +22,7 @@ PROGRESS_EVERY_S = 1.0  # progress is written to Redis at most this often
 class JobSpec:
     service: str                                             # queue stt-<service>
     formats: Sequence[str]                                   # result formats
-    prepare: Callable[[Dict[str, List[str]]], Awaitable[dict]]   # API: validate the form -> job parameters
+    prepare: Callable[[Dict[str, List[str]], str], Awaitable[dict]]   # API: the form and its caller -> job parameters
     run: Callable[[str, dict, "JobContext"], dict]           # worker: audio path, parameters -> JSON result
     render: Callable[[dict, str, dict], Response]            # API: stored result, format, parameters
     warm: Optional[Callable[[], None]] = None                # worker: load the default model at start
