@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from jobs_support import Worker, needs_redis
-from stt_common.jobs import SIGNATURE_HEADER, verify
+from stt_common.jobs import DELIVERY_HEADER, SIGNATURE_HEADER, verify
 from transcript_wer import wer
 
 from .conftest import free_port, start_server, stop_server, tiny_model
@@ -189,9 +189,17 @@ def test_webhook_is_signed_and_delivered(api, worker, speech):
             time.sleep(0.2)
     assert received, worker.logs()
     got_headers, body = received[0]
-    assert verify(SECRET, got_headers[SIGNATURE_HEADER], body)
-    assert not verify("another-secret", got_headers[SIGNATURE_HEADER], body)
-    assert not verify(SECRET, got_headers[SIGNATURE_HEADER], body + b" ")
+    # the caller's own secret, as it reads it from the API; the signature covers the recipient URL too
+    mine = httpx.get(api.url + "/v1/jobs/webhook-secret", headers=headers(), timeout=10).json()["secret"]
+    theirs = httpx.get(api.url + "/v1/jobs/webhook-secret", headers=headers("sk-other-caller"), timeout=10)
+    assert theirs.json()["secret"] != mine and SECRET not in (mine, theirs.json()["secret"])
+    signature = got_headers[SIGNATURE_HEADER]
+    assert verify(mine, signature, url, body)
+    assert not verify(theirs.json()["secret"], signature, url, body)   # no caller signs for another
+    assert not verify(SECRET, signature, url, body)                    # nor does the host's master secret
+    assert not verify(mine, signature, url + "x", body)                # replayed to another receiver: refused
+    assert not verify(mine, signature, url, body + b" ")
+    assert got_headers[DELIVERY_HEADER]
     payload = json.loads(body)
     assert payload == {"id": job["id"], "object": "transcription.job", "status": "succeeded",
                        "result_url": f"/v1/jobs/{job['id']}/result", "error": None}

@@ -5,14 +5,17 @@ import socket
 import ssl
 
 
-def redis_connection(settings):
-    """The Redis connection for STT_REDIS_URL (redis://, rediss:// or unix://) and STT_REDIS_PASSWORD."""
+def redis_connection(settings, socket_timeout=None):
+    """The Redis connection for STT_REDIS_URL (redis://, rediss:// or unix://) and STT_REDIS_PASSWORD.
+    `socket_timeout`: for a connection that blocks (BLPOP and the like) longer than the client's default 5 s."""
     from redis import Redis
 
     tls = {}
     if settings.redis_url.startswith("rediss://"):
         tls = {"ssl_cert_reqs": "required", "ssl_ca_certs": settings.link_ca or None,
                "ssl_certfile": settings.link_cert or None, "ssl_keyfile": settings.link_key or None}
+    if socket_timeout is not None:
+        tls["socket_timeout"] = socket_timeout
     return Redis.from_url(settings.redis_url, password=settings.redis_password or None,
                           socket_connect_timeout=5, health_check_interval=30, **tls)
 
