@@ -139,11 +139,19 @@ job_retries = 2  # a job whose worker crashed or died runs again this often
 # generated on the host at the first deploy, kept there (root 0600): REDIS_PASSWORD, STT_WEBHOOK_SECRET
 jobs_env_file = "/etc/whisper-platform/jobs.env"
 redis_port = 6379  # loopback only
-redis_maxmemory = "256mb"  # no eviction: jobs are small records, uploads stay on disk
-# worker hosts (inventory group `workers`, group_data/workers.py): the front's link ports, bound to its
-# `link_address` only, and where the deploying machine keeps the link's CA and keys (stages/link.py)
+redis_maxmemory = "256mb"  # no eviction: jobs are small records, uploads stay on disk; full: 503, never 500
+# quotas on submission (429 with Retry-After past one; 0 = no limit; docs/jobs.md): per caller (an API key or a
+# basic-auth user), jobs queued or running and MiB of audio and results kept; per service, the same in all
+job_quota_jobs = 20
+job_quota_mb = 10240
+jobs_max_queued = 200
+jobs_max_stored_mb = 51200
+# the one deadline of a webhook delivery (resolving, connecting, sending, the receiver's answer), seconds
+webhook_timeout = 15
+# worker hosts (inventory group `workers`, group_data/workers.py): the front's link port (their job interface,
+# HTTPS), bound to its `link_address` only, and where the deploying machine keeps the link's CA, keys and
+# tokens (stages/link.py)
 link_address = ""   # set by the inventory when it has worker hosts: an address of the front they reach
-link_redis_port = 6380
 link_https_port = 8444
 link_pki_dir = "~/.local/share/whisper-platform/link"
 

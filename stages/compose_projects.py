@@ -23,6 +23,7 @@ from stages.images import image_tag
 from stages.ops import CommandSucceeds, ComposeFlavour, ContainerImage, EnvFileDigest, compose_command, \
     env_line_digest, env_secret_file
 from stages.secrets_env import Secret, api_keys
+from stages import link
 from stages.settings import REPO, Platform, Service
 from stages.signals import changed
 
@@ -77,14 +78,30 @@ def env_file(svc: Service, secrets: dict) -> Secret:
     return Secret("\n".join(lines) + "\n")
 
 
-def jobs_settings(svc: Service, p: Platform, worker_name: str = ""):
+def jobs_settings(svc: Service, p: Platform, worker_name: str = "", relays: int = 0):
     """What the compose template needs for a service's asynchronous jobs; None when jobs are off.
-    `worker_name` (the inventory's name of the host) is what a job's status names as its worker."""
+    `worker_name` (the inventory's name of the host) is what a job's status names as its worker; `relays` how many
+    worker-host slots take this service's jobs (stages/link.py: that many relay processes on the front)."""
     if not p.jobs_enabled:
         return None
+    from stages.link import CONTAINER_WORKERS_FILE, LINK_WORKERS_DIR
     return {"env_file": p.jobs_env_file, "dir": f"{p.jobs_dir}/{svc.key}", "ttl": p.job_ttl,
             "max_seconds": p.job_max_seconds, "retries": p.job_retries,
-            "worker_name": worker_name}
+            "worker_name": worker_name, "quota_jobs": p.job_quota_jobs, "quota_mb": p.job_quota_mb,
+            "max_queued": p.jobs_max_queued, "max_stored_mb": p.jobs_max_stored_mb,
+            "webhook_timeout": p.webhook_timeout, "relays": relays,
+            "link_workers_dir": LINK_WORKERS_DIR, "link_workers_dir_in_container": CONTAINER_WORKERS_FILE.rsplit("/", 1)[0],
+            "link_workers_file": CONTAINER_WORKERS_FILE}
+
+
+def compose_values(svc: Service, p: Platform, worker_name: str = "", relays: int = 0) -> dict:
+    """Everything templates/compose/service.yml.j2 renders from (the stage's files.template, the tests)."""
+    from stages.identity import proxy_env_file
+
+    return {"svc": svc, "image_tag": image_tag(svc, p), "timezone": p.timezone,
+            "body_limit_mb": body_limit_mb(p.body_limit), "hf_cache_dir": p.hf_cache_dir,
+            "models_dir": p.models_dir, "jobs": jobs_settings(svc, p, worker_name=worker_name, relays=relays),
+            "proxy_env_file": proxy_env_file(p)}
 
 
 MARKER = "managed by whisper-platform"   # the compose template's first line
@@ -149,13 +166,7 @@ def compose_projects(p: Platform, secrets: dict[str, Secret]):
             src=str(REPO / "templates/compose/service.yml.j2"),
             dest=f"{project}/docker-compose.yml",
             mode="644",
-            svc=svc,
-            image_tag=image_tag(svc, p),
-            timezone=p.timezone,
-            body_limit_mb=body_limit_mb(p.body_limit),
-            hf_cache_dir=p.hf_cache_dir,
-            models_dir=p.models_dir,
-            jobs=jobs_settings(svc, p, worker_name=host.name),
+            **compose_values(svc, p, worker_name=host.name, relays=link.relays(svc.key)),
         )
         q = shlex.quote(project)
         # a container of the same name that is not ours (the runbook's hand-made one) is removed; its

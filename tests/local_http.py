@@ -56,6 +56,7 @@ class Receiver:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, 0))
         self.sock.listen(16)
+        self.sock.settimeout(0.2)
         self.host, self.port = host, self.sock.getsockname()[1]
         self.behave = behave or (lambda conn, req: conn.sendall(answer()))
         self.requests: List[Received] = []
@@ -69,7 +70,6 @@ class Receiver:
         return f"http://{self.host}:{self.port}"
 
     def _serve(self):
-        self.sock.settimeout(0.2)
         while not self._stop.is_set():
             try:
                 conn, _ = self.sock.accept()

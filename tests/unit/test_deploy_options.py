@@ -6,7 +6,7 @@ from __future__ import annotations
 import jinja2
 import pytest
 
-from stages.compose_projects import body_limit_mb, jobs_settings
+from stages.compose_projects import compose_values
 from stages.images import build_command, image_tag
 from stages.settings import REPO, Platform, read_group_data
 from stages.web import cert_paths, render_http_vhost, render_https_vhost
@@ -21,8 +21,7 @@ def render_compose(p: Platform, key: str) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(REPO / "templates/compose")),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     return env.get_template("service.yml.j2").render(
-        svc=svc, image_tag="whisperx:src-0", timezone=p.timezone, body_limit_mb=body_limit_mb(p.body_limit),
-        hf_cache_dir=p.hf_cache_dir, models_dir=p.models_dir, jobs=jobs_settings(svc, p))
+        **{**compose_values(svc, p), "image_tag": "whisperx:src-0"})
 
 
 @pytest.mark.parametrize("ipv6", [True, False])
