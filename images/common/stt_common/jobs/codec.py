@@ -64,8 +64,9 @@ class StoredJob(Job):
 
     @property
     def func(self):
-        if self.instance is not None:
-            raise DisallowedFunction("a job names a method of a stored instance: refused")
+        if not self.runnable:
+            raise DisallowedFunction(f"job {self.id} is not one this service runs (its function or callbacks are "
+                                     "not allowed, or its data is not JSON): refused")
         return allowed_function(self.func_name)
 
     @property
@@ -87,9 +88,9 @@ class StoredJob(Job):
 
     @property
     def runnable(self) -> bool:
-        """Whether a worker may run this job: its function and callbacks are all allowed."""
+        """Whether a worker may run this job: its data and meta are JSON, its function and callbacks allowed."""
         try:
-            return self.func_name in ALLOWED and self.instance is None \
+            return self.func_name in ALLOWED and self.instance is None and self._unreadable_meta is None \
                 and (self._failure_callback_name or ON_FAILURE) in ALLOWED \
                 and not self._success_callback_name and not self._stopped_callback_name
         except Exception:  # noqa: BLE001 - unreadable data (not JSON): not runnable

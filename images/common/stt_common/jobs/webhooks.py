@@ -59,8 +59,9 @@ def pending(conn, service: str) -> int:
 class Deliverer:
     """Threads that deliver a service's due webhooks, apart from the jobs' own thread."""
 
-    def __init__(self, conn, settings, service: str, threads: int = 2, poll_s: float = 1.0):
-        self.conn, self.settings, self.service = conn, settings, service
+    def __init__(self, conn, settings, service: str, threads: int = 2, poll_s: float = 1.0, resolver=None):
+        """`resolver`: getaddrinfo's stand-in (tests play a rebinding name server with it)."""
+        self.conn, self.settings, self.service, self.resolver = conn, settings, service, resolver
         self.threads, self.poll_s = threads, poll_s
         self.deadline_s = float(getattr(settings, "webhook_timeout", 15.0))
         self.policy = policy_from(settings.webhook_allow_private, getattr(settings, "webhook_allow_networks", ""))
@@ -140,7 +141,7 @@ class Deliverer:
                    SIGNATURE_HEADER: sign(secret, int(time.time()), record["url"], body)}
         try:
             r = request(record["url"], method="POST", body=body, headers=headers, deadline_s=self.deadline_s,
-                        max_bytes=MAX_ANSWER_BYTES, truncate=True, policy=self.policy,
+                        max_bytes=MAX_ANSWER_BYTES, truncate=True, policy=self.policy, resolver=self.resolver,
                         user_agent="whisper-platform-webhook")
         except OutboundError as e:
             return f"{e.reason}: {e.message}"
