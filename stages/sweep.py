@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import files, systemd
+from pyinfra.operations import files, server, systemd
 
-from stages.ops import ComposeFlavour, compose_command
+from stages.ops import CommandSucceeds, ComposeFlavour, compose_command
 from stages.settings import REPO, Platform
 from stages.signals import changed
 
@@ -18,7 +18,12 @@ UNIT = "whisper-jobs-sweep"
 
 @deploy("Jobs: hourly sweep of expired files")
 def sweep_timer(p: Platform):
-    if not p.jobs_enabled:
+    if not p.jobs_enabled:   # jobs turned off: no workers to sweep with
+        if host.get_fact(CommandSucceeds, command=f"test -e /etc/systemd/system/{UNIT}.timer"):
+            server.shell(name="Sweep timer removed (jobs_enabled False)",
+                         commands=[f"systemctl disable --now {UNIT}.timer",
+                                   f"rm -f /etc/systemd/system/{UNIT}.timer /etc/systemd/system/{UNIT}.service",
+                                   "systemctl daemon-reload"])
         return
     compose = compose_command(host.get_fact(ComposeFlavour))
     projects = [(svc.project_dir, f"{svc.container}-worker") for svc in p.services]
