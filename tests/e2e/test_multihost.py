@@ -184,9 +184,6 @@ def test_one_deploy_adds_a_worker_host_and_jobs_spread_over_both(worker_host, cl
                         "context=ssl._create_unverified_context())\nexcept urllib.error.HTTPError as e:\n"
                         "    print(e.code)\nEOF", check=False)
     assert refused.stdout.strip() == "400", refused   # nginx: "No required SSL certificate was sent"
-    # with its own certificate and token, a lease it does not hold opens nothing
-    assert link_call(link_address, "GET", "/faster/internal/link/leases/" + "x" * 32 + "/audio") == 404
-    assert link_call(link_address, "POST", "/faster/internal/link/next", token="not-its-token") == 401
     # the link's routes are not on the public vhost
     assert client.get(base_url(VHOST) + "/internal/link/next").status_code == 404
 
@@ -209,6 +206,10 @@ def test_one_deploy_adds_a_worker_host_and_jobs_spread_over_both(worker_host, cl
     assert metric(after, "stt_job_workers", worker=WORKER) >= 1
     # the worker host kept no copy of the audio
     assert on_worker("docker exec faster-whisper-worker-1 sh -c 'ls -A /tmp/stt/jobs'").stdout.strip() == ""
+    # with its own certificate and token (the service runs now: the link goes straight to it, waking nothing),
+    # a lease it does not hold opens nothing, and another token nothing at all
+    assert link_call(link_address, "GET", "/faster/internal/link/leases/" + "x" * 32 + "/audio") == 404
+    assert link_call(link_address, "POST", "/faster/internal/link/next", token="not-its-token") == 401
 
 
 def test_a_worker_host_killed_mid_job_has_its_job_finished_elsewhere(worker_host, client, audio):
