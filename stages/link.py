@@ -28,7 +28,6 @@ import hashlib
 import ipaddress
 import os
 import secrets as random
-import shlex
 from pathlib import Path
 
 from pyinfra import host, inventory

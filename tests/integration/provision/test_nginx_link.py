@@ -6,17 +6,14 @@ from __future__ import annotations
 import shutil
 import socket
 import ssl
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from local_http import Receiver
+from private_nginx import NGINX, start_nginx
 from stages import link
 from stages.web import _render
-
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 pytestmark = pytest.mark.skipif(not Path(NGINX).exists(), reason="nginx is not installed (make docker installs it)")
 
 
@@ -39,27 +36,7 @@ def link_nginx(tmp_path_factory):
     port = _free_port()
     conf = _render("link.conf.j2", link_address="127.0.0.1", link_https_port=port, link_dir=str(root),
                    services=[("faster", service.port)], pinned=[("w1", link.cert_fingerprint(kept))])
-    (root / "logs").mkdir()
-    (root / "nginx.conf").write_text(f"""
-daemon off; master_process on; worker_processes 1; user root;
-error_log {root}/logs/error.log; pid {root}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {root}/body; proxy_temp_path {root}/proxy;
-    fastcgi_temp_path {root}/fcgi; uwsgi_temp_path {root}/uwsgi; scgi_temp_path {root}/scgi;
-{conf}
-}}
-""")
-    check = subprocess.run([NGINX, "-t", "-p", str(root), "-c", str(root / "nginx.conf")], capture_output=True, text=True)
-    assert check.returncode == 0, check.stderr
-    proc = subprocess.Popen([NGINX, "-p", str(root), "-c", str(root / "nginx.conf")])
-    for _ in range(50):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
+    proc = start_nginx(root, conf, port)
     yield port, pki, service, removed
     proc.terminate()
     proc.wait(5)

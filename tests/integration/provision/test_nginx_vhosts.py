@@ -12,17 +12,16 @@ import ssl
 import socket
 import subprocess
 import threading
-import time
 import types
 
 import bcrypt
 import pytest
 import requests
 
+from private_nginx import start_nginx
 from stages.settings import Platform, read_group_data
 from stages.web import render_auth_map, render_http_vhost, render_https_vhost, render_shared, render_tls_params
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 pytestmark = pytest.mark.skipif(not shutil.which("nginx") and not shutil.which("/usr/sbin/nginx"),
                                 reason="nginx is not installed (make docker installs it)")
 PORTAL = "https://portal.test.example"
@@ -119,27 +118,7 @@ def nginx(tmp_path_factory):
     (root / "snippets" / "whisper-platform-tls.conf").write_text(render_tls_params())
     (root / "sites-enabled" / f"{host}-http").write_text(render_http_vhost(svc, data))
     (root / "sites-enabled" / host).write_text(render_https_vhost(svc, data))
-    (root / "nginx.conf").write_text(f"""
-daemon off; master_process on; worker_processes 1; user root;
-error_log {root}/logs/error.log; pid {root}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {root}/body; proxy_temp_path {root}/proxy;
-    fastcgi_temp_path {root}/fcgi; uwsgi_temp_path {root}/uwsgi; scgi_temp_path {root}/scgi;
-    include {root}/conf.d/*.conf;
-    include {root}/sites-enabled/*;
-}}
-""")
-    check = subprocess.run([NGINX, "-t", "-p", str(root), "-c", str(root / "nginx.conf")], capture_output=True, text=True)
-    assert check.returncode == 0, check.stderr
-    proc = subprocess.Popen([NGINX, "-p", str(root), "-c", str(root / "nginx.conf")])
-    for _ in range(50):
-        try:
-            socket.create_connection(("127.0.0.1", https_port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
+    proc = start_nginx(root, f"    include {root}/conf.d/*.conf;\n    include {root}/sites-enabled/*;", https_port)
     session = requests.Session()
     ca = str(root / "tls" / f"{host}.crt")
 

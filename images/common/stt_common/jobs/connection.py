@@ -20,6 +20,21 @@ def redis_connection(settings, socket_timeout=None):
                           socket_connect_timeout=5, health_check_interval=30, **tls)
 
 
+def wait_for_redis(conn, seconds: int = 60) -> None:
+    """At a worker's start: Redis may still be starting (a host boot, a restart after a settings change); a clear
+    exit when it does not answer within `seconds`."""
+    import time
+
+    for attempt in range(seconds):
+        try:
+            conn.ping()
+            return
+        except Exception as e:  # noqa: BLE001
+            if attempt == seconds - 1:
+                raise SystemExit(f"Redis at STT_REDIS_URL does not answer: {type(e).__name__}: {e}")
+            time.sleep(1)
+
+
 def worker_name(settings) -> str:
     """The name a job's `worker` field and the per-host metrics show: the deploy's host name."""
     return (getattr(settings, "worker_name", "") or socket.gethostname()).strip()

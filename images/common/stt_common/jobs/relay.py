@@ -29,7 +29,7 @@ from ..executor import JobStopped
 from ..settings import STTSettings
 from . import link, runtime
 from .codec import SERIALIZER, StoredJob, queue
-from .connection import redis_connection, worker_name
+from .connection import redis_connection, wait_for_redis, worker_name
 from .keys import lease_key, queue_name
 from .spec import JobContext, JobSpec
 from .worker import ModelWorker
@@ -144,14 +144,7 @@ def run_relay(settings: STTSettings) -> None:
     spec = JobSpec(service=service, formats=(), prepare=None, run=remote_run, render=None)
     runtime.configure(spec, settings)
     conn = redis_connection(settings, socket_timeout=link.NEXT_WAIT_S + 30)   # a dequeue waits up to a slot's wait
-    for attempt in range(60):
-        try:
-            conn.ping()
-            break
-        except Exception as e:  # noqa: BLE001
-            if attempt == 59:
-                raise SystemExit(f"Redis at STT_REDIS_URL does not answer: {type(e).__name__}: {e}")
-            time.sleep(1)
+    wait_for_redis(conn)
     ttl = max(2, int(settings.job_heartbeat_ttl))
     maintenance = max(1, ttl // 2)
     worker = RelayWorker([queue(conn, queue_name(service), int(settings.job_max_seconds))], connection=conn,
@@ -163,19 +156,12 @@ def run_relay(settings: STTSettings) -> None:
 
 
 def _child() -> None:
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_relay(STTSettings())
+    run_relay(runtime.standalone_settings("by a relay"))
 
 
 def main() -> int:
     """STT_LINK_RELAYS relay processes, each restarted after it ended (after a pause); SIGTERM ends them all."""
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = STTSettings()
-    if not settings.redis_url or not settings.jobs_service:
-        print("STT_REDIS_URL and STT_JOBS_SERVICE are needed by the relays", file=sys.stderr)
-        return 2
+    settings = runtime.standalone_settings("by the relays")
     ctx = multiprocessing.get_context("spawn")
     children: dict = {}
     stopping = {"now": False}

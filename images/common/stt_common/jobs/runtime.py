@@ -16,6 +16,22 @@ TICKET: Optional[str] = None     # and the ticket its slot asked with, and the r
 RELAY: Optional[str] = None
 
 
+def standalone_settings(purpose: str):
+    """Logging and settings of a jobs process that loads no service code (the relay, the sweep): STTSettings from
+    the environment, with STT_REDIS_URL and STT_JOBS_SERVICE set, or a clear exit."""
+    import logging
+    import os
+
+    from ..settings import STTSettings
+
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = STTSettings()
+    if not settings.redis_url or not settings.jobs_service:
+        raise SystemExit(f"STT_REDIS_URL and STT_JOBS_SERVICE are needed {purpose}")
+    return settings
+
+
 def configure(spec: JobSpec, settings) -> None:
     global SPEC, SETTINGS
     SPEC, SETTINGS = spec, settings

@@ -7,21 +7,15 @@ is stopped by the autostart proxy; the workers no longer sweep."""
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
-from ..settings import STTSettings
 from .connection import redis_connection
+from .runtime import standalone_settings
 from .store import sweep_files
 
 
 def main() -> int:
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = STTSettings()
-    if not settings.redis_url or not settings.jobs_service:
-        print("STT_REDIS_URL and STT_JOBS_SERVICE are needed to sweep job files", file=sys.stderr)
-        return 2
+    settings = standalone_settings("to sweep job files")
     removed = sweep_files(redis_connection(settings), settings, settings.jobs_service)
     logging.getLogger("stt_common.jobs").info("sweep of %s: %d expired job folder(s) removed", settings.jobs_dir,
                                               removed)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 import uuid
 
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
@@ -19,7 +18,7 @@ from rq.worker import SimpleWorker, WorkerStatus
 
 from . import runtime
 from .codec import SERIALIZER, StoredJob, convert_legacy_jobs, legacy_webhook_jobs, queue
-from .connection import redis_connection, worker_name
+from .connection import redis_connection, wait_for_redis, worker_name
 from .keys import queue_name, webhook_queue_name
 from .spec import JobSpec
 from .webhooks import Deliverer, queue_delivery
@@ -161,14 +160,7 @@ def run_worker(spec: JobSpec, settings, burst: bool = False) -> None:
     if not settings.redis_url:
         raise SystemExit("STT_REDIS_URL is empty: a job worker needs Redis (or STT_JOBS_FRONT_URL on a worker host).")
     conn = redis_connection(settings)
-    for attempt in range(60):   # Redis may still be starting (a host boot, a restart after a settings change)
-        try:
-            conn.ping()
-            break
-        except Exception as e:  # noqa: BLE001
-            if attempt == 59:
-                raise SystemExit(f"Redis at STT_REDIS_URL does not answer: {type(e).__name__}: {e}")
-            time.sleep(1)
+    wait_for_redis(conn)
     os.makedirs(settings.jobs_dir, exist_ok=True)
     adopt_legacy(conn, spec.service, settings)
     if spec.warm:
