@@ -186,23 +186,11 @@ def remove_old_redis_link() -> None:
     """Redis's TLS port and the worker hosts' Redis users of earlier versions: gone (Redis restarted once)."""
     if not host.get_fact(CommandSucceeds, command=f"test -e {OLD_REDIS_LINK_CONF} -o -e {OLD_REDIS_USERS_CONF}"):
         return
-    keep_run_dir()
     server.shell(name="Redis: remove the worker hosts' Redis access of earlier versions (TLS port, users)",
                  commands=[f"sed -i '\\#^include {OLD_REDIS_LINK_CONF}$#d; \\#^include {OLD_REDIS_USERS_CONF}$#d' "
                            "/etc/redis/redis.conf",
                            f"rm -rf {OLD_REDIS_LINK_CONF} {OLD_REDIS_USERS_CONF} {OLD_REDIS_LINK_DIR}",
                            "systemctl restart redis-server"])
-
-
-def keep_run_dir():
-    """The services' containers bind-mount /run/redis (the socket): systemd must not delete and recreate that
-    folder when Redis restarts, or their mount points at a dead folder."""
-    keep = files.put(name="Redis: keep /run/redis across restarts (the containers mount it)",
-                     src=_text("[Service]\nRuntimeDirectoryPreserve=yes\n"),
-                     dest="/etc/systemd/system/redis-server.service.d/whisper-platform-run.conf", mode="644",
-                     create_remote_dir=True)
-    server.shell(name="systemd: reload units (Redis's drop-in)", commands=["systemctl daemon-reload"],
-                 _if=keep.did_change)
 
 
 @deploy("Link to the worker hosts (their job interface over HTTPS)")

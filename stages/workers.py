@@ -19,10 +19,10 @@ from pyinfra.facts.server import Which
 from pyinfra.operations import apt, files, server, systemd
 
 from stages import link
+from stages.compose_projects import body_limit_mb, log_settings
 from stages.images import image_tag
 from stages.ops import ComposeFlavour, ContainerImage, compose_command, secret_file
 from stages.secrets_env import Secret
-from stages.compose_projects import body_limit_mb
 from stages.settings import (REPO, DEVICES, GroupDataError, Platform, _abs_path, _choice, _compute_type, _model,
                              _positive, _type)
 
@@ -138,7 +138,7 @@ def worker_projects(p: Platform, w: WorkerHost):
             concurrency=w.concurrency, timezone=p.timezone, hf_cache_dir=p.hf_cache_dir,
             models_dir=p.models_dir, link_dir=w.link_dir, link_address=address,
             link_https_port=int(front.data.link_https_port), worker_name=host.name, jobs=jobs,
-            body_limit_mb=body_limit_mb(p.body_limit))
+            body_limit_mb=body_limit_mb(p.body_limit), logs=log_settings(p))
         running = host.get_fact(ContainerImage, container=f"{svc.container}-worker-1")
         changed = [env, compose_file, *creds]
         server.shell(name=f"{svc.key}: (re)start the workers",

@@ -125,7 +125,7 @@ def test_a_token_opens_only_its_own_hosts_leases_and_results_are_checked(front, 
     while status(front, job["id"])["progress"]["seconds_total"] != 7.0 and time.monotonic() < deadline:
         time.sleep(0.2)
     running = status(front, job["id"])
-    assert running["status"] == "running" and running["worker"] == "gpu-7" and running["progress"]["seconds_done"] == 1.5
+    assert running["status"] == "running" and running["worker"] == "gpu-7" and running["progress"]["seconds_done"] == 1.5, relay.logs()
 
     def result(body) -> httpx.Response:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -192,3 +192,27 @@ def test_a_host_removed_from_the_tokens_file_is_refused_at_once(front, workers_f
         assert take(front, token=OTHER, wait=5).status_code == 401   # no restart of the front
     finally:
         workers_file.write_text(kept)
+
+
+def test_a_worker_host_that_stops_hands_its_job_back_without_using_a_retry(front, relay, speech):
+    """A worker host asked to stop (a deploy, Docker or the host restarting) says so: its job goes back to the head of
+    the queue at once, as a stopping worker on the front hands its job back, and keeps every retry."""
+    job = submit(front, speech["wav"], language="en")
+    first = assignment_for(front, relay, job["id"])
+    assert first["attempt"] == 1
+    httpx.post(lease_url(front, first["lease"], "progress"), headers=bearer(TOKEN), json={"seconds_done": 0.5},
+               timeout=10)
+    r = httpx.post(lease_url(front, first["lease"], "failure"), headers=bearer(TOKEN),
+                   json={"kind": "shutdown", "error": {"message": "the worker host stopped"}}, timeout=10)
+    assert r.status_code == 200, r.text
+    second = assignment_for(front, relay, job["id"])   # at once: no retry back-off (STT_JOB_RETRY_INTERVALS)
+    assert second["lease"] != first["lease"] and second["attempt"] == 1, second
+    assert status(front, job["id"])["status"] == "running"
+    good = {"text": "handed back", "segments": [{"id": 0, "start": 0.0, "end": 1.0, "text": " handed back"}],
+            "language": "english", "duration": 1.0, "task": "transcribe", "words": None}
+    assert httpx.post(lease_url(front, second["lease"], "result"), headers=bearer(TOKEN), content=json.dumps(good),
+                      timeout=30).status_code == 200
+    done, _ = wait_for(front, job["id"], worker=relay)
+    assert done["status"] == "succeeded" and done["attempts"] == 1, done
+    assert httpx.post(lease_url(front, first["lease"], "failure"), headers=bearer(TOKEN),
+                      json={"kind": "reboot"}, timeout=10).status_code in (410, 422)

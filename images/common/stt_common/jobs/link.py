@@ -281,12 +281,13 @@ def report_progress(conn, lease: str, host: str, body: dict, max_seconds: float)
 
 
 def report_failure(conn, lease: str, host: str, body: dict) -> None:
-    """The worker host could not finish: the input's fault ("input": the job fails with its error) or a crash
-    ("crash": RQ retries it)."""
+    """The worker host could not finish: the input's fault ("input": the job fails with its error), a crash
+    ("crash": RQ retries it) or its own stop ("shutdown": the job goes back to the head of its queue without using
+    a retry, as a stopping worker on the front hands its job back)."""
     active_lease(conn, lease, host)
     kind = body.get("kind") if isinstance(body, dict) else None
-    if kind not in ("input", "crash"):
-        raise APIError(422, "kind must be 'input' or 'crash'.", param="kind", code="invalid_value")
+    if kind not in ("input", "crash", "shutdown"):
+        raise APIError(422, "kind must be 'input', 'crash' or 'shutdown'.", param="kind", code="invalid_value")
     error = body.get("error") or {}
     if not isinstance(error, dict):
         raise APIError(422, "error must be an object.", param="error", code="invalid_value")

@@ -101,7 +101,7 @@ def remote_run(audio_path: str, params: dict, ctx: JobContext) -> dict:
         link.end_lease(conn, lease)
         raise RemoteLost(f"the slot of {host} that asked for this job is gone")
     folder = os.path.dirname(audio_path)
-    state = "assigned"
+    state, shown = "assigned", 0.0
     try:
         while True:
             h = link.read_lease(conn, lease)
@@ -113,6 +113,9 @@ def remote_run(audio_path: str, params: dict, ctx: JobContext) -> dict:
                 os.unlink(path)
                 return result
             if state == "failed":
+                if h.get("kind") == "shutdown":   # the worker host stopped: handed back (execution.hand_back)
+                    ctx.reason = "shutdown"
+                    raise JobStopped("shutdown")
                 error = json.loads(h.get("error") or "{}")
                 if h.get("kind") == "input":
                     raise APIError(int(error.get("status") or 400), error.get("message") or "the input was refused",
@@ -122,11 +125,15 @@ def remote_run(audio_path: str, params: dict, ctx: JobContext) -> dict:
             grace = beat_ttl + (link.NEXT_WAIT_S if state == "assigned" else 0)
             if time.time() - float(h.get("beat") or 0) > grace:
                 raise RemoteLost(f"{host} stopped reporting for {grace:.0f} s")
+            # the worker host paces its beats: each new value is stored (the seconds done before the total, so that a
+            # status showing the total never shows the done seconds of an earlier beat)
+            done = float(h.get("seconds_done") or 0)
+            if done and done != shown:
+                ctx.progress(done, force=True)
+                shown = done
             total = h.get("seconds_total")
             if total and (ctx.total is None or abs(float(total) - ctx.total) > 0.01):
                 ctx.set_total(float(total))
-            if h.get("seconds_done"):
-                ctx.progress(float(h["seconds_done"]))
             try:
                 ctx.check()
             except JobStopped as e:
@@ -143,7 +150,8 @@ def run_relay(settings: STTSettings) -> None:
     service = settings.jobs_service
     spec = JobSpec(service=service, formats=(), prepare=None, run=remote_run, render=None)
     runtime.configure(spec, settings)
-    conn = redis_connection(settings, socket_timeout=link.NEXT_WAIT_S + 30)   # a dequeue waits up to a slot's wait
+    # a dequeue waits up to a slot's wait
+    conn = redis_connection(settings, role="worker", socket_timeout=link.NEXT_WAIT_S + 30)
     wait_for_redis(conn)
     ttl = max(2, int(settings.job_heartbeat_ttl))
     maintenance = max(1, ttl // 2)

@@ -180,8 +180,8 @@ def run_assignment(client: LinkClient, spec: JobSpec, settings, a: dict, stoppin
             return "refused"
         return "succeeded"
     except JobStopped as e:
-        if ctx.reason == "shutdown":   # given back at once, retried elsewhere without waiting for the beats to stop
-            _failure(client, lease, "crash", {"message": "the worker host stopped"})
+        if ctx.reason == "shutdown":   # given back at once, to the head of its queue, without using a retry
+            _failure(client, lease, "shutdown", {"message": "the worker host stopped"})
         return f"stopped ({e.args[0] if e.args else ''})"
     except LeaseGone:
         return "taken back"

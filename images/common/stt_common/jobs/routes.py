@@ -16,6 +16,7 @@ from fastapi import Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from ..dependencies import DISK, REDIS, disk_probe
 from ..errors import APIError, bad_request
 from .api import Jobs, owner_of
 from .link import (NEXT_WAIT_S, LinkAuth, active_lease, next_assignment, parse_result, report_failure, report_progress,
@@ -26,8 +27,13 @@ MAX_LINK_REQUEST = 16 * 1024   # a ticket, a beat, a failure: small JSON bodies
 
 def jobs_routes(svc, jobs: Jobs, receive) -> None:
     """Mount /v1/jobs on a service's authenticated router. `receive(request)` is the service's
-    upload context manager (its limits; the jobs folder as temp dir)."""
+    upload context manager (its limits; the jobs folder as temp dir). The jobs' dependencies, Redis and the disk
+    holding STT_JOBS_DIR, are registered with the service: /health and /metrics say how they are, and a failure of
+    either is answered by stt_common.dependencies (503 jobs_unavailable, 507 insufficient_storage), not here."""
     fmt_list = ", ".join(jobs.spec.formats)
+    if jobs.enabled:
+        svc.dependencies.add(REDIS, jobs.ping)
+        svc.dependencies.add(DISK, disk_probe(jobs.settings.jobs_dir, jobs.settings.jobs_min_free_mb << 20))
 
     body = copy.deepcopy(jobs.spec.openapi or {})
     props = body.get("requestBody", {}).get("content", {}).get("multipart/form-data", {}).get("schema", {}) \
@@ -44,14 +50,16 @@ def jobs_routes(svc, jobs: Jobs, receive) -> None:
     @svc.api.post("/v1/jobs", tags=["jobs"], status_code=202, openapi_extra=body or None,
                   summary="Queue a transcription job (same fields as the synchronous endpoint, plus callback_url)")
     async def create_job(request: Request):
-        # 503 when jobs are off, 429 when the caller or the queue is at a limit: before the body is read
+        # 503 when jobs are off, 429 when the caller or the queue is at a limit, 507 when the jobs' disk is full:
+        # all before the body is read
         await run_in_threadpool(jobs.precheck, owner_of(request))
+        jobs.check_room(request)
         async with receive(request) as up:
             return await jobs.submit(request, up)
 
     @svc.api.get("/v1/jobs", tags=["jobs"], summary="The caller's recent jobs, newest first, and its quota usage")
-    def list_jobs(request: Request, limit: int = 20):
-        return JSONResponse(jobs.list(request, limit))
+    async def list_jobs(request: Request, limit: int = 20):
+        return JSONResponse(await run_in_threadpool(jobs.list, request, limit))
 
     @svc.api.get("/v1/jobs/webhook-secret", tags=["jobs"],
                  summary="The secret that signs the caller's webhooks (derived for each caller, or set by it)")
@@ -80,20 +88,20 @@ def jobs_routes(svc, jobs: Jobs, receive) -> None:
         body = await run_in_threadpool(jobs.status, request, job_id)
         deadline = time.monotonic() + max(0.0, min(float(wait), 60.0))
         while body["status"] in ("queued", "running") and time.monotonic() < deadline:
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(0.1)
             body = await run_in_threadpool(jobs.status, request, job_id)
         return JSONResponse(body)
 
     @svc.api.get("/v1/jobs/{job_id}/result", tags=["jobs"],
                  summary=f"A finished job's result (response_format: {fmt_list}); 409 while not finished")
-    def get_result(request: Request, job_id: str, response_format: Optional[str] = None):
-        return jobs.result(request, job_id, response_format)
+    async def get_result(request: Request, job_id: str, response_format: Optional[str] = None):
+        return await run_in_threadpool(jobs.result, request, job_id, response_format)
 
     @svc.api.delete("/v1/jobs/{job_id}", tags=["jobs"],
                     summary="Cancel a queued or running job (a running one stops at its next window); "
                             "a finished one's audio and result are deleted")
-    def delete_job(request: Request, job_id: str):
-        return JSONResponse(jobs.cancel(request, job_id))
+    async def delete_job(request: Request, job_id: str):
+        return JSONResponse(await run_in_threadpool(jobs.cancel, request, job_id))
 
 
 async def _small_json(request: Request, limit: int = MAX_LINK_REQUEST) -> dict:

@@ -2,6 +2,7 @@
 functions RQ calls by name), the host a job runs on, and the counters it keeps in Redis."""
 from __future__ import annotations
 
+import threading
 from typing import Optional
 
 from .connection import worker_name
@@ -14,6 +15,9 @@ SETTINGS = None
 REMOTE_HOST: Optional[str] = None
 TICKET: Optional[str] = None     # and the ticket its slot asked with, and the relay's own name
 RELAY: Optional[str] = None
+# set when the worker is asked to stop (SIGTERM: a deploy, Docker or the host restarting): the running job's next
+# check() stops it and it goes back to its queue (execution.hand_back)
+STOPPING = threading.Event()
 
 
 def standalone_settings(purpose: str):

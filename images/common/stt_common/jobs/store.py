@@ -9,6 +9,7 @@ import shutil
 import time
 from typing import Optional
 
+from ..dependencies import is_disk_full
 from . import quotas
 from .keys import result_key
 
@@ -20,22 +21,36 @@ def job_folder(settings, job_id: str) -> str:
 
 
 def save_result(conn, settings, service: str, job_id: str, result: dict) -> int:
-    """The result beside the audio (written whole, then renamed); its bytes count against the caller's quota."""
+    """The result beside the audio (written whole, then renamed); its bytes count against the caller's quota.
+    When the disk is full, the finished job is not lost: its result goes to Redis, expiring with the job."""
     folder = job_folder(settings, job_id)
     tmp = os.path.join(folder, "result.json.part")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(result, f, ensure_ascii=False)
     final = os.path.join(folder, "result.json")
     before = os.path.getsize(final) if os.path.exists(final) else 0   # a late attempt's equal result
-    os.replace(tmp, final)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(result, f, ensure_ascii=False)
+        os.replace(tmp, final)
+    except OSError as e:
+        try:
+            os.unlink(tmp)   # nothing half-written stays behind
+        except FileNotFoundError:
+            pass
+        if not is_disk_full(e):
+            raise
+        log.warning("job %s: no room for its result on disk (%s): kept in Redis", job_id, e.strerror)
+        data = json.dumps(result, ensure_ascii=False)
+        conn.set(result_key(job_id), data, ex=int(settings.job_ttl))
+        quotas.add_bytes(conn, service, job_id, len(data.encode()))
+        return len(data.encode())
     size = os.path.getsize(final)
     quotas.add_bytes(conn, service, job_id, size - before)
     return size
 
 
 def load_result(conn, settings, job_id: str) -> Optional[dict]:
-    """A finished job's result; None once it has expired. (Results a worker host stored in Redis before results
-    went through the front are still read until they expire.)"""
+    """A finished job's result; None once it has expired. It is in Redis when the disk was full as it finished
+    (and for results a worker host stored there before results went through the front, until they expire)."""
     try:
         with open(os.path.join(job_folder(settings, job_id), "result.json"), encoding="utf-8") as f:
             return json.load(f)
@@ -47,6 +62,7 @@ def load_result(conn, settings, job_id: str) -> Optional[dict]:
 def remove_files(conn, settings, service: str, job_id: str) -> None:
     """A job's audio and result go; so do their bytes from the quotas."""
     shutil.rmtree(job_folder(settings, job_id), ignore_errors=True)
+    conn.delete(result_key(job_id))
     quotas.release(conn, service, job_id)
 
 

@@ -42,6 +42,14 @@ class ModelWorker(SimpleWorker):
     def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
         return self.job_heartbeat_ttl
 
+    def handle_warm_shutdown_request(self):
+        """SIGTERM (a deploy recreating the container, Docker or the host restarting): RQ's warm shutdown would
+        let the running job finish first, and the stop's grace period would end it with SIGKILL long before a
+        meeting is transcribed. The running job stops at its next check instead and goes back to the head of its
+        queue (execution.hand_back); then RQ's loop ends."""
+        runtime.STOPPING.set()
+        log.info("worker %s: stopping; a running job goes back to its queue", self.name)
+
     def execute_job(self, job, queue):
         if not getattr(job, "runnable", False):
             # a function or callback outside codec.ALLOWED, or data that is not JSON: fails without running
@@ -131,6 +139,8 @@ class ModelWorker(SimpleWorker):
             and self.scheduler._process.is_alive()
 
     def run_maintenance_tasks(self):
+        if runtime.STOPPING.is_set():
+            return   # stopping: RQ's would start the scheduler its shutdown just stopped
         try:
             if self.take_over_scheduler_locks() and self.scheduler_running():
                 # our scheduler runs with the other queues' locks only and would look for more after
@@ -159,12 +169,12 @@ def run_worker(spec: JobSpec, settings, burst: bool = False) -> None:
         return run_remote_worker(spec, settings, burst=burst)
     if not settings.redis_url:
         raise SystemExit("STT_REDIS_URL is empty: a job worker needs Redis (or STT_JOBS_FRONT_URL on a worker host).")
-    conn = redis_connection(settings)
-    wait_for_redis(conn)
     os.makedirs(settings.jobs_dir, exist_ok=True)
-    adopt_legacy(conn, spec.service, settings)
     if spec.warm:
         spec.warm()
+    conn = redis_connection(settings, role="worker")
+    wait_for_redis(conn)
+    adopt_legacy(conn, spec.service, settings)
 
     deliverer = Deliverer(conn, settings, spec.service).start() if settings.webhook_secret else None
     ttl = max(2, int(settings.job_heartbeat_ttl))
@@ -181,6 +191,10 @@ def run_worker(spec: JobSpec, settings, burst: bool = False) -> None:
     finally:
         if deliverer:
             deliverer.close()
+    if not burst and not runtime.STOPPING.is_set():
+        # RQ's loop gave up on its own (Redis out of reach longer than its retries, an error of its own): exit
+        # non-zero, and the container's restart policy starts a fresh worker, which waits for Redis
+        raise SystemExit(f"worker {worker.name}: RQ's loop ended without a stop request; exiting to be restarted")
 
 
 def adopt_legacy(conn, service: str, settings) -> None:
