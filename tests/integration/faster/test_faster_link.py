@@ -18,7 +18,7 @@ import pytest
 from jobs_support import Worker, needs_redis
 
 from .conftest import start_server, stop_server
-from .test_faster_jobs import KEY, faster_worker, headers, status, submit, wait_for
+from .test_faster_jobs import KEY, faster_worker, fill, headers, small_disk, status, submit, wait_for  # noqa: F401
 
 pytestmark = needs_redis
 TOKEN, OTHER = "link-token-of-gpu-7", "link-token-of-gpu-8"
@@ -216,3 +216,30 @@ def test_a_worker_host_that_stops_hands_its_job_back_without_using_a_retry(front
     assert done["status"] == "succeeded" and done["attempts"] == 1, done
     assert httpx.post(lease_url(front, first["lease"], "failure"), headers=bearer(TOKEN),
                       json={"kind": "reboot"}, timeout=10).status_code in (410, 422)
+
+
+def test_a_worker_hosts_result_on_a_full_front_disk_is_kept(front_env, speech, small_disk, tmp_path):
+    """The front's jobs disk fills while a worker host transcribes: its result is still accepted and the job
+    succeeds (kept in Redis, as a front worker's result is then), and nothing half-written stays on disk."""
+    env = {**front_env, "STT_JOBS_DIR": str(small_disk), "STT_JOBS_MIN_FREE_MB": "1"}
+    small_front = start_server(tmp_path / "small-front", **env)
+    relay = Worker(tmp_path, {**env, "STT_LINK_RELAYS": "1"}, "faster", module="stt_common.jobs.relay")
+    try:
+        job = submit(small_front, speech["wav"], language="en")
+        lease = assignment_for(small_front, relay, job["id"])["lease"]
+        fill(small_disk, leave=0)
+        good = {"text": "kept in redis", "segments": [{"id": 0, "start": 0.0, "end": 1.0, "text": " kept in redis"}],
+                "language": "english", "duration": 1.0, "task": "transcribe", "words": None}
+        r = httpx.post(lease_url(small_front, lease, "result"), headers=bearer(TOKEN), content=json.dumps(good),
+                       timeout=30)
+        assert r.status_code == 200, r.text
+        done, _ = wait_for(small_front, job["id"], worker=relay)
+        assert done["status"] == "succeeded", (done, relay.logs())
+        text = httpx.get(small_front.url + done["result_url"], params={"response_format": "text"}, headers=headers(),
+                         timeout=10).text
+        assert text.strip() == "kept in redis"
+        assert sorted(p.name for p in (small_disk / job["id"]).iterdir()) == ["audio"]
+        assert "no room for its result on disk" in relay.logs()
+    finally:
+        relay.stop()
+        stop_server(small_front)

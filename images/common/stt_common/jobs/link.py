@@ -36,6 +36,7 @@ import threading
 import time
 from typing import Optional
 
+from ..dependencies import is_disk_full
 from ..errors import APIError, not_found
 from .keys import lease_key, ticket_key, ticket_signal_key, tickets_key
 
@@ -347,9 +348,35 @@ def parse_result(data: bytes, max_seconds: float) -> dict:
 
 
 def store_result(conn, lease: str, folder: str, result: dict) -> None:
-    """The checked result, for the relay to take: beside the job's audio, then the lease says done."""
+    """The checked result, for the relay to take: beside the job's audio, then the lease says done. A full disk
+    does not lose it: it waits in the lease itself (read_result), as a front worker's result goes to Redis then."""
     path = os.path.join(folder, f"remote-{lease}.json")
-    with open(path + ".part", "w", encoding="utf-8") as f:
-        json.dump(result, f, ensure_ascii=False)
-    os.replace(path + ".part", path)
-    conn.hset(lease_key(lease), mapping={"state": "done", "beat": time.time()})
+    fields = {"state": "done", "beat": time.time()}
+    try:
+        with open(path + ".part", "w", encoding="utf-8") as f:
+            json.dump(result, f, ensure_ascii=False)
+        os.replace(path + ".part", path)
+    except OSError as e:
+        try:
+            os.unlink(path + ".part")
+        except FileNotFoundError:
+            pass
+        if not is_disk_full(e):
+            raise
+        fields["result"] = json.dumps(result, ensure_ascii=False)
+    conn.hset(lease_key(lease), mapping=fields)
+
+
+def read_result(conn, folder: str, lease: str, h: dict) -> dict:
+    """A done lease's result, for the relay: from the job's folder, or from the lease when the disk was full (then
+    dropped from it: the relay stores it as a front worker would)."""
+    path = os.path.join(folder, f"remote-{lease}.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            result = json.load(f)
+    except FileNotFoundError:
+        result = json.loads(h["result"])
+        conn.hdel(lease_key(lease), "result")
+        return result
+    os.unlink(path)
+    return result

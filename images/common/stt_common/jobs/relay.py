@@ -107,11 +107,7 @@ def remote_run(audio_path: str, params: dict, ctx: JobContext) -> dict:
             h = link.read_lease(conn, lease)
             state = h.get("state", "")
             if state == "done":
-                path = os.path.join(folder, f"remote-{lease}.json")
-                with open(path, encoding="utf-8") as f:
-                    result = json.load(f)
-                os.unlink(path)
-                return result
+                return link.read_result(conn, folder, lease, h)
             if state == "failed":
                 if h.get("kind") == "shutdown":   # the worker host stopped: handed back (execution.hand_back)
                     ctx.reason = "shutdown"
