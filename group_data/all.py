@@ -150,17 +150,25 @@ jobs_env_file = "/etc/whisper-platform/jobs.env"
 # one file of embeddings per caller in <speakers_dir>/<service>/ (never audio); part of the backups
 speakers_dir = "/var/lib/whisper-platform/speakers"
 redis_port = 6379  # loopback only
-redis_maxmemory = "256mb"  # no eviction: jobs are small records, uploads stay on disk
+redis_maxmemory = "256mb"  # no eviction: jobs are small records, uploads stay on disk; full: 503, never 500
 # Redis's unix socket lives in this folder, which the containers mount: ours (systemd-tmpfiles makes it at boot),
 # never Redis's own RuntimeDirectory (/run/redis), which systemd deletes and makes anew on every Redis restart
 redis_socket_dir = "/run/whisper-platform/redis"
 # the API refuses new jobs (507 insufficient_storage) when the disk holding jobs_dir would keep less than this
 # many MB free after the upload: results, Redis's AOF and the host's other tenants keep their room
 jobs_min_free_mb = 1024
-# worker hosts (inventory group `workers`, group_data/workers.py): the front's link ports, bound to its
-# `link_address` only, and where the deploying machine keeps the link's CA and keys (stages/link.py)
+# quotas on submission (429 with Retry-After past one; 0 = no limit; docs/jobs.md): per caller (an API key or a
+# basic-auth user), jobs queued or running and MiB of audio and results kept; per service, the same in all
+job_quota_jobs = 20
+job_quota_mb = 10240
+jobs_max_queued = 200
+jobs_max_stored_mb = 51200
+# the one deadline of a webhook delivery (resolving, connecting, sending, the receiver's answer), seconds
+webhook_timeout = 15
+# worker hosts (inventory group `workers`, group_data/workers.py): the front's link port (their job interface,
+# HTTPS), bound to its `link_address` only, and where the deploying machine keeps the link's CA, keys and
+# tokens (stages/link.py)
 link_address = ""   # set by the inventory when it has worker hosts: an address of the front they reach
-link_redis_port = 6380
 link_https_port = 8444
 link_pki_dir = "~/.local/share/whisper-platform/link"
 

@@ -24,6 +24,7 @@ from stages.redis import CONTAINER_SOCKET_DIR, SOCKET_NAME
 from stages.ops import CommandSucceeds, ComposeFlavour, ContainerImage, EnvFileDigest, compose_command, \
     env_line_digest, env_secret_file
 from stages.secrets_env import Secret, api_keys
+from stages import link
 from stages.settings import REPO, Platform, Service
 from stages.signals import changed
 
@@ -78,16 +79,22 @@ def env_file(svc: Service, secrets: dict) -> Secret:
     return Secret("\n".join(lines) + "\n")
 
 
-def jobs_settings(svc: Service, p: Platform, worker_name: str = ""):
+def jobs_settings(svc: Service, p: Platform, worker_name: str = "", relays: int = 0):
     """What the compose template needs for a service's asynchronous jobs; None when jobs are off.
-    `worker_name` (the inventory's name of the host) is what a job's status names as its worker."""
+    `worker_name` (the inventory's name of the host) is what a job's status names as its worker; `relays` how many
+    worker-host slots take this service's jobs (stages/link.py: that many relay processes on the front)."""
     if not p.jobs_enabled:
         return None
+    from stages.link import CONTAINER_WORKERS_FILE, LINK_WORKERS_DIR
     return {"env_file": p.jobs_env_file, "dir": f"{p.jobs_dir}/{svc.key}", "ttl": p.job_ttl,
             "max_seconds": p.job_max_seconds, "retries": p.job_retries,
-            "worker_name": worker_name, "min_free_mb": p.jobs_min_free_mb,
+            "worker_name": worker_name, "quota_jobs": p.job_quota_jobs, "quota_mb": p.job_quota_mb,
+            "max_queued": p.jobs_max_queued, "max_stored_mb": p.jobs_max_stored_mb,
+            "webhook_timeout": p.webhook_timeout, "relays": relays, "min_free_mb": p.jobs_min_free_mb,
             "socket_dir": p.redis_socket_dir, "socket_dir_in_container": CONTAINER_SOCKET_DIR,
-            "socket": f"{CONTAINER_SOCKET_DIR}/{SOCKET_NAME}"}
+            "socket": f"{CONTAINER_SOCKET_DIR}/{SOCKET_NAME}",
+            "link_workers_dir": LINK_WORKERS_DIR, "link_workers_dir_in_container": CONTAINER_WORKERS_FILE.rsplit("/", 1)[0],
+            "link_workers_file": CONTAINER_WORKERS_FILE}
 
 
 def log_settings(p: Platform) -> dict:
@@ -100,11 +107,14 @@ def speakers_folder(svc: Service, p: Platform) -> str:
     return f"{p.speakers_dir}/{svc.key}"
 
 
-def compose_values(svc: Service, p: Platform, tag: str, worker_name: str = "") -> dict:
-    """What templates/compose/service.yml.j2 renders with."""
-    return {"svc": svc, "image_tag": tag, "timezone": p.timezone, "body_limit_mb": body_limit_mb(p.body_limit),
-            "hf_cache_dir": p.hf_cache_dir, "models_dir": p.models_dir,
-            "jobs": jobs_settings(svc, p, worker_name=worker_name), "logs": log_settings(p),
+def compose_values(svc: Service, p: Platform, worker_name: str = "", relays: int = 0) -> dict:
+    """Everything templates/compose/service.yml.j2 renders from (the stage's files.template, the tests)."""
+    from stages.identity import proxy_env_file
+
+    return {"svc": svc, "image_tag": image_tag(svc, p), "timezone": p.timezone,
+            "body_limit_mb": body_limit_mb(p.body_limit), "hf_cache_dir": p.hf_cache_dir,
+            "models_dir": p.models_dir, "jobs": jobs_settings(svc, p, worker_name=worker_name, relays=relays),
+            "proxy_env_file": proxy_env_file(p), "logs": log_settings(p),
             "speakers_dir": speakers_folder(svc, p) if svc.speaker_store else ""}
 
 
@@ -181,7 +191,7 @@ def compose_projects(p: Platform, secrets: dict[str, Secret]):
             src=str(REPO / "templates/compose/service.yml.j2"),
             dest=f"{project}/docker-compose.yml",
             mode="644",
-            **compose_values(svc, p, image_tag(svc, p), worker_name=host.name),
+            **compose_values(svc, p, worker_name=host.name, relays=link.relays(svc.key)),
         )
         q = shlex.quote(project)
         # a container of the same name that is not ours (the runbook's hand-made one) is removed; its

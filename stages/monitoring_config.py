@@ -116,8 +116,12 @@ def render_blackbox(p: Platform) -> str:
     return render("blackbox.yml.j2", vhosts=vhosts(p), insecure=str(p.tls_mode == "selfsigned"))
 
 
+# a worker-host slot that has not asked the front for work this long is gone (stt_common/jobs/link.py's SEEN_TTL_S)
+LINK_SEEN_TTL_S = 90
+
+
 def render_jobs_script(p: Platform) -> str:
-    return render("jobs.lua.j2", services=[svc.key for svc in p.services])
+    return render("jobs.lua.j2", services=[svc.key for svc in p.services], seen_ttl=LINK_SEEN_TTL_S)
 
 
 def command_lines(p: Platform, own_prometheus: bool) -> dict[str, str]:

@@ -15,7 +15,10 @@ Who restarts what:
 - the autostart proxy: restarted when its code or unit changed, reloaded when only its
   config.json changed (stages.autostart).
 - Redis: restarted when its package, settings, password include or unit drop-in (its socket folder) changed
-  (stages.redis).
+  (stages.redis), and once where an earlier version had given worker hosts Redis access (stages.link removes it).
+- nginx's link server: reloaded (after `nginx -t`) when its file, certificate or key changed (stages.link); the
+  proxy key's line (stages.identity) reloads nginx only where the auth map already includes it.
+- the sweep timer: `daemon-reload` when its units changed (stages.sweep); it starts its one-off containers itself.
 - the proxy's journal namespace: its journald instance restarts when its cap changed, and the proxy with it
   (stages.autostart).
 - the monitoring units (stages.monitoring): each restarts when its package was installed, its command line

@@ -74,3 +74,56 @@ def test_redis_is_local_and_needs_its_password(deployed):
     assert ssh("stat -c '%a %U' /etc/whisper-platform/jobs.env").stdout.split() == ["600", "root"]
     assert ssh("stat -c '%a %U %G' /etc/redis/whisper-platform-auth.conf").stdout.split() == ["640", "root", "redis"]
     assert ssh("grep -c appendonly /etc/redis/whisper-platform.conf").stdout.strip() == "1"
+
+
+def test_two_basic_auth_users_each_see_only_their_own_jobs(deployed, tmp_path):
+    """Before: nginx forwarded API key #1 for every basic-auth user, so all of them (the shared htpasswd's other
+    users too) shared one job namespace. Now each one is a caller of its own; the API key's caller is another."""
+    import bcrypt
+
+    secrets = deployed["secrets"]
+    me = (secrets["WHISPER_BASIC_AUTH_USER"], secrets["WHISPER_BASIC_AUTH_PASSWORD"])
+    other = ("colleague-e2e", "colleague-password")
+    line = f"{other[0]}:{bcrypt.hashpw(other[1].encode(), bcrypt.gensalt(5)).decode()}"
+    ssh(f"echo '{line}' >> /etc/nginx/.htpasswd")   # another user of the host's shared htpasswd
+    wav = tmp_path / "hello.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), "hello"], check=True)
+    base = base_url("whisper.sandbox.test")
+    try:
+        with http_client("whisper.sandbox.test") as client:
+            def submit(auth):
+                with open(wav, "rb") as f:
+                    r = client.post(base + "/v1/jobs", files={"file": f}, auth=auth)
+                assert r.status_code == 202, r.text
+                return r.json()["id"]
+
+            def listed(**kw):
+                r = client.get(base + "/v1/jobs", **kw)
+                assert r.status_code == 200, r.text
+                return {j["id"] for j in r.json()["data"]}
+
+            mine, theirs = submit(me), submit(other)
+            key = {"headers": {"Authorization": f"Bearer {secrets['WHISPER_API_KEY'].split(',')[0]}"}}
+            assert mine in listed(auth=me) and theirs not in listed(auth=me)
+            assert theirs in listed(auth=other) and mine not in listed(auth=other)
+            assert not {mine, theirs} & listed(**key)
+            assert client.get(f"{base}/v1/jobs/{mine}", auth=other).status_code == 404
+            assert client.delete(f"{base}/v1/jobs/{mine}", auth=other).status_code == 404
+            # a header a client sends to pick a user is overwritten by nginx
+            assert mine not in listed(auth=other, headers={"X-STT-User": me[0]})
+            assert client.get(f"{base}/v1/jobs/{mine}", auth=me).status_code == 200
+    finally:
+        ssh(f"sed -i '/^{other[0]}:/d' /etc/nginx/.htpasswd")
+
+
+def test_expired_job_files_are_swept_by_a_host_timer(deployed):
+    """The sweep runs from a systemd timer in a one-off container of each worker (services stopped or not)."""
+    assert ssh("systemctl is-enabled whisper-jobs-sweep.timer").stdout.strip() == "enabled"
+    assert ssh("systemctl is-active whisper-jobs-sweep.timer").stdout.strip() == "active"
+    old = "/var/lib/whisper-platform/jobs/faster/0123456789abcdef0123456789abcdef"
+    ssh(f"mkdir -p {old} && echo x > {old}/audio && chown -R --reference=/var/lib/whisper-platform/jobs/faster {old} "
+        f"&& touch -d '5 days ago' {old}")
+    run = ssh("systemctl start whisper-jobs-sweep.service; journalctl -u whisper-jobs-sweep.service -n 40 --no-pager",
+              check=False)
+    assert "expired job folder(s) removed" in run.stdout, run.stdout + run.stderr
+    assert ssh(f"test -e {old}", check=False).returncode != 0

@@ -20,7 +20,8 @@ def render_compose(p: Platform, key: str) -> str:
     svc = p.service(key)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(REPO / "templates/compose")),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    return env.get_template("service.yml.j2").render(**compose_values(svc, p, "whisperx:src-0"))
+    return env.get_template("service.yml.j2").render(
+        **{**compose_values(svc, p), "image_tag": "whisperx:src-0"})
 
 
 @pytest.mark.parametrize("ipv6", [True, False])

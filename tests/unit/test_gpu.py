@@ -27,7 +27,7 @@ def render(p: Platform, key="faster") -> str:
     svc = p.service(key)
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     return env.from_string((REPO / "templates/compose/service.yml.j2").read_text()).render(
-        **compose_values(svc, p, "whisper-faster:src-0"))
+        **{**compose_values(svc, p), "image_tag": "whisper-faster:src-0"})
 
 
 def test_no_cuda_service_no_gpu_stage():

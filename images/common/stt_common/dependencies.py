@@ -45,8 +45,8 @@ _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def jobs_unavailable() -> APIError:
-    return APIError(503, "Asynchronous jobs are unavailable for a moment: the job store (Redis) does not answer. "
-                         "Jobs already accepted are kept; retry in a few seconds.",
+    return APIError(503, "Asynchronous jobs are unavailable for a moment: the job store (Redis) does not answer "
+                         "or is full. Jobs already accepted are kept; retry in a few seconds.",
                     type="server_error", code="jobs_unavailable", headers={"Retry-After": str(REDIS_RETRY_AFTER)})
 
 
@@ -63,8 +63,17 @@ def is_redis_failure(exc: BaseException) -> bool:
         return False
     if isinstance(exc, (rx.ConnectionError, rx.TimeoutError)):   # BusyLoadingError and AuthenticationError too
         return True
+    # redis-py turns some replies into classes of their own and drops their prefix ("OOM command not allowed..."
+    # arrives as OutOfMemoryError("command not allowed..."))
+    for name in ("OutOfMemoryError", "ReadOnlyError", "NoPermissionError"):
+        cls = getattr(rx, name, None)
+        if cls is not None and isinstance(exc, cls):
+            return True
     if isinstance(exc, rx.ResponseError):
-        return str(exc).split(" ", 1)[0].upper() in _REDIS_NOT_NOW
+        text = str(exc)
+        if text.startswith("Command # "):   # a pipeline's error: "Command # 1 (SET a b) of pipeline caused error: ..."
+            text = text.split("caused error: ", 1)[-1]
+        return text.split(" ", 1)[0].upper() in _REDIS_NOT_NOW
     return False
 
 

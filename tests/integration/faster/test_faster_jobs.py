@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from jobs_support import Worker, needs_redis
-from stt_common.jobs import SIGNATURE_HEADER, verify
+from stt_common.jobs import DELIVERY_HEADER, SIGNATURE_HEADER, verify
 from transcript_wer import wer
 
 from .conftest import free_port, start_server, stop_server, tiny_model
@@ -189,9 +189,17 @@ def test_webhook_is_signed_and_delivered(api, worker, speech):
             time.sleep(0.2)
     assert received, worker.logs()
     got_headers, body = received[0]
-    assert verify(SECRET, got_headers[SIGNATURE_HEADER], body)
-    assert not verify("another-secret", got_headers[SIGNATURE_HEADER], body)
-    assert not verify(SECRET, got_headers[SIGNATURE_HEADER], body + b" ")
+    # the caller's own secret, as it reads it from the API; the signature covers the recipient URL too
+    mine = httpx.get(api.url + "/v1/jobs/webhook-secret", headers=headers(), timeout=10).json()["secret"]
+    theirs = httpx.get(api.url + "/v1/jobs/webhook-secret", headers=headers("sk-other-caller"), timeout=10)
+    assert theirs.json()["secret"] != mine and SECRET not in (mine, theirs.json()["secret"])
+    signature = got_headers[SIGNATURE_HEADER]
+    assert verify(mine, signature, url, body)
+    assert not verify(theirs.json()["secret"], signature, url, body)   # no caller signs for another
+    assert not verify(SECRET, signature, url, body)                    # nor does the host's master secret
+    assert not verify(mine, signature, url + "x", body)                # replayed to another receiver: refused
+    assert not verify(mine, signature, url, body + b" ")
+    assert got_headers[DELIVERY_HEADER]
     payload = json.loads(body)
     assert payload == {"id": job["id"], "object": "transcription.job", "status": "succeeded",
                        "result_url": f"/v1/jobs/{job['id']}/result", "error": None}
@@ -261,8 +269,8 @@ def running_attempt(api, job_id: str, attempt: int, worker: Worker) -> dict:
 def test_a_dead_workers_job_waits_its_back_off_then_finishes(api, jobs_env, meeting, tmp_path):
     """The worker dies with its scheduler (the container's end: OOM, host down). Another worker finds the job
     abandoned, schedules it BACK_OFF seconds later, takes over the dead worker's scheduler lock and runs it then.
-    The dead one is like a worker host (jobs queue only: no webhook secret), the other like the front's worker,
-    whose scheduler already runs for the webhook queue when it takes over the jobs queue's lock."""
+    The dead one delivered no webhooks (no webhook secret), the other is like the front's worker (its deliveries run
+    in threads of their own, no RQ queue: its scheduler starts only once it has taken over the jobs queue's lock)."""
     first = faster_worker(tmp_path, {**jobs_env, "STT_WORKER_NAME": "host-a", "STT_WEBHOOK_SECRET": ""})
     second = None
     try:
@@ -270,7 +278,7 @@ def test_a_dead_workers_job_waits_its_back_off_then_finishes(api, jobs_env, meet
         running_attempt(api, job["id"], 1, first)
         second = faster_worker(tmp_path, {**jobs_env, "STT_WORKER_NAME": "host-b"})
         deadline = time.monotonic() + 60
-        while "Scheduler for" not in second.logs() and time.monotonic() < deadline:   # its webhook queue's
+        while "Listening on" not in second.logs() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert status(api, job["id"])["status"] == "running", second.logs()
         killed_at = time.time()

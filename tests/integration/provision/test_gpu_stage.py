@@ -136,9 +136,10 @@ def _render(tmp_path, key: str, overrides: dict) -> Path:
     svc = p.service(key)
     (tmp_path / ".env").write_text("STT_API_KEYS=x\n")
     (tmp_path / "jobs.env").write_text("REDIS_PASSWORD=x\n")
+    (tmp_path / "proxy.env").write_text("STT_PROXY_KEY=x\n")   # beside jobs.env (stages.identity.proxy_env_file)
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     text = env.from_string((REPO / "templates/compose/service.yml.j2").read_text()).render(
-        **compose_values(svc, p, f"{svc.image_name}:src-0", worker_name="front"))
+        **{**compose_values(svc, p, worker_name="front"), "image_tag": f"{svc.image_name}:src-0"})
     path = tmp_path / "docker-compose.yml"
     path.write_text(text)
     return path

@@ -12,22 +12,22 @@ import ssl
 import socket
 import subprocess
 import threading
-import time
 import types
 
 import bcrypt
 import pytest
 import requests
 
+from private_nginx import start_nginx
 from stages.settings import Platform, read_group_data
 from stages.web import render_auth_map, render_http_vhost, render_https_vhost, render_shared, render_tls_params
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 pytestmark = pytest.mark.skipif(not shutil.which("nginx") and not shutil.which("/usr/sbin/nginx"),
                                 reason="nginx is not installed (make docker installs it)")
 PORTAL = "https://portal.test.example"
 KEY = "sk-sandbox-" + "x" * 32  # as long as the keys make sandbox generates
 KEY2 = "sk.second+key/b64=="     # a second key, with the token characters a regex would read as operators
+PROXY_KEY = "pk-" + "p" * 64     # what stages/identity.py makes on the host
 
 
 def _free_port() -> int:
@@ -86,6 +86,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if size == 0:
                     break
         self.server.seen.append((self.command, self.path, self.headers.get("Authorization"), self.headers.get("Host")))
+        self.server.users.append(self.headers.get("X-STT-User"))
         body = b'{"ok": true}'
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -103,7 +104,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 def nginx(tmp_path_factory):
     root = tmp_path_factory.mktemp("nginx")
     upstream = Upstream(("127.0.0.1", 0), Handler)
-    upstream.seen = []
+    upstream.seen, upstream.users = [], []
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     http_port, https_port = _free_port(), _free_port()
     values = read_group_data(
@@ -120,33 +121,16 @@ def nginx(tmp_path_factory):
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={host}",
                     "-addext", f"subjectAltName=DNS:{host}", "-keyout", str(root / "tls" / f"{host}.key"),
                     "-out", str(root / "tls" / f"{host}.crt")], check=True, capture_output=True)
-    (root / "htpasswd").write_text("someone:else\nwhisper:" + bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode() + "\n")
+    (root / "htpasswd").write_text("someone:else\nwhisper:" + bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode() + "\n"
+                                   + "colleague:" + bcrypt.hashpw(b"pw2", bcrypt.gensalt(4)).decode() + "\n")
     (root / "conf.d" / "whisper-platform.conf").write_text(render_shared(data))
-    (root / "conf.d" / "whisper-platform-auth.conf").write_text(render_auth_map(data, [KEY, KEY2]))
+    (root / "proxy-key.conf").write_text(f'default "Bearer {PROXY_KEY}";\n')   # as stages/identity.py writes it
+    (root / "conf.d" / "whisper-platform-auth.conf").write_text(render_auth_map(data, [KEY, KEY2],
+                                                                                proxy_key_conf=str(root / "proxy-key.conf")))
     (root / "snippets" / "whisper-platform-tls.conf").write_text(render_tls_params())
     (root / "sites-enabled" / f"{host}-http").write_text(render_http_vhost(svc, data))
     (root / "sites-enabled" / host).write_text(render_https_vhost(svc, data))
-    (root / "nginx.conf").write_text(f"""
-daemon off; master_process on; worker_processes 1; user root;
-error_log {root}/logs/error.log; pid {root}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {root}/body; proxy_temp_path {root}/proxy;
-    fastcgi_temp_path {root}/fcgi; uwsgi_temp_path {root}/uwsgi; scgi_temp_path {root}/scgi;
-    include {root}/conf.d/*.conf;
-    include {root}/sites-enabled/*;
-}}
-""")
-    check = subprocess.run([NGINX, "-t", "-p", str(root), "-c", str(root / "nginx.conf")], capture_output=True, text=True)
-    assert check.returncode == 0, check.stderr
-    proc = subprocess.Popen([NGINX, "-p", str(root), "-c", str(root / "nginx.conf")])
-    for _ in range(50):
-        try:
-            socket.create_connection(("127.0.0.1", https_port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
+    proc = start_nginx(root, f"    include {root}/conf.d/*.conf;\n    include {root}/sites-enabled/*;", https_port)
     session = requests.Session()
     ca = str(root / "tls" / f"{host}.crt")
 
@@ -177,7 +161,8 @@ http {{
         except InvalidStatus as e:
             return e.response.status_code
 
-    yield types.SimpleNamespace(call=call, seen=upstream.seen, http_port=http_port, host=host, websocket=websocket)
+    yield types.SimpleNamespace(call=call, seen=upstream.seen, users=upstream.users, http_port=http_port, host=host,
+                                websocket=websocket)
     proc.terminate()
     proc.wait(5)
     upstream.shutdown()
@@ -190,10 +175,25 @@ def test_credentials(nginx):
     assert nginx.call("GET", "/v1/models", headers={"Authorization": "Bearer nope"}).status_code == 401
     assert nginx.seen == []  # nothing reached the service
     assert nginx.call("GET", "/v1/models", auth=("whisper", "pw")).status_code == 200
-    # basic auth passed: the service gets the platform's API key instead of the password
-    assert nginx.seen[-1] == ("GET", "/v1/models", f"Bearer {KEY}", nginx.host)
+    # basic auth passed: the service gets the proxy key (never a client's API key) and the user's name
+    assert nginx.seen[-1] == ("GET", "/v1/models", f"Bearer {PROXY_KEY}", nginx.host)
+    assert nginx.users[-1] == "whisper"
     assert nginx.call("GET", "/v1/models", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
-    assert nginx.seen[-1][2] == f"Bearer {KEY}"
+    assert nginx.seen[-1][2] == f"Bearer {KEY}" and not nginx.users[-1]
+
+
+def test_each_basic_auth_user_reaches_the_service_as_itself(nginx):
+    """Two htpasswd users: each one's own name, which no client can choose (nginx sets the header every time)."""
+    nginx.seen.clear()
+    nginx.users.clear()
+    assert nginx.call("GET", "/v1/jobs", auth=("whisper", "pw"), headers={"X-STT-User": "colleague"}).status_code == 200
+    assert nginx.call("GET", "/v1/jobs", auth=("colleague", "pw2")).status_code == 200
+    assert nginx.call("GET", "/v1/jobs", headers={"Authorization": f"Bearer {KEY}", "X-STT-User": "whisper"}) \
+        .status_code == 200
+    assert nginx.users == ["whisper", "colleague", None]   # an empty value: nginx drops the client's header
+    assert [s[2] for s in nginx.seen] == [f"Bearer {PROXY_KEY}", f"Bearer {PROXY_KEY}", f"Bearer {KEY}"]
+    # the proxy key is no API key: a client that learned it is still refused by nginx
+    assert nginx.call("GET", "/v1/jobs", headers={"Authorization": f"Bearer {PROXY_KEY}"}).status_code == 401
 
 
 def test_bearer_match_is_exact_and_case_sensitive(nginx):

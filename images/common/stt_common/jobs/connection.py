@@ -20,9 +20,10 @@ ROLES = {
 }
 
 
-def redis_connection(settings, role: str = "api"):
+def redis_connection(settings, role: str = "api", socket_timeout=None):
     """The Redis connection for STT_REDIS_URL (redis://, rediss:// or unix://) and STT_REDIS_PASSWORD, with the
-    retries and timeouts of its role (ROLES)."""
+    retries and timeouts of its role (ROLES). `socket_timeout`: for a connection that blocks (BLPOP and the like)
+    longer than its role's timeout."""
     from redis import Redis
     from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
     from redis.exceptions import ConnectionError, TimeoutError
@@ -36,8 +37,34 @@ def redis_connection(settings, role: str = "api"):
     if settings.redis_url.startswith("rediss://"):
         tls = {"ssl_cert_reqs": "required", "ssl_ca_certs": settings.link_ca or None,
                "ssl_certfile": settings.link_cert or None, "ssl_keyfile": settings.link_key or None}
+    if socket_timeout is not None:
+        options["socket_timeout"] = socket_timeout
     return Redis.from_url(settings.redis_url, password=settings.redis_password or None,
                           health_check_interval=30, retry=retry, **options, **tls)
+
+
+def wait_for_redis(conn, log_every: float = 30.0) -> None:
+    """Until Redis answers (a host boot, Redis restarting or upgraded): a back-off up to 10 s between tries, a log
+    line every `log_every` s; never gives up (the container would only be restarted into the same wait)."""
+    import logging
+    import time
+
+    from ..dependencies import describe_error, is_redis_failure
+
+    delay, said = 0.5, 0.0
+    while True:
+        try:
+            conn.ping()
+            return
+        except Exception as e:  # noqa: BLE001
+            if not is_redis_failure(e):
+                raise
+            if time.monotonic() - said >= log_every:
+                said = time.monotonic()
+                logging.getLogger("stt_common.jobs").warning(
+                    "Redis at STT_REDIS_URL does not answer (%s): waiting", describe_error(e))
+        time.sleep(delay)
+        delay = min(10.0, delay * 2)
 
 
 def worker_name(settings) -> str:

@@ -1,22 +1,23 @@
-"""The job functions RQ runs in the worker (by the names in keys.py): one transcription (`execute`), and the
-failure callback of a job whose worker died on its last attempt (`on_failure`)."""
+"""The job functions RQ runs in the worker (by the names in keys.py, through codec.ALLOWED): one transcription
+(`execute`), and the failure callback of a job whose worker died on its last attempt (`on_failure`).
+
+Both run on the front only: in its model worker, or in a relay (relay.py) whose `spec.run` hands the job to a
+worker host and waits for its result. Either way the result lands beside the audio on the front's disk."""
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 import uuid
 
 from ..errors import APIError
 from ..executor import JobStopped
-from . import runtime
-from .connection import worker_name
+from . import quotas, runtime
 from .keys import cancel_key, finished_key
 from .spec import JobContext, claim_finish
 from .status import failed_error, iso_now
-from .store import fetch_audio, save_result
-from .webhooks import send_or_queue_webhook
+from .store import remove_files, save_result
+from .webhooks import queue_delivery
 
 log = logging.getLogger("stt_common.jobs")
 # how often a job may go back to its queue because its worker was stopping: never reached by restarts and deploys;
@@ -32,25 +33,19 @@ def execute() -> dict:
     conn = job.connection
     spec, settings = runtime.SPEC, runtime.SETTINGS
     folder = os.path.join(settings.jobs_dir, job.id)
-    remote = bool(settings.jobs_fetch_url)   # a worker host: the audio comes over the link, the result goes to Redis
     if conn.exists(finished_key(job.id)):   # an attempt elsewhere already finished it
         return {"state": "duplicate"}
-    job.meta.update(attempts=int(job.meta.get("attempts", 0)) + 1, worker=worker_name(settings),
+    job.meta.update(attempts=int(job.meta.get("attempts", 0)) + 1, worker=runtime.current_worker(),
                     seconds_done=0.0, error=None)
     job.save_meta()
     ctx = JobContext(job, conn, stopping=runtime.STOPPING.is_set)
     t0 = time.monotonic()
     outcome, error = "succeeded", None
     try:
-        try:
-            if conn.exists(cancel_key(job.id)):
-                raise JobStopped("canceled")
-            audio = fetch_audio(settings, job, folder) if remote else os.path.join(folder, "audio")
-            result = spec.run(audio, job.meta.get("params") or {}, ctx)
-            save_result(conn, settings, job.id, result, remote)
-        finally:
-            if remote:   # the worker host keeps no copy of anyone's audio
-                shutil.rmtree(folder, ignore_errors=True)
+        if conn.exists(cancel_key(job.id)):
+            raise JobStopped("canceled")
+        result = spec.run(os.path.join(folder, "audio"), job.meta.get("params") or {}, ctx)
+        save_result(conn, settings, spec.service, job.id, result)
         if not claim_finish(conn, job, settings, ctx.attempt):
             log.warning("job %s was finished elsewhere meanwhile: this late result is dropped", job.id)
             return {"state": "duplicate"}
@@ -78,7 +73,7 @@ def execute() -> dict:
     job.save_meta()
     if outcome == "canceled":
         conn.delete(cancel_key(job.id))
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_files(conn, settings, spec.service, job.id)
     finish(job, conn, outcome, time.monotonic() - t0)
     return {"state": outcome}
 
@@ -120,7 +115,9 @@ def on_failure(job, connection, exc_type=None, exc_value=None, traceback=None) -
 
 
 def finish(job, conn, outcome: str, seconds: float) -> None:
-    """A job's end: the counters, and its webhook when it has a callback_url."""
+    """A job's end: it leaves the quota's active count, the counters, and its webhook when it has a callback_url."""
+    service = runtime.SPEC.service
+    quotas.finished(conn, service, job.meta.get("owner"), job.id)
     runtime.stat(conn, f"jobs_{outcome}")
     runtime.stat(conn, "job_seconds", seconds)
     url = job.meta.get("callback_url")
@@ -128,4 +125,5 @@ def finish(job, conn, outcome: str, seconds: float) -> None:
         payload = {"id": job.id, "object": "transcription.job", "status": outcome,
                    "result_url": f"/v1/jobs/{job.id}/result" if outcome == "succeeded" else None,
                    "error": job.meta.get("error")}
-        send_or_queue_webhook(conn, url, payload)
+        queue_delivery(conn, service, url, job.meta.get("owner") or "anonymous", payload,
+                       int(runtime.SETTINGS.job_ttl))
