@@ -11,7 +11,7 @@ from stages import (autostart, compose_projects, gpu, identity, images, link, mo
 from stages.settings import Platform
 
 if "workers" in host.groups:
-    # a worker host (issue 14): Docker, its services' images and models, RQ workers on the link to the front
+    # a worker host: Docker, its services' images and models, RQ workers on the link to the front
     worker = workers.WorkerHost.from_group_data(host.data)
     platform = Platform.from_group_data(host.data, service_overrides_extra=worker.service_overrides(host.data))
     workers.worker_packages(platform)

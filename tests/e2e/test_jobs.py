@@ -1,4 +1,4 @@
-"""Issue 13 on the sandbox host: Redis provisioned by the deploy, a job through nginx and the autostart proxy
+"""Asynchronous jobs on the sandbox host: Redis provisioned by the deploy, a job through nginx and the autostart proxy
 to the service's RQ worker, its result in every format; Redis reachable from the host only, with a password."""
 
 from __future__ import annotations

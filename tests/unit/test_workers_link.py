@@ -1,4 +1,4 @@
-"""Worker hosts (issue 14) without a host: the inventory's groups, the link's PKI (real certificates, checked
+"""Worker hosts without a host: the inventory's groups, the link's PKI (real certificates, checked
 with real TLS handshakes on the loopback), and the templates the worker and the front receive."""
 from __future__ import annotations
 
