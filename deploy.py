@@ -6,12 +6,12 @@
 
 from pyinfra import host
 
-from stages import (autostart, compose_projects, gpu, images, link, model_store, monitoring, packages, redis, secrets_env,
-                    web, workers)
+from stages import (autostart, compose_projects, gpu, identity, images, link, model_store, monitoring, packages, redis,
+                    secrets_env, sweep, web, workers)
 from stages.settings import Platform
 
 if "workers" in host.groups:
-    # a worker host (issue 14): Docker, its services' images and models, RQ workers on the link to the front
+    # a worker host: Docker, its services' images and models, RQ workers on the link to the front
     worker = workers.WorkerHost.from_group_data(host.data)
     platform = Platform.from_group_data(host.data, service_overrides_extra=worker.service_overrides(host.data))
     workers.worker_packages(platform)
@@ -38,8 +38,10 @@ else:
     model_store.model_store(platform)
     images.build_images(platform)
     redis.redis_server(platform)
-    link.front_link(platform)   # Redis TLS and the audio server for the worker hosts; nothing without any
+    link.front_link(platform)   # the worker hosts' job interface (nginx on the link); nothing without any
+    identity.proxy_key(platform)   # before the compose files and nginx's auth map that read it
     compose_projects.compose_projects(platform, secrets)
+    sweep.sweep_timer(platform)   # expired job files go on time, also while a service is stopped
     web.nginx_base(platform, secrets)
     web.certificates(platform)
     web.nginx_vhosts(platform, secrets)

@@ -49,7 +49,7 @@ if os.environ.get("SANDBOX_SERVICES"):
     _keep = set(os.environ["SANDBOX_SERVICES"].split(","))
     _sandbox[0][1]["service_overrides_extra"] = {k: {"enabled": k in _keep} for k in ("faster", "whisperx")}
 
-# worker hosts (issue 14, stages/workers.py): extra machines that run jobs for the front host. Each one's knobs
+# worker hosts (stages/workers.py): extra machines that run jobs for the front host. Each one's knobs
 # (worker_services, worker_model, worker_device, worker_concurrency, ...) go in its host data here, defaults in
 # group_data/workers.py. The front (the production or sandbox host) reaches them over the link: set its
 # `link_address` (an address of the front that the workers reach, e.g. its private network address).

@@ -1,6 +1,8 @@
-"""Issue 11's attacks against both services, before and after the hardening, side by side in one table.
+"""The hostile and unlucky requests against both services, before and after the hardening, side by side in one table.
 
     .venv/bin/python bench/abuse.py [--before-commit 859b999] [--cap 60] [--services faster,whisperx]
+    .venv/bin/python bench/abuse.py --jobs [--jobs-before-commit e31cd06]   # the job path's trust attacks
+                                                                           # (bench/abuse_jobs.py; needs redis-server)
 
 For each attack and service: the HTTP status, the time until the server refused (or answered), the server's
 peak RSS during the attack (and its growth over the RSS the attack started from) and the peak disk used in the
@@ -385,9 +387,14 @@ def main() -> None:
     ap.add_argument("--cap", type=float, default=60.0, help="wall-time bound of each attack, seconds")
     ap.add_argument("--services", default="faster,whisperx")
     ap.add_argument("--only", default="", help="run only the attacks whose name contains this")
+    ap.add_argument("--jobs", action="store_true", help="the job path's attacks instead (bench/abuse_jobs.py)")
+    ap.add_argument("--jobs-before-commit", default="e31cd06", help="the code before the job path's hardening")
     args = ap.parse_args()
 
     model, label = bench_model()
+    if args.jobs:
+        import abuse_jobs
+        return abuse_jobs.main_jobs(args, ROOT, model, label)
     work = Path(tempfile.mkdtemp(prefix="abuse-bench-"))
     before = before_tree(args.before_commit, work)
     audio_dir = work / "audio"

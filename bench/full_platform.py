@@ -1,4 +1,4 @@
-"""Benchmarks of the whole platform on the sandbox host (issue 7), printed as a table.
+"""Benchmarks of the whole platform on the sandbox host, printed as a table.
 
     .venv/bin/python bench/full_platform.py            # against the running, deployed sandbox
     .venv/bin/python bench/full_platform.py --fresh    # first rebuilds the sandbox: fresh deploy per stage

@@ -3,7 +3,7 @@
 # faster (transcribe, float16 on cuda / int8 on cpu) and whisperx (transcribe, + align, + diarize), each request
 # timed RUNS times after a warm-up; prints median seconds, x real time and the cuda speed-up per step.
 #
-# NOT RUN YET: no GPU machine was lent to the task that wrote it (issue 14). Everything short of the GPU is tested on
+# NOT RUN YET: no GPU machine was lent to the task that wrote it. Everything short of the GPU is tested on
 # the test bed (tests/unit/test_gpu.py, tests/integration/faster/test_faster_gpu_image.py,
 # tests/integration/provision/test_gpu_stage.py); this script is what is left for a GPU host.
 #

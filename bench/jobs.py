@@ -1,4 +1,4 @@
-"""Asynchronous jobs (issue 13) against the synchronous endpoint, and a 2-hour recording through a job.
+"""Asynchronous jobs against the synchronous endpoint, and a 2-hour recording through a job.
 
     .venv/bin/python bench/jobs.py [--reps 3] [--seconds 180] [--long-minutes 120]
 

@@ -1,4 +1,4 @@
-"""Worker hosts (issue 14): job throughput with one and with two hosts taking jobs, on the same files.
+"""Worker hosts: job throughput with one and with two hosts taking jobs, on the same files.
 
     SANDBOX_WORKERS=<name>:<ssh port> .venv/bin/python bench/workers.py [--jobs 8] [--seconds 60] [--rounds 1]
 

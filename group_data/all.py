@@ -107,6 +107,10 @@ selfsigned_dir = "/etc/ssl/whisper-platform"
 # "auto": keep any Docker the host already has (docker-ce included); install the OS
 # packages only when there is none. "never": never install it (the host must have one).
 docker_install = "auto"
+# our containers' logs: Docker's `local` driver (compressed, rotated), set in our compose files only, never in
+# the host's daemon.json (other tenants keep their settings): at most max_files files of max_size per container
+container_log_max_size = "10m"
+container_log_max_files = 3
 base_image = "python:3.11-slim"
 # a local PEM bundle handed to pip inside image builds (TLS-intercepting proxies); "" = none
 build_ca_bundle = ""
@@ -146,11 +150,25 @@ jobs_env_file = "/etc/whisper-platform/jobs.env"
 # one file of embeddings per caller in <speakers_dir>/<service>/ (never audio); part of the backups
 speakers_dir = "/var/lib/whisper-platform/speakers"
 redis_port = 6379  # loopback only
-redis_maxmemory = "256mb"  # no eviction: jobs are small records, uploads stay on disk
-# worker hosts (inventory group `workers`, group_data/workers.py): the front's link ports, bound to its
-# `link_address` only, and where the deploying machine keeps the link's CA and keys (stages/link.py)
+redis_maxmemory = "256mb"  # no eviction: jobs are small records, uploads stay on disk; full: 503, never 500
+# Redis's unix socket lives in this folder, which the containers mount: ours (systemd-tmpfiles makes it at boot),
+# never Redis's own RuntimeDirectory (/run/redis), which systemd deletes and makes anew on every Redis restart
+redis_socket_dir = "/run/whisper-platform/redis"
+# the API refuses new jobs (507 insufficient_storage) when the disk holding jobs_dir would keep less than this
+# many MB free after the upload: results, Redis's AOF and the host's other tenants keep their room
+jobs_min_free_mb = 1024
+# quotas on submission (429 with Retry-After past one; 0 = no limit; docs/jobs.md): per caller (an API key or a
+# basic-auth user), jobs queued or running and MiB of audio and results kept; per service, the same in all
+job_quota_jobs = 20
+job_quota_mb = 10240
+jobs_max_queued = 200
+jobs_max_stored_mb = 51200
+# the one deadline of a webhook delivery (resolving, connecting, sending, the receiver's answer), seconds
+webhook_timeout = 15
+# worker hosts (inventory group `workers`, group_data/workers.py): the front's link port (their job interface,
+# HTTPS), bound to its `link_address` only, and where the deploying machine keeps the link's CA, keys and
+# tokens (stages/link.py)
 link_address = ""   # set by the inventory when it has worker hosts: an address of the front they reach
-link_redis_port = 6380
 link_https_port = 8444
 link_pki_dir = "~/.local/share/whisper-platform/link"
 
@@ -165,6 +183,9 @@ autostart_max_wait = 300
 # it starts, 200 when ready), without waiting: a page that will call the service requests it when it loads, so the
 # start runs while its user picks a file. "" = off (a service starts on its first real request only)
 autostart_wake_path = ""
+# the proxy logs into its own journal namespace ("whisper-platform"), capped at this size, so that it never
+# grows the host's journal (journalctl --namespace=whisper-platform -u docker-autostart); "" = the host's journal
+autostart_journal_max_use = "64M"
 
 # --- where our own files go on the host ----------------------------------------------------
 platform_dir = "/opt/whisper-platform"  # image build contexts, the autostart proxy's code

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start a sandbox worker host (issue 14) beside the sandbox front host, on a private Docker network of both:
+# Start a sandbox worker host beside the sandbox front host, on a private Docker network of both:
 #   bash sandbox/worker-up.sh NAME SSH_PORT     e.g. bash sandbox/worker-up.sh wsb-workers-w1 2233
 # The host is a fresh systemd+sshd Debian like the front (same image, key and wheelhouse); only its SSH port is
 # published (127.0.0.1). The front joins the network "${SANDBOX_NAME}-link"; its address there is written to

@@ -20,9 +20,11 @@ from pyinfra.facts.files import File
 from pyinfra.operations import files, server
 
 from stages.images import image_tag
+from stages.redis import CONTAINER_SOCKET_DIR, SOCKET_NAME
 from stages.ops import CommandSucceeds, ComposeFlavour, ContainerImage, EnvFileDigest, compose_command, \
     env_line_digest, env_secret_file
 from stages.secrets_env import Secret, api_keys
+from stages import link
 from stages.settings import REPO, Platform, Service
 from stages.signals import changed
 
@@ -77,19 +79,43 @@ def env_file(svc: Service, secrets: dict) -> Secret:
     return Secret("\n".join(lines) + "\n")
 
 
-def jobs_settings(svc: Service, p: Platform, worker_name: str = ""):
+def jobs_settings(svc: Service, p: Platform, worker_name: str = "", relays: int = 0):
     """What the compose template needs for a service's asynchronous jobs; None when jobs are off.
-    `worker_name` (the inventory's name of the host) is what a job's status names as its worker."""
+    `worker_name` (the inventory's name of the host) is what a job's status names as its worker; `relays` how many
+    worker-host slots take this service's jobs (stages/link.py: that many relay processes on the front)."""
     if not p.jobs_enabled:
         return None
+    from stages.link import CONTAINER_WORKERS_FILE, LINK_WORKERS_DIR
     return {"env_file": p.jobs_env_file, "dir": f"{p.jobs_dir}/{svc.key}", "ttl": p.job_ttl,
             "max_seconds": p.job_max_seconds, "retries": p.job_retries,
-            "worker_name": worker_name}
+            "worker_name": worker_name, "quota_jobs": p.job_quota_jobs, "quota_mb": p.job_quota_mb,
+            "max_queued": p.jobs_max_queued, "max_stored_mb": p.jobs_max_stored_mb,
+            "webhook_timeout": p.webhook_timeout, "relays": relays, "min_free_mb": p.jobs_min_free_mb,
+            "socket_dir": p.redis_socket_dir, "socket_dir_in_container": CONTAINER_SOCKET_DIR,
+            "socket": f"{CONTAINER_SOCKET_DIR}/{SOCKET_NAME}",
+            "link_workers_dir": LINK_WORKERS_DIR, "link_workers_dir_in_container": CONTAINER_WORKERS_FILE.rsplit("/", 1)[0],
+            "link_workers_file": CONTAINER_WORKERS_FILE}
+
+
+def log_settings(p: Platform) -> dict:
+    """Docker's `local` log driver's limits for our containers (compose files only, never daemon.json)."""
+    return {"max_size": p.container_log_max_size, "max_files": p.container_log_max_files}
 
 
 def speakers_folder(svc: Service, p: Platform) -> str:
     """A service's enrolled voices on the host (embeddings per caller; in the backups)."""
     return f"{p.speakers_dir}/{svc.key}"
+
+
+def compose_values(svc: Service, p: Platform, worker_name: str = "", relays: int = 0) -> dict:
+    """Everything templates/compose/service.yml.j2 renders from (the stage's files.template, the tests)."""
+    from stages.identity import proxy_env_file
+
+    return {"svc": svc, "image_tag": image_tag(svc, p), "timezone": p.timezone,
+            "body_limit_mb": body_limit_mb(p.body_limit), "hf_cache_dir": p.hf_cache_dir,
+            "models_dir": p.models_dir, "jobs": jobs_settings(svc, p, worker_name=worker_name, relays=relays),
+            "proxy_env_file": proxy_env_file(p), "logs": log_settings(p),
+            "speakers_dir": speakers_folder(svc, p) if svc.speaker_store else ""}
 
 
 MARKER = "managed by whisper-platform"   # the compose template's first line
@@ -114,7 +140,15 @@ def retire_commands(svc: Service, compose: str, containers: dict) -> list[str]:
     when any of them is ours (image, volumes, folder and .env stay); nothing when none is left."""
     if not any(info and is_ours(info["image"], svc) for info in containers.values()):
         return []
-    return [f"cd {shlex.quote(svc.project_dir)} && {compose} down"]
+    return [f"cd {shlex.quote(svc.project_dir)} && {locked(svc.project_dir)}{compose} down"]
+
+
+def locked(project_dir: str) -> str:
+    """`flock <project folder> ` before a compose command: the lock the autostart proxy holds around its own compose
+    runs in that folder (docker_autostart.docker.Docker.locked), so that a deploy recreating a project and the
+    proxy starting it for a request never run compose on it at once (the recreate then failed: "Renaming a
+    container with the same name as its current name")."""
+    return f"flock {shlex.quote(project_dir)} "
 
 
 def is_ours(image: str, svc: Service) -> bool:
@@ -157,14 +191,7 @@ def compose_projects(p: Platform, secrets: dict[str, Secret]):
             src=str(REPO / "templates/compose/service.yml.j2"),
             dest=f"{project}/docker-compose.yml",
             mode="644",
-            svc=svc,
-            image_tag=image_tag(svc, p),
-            timezone=p.timezone,
-            body_limit_mb=body_limit_mb(p.body_limit),
-            hf_cache_dir=p.hf_cache_dir,
-            models_dir=p.models_dir,
-            jobs=jobs_settings(svc, p, worker_name=host.name),
-            speakers_dir=speakers_folder(svc, p) if svc.speaker_store else "",
+            **compose_values(svc, p, worker_name=host.name, relays=link.relays(svc.key)),
         )
         q = shlex.quote(project)
         # a container of the same name that is not ours (the runbook's hand-made one) is removed; its
@@ -177,13 +204,14 @@ def compose_projects(p: Platform, secrets: dict[str, Secret]):
                 name=f"{svc.key}: replace the hand-made container {svc.container} "
                      f"({foreign['image']}, image kept)",
                 commands=[f"docker rm -f {c}"]
-                + ([f"cd {q} && {compose} up -d"] if foreign["running"] else []),
+                + ([f"cd {q} && {locked(project)}{compose} up -d"] if foreign["running"] else []),
             )
         server.shell(
             name=f"{svc.key}: recreate if running (settings changed)",
             commands=[
                 f"cd {q} && if [ -n \"$({compose} ps -q 2>/dev/null | xargs -r docker inspect -f '{{{{.State.Running}}}}' | grep -x true)\" ]; "
-                f"then {compose} up -d --remove-orphans; else echo 'not running: the autostart proxy starts it on demand'; fi"
+                f"then {locked(project)}{compose} up -d --remove-orphans; "
+                f"else echo 'not running: the autostart proxy starts it on demand'; fi"
             ],
             # the takeover above already started ours with these files
             _if=changed(env, compose_file, unless=taken_over),

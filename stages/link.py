@@ -1,17 +1,24 @@
-"""The link between the front host and its worker hosts (issue 14): Redis over mutual TLS plus a Redis user and
-password per worker host, and the jobs' audio over HTTPS (nginx on the front, the same client certificates).
+"""The link between the front host and its worker hosts: HTTPS only, nginx on the front's link address, a TLS
+client certificate of the link's own CA (pinned: only the current worker hosts' certificates pass), and a token
+per worker host for the front's narrow job interface (stt_common/jobs/link.py). A worker host has no Redis access
+at all: it takes jobs, fetches their audio, reports progress and hands in results through that interface, each
+job a lease bound to the host.
 
 Why TLS and not WireGuard: a WireGuard interface needs the kernel module, which the hosts the platform runs
 on do not all have (this test machine's kernel has none: `ip link add wg0 type wireguard` answers "Unknown device
-type" even with every capability), while Debian's redis-server and nginx speak TLS everywhere. Two ports, each
-bound to the front's `link_address` only, each refusing a client without a certificate of the link's own CA.
+type" even with every capability), while nginx speaks TLS everywhere.
 
-The CA and every host's key are made on the machine that runs the deploy (like its SSH keys), in
-`link_pki_dir` (0700; the sandbox's is .sandbox/link): a worker host's key and Redis password go to that host
-only, the front gets its server key and each worker's password as a SHA-256 hash (Redis ACL `#<hash>`). A host
-removed from the `workers` group loses its Redis user at the next deploy: Redis closes its connections and
-refuses it from then on, so it takes no more jobs (a job it was running is retried elsewhere once its heartbeat
-lapses). Nothing is printed: keys and passwords are uploaded with stages.ops.secret_file.
+The CA, every host's key and every worker host's token are made on the machine that runs the deploy (like its
+SSH keys), in `link_pki_dir` (0700; the sandbox's is .sandbox/link): a worker host's key and token go to that host
+only; the front gets its server key, the SHA-1 fingerprints of the worker hosts' certificates (nginx's map) and
+a SHA-256 hash of each token (LINK_WORKERS_FILE, read by the services). A host removed from the `workers` group
+loses both at the next deploy: nginx refuses its certificate, the front refuses its token (re-read without a
+restart), so it takes no more jobs (a job it was running is retried elsewhere once its beats stop). The front's
+relays (one per worker-host slot: `relays`) are the services' stand-ins for those slots. Nothing secret is
+printed: keys and tokens are uploaded with stages.ops.secret_file.
+
+Earlier versions gave each worker host a Redis user over Redis's TLS port; `front_link` removes that setup
+(the Redis includes, users and certificates) where it finds it.
 """
 
 from __future__ import annotations
@@ -21,7 +28,6 @@ import hashlib
 import ipaddress
 import os
 import secrets as random
-import shlex
 from pathlib import Path
 
 from pyinfra import host, inventory
@@ -32,20 +38,30 @@ from stages.ops import CommandSucceeds, secret_file
 from stages.secrets_env import Secret
 from stages.settings import REPO, Platform
 
-REDIS_LINK_CONF = "/etc/redis/whisper-platform-link.conf"
-REDIS_USERS_CONF = "/etc/redis/whisper-platform-workers.conf"
-REDIS_LINK_DIR = "/etc/redis/link"
 NGINX_LINK_CONF = "/etc/nginx/conf.d/whisper-platform-link.conf"
-# what a worker host's Redis user may do: RQ's commands, not the server's administration
-WORKER_ACL = "~* &* +@all -@admin -flushall -flushdb -keys -debug -shutdown -config -acl -module -monitor"
+NGINX_LINK_DIR = "/etc/nginx/whisper-platform-link"    # the front's link certificate and key, the CA
+# the worker hosts' token hashes, for the services (mounted read-only into their containers as a folder, so that
+# a rewrite of the file is seen without a restart)
+LINK_WORKERS_DIR = "/etc/whisper-platform/link-workers"
+LINK_WORKERS_FILE = f"{LINK_WORKERS_DIR}/workers"
+CONTAINER_WORKERS_FILE = "/link-workers/workers"
+# what earlier versions set up for the worker hosts in Redis (removed by front_link)
+OLD_REDIS_LINK_CONF = "/etc/redis/whisper-platform-link.conf"
+OLD_REDIS_USERS_CONF = "/etc/redis/whisper-platform-workers.conf"
+OLD_REDIS_LINK_DIR = "/etc/redis/link"
 
 
 def worker_hosts() -> list:
     return list(inventory.get_group("workers", []))
 
 
-def redis_user(name: str) -> str:
-    return f"worker-{name}"
+def relays(service_key: str, hosts=None) -> int:
+    """How many relay processes the front runs for a service: one per worker-host slot that takes its jobs."""
+    total = 0
+    for w in worker_hosts() if hosts is None else hosts:
+        if service_key in (w.data.get("worker_services") or []):
+            total += int(w.data.get("worker_concurrency") or 1)
+    return total
 
 
 # --- the PKI, on the machine that runs the deploy -----------------------------------------------------------
@@ -139,107 +155,92 @@ def issue(folder: Path, name: str, server_address: str | None = None) -> tuple[s
     return crt.read_text(), Secret(key_path.read_text())
 
 
-def worker_password(folder: Path, name: str) -> Secret:
-    path = folder / f"{name}.redis-password"
+def worker_token(folder: Path, name: str) -> Secret:
+    """A worker host's token for the front's job interface (made once, kept with the host's key)."""
+    path = folder / f"{name}.link-token"
     if not path.exists():
-        _write_private(path, random.token_hex(24).encode())
+        _write_private(path, random.token_urlsafe(32).encode())
     return Secret(path.read_text().strip())
 
 
-def password_hash(password: Secret) -> str:
-    return hashlib.sha256(password.reveal().encode()).hexdigest()
+def token_hash(token: Secret) -> str:
+    return hashlib.sha256(token.reveal().encode()).hexdigest()
+
+
+def cert_fingerprint(cert_pem: str) -> str:
+    """nginx's $ssl_client_fingerprint of a certificate: SHA-1 of its DER, lowercase hex."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    return x509.load_pem_x509_certificate(cert_pem.encode()).fingerprint(hashes.SHA1()).hex()
+
+
+def workers_file_text(entries: list[tuple[str, str]]) -> str:
+    """LINK_WORKERS_FILE: "<host> <sha256 of its token>" per line."""
+    lines = ["# worker hosts allowed on the link (stages/link.py): host, SHA-256 of its token"]
+    return "\n".join(lines + [f"{name} {digest}" for name, digest in entries]) + "\n"
 
 
 # --- the front host's side ----------------------------------------------------------------------------------
-def acl_sync_command(jobs_env_file: str) -> str:
-    """Make Redis's live users match the users file: drop worker users no longer in it (Redis closes their
-    connections), (re)define the others. The admin password is read from the host's file, never in argv."""
-    q = shlex.quote(jobs_env_file)
-    users = shlex.quote(REDIS_USERS_CONF)
-    return (
-        f"export REDISCLI_AUTH=\"$(sed -n 's/^REDIS_PASSWORD=//p' {q})\"; "
-        "cli='redis-cli --no-auth-warning -s /run/redis/redis-server.sock'; "
-        "for u in $($cli ACL USERS | grep '^worker-'); do "
-        f"grep -q \"^user $u \" {users} 2>/dev/null || $cli ACL DELUSER \"$u\" >/dev/null; done; "
-        f"if [ -f {users} ]; then grep '^user ' {users} | while read -r _ name rules; do "
-        "$cli ACL SETUSER \"$name\" reset $rules >/dev/null; done; fi"
-    )
+def remove_old_redis_link() -> None:
+    """Redis's TLS port and the worker hosts' Redis users of earlier versions: gone (Redis restarted once)."""
+    if not host.get_fact(CommandSucceeds, command=f"test -e {OLD_REDIS_LINK_CONF} -o -e {OLD_REDIS_USERS_CONF}"):
+        return
+    server.shell(name="Redis: remove the worker hosts' Redis access of earlier versions (TLS port, users)",
+                 commands=[f"sed -i '\\#^include {OLD_REDIS_LINK_CONF}$#d; \\#^include {OLD_REDIS_USERS_CONF}$#d' "
+                           "/etc/redis/redis.conf",
+                           f"rm -rf {OLD_REDIS_LINK_CONF} {OLD_REDIS_USERS_CONF} {OLD_REDIS_LINK_DIR}",
+                           "systemctl restart redis-server"])
 
 
-def keep_run_dir():
-    """The services' containers bind-mount /run/redis (the socket): systemd must not delete and recreate that
-    folder when Redis restarts (here, when worker hosts come or go), or their mount points at a dead folder."""
-    keep = files.put(name="Redis: keep /run/redis across restarts (the containers mount it)",
-                     src=_text("[Service]\nRuntimeDirectoryPreserve=yes\n"),
-                     dest="/etc/systemd/system/redis-server.service.d/whisper-platform-run.conf", mode="644",
-                     create_remote_dir=True)
-    server.shell(name="systemd: reload units (Redis's drop-in)", commands=["systemctl daemon-reload"],
-                 _if=keep.did_change)
-
-
-@deploy("Link to the worker hosts (Redis TLS, audio over HTTPS)")
+@deploy("Link to the worker hosts (their job interface over HTTPS)")
 def front_link(p: Platform):
-    """On the front host: Redis's TLS port and the workers' users, nginx's audio server; all of it removed again
-    when the inventory has no worker hosts."""
+    """On the front host: the worker hosts' token hashes for the services, nginx's link server with their pinned
+    certificates; the server removed again when the inventory has no worker hosts."""
+    remove_old_redis_link()
     workers = worker_hosts()
+    if p.jobs_enabled:
+        files.directory(name="Worker hosts' token hashes folder (read by the services)", path=LINK_WORKERS_DIR,
+                        user="root", group=p.app_user, mode="750")
     if not workers:
-        # no worker hosts (any more): the single-host setup, as before the link
-        present = host.get_fact(CommandSucceeds, command=f"test -e {REDIS_LINK_CONF}")
-        if not present:
-            return
-        keep_run_dir()
-        server.shell(name="Redis: drop the link's include (no worker hosts)",
-                     commands=[f"sed -i '\\#^include {REDIS_LINK_CONF}$#d; \\#^include {REDIS_USERS_CONF}$#d' "
-                               "/etc/redis/redis.conf",
-                               f"rm -rf {REDIS_LINK_CONF} {REDIS_USERS_CONF} {NGINX_LINK_CONF} {REDIS_LINK_DIR}",
-                               "systemctl restart redis-server",
-                               "nginx -t && systemctl reload nginx"])
+        if p.jobs_enabled:
+            files.put(name="No worker host on the link", src=_text(workers_file_text([])), dest=LINK_WORKERS_FILE,
+                      user="root", group=p.app_user, mode="640")
+        if host.get_fact(CommandSucceeds, command=f"test -e {NGINX_LINK_CONF}"):
+            server.shell(name="nginx: remove the link server (no worker hosts)",
+                         commands=[f"rm -rf {NGINX_LINK_CONF} {NGINX_LINK_DIR}", "nginx -t && systemctl reload nginx"])
         return
     address = p.link_address
     if not address:
         raise ValueError(f"{host.name}: the inventory has worker hosts but no link_address for the front")
+    if not p.jobs_enabled:
+        raise ValueError(f"{host.name}: the inventory has worker hosts but jobs_enabled is False")
     folder = pki_dir(p.link_pki_dir)
     ca_pem = ca(folder)[0]
     from cryptography.hazmat.primitives import serialization
     ca_text = ca_pem.public_bytes(serialization.Encoding.PEM).decode()
     cert, key = issue(folder, host.name, server_address=address)
+    # the worker hosts' certificates as nginx pins them, and their tokens as the services check them
+    pinned = sorted((w.name, cert_fingerprint(issue(folder, w.name)[0])) for w in workers)
+    tokens = sorted((w.name, token_hash(worker_token(folder, w.name))) for w in workers)
 
-    # setgid like /etc/redis (2770): what the folder gets anyway, so a second run changes nothing
-    files.directory(name="Link certificates folder", path=REDIS_LINK_DIR, user="root", group="redis", mode="2750")
+    files.put(name="Worker hosts' token hashes (the link's job interface)", src=_text(workers_file_text(tokens)),
+              dest=LINK_WORKERS_FILE, user="root", group=p.app_user, mode="640")
+    files.directory(name="Link certificates folder", path=NGINX_LINK_DIR, user="root", group="root", mode="700")
     changed = [
-        files.put(name="Link CA certificate", src=_text(ca_text), dest=f"{REDIS_LINK_DIR}/ca.crt", mode="644"),
-        files.put(name="Front link certificate", src=_text(cert), dest=f"{REDIS_LINK_DIR}/server.crt", mode="644"),
-        secret_file(name="Front link key (secret)", path=f"{REDIS_LINK_DIR}/server.key", content=key,
-                    staging_dir=f"{p.state_dir}/staging", mode="640", user="root", group="redis"),
-        files.template(name="Redis: TLS port on the link", src=str(REPO / "templates/redis/link.conf.j2"),
-                       dest=REDIS_LINK_CONF, mode="644", link_address=address,
-                       link_redis_port=p.link_redis_port, link_dir=REDIS_LINK_DIR),
+        files.put(name="Link CA certificate", src=_text(ca_text), dest=f"{NGINX_LINK_DIR}/ca.crt", mode="644"),
+        files.put(name="Front link certificate", src=_text(cert), dest=f"{NGINX_LINK_DIR}/server.crt", mode="644"),
+        secret_file(name="Front link key (secret)", path=f"{NGINX_LINK_DIR}/server.key", content=key,
+                    staging_dir=f"{p.state_dir}/staging", mode="600", user="root", group="root"),
     ]
-    users = files.template(
-        name="Redis: one user per worker host (password hashes)", src=str(REPO / "templates/redis/workers.conf.j2"),
-        dest=REDIS_USERS_CONF, mode="640", user="root", group="redis",
-        users=[(redis_user(w.name), password_hash(worker_password(folder, w.name))) for w in workers],
-        acl=WORKER_ACL)
-    includes = [files.line(name=f"redis.conf includes {path}", path="/etc/redis/redis.conf", line=f"include {path}")
-                for path in (REDIS_LINK_CONF, REDIS_USERS_CONF)]
-    keep_run_dir()
-    restart = server.shell(name="Restart Redis (its TLS settings changed)",
-                           commands=["systemctl restart redis-server"],
-                           _if=lambda: any(op.did_change() for op in changed + includes))
-    server.shell(name="Redis: worker users as in the inventory (a removed host is disconnected)",
-                 commands=[acl_sync_command(p.jobs_env_file)],
-                 _if=lambda: users.did_change() and not restart.did_change())
-    vhosts = {svc.key: svc.vhost for svc in p.services}
-    nginx = files.template(name="nginx: the jobs' audio for the worker hosts, on the link only",
+    nginx = files.template(name="nginx: the worker hosts' job interface, on the link only",
                            src=str(REPO / "templates/nginx/link.conf.j2"), dest=NGINX_LINK_CONF, mode="644",
-                           link_address=address, link_https_port=p.link_https_port, link_dir=REDIS_LINK_DIR,
-                           vhosts=vhosts, autostart_host=p.autostart_listen_host,
-                           autostart_port=p.autostart_port)
+                           link_address=address, link_https_port=p.link_https_port, link_dir=NGINX_LINK_DIR,
+                           services=[(svc.key, svc.port) for svc in p.services], pinned=pinned)
     server.shell(name="nginx: reload for the link (after nginx -t)", commands=["nginx -t", "systemctl reload nginx"],
-                 _if=lambda: nginx.did_change() or any(op.did_change() for op in changed[:3]))
+                 _if=lambda: nginx.did_change() or any(op.did_change() for op in changed))
 
 
 def _text(text: str):
     import io
     return io.StringIO(text)
-

@@ -35,6 +35,9 @@ from stages.secrets_env import Secret
 
 # names a hand-made block may share a file with ours (nginx's catch-all spellings)
 HARMLESS_NAMES = {"", "_", "localhost"}
+# backups keep the previous version of each secret file (the auth map: API keys) for this many runs that changed
+# it; older copies are deleted, so that keys replaced long ago do not stay on the host in old backups
+SECRET_BACKUPS_KEPT = 3
 
 
 def plan_disable(blocks: list[dict], names: list[str], ports: list[int], ours: set[str],
@@ -149,13 +152,18 @@ def nginx_apply(
     touched = [p for p in disable] + [item["path"] for item, _ in changes]
     existed_paths = [p for p in disable] + [item["path"] for item, existed in changes if existed]
     q = shlex.quote
-    restore = ["#!/bin/sh", f"# whisper-platform: put back the nginx files as they were before the run of {stamp}",
-               "set -e", f"cd {q(backup)}"]
-    restore += [f"rm -f {q(p)}" for p in touched]
-    restore += [f"cp -a {q(p.lstrip('/'))} {q(p)}" for p in existed_paths]
+    head = ["#!/bin/sh", f"# whisper-platform: put back the nginx files as they were before the run of {stamp}",
+            "set -e", f"cd {q(backup)}"] + [f"rm -f {q(p)}" for p in touched]
+    secret_paths = [item["path"] for item, _ in changes if isinstance(item.get("content"), Secret)]
+    # the automatic rollback: every copy must come back, or it fails (and says so)
+    auto_restore = "\n".join(head + [f"cp -a {q(p.lstrip('/'))} {q(p)}" for p in existed_paths]) + "\n"
+    # the restore script for a rollback by hand: a secret file's copy is deleted once SECRET_BACKUPS_KEPT later
+    # runs changed it (it says so); it ends with a reload, which the automatic one needs not (nginx never loaded
+    # the candidate)
+    restore = head + [f"cp -a {q(p.lstrip('/'))} {q(p)}" if p not in secret_paths else
+                      f"if [ -e {q(p.lstrip('/'))} ]; then cp -a {q(p.lstrip('/'))} {q(p)}; "
+                      f"else echo 'not kept any more (rotated): {p}' >&2; fi" for p in existed_paths]
     restore += [f"{nginx} -t && " + reload_command]
-    # the restore script for a rollback by hand ends with a reload; the automatic one reloads nothing
-    # (nginx never loaded the candidate)
     yield StringCommand("install", "-d", "-m", "700", "-o", "root", "-g", "root", backup, f"{state_dir}/staging")
     yield StringCommand("touch", pending_marker)
     for path in existed_paths:
@@ -169,7 +177,6 @@ def nginx_apply(
     yield FileUploadCommand(io.BytesIO(restore_script.encode()), f"{backup}/restore.sh",
                             remote_temp_filename=f"{backup}/restore.sh.part")
     yield StringCommand("chmod", "700", f"{backup}/restore.sh")
-    auto_restore = "\n".join(restore[:-1]) + "\n"
     yield FileUploadCommand(io.BytesIO(auto_restore.encode()), f"{backup}/.rollback.sh",
                             remote_temp_filename=f"{backup}/.rollback.sh.part")
     log = "\n".join([f"{stamp} disabled {p} (kept in {backup})" for p in disable]
@@ -200,9 +207,16 @@ def nginx_apply(
         f"out=$({nginx} -t 2>&1); rc=$?; "
         f"for w in {warn}; do case \"$out\" in *\"$w\"*) rc=1;; esac; done; "
         "if [ $rc -ne 0 ]; then "
-        f"sh {q(backup)}/.rollback.sh >/dev/null 2>&1; rm -f {q(pending_marker)}; "
         "printf '%s\\n' \"$out\" >&2; "
+        f"if rb=$(sh {q(backup)}/.rollback.sh 2>&1); then rm -f {q(pending_marker)}; "
         f"echo 'whisper-platform: nginx -t failed: the previous files are back in place "
-        f"(backup {backup}), nginx still serves its old configuration' >&2; exit 1; fi; "
+        f"(backup {backup}), nginx still serves its old configuration' >&2; "
+        "else printf '%s\\n' \"$rb\" >&2; "
+        f"echo 'whisper-platform: nginx -t failed AND putting the previous files back failed (above): nginx still "
+        f"serves its old configuration (it was never reloaded), but the files on disk are mixed and the next "
+        f"reload would fail; put them back by hand: sh {backup}/restore.sh' >&2; fi; exit 1; fi; "
         f"{reload_command} && rm -f {q(pending_marker)}"
     )
+    for path in secret_paths:   # older backups of a secret file: only the last few are kept
+        yield StringCommand(f"ls -1d {q(backup_root)}/*/{q(path.lstrip('/'))} 2>/dev/null | sort -r "
+                            f"| tail -n +{SECRET_BACKUPS_KEPT + 1} | xargs -r rm -f")

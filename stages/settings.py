@@ -50,6 +50,12 @@ _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DURATION = re.compile(r"([0-9]+(ms|s|m|h|d|w|y))+")   # Prometheus's durations (5m, 1h30m)
 _PROM_SIZE = re.compile(r"[0-9]+(B|KB|MB|GB|TB|PB|EB)")
+# values that reach nginx's config or a compose file: strict, so that none can end a line or a quoted string there
+_TEXT = re.compile(r"[A-Za-z0-9 ._()/+,&-]{1,80}")                  # a service's name (comments, config.json)
+_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/@:+-]{0,199}|/[A-Za-z0-9._/@:+-]{1,199}")  # a hub id, a name or a path
+COMPUTE_TYPES = ("", "default", "auto", "int8", "int8_float16", "int8_float32", "int8_bfloat16", "int16", "float16",
+                 "bfloat16", "float32")
+_LISTEN = re.compile(r"((?P<v4>\d{1,3}(\.\d{1,3}){3})|\[(?P<v6>[0-9A-Fa-f:.]+)\]|\*):(?P<port>\d{1,5})|(?P<bare>\d{1,5})")
 
 
 class GroupDataError(ValueError):
@@ -79,14 +85,55 @@ def _port(key: str, value) -> int:
 
 
 def _listen(key: str, value) -> int:
-    """nginx listen values: 443, "443" or "127.0.0.1:8443"; returns the port."""
+    """nginx listen values: 443, "443", "127.0.0.1:8443", "[::1]:8443" or "*:443"; returns the port. Anything else
+    (a space, a `;`, a newline: more nginx directives) is refused: the value is written into nginx's config."""
     if isinstance(value, int) and not isinstance(value, bool):
         return _port(key, value)
     _type(key, value, (int, str))
-    port = value.rsplit(":", 1)[-1]
-    if not port.isdigit():
-        raise GroupDataError(key, f"{value!r} is not PORT or ADDRESS:PORT")
-    return _port(key, int(port))
+    m = _LISTEN.fullmatch(value)
+    if not m:
+        raise GroupDataError(key, f"{value!r} is not PORT, IPV4:PORT, [IPV6]:PORT or *:PORT")
+    import ipaddress
+    try:
+        if m.group("v4"):
+            ipaddress.IPv4Address(m.group("v4"))
+        elif m.group("v6"):
+            ipaddress.IPv6Address(m.group("v6"))
+    except ValueError:
+        raise GroupDataError(key, f"{value!r} does not hold a valid IP address") from None
+    return _port(key, int(m.group("port") or m.group("bare")))
+
+
+def _model(key: str, value, empty: bool = False) -> str:
+    """A model as the services take it (STT_MODEL, written into a compose file): a hub id, a catalogue name or a
+    path, without spaces, quotes or line breaks."""
+    _type(key, value, str)
+    if empty and value == "":
+        return value
+    return _match(key, value, _MODEL, "a model name, hub id (org/name) or path, without spaces or quotes")
+
+
+def _compute_type(key: str, value) -> str:
+    _type(key, value, str)
+    return _choice(key, value, COMPUTE_TYPES)
+
+
+def _bounded(key: str, value, low: int, high: int) -> int:
+    _type(key, value, int)
+    if not low <= value <= high:
+        raise GroupDataError(key, f"must be from {low} to {high}, not {value}")
+    return value
+
+
+def _ip_or_empty(key: str, value) -> str:
+    _type(key, value, str)
+    if value:
+        import ipaddress
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise GroupDataError(key, f"{value!r} is not an IP address of the front (or empty)") from None
+    return value
 
 
 def _positive(key: str, value, zero: bool = False) -> int:
@@ -214,7 +261,7 @@ class Service:
             raise GroupDataError(f"{where}.{missing[0]}", "missing (every service entry sets it, see group_data/all.py)")
         e = entry
         _match(f"{where}.key", e["key"], _KEY, "a short lowercase name (a-z, 0-9, _)")
-        _type(f"{where}.name", e["name"], str)
+        _match(f"{where}.name", e["name"], _TEXT, "a name of letters, digits, spaces and . _ ( ) / + , & -")
         _match(f"{where}.subdomain", e["subdomain"], _LABEL, "a DNS label")
         image_dir = _match(f"{where}.image_dir", e["image_dir"], _KEY, "a folder name under images/")
         if not (IMAGES / image_dir / "Dockerfile").is_file():
@@ -240,9 +287,9 @@ class Service:
             image_name=_match(f"{where}.image_name", e["image_name"], _IMAGE_NAME, "an image name (lowercase)"),
             image_dir=image_dir, sources=IMAGE_SOURCES.get(image_dir, ("build", "common", image_dir)),
             build_args=build_args, port=_port(f"{where}.port", e["port"]),
-            model=_type(f"{where}.model", e["model"], str),
+            model=_model(f"{where}.model", e["model"]),
             device=_choice(f"{where}.device", e["device"], DEVICES),
-            compute_type=_type(f"{where}.compute_type", e["compute_type"], str),
+            compute_type=_compute_type(f"{where}.compute_type", e["compute_type"]),
             gpu_count=e["gpu_count"] if e["gpu_count"] == "all" else _positive(f"{where}.gpu_count", e["gpu_count"]),
             cpu_threads=_positive(f"{where}.cpu_threads", e["cpu_threads"], zero=True),
             max_concurrency=_positive(f"{where}.max_concurrency", e["max_concurrency"]),
@@ -274,6 +321,8 @@ _KNOBS: dict[str, Any] = {
     "letsencrypt_email": lambda k, v: _match(k, v, re.compile(r"([^@\s'\"]+@[^@\s'\"]+)?"), "an email address or empty"),
     "selfsigned_dir": _abs_path,
     "docker_install": lambda k, v: _choice(k, v, DOCKER_INSTALL),
+    "container_log_max_size": lambda k, v: _match(k, v, re.compile(r"[1-9]\d*[kmg]"), "a size such as 10m"),
+    "container_log_max_files": _positive,
     "base_image": lambda k, v: _match(k, v, re.compile(r"[A-Za-z0-9][A-Za-z0-9_./:@-]*"), "an image reference"),
     "build_ca_bundle": lambda k, v: _type(k, v, str),
     "seed_images": lambda k, v: MappingProxyType(dict(_type(k, v, dict))),
@@ -295,8 +344,14 @@ _KNOBS: dict[str, Any] = {
     "speakers_dir": _abs_path,
     "redis_port": _port,
     "redis_maxmemory": lambda k, v: _match(k, v, re.compile(r"\d+[kmg]?b?", re.I), "a Redis size such as 256mb"),
-    "link_address": lambda k, v: _match(k, v, re.compile(r"[0-9a-fA-F.:]*"), "an IP address of the front, or empty"),
-    "link_redis_port": _port,
+    "job_quota_jobs": lambda k, v: _positive(k, v, zero=True),
+    "job_quota_mb": lambda k, v: _positive(k, v, zero=True),
+    "jobs_max_queued": lambda k, v: _positive(k, v, zero=True),
+    "jobs_max_stored_mb": lambda k, v: _positive(k, v, zero=True),
+    "redis_socket_dir": _abs_path,
+    "jobs_min_free_mb": lambda k, v: _positive(k, v, zero=True),
+    "webhook_timeout": lambda k, v: _bounded(k, v, 1, 120),
+    "link_address": lambda k, v: _ip_or_empty(k, v),
     "link_https_port": _port,
     "link_pki_dir": lambda k, v: _match(k, v, re.compile(r"[^\s\"'$;`\\]+"), "a folder on the deploying machine"),
     "autostart_install": lambda k, v: _type(k, v, bool),
@@ -346,6 +401,8 @@ _KNOBS: dict[str, Any] = {
                                             "an apt repository (URI suite components) or empty"),
     "grafana_apt_key": lambda k, v: _type(k, v, str),   # a file on the machine that deploys
     "grafana_port": _port,
+    "autostart_journal_max_use": lambda k, v: _match(k, v, re.compile(r"([1-9]\d*[KMG])?"),
+                                                     "a journald size such as 64M, or empty"),
     "platform_dir": _abs_path,
     "state_dir": _abs_path,
     "nginx_backup_dir": _abs_path,
@@ -375,6 +432,8 @@ class Platform:
     letsencrypt_email: str
     selfsigned_dir: str
     docker_install: str
+    container_log_max_size: str    # Docker's local log driver, per container
+    container_log_max_files: int
     base_image: str
     build_ca_bundle: str
     seed_images: Mapping[str, str]
@@ -395,8 +454,14 @@ class Platform:
     jobs_env_file: str
     redis_port: int
     redis_maxmemory: str
+    redis_socket_dir: str     # the folder of Redis's unix socket, which the containers mount
+    jobs_min_free_mb: int     # new jobs get 507 when the jobs' disk would keep less free
+    job_quota_jobs: int       # per caller: jobs queued or running (0 = no limit)
+    job_quota_mb: int         # per caller: MiB of audio and results kept
+    jobs_max_queued: int      # per service: jobs queued or running
+    jobs_max_stored_mb: int   # per service: MiB kept in its jobs folder
+    webhook_timeout: int      # s: the one deadline of a webhook delivery
     link_address: str         # the front's address on the link to the worker hosts; "" = none
-    link_redis_port: int
     link_https_port: int
     link_pki_dir: str         # on the deploying machine: the link's CA and keys
     autostart_install: bool
@@ -443,6 +508,7 @@ class Platform:
     grafana_apt_repo: str
     grafana_apt_key: str
     grafana_port: int
+    autostart_journal_max_use: str  # the proxy's own journal namespace's cap; "" = the host's journal
     platform_dir: str
     state_dir: str
     nginx_backup_dir: str

@@ -22,6 +22,7 @@ from pyinfra.facts.files import Link
 from pyinfra.operations import files, server
 
 from stages.compose_projects import retired_services
+from stages.identity import PROXY_KEY_CONF
 from stages.nginx_txn import nginx_apply
 from stages.ops import CommandSucceeds, htpasswd_user
 from stages.secrets_env import SAFE_KEY, Secret, UnsafeSecret, api_keys
@@ -70,11 +71,12 @@ def render_tls_params() -> str:
     return _render("tls-params.conf.j2")
 
 
-def render_auth_map(p: Platform, keys: list[str]) -> str:
+def render_auth_map(p: Platform, keys: list[str], proxy_key_conf: str = PROXY_KEY_CONF) -> str:
+    """`proxy_key_conf`: the file of the proxy key's map line (stages/identity.py; tests point it elsewhere)."""
     for key in keys:
         if not SAFE_KEY.fullmatch(key):
             raise UnsafeSecret("an API key holds characters outside the safe set (see WHISPER_API_KEY)")
-    return _render("auth-map.conf.j2", api_keys=keys, realm=p.basic_auth_realm)
+    return _render("auth-map.conf.j2", api_keys=keys, realm=p.basic_auth_realm, proxy_key_conf=proxy_key_conf)
 
 
 def render_http_vhost(svc: Service, p: Platform) -> str:

@@ -1,6 +1,7 @@
-"""Worker hosts (inventory group `workers`, issue 14): Docker, the images and models of the services the host
-serves, its link credentials (stages/link.py) and one compose project per service of RQ workers that take jobs
-from the front's Redis. No nginx, no Redis, no autostart proxy, nothing listening.
+"""Worker hosts (inventory group `workers`): Docker, the images and models of the services the host serves, its
+link credentials (stages/link.py: TLS certificate and key, its token) and one compose project per service of
+workers that take jobs through the front's link interface. No nginx, no Redis (nor any Redis credential), no
+autostart proxy, nothing listening.
 
 Knobs per host (group_data/workers.py): worker_services, worker_model, worker_device, worker_compute_type,
 worker_concurrency, worker_cpu_threads. `device` is passed to the services as STT_DEVICE, and a cuda worker
@@ -18,14 +19,16 @@ from pyinfra.facts.server import Which
 from pyinfra.operations import apt, files, server, systemd
 
 from stages import link
+from stages.compose_projects import body_limit_mb, log_settings
 from stages.images import image_tag
 from stages.ops import ComposeFlavour, ContainerImage, compose_command, secret_file
 from stages.secrets_env import Secret
-from stages.settings import REPO, DEVICES, GroupDataError, Platform, _abs_path, _choice, _positive, _type
+from stages.settings import (REPO, DEVICES, GroupDataError, Platform, _abs_path, _choice, _compute_type, _model,
+                             _positive, _type)
 
 
 def front_host():
-    """The host whose Redis the workers use: the one outside `workers` that has a link_address."""
+    """The host whose jobs the workers take: the one outside `workers` that has a link_address."""
     fronts = [h for h in iter(inventory) if "workers" not in h.groups and h.data.get("link_address")]
     if len(fronts) != 1:
         raise ValueError(f"worker hosts need exactly one front host with a link_address, found "
@@ -59,9 +62,9 @@ class WorkerHost:
         for key in services:
             if key not in known:
                 raise GroupDataError("worker_services", f"no service has the key {key!r} (known: {', '.join(known)})")
-        return cls(services=services, model=_type("worker_model", get("worker_model"), str),
+        return cls(services=services, model=_model("worker_model", get("worker_model"), empty=True),
                    device=_choice("worker_device", get("worker_device"), DEVICES),
-                   compute_type=_type("worker_compute_type", get("worker_compute_type"), str),
+                   compute_type=_compute_type("worker_compute_type", get("worker_compute_type")),
                    concurrency=_positive("worker_concurrency", get("worker_concurrency")),
                    cpu_threads=_positive("worker_cpu_threads", get("worker_cpu_threads"), zero=True),
                    project_dir=_abs_path("worker_project_dir", get("worker_project_dir")),
@@ -106,7 +109,7 @@ def worker_projects(p: Platform, w: WorkerHost):
     ca_cert = link.ca(folder)[0]
     from cryptography.hazmat.primitives import serialization
     cert, key = link.issue(folder, host.name)
-    password = link.worker_password(folder, host.name)
+    token = link.worker_token(folder, host.name)
     staging = f"{p.state_dir}/staging"
 
     files.directory(name="Link credentials folder", path=w.link_dir, user="root", group=p.app_user,
@@ -125,17 +128,17 @@ def worker_projects(p: Platform, w: WorkerHost):
         project = f"{w.project_dir}-{svc.key}"
         q = shlex.quote(project)
         files.directory(name=f"{svc.key}: worker project folder", path=project, mode="755")
-        env = secret_file(name=f"{svc.key}: worker .env (its Redis password, secret)", path=f"{project}/.env",
-                          content=Secret(f"# this worker host's Redis password: written by the deploy, root-only\n"
-                                         f"REDIS_PASSWORD={password.reveal()}\n"),
+        env = secret_file(name=f"{svc.key}: worker .env (its link token, secret)", path=f"{project}/.env",
+                          content=Secret(f"# this worker host's token for the front's job interface: written by the "
+                                         f"deploy, root-only\nSTT_LINK_TOKEN={token.reveal()}\n"),
                           staging_dir=staging, mode="600")
         compose_file = files.template(
             name=f"{svc.key}: worker docker-compose.yml", src=str(REPO / "templates/compose/worker.yml.j2"),
             dest=f"{project}/docker-compose.yml", mode="644", svc=svc, image_tag=image_tag(svc, p),
             concurrency=w.concurrency, timezone=p.timezone, hf_cache_dir=p.hf_cache_dir,
             models_dir=p.models_dir, link_dir=w.link_dir, link_address=address,
-            link_redis_port=int(front.data.link_redis_port), link_https_port=int(front.data.link_https_port),
-            redis_user=link.redis_user(host.name), worker_name=host.name, jobs=jobs)
+            link_https_port=int(front.data.link_https_port), worker_name=host.name, jobs=jobs,
+            body_limit_mb=body_limit_mb(p.body_limit), logs=log_settings(p))
         running = host.get_fact(ContainerImage, container=f"{svc.container}-worker-1")
         changed = [env, compose_file, *creds]
         server.shell(name=f"{svc.key}: (re)start the workers",

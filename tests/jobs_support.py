@@ -65,8 +65,11 @@ def service_pythonpath(service: str) -> str:
 
 
 class Worker:
-    def __init__(self, tmp_path: Path, env: dict, service: str):
-        module, pythonpath = f"{service}_server.worker", service_pythonpath(service)
+    """A service's job worker process (`python -m <service>_server.worker`), or another module of the jobs (the
+    relay: `module="stt_common.jobs.relay"`)."""
+
+    def __init__(self, tmp_path: Path, env: dict, service: str, module: str = ""):
+        module, pythonpath = module or f"{service}_server.worker", service_pythonpath(service)
         self.log = tmp_path / f"worker-{time.monotonic_ns()}.log"
         full = dict(os.environ)
         full.update({"PYTHONPATH": pythonpath, "HF_HUB_OFFLINE": "1", "STT_CPU_THREADS": "2", "LOG_LEVEL": "INFO",

@@ -1,7 +1,8 @@
-"""Issue 14 on two sandbox hosts: the front (the sandbox host) and a worker host on a private Docker network of
+"""Worker hosts on two sandbox hosts: the front (the sandbox host) and a worker host on a private Docker network of
 both (sandbox/worker-up.sh). One deploy adds the worker host, jobs spread over both hosts, a worker host killed
 mid-job has its job finished on the front, the host rejoins by itself once it is back, and one deploy without it
-removes it: it takes no job from then on.
+removes it: it takes no job from then on. The worker host holds no Redis credential and cannot reach Redis; its
+certificate and token open the front's job interface only, and not after its removal.
 
 Every request of the tests goes to 127.0.0.1 (nginx's published port, the hosts' SSH ports); only the two
 sandbox hosts talk to each other over their private network (the link). Runs after test_jobs.py and leaves the
@@ -19,7 +20,7 @@ import pytest
 
 from sandbox.client import base_url, http_client
 
-from .conftest import REPO, SANDBOX, STATE, pyinfra, ssh
+from .conftest import REPO, SANDBOX, STATE, pyinfra, speech, ssh
 
 pytestmark = pytest.mark.sandbox
 
@@ -28,6 +29,7 @@ WORKER_PORT = int(os.environ.get("SANDBOX_WORKER_SSH_PORT", "2233"))
 FRONT = "sandbox"          # the front's name in the inventory: what a job's `worker` field says for it
 VHOST = "whisper.sandbox.test"
 FRONT_WORKER = "faster-whisper-worker"   # the front's own RQ worker container
+LINK_PORT = 8444
 
 
 def on_worker(command: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -40,20 +42,23 @@ def on_worker(command: str, check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
+def link_call(address: str, method: str, path: str, token: str | None = None) -> int:
+    """A request to the front's link interface from the worker host, with its own certificate (and its own token
+    unless `token` is given): the HTTP status."""
+    auth = f"'{token}'" if token else "open('/opt/whisper-worker-faster/.env').read().split('STT_LINK_TOKEN=')[1].strip()"
+    code = ("import ssl, urllib.request, urllib.error\n"
+            "ctx = ssl.create_default_context(cafile='/etc/whisper-platform/link/ca.crt')\n"
+            "ctx.load_cert_chain('/etc/whisper-platform/link/worker.crt', '/etc/whisper-platform/link/worker.key')\n"
+            f"req = urllib.request.Request('https://{address}:{LINK_PORT}{path}', method='{method}', "
+            f"data=b'{{}}' if '{method}' == 'POST' else None, headers={{'Authorization': 'Bearer ' + {auth}}})\n"
+            "try:\n    print(urllib.request.urlopen(req, context=ctx, timeout=30).status)\n"
+            "except urllib.error.HTTPError as e:\n    print(e.code)\n")
+    out = on_worker(f"python3 - <<'EOF'\n{code}EOF", check=False)
+    return int(out.stdout.strip() or 0)
+
+
 def deploy(workers: str):
     return pyinfra("-y", env={"SANDBOX_WORKERS": workers})
-
-
-def speech(folder, name: str, sentences: list[str]) -> str:
-    parts = []
-    for i, sentence in enumerate(sentences):
-        part = folder / f"{name}-{i}.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(part), sentence], check=True)
-        subprocess.run(["sox", str(part), str(part.with_suffix(".pad.wav")), "pad", "0", "1"], check=True)
-        parts.append(str(part.with_suffix(".pad.wav")))
-    out = folder / f"{name}.wav"
-    subprocess.run(["sox", *parts, str(out)], check=True)
-    return str(out)
 
 
 SHORT = ["the meeting starts at ten in the small room", "please bring the budget for the next quarter"]
@@ -123,7 +128,7 @@ def metric(text: str, name: str, **labels) -> float:
 
 
 def wait_registered(client, timeout: float = 240) -> None:
-    """Until an RQ worker of the worker host is registered in the front's Redis (what /metrics shows)."""
+    """Until a worker of the worker host asks the front for jobs (what /metrics shows)."""
     deadline = time.monotonic() + timeout
     while metric(metrics(client), "stt_job_workers", worker=WORKER) < 1:
         assert time.monotonic() < deadline, on_worker("docker ps -a; docker logs --tail 30 faster-whisper-worker-1 2>&1",
@@ -137,29 +142,38 @@ def front_worker(action: str) -> None:
 
 def test_one_deploy_adds_a_worker_host_and_jobs_spread_over_both(worker_host, client, audio):
     out = deploy(f"{WORKER}:{WORKER_PORT}").output
-    # no link secret in the deploy's output: the worker's Redis password, any private key
-    for secret in (STATE / "link").glob("*.redis-password"):
+    # no link secret in the deploy's output: the worker host's token, any private key
+    for secret in (STATE / "link").glob("*.link-token"):
         assert secret.read_text().strip() not in out
     for key in (STATE / "link").glob("*.key"):
         assert key.read_text().splitlines()[1] not in out
     # a second run over both hosts changes nothing
     assert pyinfra("-y", "--json", env={"SANDBOX_WORKERS": f"{WORKER}:{WORKER_PORT}"}).changed() == 0
-    # the worker host listens on nothing new; the front's link ports are on its link address only
+    # the worker host listens on nothing new; the front's link port is on its link address only, Redis on loopback
     listening = [line.split()[3] for line in on_worker("ss -ltnH").stdout.splitlines() if line.strip()]
     exposed = [a for a in listening if not a.startswith("127.") and not a.endswith(":22")]
     assert exposed == [], listening   # sshd only (loopback: Docker's own helpers)
     link_address = (STATE / "link-address").read_text().strip()
     front_ports = ssh("ss -ltnH").stdout
-    assert f"{link_address}:6380" in front_ports and f"{link_address}:8444" in front_ports, front_ports
-    assert "0.0.0.0:6380" not in front_ports and ":6379 " not in front_ports, front_ports
+    assert f"{link_address}:{LINK_PORT}" in front_ports and ":6380 " not in front_ports, front_ports
+    redis_ports = [a for a in front_ports.split() if a.endswith(":6379")]
+    assert redis_ports and all(a.startswith(("127.0.0.1:", "[::1]:")) for a in redis_ports), front_ports
+    # the worker host holds no Redis setting or credential, and cannot reach Redis from where it is
+    env = on_worker("docker exec faster-whisper-worker-1 env").stdout
+    assert "REDIS" not in env and "STT_LINK_TOKEN=" in env and "STT_JOBS_FRONT_URL=" in env
+    assert "REDIS" not in on_worker("cat /opt/whisper-worker-faster/.env").stdout
+    probe = on_worker("python3 - <<'EOF'\nimport socket\nfor port in (6379, 6380):\n    try:\n"
+                      f"        socket.create_connection(('{link_address}', port), timeout=3).close(); print('open', port)\n"
+                      "    except OSError:\n        print('closed', port)\nEOF", check=False).stdout.split("\n")
+    assert [line for line in probe if line] == ["closed 6379", "closed 6380"], probe
     # the link refuses a client without the link CA's certificate, even one that knows the way
     refused = on_worker("python3 - <<'EOF'\nimport ssl, urllib.request, urllib.error\ntry:\n"
-                        f"    urllib.request.urlopen('https://{link_address}:8444/faster/', "
+                        f"    urllib.request.urlopen('https://{link_address}:{LINK_PORT}/faster/', "
                         "context=ssl._create_unverified_context())\nexcept urllib.error.HTTPError as e:\n"
                         "    print(e.code)\nEOF", check=False)
     assert refused.stdout.strip() == "400", refused   # nginx: "No required SSL certificate was sent"
-    # the jobs' audio route is not on the public vhost
-    assert client.get(base_url(VHOST) + "/internal/jobs/" + "0" * 32 + "/audio").status_code == 404
+    # the link's routes are not on the public vhost
+    assert client.get(base_url(VHOST) + "/internal/link/next").status_code == 404
 
     wait_registered(client)   # the worker host's workers start at the end of the deploy: connected now
     before = metrics(client)
@@ -180,6 +194,10 @@ def test_one_deploy_adds_a_worker_host_and_jobs_spread_over_both(worker_host, cl
     assert metric(after, "stt_job_workers", worker=WORKER) >= 1
     # the worker host kept no copy of the audio
     assert on_worker("docker exec faster-whisper-worker-1 sh -c 'ls -A /tmp/stt/jobs'").stdout.strip() == ""
+    # with its own certificate and token (the service runs now: the link goes straight to it, waking nothing),
+    # a lease it does not hold opens nothing, and another token nothing at all
+    assert link_call(link_address, "GET", "/faster/internal/link/leases/" + "x" * 32 + "/audio") == 404
+    assert link_call(link_address, "POST", "/faster/internal/link/next", token="not-its-token") == 401
 
 
 def test_a_worker_host_killed_mid_job_has_its_job_finished_elsewhere(worker_host, client, audio):
@@ -223,17 +241,22 @@ def test_a_worker_host_killed_mid_job_has_its_job_finished_elsewhere(worker_host
 
 
 def test_one_deploy_removes_a_worker_host(worker_host, client, audio):
+    link_address = (STATE / "link-address").read_text().strip()
     deploy("")
+    # its token is refused at once (the front re-reads the tokens without a restart), its relays are gone
+    assert WORKER not in ssh("cat /etc/whisper-platform/link-workers/workers").stdout
+    assert "faster-whisper-relay" not in ssh("docker ps --format '{{.Names}}'").stdout
     front_worker("stop")
     try:
         job_id = submit(client, audio["short"])
-        time.sleep(25)   # the removed host's worker still runs, but Redis no longer lets it in
+        time.sleep(25)   # the removed host's worker still runs, but the front no longer lets it in
         body = status(client, job_id)
         assert body["status"] == "queued" and body["worker"] is None, body
     finally:
         front_worker("start")
     body = finished(client, job_id, timeout=300)
     assert body["status"] == "succeeded" and body["worker"] == FRONT, body
-    # the front is the single host again: Redis on loopback and its socket, no link ports
+    # the front is the single host again: Redis on loopback and its socket, no link port
     front_ports = ssh("ss -ltnH").stdout
-    assert ":6380 " not in front_ports and ":8444 " not in front_ports and "127.0.0.1:6379" in front_ports
+    assert ":6380 " not in front_ports and f":{LINK_PORT} " not in front_ports and "127.0.0.1:6379" in front_ports
+    assert link_call(link_address, "POST", "/faster/internal/link/next") == 0   # nothing listens there any more

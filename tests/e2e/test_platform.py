@@ -1,4 +1,4 @@
-"""Issue 7: the whole platform on the sandbox, used the way the runbook's readers use it."""
+"""The whole platform on the sandbox, used the way the runbook's readers use it."""
 
 from __future__ import annotations
 

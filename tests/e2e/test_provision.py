@@ -1,4 +1,4 @@
-"""Issue 2: a fresh sandbox host provisioned over real SSH, checked as an operator would."""
+"""A fresh sandbox host provisioned over real SSH, checked as an operator would."""
 
 from __future__ import annotations
 

@@ -56,7 +56,14 @@ def test_disabled_service_is_left_out():
     ({"domain": "Bad_Domain"}, "domain", "not a DNS name"),
     ({"domain": None}, "domain", "missing"),
     ({"http_port": 0}, "http_port", "not a port"),
-    ({"https_port": "127.0.0.1:x"}, "https_port", "PORT or ADDRESS:PORT"),
+    ({"https_port": "127.0.0.1:x"}, "https_port", "PORT, IPV4:PORT, [IPV6]:PORT or *:PORT"),
+    # values written into nginx's config: nothing but an address and a port (a `;` or a newline would add directives)
+    ({"https_port": "127.0.0.1 ssl; return 200:443"}, "https_port", "PORT, IPV4:PORT"),
+    ({"http_port": "80\n    include /etc/passwd;\n    listen 81"}, "http_port", "PORT, IPV4:PORT"),
+    ({"http_port": "999.1.1.1:80"}, "http_port", "valid IP address"),
+    ({"link_address": "10.0.0.1; x"}, "link_address", "not an IP address"),
+    ({"job_quota_jobs": -1}, "job_quota_jobs", "0 or more"),
+    ({"webhook_timeout": 0}, "webhook_timeout", "from 1 to 120"),
     ({"https_port": True}, "https_port", "must be"),
     ({"redis_port": "6379"}, "redis_port", "must be a port number"),
     ({"autostart_port": 70000}, "autostart_port", "not a port"),
@@ -113,12 +120,28 @@ def test_host_wide_checks_name_the_key(over, key, message):
     ({"build_args": {"TORCH_INDEX_URL": ["a"]}}, "services[whisperx].build_args['TORCH_INDEX_URL']", "must be"),
     ({"worker_module": "whisperx server"}, "services[whisperx].worker_module", "module path"),
     ({"key": "Whisper X"}, "services[Whisper X].key", "short lowercase name"),
+    # values written into compose files and config.json: a newline would add keys (privileged: true)
+    ({"name": "WhisperX\n    privileged: true"}, "services[whisperx].name", "a name of letters"),
+    ({"model": 'base"\n    privileged: true\n    x: "'}, "services[whisperx].model", "a model name"),
+    ({"model": "base large"}, "services[whisperx].model", "a model name"),
+    ({"compute_type": "int8\n    privileged: true"}, "services[whisperx].compute_type", "not one of"),
     ({"gpu": True}, "services[whisperx].gpu", "unknown setting"),
 ])
 def test_service_checks_name_the_key(fields, key, message):
     with pytest.raises(GroupDataError, match=re.escape(message)) as err:
         build(services=services_with("whisperx", **fields))
     assert err.value.key == key
+
+
+@pytest.mark.parametrize("listen", [80, "8080", "127.0.0.1:8443", "[::1]:8443", "*:443"])
+def test_listen_values_nginx_takes(listen):
+    assert build(https_port=listen).https_port == listen
+
+
+@pytest.mark.parametrize("model", ["Systran/faster-whisper-small", "base", "large-v3", "/models/tiny.en",
+                                   "org/model@rev", "distil-whisper/distil-large-v3"])
+def test_model_names_the_services_take(model):
+    assert build(service_overrides={"faster": {"model": model}}).service("faster").model == model
 
 
 def test_missing_service_setting_and_duplicate_key():

@@ -11,7 +11,8 @@ import pytest
 pytest.importorskip("rq", reason="rq is needed by the jobs")
 
 HTTP_APPS = ("faster_server.app", "whisperx_server.app", "stt_common.app")
-WORKER_SIDE = ("rq.worker", "stt_common.jobs.worker", "stt_common.jobs.execution", "stt_common.jobs.webhooks")
+WORKER_SIDE = ("rq.worker", "stt_common.jobs.worker", "stt_common.jobs.execution", "stt_common.jobs.webhooks",
+               "stt_common.jobs.relay", "stt_common.jobs.remote")
 
 
 def loaded_after(code: str) -> set:
@@ -36,21 +37,27 @@ def test_an_api_built_with_jobs_loads_no_worker_side(service):
     assert not modules & set(WORKER_SIDE), f"the {service} API loads {sorted(modules & set(WORKER_SIDE))}"
 
 
-def test_the_paths_rq_stored_with_queued_jobs_resolve():
-    """RQ keeps "stt_common.jobs.execute" (etc.) in every job it enqueued and imports it when a worker runs the job:
-    jobs queued before the package split run after it."""
-    code = ("from rq.utils import import_attribute\n"
-            "from stt_common.jobs import keys\n"
-            "for path in (keys.EXECUTE, keys.ON_FAILURE, keys.DELIVER_WEBHOOK, 'stt_common.jobs.execute',\n"
-            "             'stt_common.jobs.on_failure', 'stt_common.jobs.deliver_webhook'):\n"
-            "    f = import_attribute(path)\n"
-            "    print(path, f.__module__ + '.' + f.__name__)\n")
+def test_the_names_rq_stored_with_queued_jobs_resolve_through_the_allow_list_only():
+    """RQ keeps "stt_common.jobs.execute" (etc.) in every job it enqueued: jobs queued before an upgrade still run;
+    anything else a job names is refused without being imported (no module of its choosing is loaded)."""
+    code = ("import sys\n"
+            "from stt_common.jobs import codec, keys\n"
+            "for path in (keys.EXECUTE, keys.ON_FAILURE):\n"
+            "    f = codec.allowed_function(path)\n"
+            "    print(path, f.__module__ + '.' + f.__name__)\n"
+            "for path in ('os.system', 'stt_common.jobs.deliver_webhook', 'antigravity.fly', ''):\n"
+            "    try:\n"
+            "        codec.allowed_function(path)\n"
+            "    except codec.DisallowedFunction:\n"
+            "        print(path or '-', 'refused')\n"
+            "print('antigravity', 'loaded' if 'antigravity' in sys.modules else 'not-loaded')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
     resolved = dict(line.split() for line in out.splitlines())
     assert resolved == {
         "stt_common.jobs.execute": "stt_common.jobs.execution.execute",
         "stt_common.jobs.on_failure": "stt_common.jobs.execution.on_failure",
-        "stt_common.jobs.deliver_webhook": "stt_common.jobs.webhooks.deliver_webhook",
+        "os.system": "refused", "stt_common.jobs.deliver_webhook": "refused", "antigravity.fly": "refused",
+        "-": "refused", "antigravity": "not-loaded",
     }
 
 

@@ -1,4 +1,4 @@
-"""Worker hosts (issue 14) without a host: the inventory's groups, the link's PKI (real certificates, checked
+"""Worker hosts without a host: the inventory's groups, the link's PKI (real certificates, checked
 with real TLS handshakes on the loopback), and the templates the worker and the front receive."""
 from __future__ import annotations
 
@@ -109,9 +109,17 @@ def test_link_pki_is_made_once_and_follows_the_address(tmp_path):
     first = link.issue(tmp_path, "front", server_address="10.0.0.1")[0]
     assert link.issue(tmp_path, "front", server_address="10.0.0.1")[0] == first
     assert link.issue(tmp_path, "front", server_address="10.0.0.2")[0] != first   # a new address, a new cert
-    pw = link.worker_password(tmp_path, "w1")
-    assert link.worker_password(tmp_path, "w1").reveal() == pw.reveal() and "***" in repr(pw)
-    assert link.password_hash(pw) == hashlib.sha256(pw.reveal().encode()).hexdigest()
+    token = link.worker_token(tmp_path, "w1")
+    assert link.worker_token(tmp_path, "w1").reveal() == token.reveal() and "***" in repr(token)
+    assert oct(os.stat(tmp_path / "w1.link-token").st_mode & 0o777) == "0o600"
+    assert link.token_hash(token) == hashlib.sha256(token.reveal().encode()).hexdigest()
+    # the pinned fingerprint is nginx's $ssl_client_fingerprint: SHA-1 of the certificate, as openssl says it
+    cert = link.issue(tmp_path, "w1")[0]
+    out = subprocess.run(["openssl", "x509", "-noout", "-fingerprint", "-sha1"], input=cert, capture_output=True,
+                         text=True, check=True).stdout
+    assert link.cert_fingerprint(cert) == out.strip().split("=", 1)[1].replace(":", "").lower()
+    text = link.workers_file_text([("w1", "ab" * 32)])
+    assert text.splitlines()[1:] == [f"w1 {'ab' * 32}"]
 
 
 def _render(folder: str, name: str, **values) -> str:
@@ -131,29 +139,55 @@ def test_worker_compose_renders(tmp_path):
     gpu.check_images(gpu.cuda_services(p))   # a cuda worker host builds the GPU image: the GPU stage accepts it
     text = _render("compose", "worker.yml.j2", svc=svc, image_tag="whisper-faster:src-x", concurrency=2,
                    timezone="UTC", hf_cache_dir="/hf", models_dir="/m", link_dir="/etc/l", link_address="10.0.0.1",
-                   link_redis_port=6380, link_https_port=8444, redis_user="worker-w1", worker_name="w1",
-                   jobs={"ttl": 60, "max_seconds": 60, "retries": 2})
+                   link_https_port=8444, worker_name="w1", jobs={"ttl": 60, "max_seconds": 60, "retries": 2},
+                   body_limit_mb=500, logs={"max_size": "10m", "max_files": 3})
     doc = yaml.safe_load(text)
     assert sorted(doc["services"]) == ["faster-whisper-worker-1", "faster-whisper-worker-2"]
     w = doc["services"]["faster-whisper-worker-1"]
-    assert w["restart"] == "unless-stopped" and w["network_mode"] == "host" and "ports" not in w
+    assert w["restart"] == "unless-stopped" and w["init"] is True and w["network_mode"] == "host" and "ports" not in w
+    assert w["logging"] == {"driver": "local", "options": {"max-size": "10m", "max-file": "3"}}
     env = w["environment"]
-    assert env["STT_REDIS_URL"] == "rediss://worker-w1@10.0.0.1:6380/0"
-    assert env["STT_JOBS_FETCH_URL"] == "https://10.0.0.1:8444/faster" and env["STT_WORKER_NAME"] == "w1"
-    assert "REDIS_PASSWORD" not in text   # the password is in the root-only .env only
+    assert env["STT_JOBS_FRONT_URL"] == "https://10.0.0.1:8444/faster" and env["STT_WORKER_NAME"] == "w1"
+    # a worker host holds no Redis setting at all; its token is in the root-only .env only
+    assert "REDIS" not in text and "STT_LINK_TOKEN" not in text
     assert w["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert env["STT_JOBS_DIR"].startswith("/tmp/stt/") and any(t.startswith("/tmp/stt:") for t in w["tmpfs"])
 
 
-def test_front_link_configs_bind_the_link_only():
-    redis = _render("redis", "link.conf.j2", link_address="10.0.0.1", link_redis_port=6380, link_dir="/etc/redis/link")
-    assert "bind 127.0.0.1 -::1 10.0.0.1" in redis and "port 0" in redis and "tls-auth-clients yes" in redis
-    users = _render("redis", "workers.conf.j2", users=[("worker-w1", "ab" * 32)], acl=link.WORKER_ACL)
-    assert f"user worker-w1 on #{'ab' * 32} ~* " in users and "-@admin" in users
-    nginx = _render("nginx", "link.conf.j2", link_address="10.0.0.1", link_https_port=8444, link_dir="/etc/redis/link",
-                    vhosts={"faster": "whisper.example"}, autostart_host="127.0.0.1", autostart_port=8890)
+def test_front_link_config_binds_the_link_only_and_pins_the_workers():
+    nginx = _render("nginx", "link.conf.j2", link_address="10.0.0.1", link_https_port=8444,
+                    link_dir="/etc/nginx/whisper-platform-link", services=[("faster", 8001), ("whisperx", 8002)],
+                    pinned=[("w1", "ab" * 20)])
     assert "listen 10.0.0.1:8444 ssl;" in nginx and "ssl_verify_client on;" in nginx
-    assert "proxy_set_header Host whisper.example;" in nginx
+    assert f"{'ab' * 20} 1;" in nginx and "return 403;" in nginx
+    assert "location /faster/internal/link/ {" in nginx and "proxy_pass http://127.0.0.1:8001/internal/link/;" in nginx
+    assert "8890" not in nginx   # never through the autostart proxy: a worker host asking for work wakes nothing
+
+
+class _Host:
+    def __init__(self, name, **data):
+        self.name, self.data = name, data
+
+
+def test_the_front_runs_one_relay_per_worker_host_slot():
+    hosts = [_Host("w1", worker_services=["faster"], worker_concurrency=2),
+             _Host("w2", worker_services=["faster", "whisperx"], worker_concurrency=1)]
+    assert link.relays("faster", hosts) == 3 and link.relays("whisperx", hosts) == 1 and link.relays("x", hosts) == 0
+    from stages.compose_projects import compose_values
+
+    p = Platform.from_group_data(read_group_data("sandbox"))
+    svc = p.service("faster")
+    doc = yaml.safe_load(_render("compose", "service.yml.j2", **{**compose_values(svc, p, relays=3),
+                                                                  "image_tag": "whisper-faster:src-x"}))
+    relay = doc["services"]["faster-whisper-relay"]
+    assert relay["command"][-1] == "stt_common.jobs.relay" and relay["environment"]["STT_LINK_RELAYS"] == "3"
+    assert relay["mem_limit"] == f"{128 + 96 * 3}m" and "ports" not in relay
+    api = doc["services"]["faster-whisper"]
+    assert api["environment"]["STT_LINK_WORKERS_FILE"] == "/link-workers/workers"
+    assert "/etc/whisper-platform/link-workers:/link-workers:ro" in api["volumes"]
+    none = yaml.safe_load(_render("compose", "service.yml.j2", **{**compose_values(svc, p, relays=0),
+                                                                   "image_tag": "whisper-faster:src-x"}))
+    assert "faster-whisper-relay" not in none["services"]
 
 
 def test_worker_host_knobs_are_checked():

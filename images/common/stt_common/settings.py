@@ -37,6 +37,9 @@ class STTSettings(BaseSettings):
     redis_url: str = ""                 # redis://host:port/0, rediss://... (TLS) or unix:///run/redis/redis.sock
     redis_password: str = Field("", validation_alias=AliasChoices("REDIS_PASSWORD", "STT_REDIS_PASSWORD"))
     jobs_dir: str = "/jobs"             # uploads and results of jobs (shared by the API and its workers)
+    jobs_service: str = ""              # the service's key, for the processes that load no service code (relay, sweep)
+    # new jobs get 507 insufficient_storage when the jobs' disk would keep less than this free after the upload
+    jobs_min_free_mb: int = Field(1024, ge=0)
     job_ttl: float = Field(3 * 86400, gt=0)          # s a finished job's audio, result and status are kept
     job_max_seconds: float = Field(6 * 3600, gt=0)   # a job's time limit on the worker
     job_max_audio_seconds: float = Field(12 * 3600, gt=0)  # longest recording a job accepts
@@ -46,16 +49,30 @@ class STTSettings(BaseSettings):
         "first value, the second the second, and so on; retries past the list wait its last value. 0 = at once. "
         "Each value 0-3600. A job that kills every worker it lands on (out of memory on one file) thus spends its "
         "retries over minutes instead of seconds. RQ's scheduler (run by the job workers) requeues it when due."))
-    webhook_secret: str = ""            # HMAC key of the callback signatures; empty = callback_url refused
+    webhook_secret: str = ""            # master secret of the callers' webhook secrets; empty = callback_url refused
     webhook_allow_private: bool = False  # callbacks to loopback/private addresses (tests, private networks)
+    webhook_allow_networks: str = ""    # CIDRs, comma-separated, callbacks may reach besides public addresses
+    webhook_timeout: float = Field(15, gt=0, le=120)  # s for a whole delivery: resolving, connecting, sending, answer
     job_heartbeat_ttl: float = Field(60, ge=2)  # s without a heartbeat before a running job counts as abandoned
-    # worker hosts (stt_common/jobs/): the name a job's status shows, and for a worker on another host the
-    # front's audio URL (https://<front link address>:<port>/<service>) and the link's TLS files
+    # quotas on submission (stt_common/jobs/quotas.py): 429 with Retry-After past one; 0 = no limit
+    job_quota_jobs: int = Field(20, ge=0)             # a caller's jobs queued or running
+    job_quota_mb: float = Field(10240, ge=0)          # a caller's audio and results kept (MiB)
+    jobs_max_queued: int = Field(200, ge=0)           # jobs queued or running, all callers
+    jobs_max_stored_mb: float = Field(51200, ge=0)    # audio and results kept in jobs_dir, all callers (MiB)
+    # identity: the key nginx sends for a basic-auth user, whose name comes in X-STT-User (stt_common/auth.py)
+    proxy_key: str = ""
+    # worker hosts (stt_common/jobs/link.py, relay.py, remote.py): the name a job's status shows; on a worker host
+    # the front's link URL (https://<front link address>:<port>/<service>), its token and the link's TLS files;
+    # on the front the file of the worker hosts' token hashes and the number of relay processes
     worker_name: str = ""               # empty = the container's host name
-    jobs_fetch_url: str = ""            # empty = the audio is in jobs_dir (a worker on the front host)
-    link_ca: str = ""                   # CA of the link (Redis TLS and the audio fetch)
+    jobs_front_url: str = ""            # empty = not a worker host
+    link_token: str = ""                # a worker host's own token for the front's link interface
+    link_ca: str = ""                   # CA of the link
     link_cert: str = ""                 # this worker's client certificate
     link_key: str = ""                  # and its key
+    link_workers_file: str = ""         # front: "<host> <sha256 of its token>" per line; empty = no worker hosts
+    link_relays: int = Field(1, ge=1, le=64)   # front: relay processes (one per worker-host slot)
+    link_max_result_mb: float = Field(64, gt=0)  # the largest result a worker host may hand in
     # audio by URL (file_url, stt_common/audio_url.py): the fetch's deadline (resolving, connecting, the whole body),
     # and addresses beyond the public internet it may reach (a private bucket); the size cap is max_upload_mb
     url_timeout: float = Field(300, gt=0, le=3600)
@@ -135,6 +152,8 @@ class STTSettings(BaseSettings):
         d["api_keys"] = f"{len(self.api_key_set)} configured"
         d["redis_password"] = "set" if self.redis_password else ""
         d["webhook_secret"] = "set" if self.webhook_secret else ""
+        d["proxy_key"] = "set" if self.proxy_key else ""
+        d["link_token"] = "set" if self.link_token else ""
         return d
 
 

@@ -86,15 +86,20 @@ class Upload:
             self._fh.close()
 
     def cleanup(self) -> None:
-        """Remove the temp files; safe to call more than once."""
-        self.close_file()
-        for path in [self.path] + [f.path for f in self._extra]:
-            if path:
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
-        self.path_removed = True
+        """Remove the temp files; safe to call more than once. Also when closing one fails (a full disk refuses the
+        last buffered bytes): nothing half-written stays behind."""
+        try:
+            self.close_file()
+        except OSError:
+            pass
+        finally:
+            for path in [self.path] + [f.path for f in self._extra]:
+                if path:
+                    try:
+                        os.unlink(path)
+                    except FileNotFoundError:
+                        pass
+            self.path_removed = True
 
     def __repr__(self) -> str:
         return f"Upload(filename={self.filename!r}, size={self.size}, fields={list(self.fields)})"

@@ -1,4 +1,4 @@
-"""Targets of issue 5 on a small fixed set of synthetic conversations (espeak-ng, fixed seeds).
+"""The diarizer's quality targets on a small fixed set of synthetic conversations (espeak-ng, fixed seeds).
 
 DER <= 10 % (pyannote.metrics, collar 0.25 s) on 2 and 3 speakers; speaker count right in >= 90 %
 of the conversations. Speed and memory are measured by bench/diarization.py, not asserted here.

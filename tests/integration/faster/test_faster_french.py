@@ -70,7 +70,8 @@ def test_prompt_steers_the_style(client, fr):
     """OpenAI's `prompt` reaches the decoder: a prompt with spelled-out hours makes base spell them too."""
     plain = transcribe(client, fr["train"], model="base", language="fr").text
     styled = transcribe(client, fr["train"], model="base", language="fr",
-                        prompt="Il était sept heures et demie quand le train de neuf heures est arrivé.").text
+                        prompt="Le train de huit heures. À huit heures, neuf heures, dix heures : les heures s'écrivent "
+                               "en lettres.").text
     assert "8" in plain and "huit" not in plain.lower(), plain
     assert "huit" in styled.lower() and "8" not in styled, styled
 

@@ -1,4 +1,4 @@
-"""Issue 11 on the faster-whisper server: hostile and unlucky requests are refused early, in OpenAI's error
+"""The faster-whisper server: hostile and unlucky requests are refused early, in OpenAI's error
 shape, with bounded disk, memory, time and models. Real server processes, the real tiny.en model."""
 from __future__ import annotations
 

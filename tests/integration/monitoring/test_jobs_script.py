@@ -20,7 +20,9 @@ rq = pytest.importorskip("rq")
 redis = pytest.importorskip("redis")
 from rq import Queue, Worker  # noqa: E402
 from rq.registry import StartedJobRegistry  # noqa: E402
-from stt_common.jobs.keys import queue_name, stats_key, webhook_queue_name  # noqa: E402
+from stt_common.jobs import link  # noqa: E402
+from stt_common.jobs.keys import queue_name, stats_key  # noqa: E402
+from stt_common.jobs.webhooks import queue_delivery  # noqa: E402
 
 
 def values(conn) -> dict:
@@ -51,7 +53,7 @@ def test_queues_workers_and_the_oldest_job(conn):
     time.sleep(2.1)
     q.enqueue("os.getcwd")
     q.enqueue_in(timedelta(minutes=5), "os.getcwd")                       # a retry waiting
-    Queue(webhook_queue_name("faster"), connection=conn).enqueue("os.getcwd")
+    queue_delivery(conn, "faster", "https://hooks.example.org/in", "o1", {"id": first.id}, 3600)
     conn.zadd(StartedJobRegistry(queue=q).key, {f"{first.id}:exec": time.time() + 60})
     conn.hset(stats_key("faster"), "webhook_failures", 4)
     for name in ("srv759970/aa11", "gpu1/bb22", "gpu1/cc33"):
@@ -65,6 +67,16 @@ def test_queues_workers_and_the_oldest_job(conn):
     assert got["workers:faster"] == 3
     assert got["host_workers:faster:gpu1"] == 2 and got["host_workers:faster:srv759970"] == 1
     assert got["workers:whisperx"] == 1 and got["queued:whisperx"] == 0
+
+    # a worker host's slots: counted from their requests for work (link.py), not from the front's relays for them
+    Worker([q], connection=conn, name="srv759970/relay-ee55").register_birth()
+    conn.hset("stt:faster:link:seen", mapping={"gpu2|s1": time.time(), "gpu2|s2": time.time() - 5,
+                                               "gpu3|s1": time.time() - mc.LINK_SEEN_TTL_S - 10})
+    got = values(conn)
+    assert got["workers:faster"] == 5 and got["host_workers:faster:gpu2"] == 2
+    assert "host_workers:faster:gpu3" not in got and got["host_workers:faster:srv759970"] == 1
+    assert mc.LINK_SEEN_TTL_S == link.SEEN_TTL_S
+    conn.delete("stt:faster:link:seen")
 
     # a worker whose registration expired (killed, its host gone) is not alive, even while RQ's set still names it
     conn.delete("rq:worker:gpu1/bb22", "rq:worker:gpu1/cc33")

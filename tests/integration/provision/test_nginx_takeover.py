@@ -169,7 +169,9 @@ def test_our_rendered_files_pass_nginx_t_next_to_the_hosts_http_settings(host):
                     "-out", str(host.root / "tls" / f"{svc.vhost}.crt")], check=True, capture_output=True)
     long_key = "sk-" + "k" * 200  # longer than any default map hash bucket
     (host.root / "conf.d" / "whisper-platform.conf").write_text(render_shared(data))
-    (host.root / "conf.d" / "whisper-platform-auth.conf").write_text(render_auth_map(data, [long_key, "sk-$host".replace("$", "")]))
+    (host.root / "proxy-key.conf").write_text('default "Bearer pk-test";\n')   # stages/identity.py's line
+    (host.root / "conf.d" / "whisper-platform-auth.conf").write_text(render_auth_map(
+        data, [long_key, "sk-$host".replace("$", "")], proxy_key_conf=str(host.root / "proxy-key.conf")))
     (host.root / "snippets" / "whisper-platform-tls.conf").write_text(render_tls_params())
     (host.root / "sites-enabled" / "ours-http").write_text(render_http_vhost(svc, data))
     (host.root / "sites-enabled" / "ours").write_text(render_https_vhost(svc, data).replace(
@@ -239,6 +241,47 @@ def test_failed_nginx_t_restores_every_file_and_keeps_serving(host):
     assert _settled(host.port, NAME, (200, "ours\n")) == (200, "ours\n")   # the first apply's reload
     assert _get(host.port, "blog.test.example") == (200, "blog\n")
     assert not (host.state / "nginx-pending").exists()
+
+
+def test_a_failed_rollback_is_reported_not_swallowed(host, tmp_path):
+    """nginx -t fails and putting the files back fails too (here: the backup's copy vanished, as on a disk
+    error): the deploy says both, points at restore.sh, and keeps the pending marker for the next run."""
+    _apply(host, _files(host))
+    wrapper = tmp_path / "nginx-wrapper"
+    auth = f"{host.root}/conf.d/whisper-platform-auth.conf".lstrip("/")
+    wrapper.write_text(f"""#!/bin/sh
+for a in "$@"; do
+  if [ "$a" = "-t" ]; then rm -f {host.backups}/*/{auth}; echo 'nginx: [emerg] broken on purpose' >&2; exit 1; fi
+done
+exec {host.nginx} "$@"
+""")
+    wrapper.chmod(0o755)
+    changed = _files(host, body="new")
+    changed[2]["content"] = changed[2]["content"].replace(SECRET_KEY, SECRET_KEY + "2")
+    out = _apply(types.SimpleNamespace(**{**vars(host), "nginx": str(wrapper)}), changed, check=False)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0 and "broken on purpose" in text
+    assert "putting the previous files back failed" in text and "restore.sh" in text, text[-3000:]
+    assert "previous files are back in place" not in text
+    assert (host.state / "nginx-pending").exists()
+
+
+def test_old_copies_of_the_auth_map_are_rotated_out_of_the_backups(host):
+    from stages.nginx_txn import SECRET_BACKUPS_KEPT
+
+    auth = f"{host.root}/conf.d/whisper-platform-auth.conf".lstrip("/")
+    for i in range(SECRET_BACKUPS_KEPT + 3):
+        files = _files(host)
+        files[2]["content"] = files[2]["content"].replace(SECRET_KEY, f"{SECRET_KEY}{i}")
+        _apply(host, files)
+        time.sleep(1.1)   # one backup folder per second
+    backups = sorted(p for p in host.backups.iterdir() if p.is_dir())
+    holding = [b for b in backups if (b / auth).exists()]
+    assert holding == backups[-SECRET_BACKUPS_KEPT:], [b.name for b in backups]
+    assert all(f"{SECRET_KEY}0" not in (b / auth).read_text() for b in holding)
+    # an older backup's restore.sh still runs, and says what it no longer holds
+    restored = subprocess.run(["sh", str(backups[1] / "restore.sh")], capture_output=True, text=True)
+    assert restored.returncode == 0 and "not kept any more (rotated)" in restored.stderr, restored
 
 
 def test_server_blocks_of_one_file():

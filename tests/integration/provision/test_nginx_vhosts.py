@@ -12,22 +12,22 @@ import ssl
 import socket
 import subprocess
 import threading
-import time
 import types
 
 import bcrypt
 import pytest
 import requests
 
+from private_nginx import start_nginx
 from stages.settings import Platform, read_group_data
 from stages.web import render_auth_map, render_http_vhost, render_https_vhost, render_shared, render_tls_params
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 pytestmark = pytest.mark.skipif(not shutil.which("nginx") and not shutil.which("/usr/sbin/nginx"),
                                 reason="nginx is not installed (make docker installs it)")
 PORTAL = "https://portal.test.example"
 KEY = "sk-sandbox-" + "x" * 32  # as long as the keys make sandbox generates
 KEY2 = "sk.second+key/b64=="     # a second key, with the token characters a regex would read as operators
+PROXY_KEY = "pk-" + "p" * 64     # what stages/identity.py makes on the host
 
 
 def _free_port() -> int:
@@ -64,6 +64,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _answer(self):
         if self.headers.get("Upgrade", "").lower() == "websocket":
             return self._websocket()
+        if self.path == "/__hang_up":   # the autostart proxy going away mid-request (a restart)
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if self.path == "/__own_502":   # an answer of the proxy's own (start_failed): passed through as it is
+            body = b'{"error": {"message": "compose up failed", "type": "start_failed", "code": 502}}'
+            self.send_response(502)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
@@ -74,6 +86,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if size == 0:
                     break
         self.server.seen.append((self.command, self.path, self.headers.get("Authorization"), self.headers.get("Host")))
+        self.server.users.append(self.headers.get("X-STT-User"))
         body = b'{"ok": true}'
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -91,7 +104,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 def nginx(tmp_path_factory):
     root = tmp_path_factory.mktemp("nginx")
     upstream = Upstream(("127.0.0.1", 0), Handler)
-    upstream.seen = []
+    upstream.seen, upstream.users = [], []
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     http_port, https_port = _free_port(), _free_port()
     values = read_group_data(
@@ -108,33 +121,16 @@ def nginx(tmp_path_factory):
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={host}",
                     "-addext", f"subjectAltName=DNS:{host}", "-keyout", str(root / "tls" / f"{host}.key"),
                     "-out", str(root / "tls" / f"{host}.crt")], check=True, capture_output=True)
-    (root / "htpasswd").write_text("someone:else\nwhisper:" + bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode() + "\n")
+    (root / "htpasswd").write_text("someone:else\nwhisper:" + bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode() + "\n"
+                                   + "colleague:" + bcrypt.hashpw(b"pw2", bcrypt.gensalt(4)).decode() + "\n")
     (root / "conf.d" / "whisper-platform.conf").write_text(render_shared(data))
-    (root / "conf.d" / "whisper-platform-auth.conf").write_text(render_auth_map(data, [KEY, KEY2]))
+    (root / "proxy-key.conf").write_text(f'default "Bearer {PROXY_KEY}";\n')   # as stages/identity.py writes it
+    (root / "conf.d" / "whisper-platform-auth.conf").write_text(render_auth_map(data, [KEY, KEY2],
+                                                                                proxy_key_conf=str(root / "proxy-key.conf")))
     (root / "snippets" / "whisper-platform-tls.conf").write_text(render_tls_params())
     (root / "sites-enabled" / f"{host}-http").write_text(render_http_vhost(svc, data))
     (root / "sites-enabled" / host).write_text(render_https_vhost(svc, data))
-    (root / "nginx.conf").write_text(f"""
-daemon off; master_process on; worker_processes 1; user root;
-error_log {root}/logs/error.log; pid {root}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {root}/body; proxy_temp_path {root}/proxy;
-    fastcgi_temp_path {root}/fcgi; uwsgi_temp_path {root}/uwsgi; scgi_temp_path {root}/scgi;
-    include {root}/conf.d/*.conf;
-    include {root}/sites-enabled/*;
-}}
-""")
-    check = subprocess.run([NGINX, "-t", "-p", str(root), "-c", str(root / "nginx.conf")], capture_output=True, text=True)
-    assert check.returncode == 0, check.stderr
-    proc = subprocess.Popen([NGINX, "-p", str(root), "-c", str(root / "nginx.conf")])
-    for _ in range(50):
-        try:
-            socket.create_connection(("127.0.0.1", https_port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
+    proc = start_nginx(root, f"    include {root}/conf.d/*.conf;\n    include {root}/sites-enabled/*;", https_port)
     session = requests.Session()
     ca = str(root / "tls" / f"{host}.crt")
 
@@ -165,7 +161,8 @@ http {{
         except InvalidStatus as e:
             return e.response.status_code
 
-    yield types.SimpleNamespace(call=call, seen=upstream.seen, http_port=http_port, host=host, websocket=websocket)
+    yield types.SimpleNamespace(call=call, seen=upstream.seen, users=upstream.users, http_port=http_port, host=host,
+                                websocket=websocket)
     proc.terminate()
     proc.wait(5)
     upstream.shutdown()
@@ -178,10 +175,25 @@ def test_credentials(nginx):
     assert nginx.call("GET", "/v1/models", headers={"Authorization": "Bearer nope"}).status_code == 401
     assert nginx.seen == []  # nothing reached the service
     assert nginx.call("GET", "/v1/models", auth=("whisper", "pw")).status_code == 200
-    # basic auth passed: the service gets the platform's API key instead of the password
-    assert nginx.seen[-1] == ("GET", "/v1/models", f"Bearer {KEY}", nginx.host)
+    # basic auth passed: the service gets the proxy key (never a client's API key) and the user's name
+    assert nginx.seen[-1] == ("GET", "/v1/models", f"Bearer {PROXY_KEY}", nginx.host)
+    assert nginx.users[-1] == "whisper"
     assert nginx.call("GET", "/v1/models", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
-    assert nginx.seen[-1][2] == f"Bearer {KEY}"
+    assert nginx.seen[-1][2] == f"Bearer {KEY}" and not nginx.users[-1]
+
+
+def test_each_basic_auth_user_reaches_the_service_as_itself(nginx):
+    """Two htpasswd users: each one's own name, which no client can choose (nginx sets the header every time)."""
+    nginx.seen.clear()
+    nginx.users.clear()
+    assert nginx.call("GET", "/v1/jobs", auth=("whisper", "pw"), headers={"X-STT-User": "colleague"}).status_code == 200
+    assert nginx.call("GET", "/v1/jobs", auth=("colleague", "pw2")).status_code == 200
+    assert nginx.call("GET", "/v1/jobs", headers={"Authorization": f"Bearer {KEY}", "X-STT-User": "whisper"}) \
+        .status_code == 200
+    assert nginx.users == ["whisper", "colleague", None]   # an empty value: nginx drops the client's header
+    assert [s[2] for s in nginx.seen] == [f"Bearer {PROXY_KEY}", f"Bearer {PROXY_KEY}", f"Bearer {KEY}"]
+    # the proxy key is no API key: a client that learned it is still refused by nginx
+    assert nginx.call("GET", "/v1/jobs", headers={"Authorization": f"Bearer {PROXY_KEY}"}).status_code == 401
 
 
 def test_bearer_match_is_exact_and_case_sensitive(nginx):
@@ -262,3 +274,14 @@ def test_realtime_websocket_on_both_auth_paths(nginx):
     assert nginx.websocket("/v1/models", subprotocols=protocols) == 401
     assert nginx.call("GET", "/v1/models", headers={"Sec-WebSocket-Protocol": protocols[1]}).status_code == 401
     assert len(nginx.seen) == seen   # nothing refused reached the service
+def test_proxy_unreachable_is_a_503_with_retry_after(nginx):
+    """The autostart proxy restarting (connection refused, or closed mid-request): a 503 with Retry-After in
+    OpenAI's error shape, never nginx's own 502 page; the proxy's own 502 answers pass through unchanged."""
+    gone = nginx.call("GET", "/__hang_up", auth=("whisper", "pw"), headers={"Origin": PORTAL})
+    assert gone.status_code == 503, gone.text
+    assert gone.headers["Retry-After"] == "5" and gone.headers["Access-Control-Allow-Origin"] == PORTAL
+    assert gone.json()["error"]["code"] == "service_unavailable" and gone.json()["error"]["type"] == "server_error"
+    own = nginx.call("GET", "/__own_502", auth=("whisper", "pw"))
+    assert own.status_code == 502 and own.json()["error"]["type"] == "start_failed"
+    # credentials are still checked first
+    assert nginx.call("GET", "/__hang_up").status_code == 401

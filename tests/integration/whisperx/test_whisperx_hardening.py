@@ -1,4 +1,4 @@
-"""Issue 11 on the WhisperX server (ML environment): bounded temp disk, form floods refused early, the queue
+"""Hostile and unlucky requests against the WhisperX server (ML environment): bounded temp disk, form floods refused early, the queue
 before the body, hang-ups and the job limit, control characters, languages before decoding, health recovery.
 Real server processes with the real tiny.en model."""
 from __future__ import annotations

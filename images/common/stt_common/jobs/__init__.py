@@ -24,31 +24,36 @@ registration expired: within STT_JOB_HEARTBEAT_TTL of a death mid-job) instead o
 the last attempt the job fails with `job_failed` saying how many times it failed, and its webhook is sent, also
 when its worker died (RQ's failure callback, `on_failure`, run by the worker that finds the job abandoned).
 
-Worker hosts: a worker on another machine reaches Redis over TLS (`rediss://`, a client certificate of the
-deploy's link CA and its own Redis user) and has no access to the front's disk. It fetches a job's audio
-from the front (`STT_JOBS_FETCH_URL`: nginx on the link, the same client certificate) with the job's own token
-(`GET /internal/jobs/<id>/audio`, header X-Job-Token; answered only while the job is queued or running), keeps
-the copy in its own jobs_dir for the job's run only, and stores the result in Redis (`stt:result:<id>`, expiring
-with the job) instead of beside the audio. Whichever attempt finishes first claims the job (`stt:finished:<id>`,
-SET NX): a worker that was cut off and comes back after its job was retried elsewhere drops its late result, so a
-client never sees a job finish twice (one webhook, one result).
+Nothing in Redis is code: jobs are stored as JSON and a worker runs only the functions of an allow-list (codec).
+Worker hosts have no Redis access at all: they take jobs, report progress and hand in results through a narrow
+interface of the front (link: each job a lease bound to one host and one attempt, every result checked), while
+relays on the front run those jobs' RQ side (relay). Whichever attempt finishes first claims the job
+(`stt:finished:<id>`, SET NX): an attempt that was cut off and comes back late drops its result, so a client never
+sees a job finish twice. Webhooks are delivered by threads of the front's worker, apart from transcription,
+through stt_common.outbound (the address resolved once and pinned, no redirects, no private or otherwise
+non-global address, one deadline), signed with the caller's own secret over the recipient URL and the body
+(webhooks, signing). Submissions are bounded per caller and per service (quotas: 429 with Retry-After), and a job
+is accepted in one transaction with its owner's index and counts, or not at all.
 
 The modules, one concern each:
-    keys        every Redis key and queue name, and the function paths RQ stores with a job
+    keys        every Redis key and queue name, and the function names RQ stores with a job
+    codec       jobs as JSON, the allow-list of job functions, the conversion of jobs pickled by earlier versions
     spec        JobSpec (what a service plugs in) and JobContext (what its run gets in the worker)
     connection  the Redis connection, the link's TLS, the worker's name
-    signing     the webhook signature and the callback URL check
+    signing     the webhook signature, the callers' secrets and the callback URL check
     status      our five states and the status body
-    store       job folders, results, the audio fetched over the link, the sweep of expired folders
-    api         Jobs: the API side (accept, status, result, cancel, list, counts)
-    routes      the /v1/jobs routes;  metrics: the Prometheus collector
+    store       job folders, results, the sweep of expired folders (sweep: its entry point for the host timer)
+    quotas      per-caller and per-service limits, and the atomic admission of a job
+    api         Jobs: the API side (accept, status, result, cancel, list, webhook secret, counts)
+    routes      the /v1/jobs routes and the link's routes;  metrics: the Prometheus collector
+    link        the worker hosts' interface: tokens, tickets, leases, result checks
     runtime     the worker process's spec and settings, and its counters in Redis
-    execution   execute and on_failure, the job functions RQ runs;  webhooks: delivery and its retries
+    execution   execute and on_failure, the job functions RQ runs;  webhooks: deliveries and their retries
     worker      the RQ worker class and run_worker (imported by the workers' entry points only)
+    relay       the front's RQ workers that hand jobs to worker hosts;  remote: a worker host's job loop
 
 This package imports the API side only. The worker side (execution, webhooks, worker) is loaded when a name of it
-is asked for: RQ resolves the paths it stored with a job (`stt_common.jobs.execute`, ...) through `__getattr__`
-below, and the entry points import `stt_common.jobs.worker` themselves.
+is asked for (`__getattr__` below), and the entry points import `stt_common.jobs.worker` themselves.
 """
 from __future__ import annotations
 
@@ -56,19 +61,18 @@ import importlib
 
 from .api import Jobs, owner_of
 from .connection import link_ssl_context, redis_connection, worker_name
-from .keys import (cancel_key, finished_key, owner_index_key, queue_name, result_key, stats_key, webhook_queue_name,
-                   worker_stats_key)
+from .keys import cancel_key, finished_key, owner_index_key, queue_name, stats_key, worker_stats_key
 from .metrics import register_job_metrics
 from .routes import jobs_routes
-from .signing import SIGNATURE_HEADER, check_callback_url, sign, verify
+from .signing import DELIVERY_HEADER, SIGNATURE_HEADER, caller_secret, check_callback_url, derived_secret, sign, verify
 from .spec import PROGRESS_EVERY_S, JobContext, JobSpec, claim_finish
 from .status import describe, failed_error, job_state, retry_time
-from .store import fetch_audio, sweep_files
+from .store import sweep_files
 
-# the worker side, loaded on first use (RQ stores "stt_common.jobs.execute" etc. in every job: keys.py)
+# the worker side, loaded on first use
 _WORKER_SIDE = {
     "execute": "execution", "on_failure": "execution",
-    "deliver_webhook": "webhooks", "WEBHOOK_RETRY_INTERVALS": "webhooks",
+    "Deliverer": "webhooks", "WEBHOOK_RETRY_INTERVALS": "webhooks",
     "run_worker": "worker", "ModelWorker": "worker",
 }
 
@@ -82,8 +86,8 @@ def __getattr__(name: str):
 
 __all__ = [
     "Jobs", "owner_of", "link_ssl_context", "redis_connection", "worker_name", "cancel_key", "finished_key",
-    "owner_index_key", "queue_name", "result_key", "stats_key", "webhook_queue_name", "worker_stats_key",
-    "register_job_metrics", "jobs_routes", "SIGNATURE_HEADER", "check_callback_url", "sign", "verify",
+    "owner_index_key", "queue_name", "stats_key", "worker_stats_key", "register_job_metrics", "jobs_routes",
+    "DELIVERY_HEADER", "SIGNATURE_HEADER", "caller_secret", "check_callback_url", "derived_secret", "sign", "verify",
     "PROGRESS_EVERY_S", "JobContext", "JobSpec", "claim_finish", "describe", "failed_error", "job_state",
-    "retry_time", "fetch_audio", "sweep_files", *_WORKER_SIDE,
+    "retry_time", "sweep_files", *_WORKER_SIDE,
 ]

@@ -1,10 +1,11 @@
-"""The API side of the jobs: accept, describe, render, cancel, list, hand a job's audio to its worker, count."""
+"""The API side of the jobs: accept, describe, render, cancel, list, the caller's webhook secret, count.
+
+Everything here that talks to Redis or DNS is blocking: the routes (routes.py) call it from a worker thread, never
+from the event loop."""
 from __future__ import annotations
 
-import hashlib
-import hmac
+import logging
 import os
-import secrets
 import shutil
 import time
 import uuid
@@ -13,21 +14,25 @@ from typing import Dict, Optional
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
+from ..auth import caller_of
+from ..dependencies import check_free_space
 from ..errors import APIError, bad_request, not_found
+from ..outbound import policy_from
+from . import quotas
 from .connection import redis_connection
-from .keys import (EXECUTE, ON_FAILURE, cancel_key, owner_index_key, queue_name, result_key, stats_key,
-                   webhook_queue_name, worker_stats_key)
-from .signing import check_callback_url
+from .keys import (EXECUTE, ON_FAILURE, caller_secret_key, cancel_key, deliveries_key, owner_index_key, queue_name,
+                   result_key, stats_key, worker_stats_key)
+from .signing import SECRET_PATTERN, caller_secret, check_callback_url
 from .spec import JobSpec
 from .status import describe, iso_now, job_state
-from .store import job_folder, load_result
+from .store import job_folder, load_result, remove_files
+
+log = logging.getLogger("stt_common.jobs")
 
 
 def owner_of(request: Request) -> str:
-    """Who sees a job in `GET /v1/jobs`: a hash of the API key the request came with."""
-    auth = request.headers.get("authorization", "")
-    key = auth[7:] if auth[:7].lower() == "bearer " else ""
-    return hashlib.sha256(key.encode()).hexdigest()[:16] if key else "anonymous"
+    """Whose jobs a request sees: its caller's id (stt_common.auth: an API key, or a basic-auth user)."""
+    return caller_of(request).id
 
 
 class Jobs:
@@ -36,7 +41,17 @@ class Jobs:
     def __init__(self, spec: JobSpec, settings, metrics=None):
         self.spec, self.settings, self.metrics = spec, settings, metrics
         self.enabled = bool(settings.redis_url)
-        self._conn = None
+        self.limits = quotas.Limits.from_settings(settings)
+        self.policy = policy_from(settings.webhook_allow_private, getattr(settings, "webhook_allow_networks", ""))
+        self._conn = self._blocking = self._probe = None
+
+    @property
+    def blocking_conn(self):
+        """A connection for the link's long polls (BLPOP up to a minute), apart from the short calls'."""
+        self.conn   # 503 when jobs are off
+        if self._blocking is None:
+            self._blocking = redis_connection(self.settings, socket_timeout=90)
+        return self._blocking
 
     @property
     def conn(self):
@@ -47,22 +62,39 @@ class Jobs:
             self._conn = redis_connection(self.settings)
         return self._conn
 
+    def ping(self) -> dict:
+        """The `redis` dependency's probe (/health, /metrics): one PING, no retry, 2 s at most."""
+        if self._probe is None:
+            self._probe = redis_connection(self.settings, role="probe")
+        self._probe.ping()
+        return {"status": "ok"}
+
+    def check_room(self, request: Request) -> None:
+        """507 insufficient_storage before a body byte is read when the upload would leave the jobs' disk with
+        less than STT_JOBS_MIN_FREE_MB free (the request's Content-Length; a chunked body is checked by its writes)."""
+        length = request.headers.get("content-length", "")
+        check_free_space(self.settings.jobs_dir, int(length) if length.isdigit() else 0,
+                         self.settings.jobs_min_free_mb << 20)
+
     def queue(self):
-        from rq import Queue
-        return Queue(queue_name(self.spec.service), connection=self.conn,
-                     default_timeout=int(self.settings.job_max_seconds))
+        from .codec import queue
+        return queue(self.conn, queue_name(self.spec.service), int(self.settings.job_max_seconds))
 
     def fetch(self, job_id: str, owner: Optional[str] = None):
         from rq.exceptions import NoSuchJobError
-        from rq.job import Job as RQJob
+
+        from .codec import fetch
 
         if not job_id or len(job_id) > 64 or not all(c in "0123456789abcdef" for c in job_id):
             raise not_found(f"No job '{job_id[:64]}'.", code="job_not_found")
         try:
-            job = RQJob.fetch(job_id, connection=self.conn)
+            job = fetch(self.conn, job_id)
         except NoSuchJobError:
             raise not_found(f"No job '{job_id}' (unknown, or expired after its retention time).",
                             code="job_not_found") from None
+        if "unserialized" in job.meta:   # not JSON: written by something else than this service
+            log.warning("job %s: its stored meta is not JSON: ignored", job_id)
+            raise not_found(f"No job '{job_id}'.", code="job_not_found")
         if job.meta.get("service") != self.spec.service or (owner is not None and job.meta.get("owner") != owner):
             raise not_found(f"No job '{job_id}'.", code="job_not_found")
         return job
@@ -70,46 +102,63 @@ class Jobs:
     def folder(self, job_id: str) -> str:
         return job_folder(self.settings, job_id)
 
+    # ------------------------------------------------------------------ submission
+    def precheck(self, owner: str) -> None:
+        """Before the upload is read: 503 when jobs are off, 429 when the caller or the queue is at a limit."""
+        quotas.precheck(self.conn, self.spec.service, owner, self.limits)
+
     async def submit(self, request: Request, upload) -> JSONResponse:
+        from starlette.concurrency import run_in_threadpool
+
         fields = upload.fields
         params = await self.spec.prepare(fields, owner_of(request))
         callback = (fields.get("callback_url") or [""])[-1].strip()
+        body = await run_in_threadpool(self.accept, owner_of(request), upload, params, callback)
+        return JSONResponse(body, status_code=202, headers={"Location": body["status_url"]})
+
+    def accept(self, owner: str, upload, params: dict, callback: str) -> dict:
+        """Queue the job, all or nothing: its folder holds the audio, and one Redis transaction writes the job, its
+        queue entry, the caller's index and the quota counts (quotas.admit), or nothing and the folder goes."""
+        from rq import Callback, Retry
+
         if callback:
             if not self.settings.webhook_secret:
                 raise bad_request("This server has no webhook secret (STT_WEBHOOK_SECRET): callbacks are off.",
                                   param="callback_url", code="webhooks_unavailable")
-            check_callback_url(callback, self.settings.webhook_allow_private)
+            check_callback_url(callback, self.policy)
         conn = self.conn
         job_id = uuid.uuid4().hex
         folder = self.folder(job_id)
         os.makedirs(folder, mode=0o750)
+        made: dict = {}
         try:
-            os.replace(upload.path, os.path.join(folder, "audio"))  # same file system: no copy
-            owner = owner_of(request)
+            audio = os.path.join(folder, "audio")
+            os.replace(upload.path, audio)  # same file system: no copy
+            size = os.path.getsize(audio)
             meta = {"service": self.spec.service, "owner": owner, "params": params, "callback_url": callback or None,
                     "filename": (upload.filename or "")[:200] or None, "model": params.get("model_name"),
-                    "attempts": 0, "audio_token": secrets.token_urlsafe(32)}
-            from rq import Callback, Retry
+                    "attempts": 0}
             retries = self.settings.job_retries
-            job = self.queue().enqueue(
-                EXECUTE, job_id=job_id, meta=meta,
-                job_timeout=int(self.settings.job_max_seconds),
-                result_ttl=int(self.settings.job_ttl), failure_ttl=int(self.settings.job_ttl),
-                ttl=int(self.settings.job_ttl),
-                retry=Retry(max=retries, interval=self.settings.job_retry_waits) if retries > 0 else None,
-                on_failure=Callback(ON_FAILURE))
+            ttl = int(self.settings.job_ttl)
+
+            def enqueue(p):
+                made["job"] = self.queue().enqueue_call(
+                    EXECUTE, job_id=job_id, meta=meta, timeout=int(self.settings.job_max_seconds),
+                    result_ttl=ttl, failure_ttl=ttl, ttl=ttl,
+                    retry=Retry(max=retries, interval=self.settings.job_retry_waits) if retries > 0 else None,
+                    on_failure=Callback(ON_FAILURE), pipeline=p)
+                index, now = owner_index_key(self.spec.service, owner), time.time()
+                p.zadd(index, {job_id: now})
+                p.zremrangebyscore(index, 0, now - ttl)
+                p.expire(index, ttl)
+
+            quotas.admit(conn, self.spec.service, owner, job_id, size, self.limits, ttl, enqueue)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        index = owner_index_key(self.spec.service, owner)
-        with conn.pipeline() as p:
-            p.zadd(index, {job_id: time.time()})
-            p.zremrangebyrank(index, 0, -201)   # the newest 200 per caller
-            p.expire(index, int(self.settings.job_ttl))
-            p.execute()
-        body = describe(job)
-        return JSONResponse(body, status_code=202, headers={"Location": body["status_url"]})
+        return describe(made["job"])
 
+    # ------------------------------------------------------------------ a caller's jobs
     def status(self, request: Request, job_id: str) -> dict:
         return describe(self.fetch(job_id, owner_of(request)))
 
@@ -132,72 +181,85 @@ class Jobs:
         return self.spec.render(result, fmt, params)
 
     def cancel(self, request: Request, job_id: str) -> dict:
-        job = self.fetch(job_id, owner_of(request))
+        owner = owner_of(request)
+        job = self.fetch(job_id, owner)
         state = job_state(job)
+        service = self.spec.service
         if state == "queued":
             job.cancel()
             job.meta.update(state="canceled", finished_at=iso_now())
             job.save_meta()
-            shutil.rmtree(self.folder(job_id), ignore_errors=True)
+            remove_files(self.conn, self.settings, service, job_id)
+            quotas.finished(self.conn, service, owner, job_id)
         elif state == "running":
             # the worker stops at its next segment or window, then records "canceled"
             self.conn.set(cancel_key(job_id), "1", ex=int(self.settings.job_max_seconds) + 60)
         else:  # finished one way or another: drop its audio and result now instead of at the TTL
-            shutil.rmtree(self.folder(job_id), ignore_errors=True)
+            remove_files(self.conn, self.settings, service, job_id)
             self.conn.delete(result_key(job_id))
+            self.conn.zrem(owner_index_key(service, owner), job_id)
             job.delete()
             return {"id": job_id, "object": "transcription.job", "status": state, "deleted": True}
         return describe(job)
 
     def list(self, request: Request, limit: int = 20) -> dict:
-        from rq.job import Job as RQJob
+        from .codec import fetch_many
 
         owner = owner_of(request)
         ids = [i.decode() if isinstance(i, bytes) else i
                for i in self.conn.zrevrange(owner_index_key(self.spec.service, owner), 0,
                                             max(1, min(limit, 100)) - 1)]
-        jobs = [j for j in RQJob.fetch_many(ids, connection=self.conn) if j is not None]
+        jobs = [j for j in fetch_many(self.conn, ids) if j is not None and "unserialized" not in j.meta]
         data = [describe(j) for j in jobs]
         by_worker: Dict[str, int] = {}
         for body in data:
             if body["worker"]:
                 by_worker[body["worker"]] = by_worker.get(body["worker"], 0) + 1
-        return {"object": "list", "data": data, "workers": by_worker}
+        return {"object": "list", "data": data, "workers": by_worker,
+                "usage": quotas.usage(self.conn, self.spec.service, owner),
+                "limits": {"jobs": self.limits.caller_jobs, "bytes": self.limits.caller_bytes}}
 
-    def audio(self, job_id: str, token: str) -> Response:
-        """A queued or running job's audio for the worker (on another host) that took it: the job's own token,
-        never the API key; gone once the job has finished (or expired)."""
-        from fastapi.responses import FileResponse
+    # ------------------------------------------------------------------ the caller's webhook secret
+    def webhook_secret(self, request: Request) -> dict:
+        if not self.settings.webhook_secret:
+            raise bad_request("This server has no webhook secret (STT_WEBHOOK_SECRET): callbacks are off.",
+                              code="webhooks_unavailable")
+        secret, source = caller_secret(self.conn, self.settings.webhook_secret, owner_of(request))
+        return {"object": "webhook_secret", "secret": secret, "source": source,
+                "signature": "X-STT-Signature: t=<unix time>,v2=<HMAC-SHA256 hex of '<t>.<callback_url>.<body>'>"}
 
-        job = self.fetch(job_id)
-        expected = job.meta.get("audio_token") or ""
-        if not token or not expected or not hmac.compare_digest(token.encode(), expected.encode()) \
-                or job_state(job) not in ("queued", "running"):
-            raise not_found(f"No audio for job '{job_id}'.", code="job_not_found")
-        path = os.path.join(self.folder(job_id), "audio")
-        if not os.path.exists(path):
-            raise not_found(f"No audio for job '{job_id}'.", code="job_not_found")
-        return FileResponse(path, media_type="application/octet-stream")
+    def set_webhook_secret(self, request: Request, secret: Optional[str]) -> dict:
+        """The caller's own secret (32-256 characters of [A-Za-z0-9._~+/=-]); None: back to the derived one."""
+        owner = owner_of(request)
+        if secret is None:
+            self.conn.delete(caller_secret_key(owner))
+        else:
+            if not isinstance(secret, str) or not SECRET_PATTERN.fullmatch(secret):
+                raise bad_request("secret: 32 to 256 characters, letters, digits and . _ ~ + / = - only.",
+                                  param="secret", code="invalid_value")
+            self.conn.set(caller_secret_key(owner), secret)
+        return self.webhook_secret(request)
 
+    # ------------------------------------------------------------------ counts for /health and /metrics
     def counts(self) -> dict:
         """Jobs by state and the stats workers keep, for /health (the autostart proxy's idle check) and /metrics."""
         from rq.registry import StartedJobRegistry
 
-        from rq import Queue
-
         q = self.queue()
         running = StartedJobRegistry(queue=q).count
-        # webhooks from worker hosts wait for the front's worker: the front stays up while any are queued
-        scheduled = q.scheduled_job_registry.count + Queue(webhook_queue_name(self.spec.service),
-                                                           connection=self.conn).count
+        scheduled = q.scheduled_job_registry.count
         stats = {k.decode(): float(v) for k, v in self.conn.hgetall(stats_key(self.spec.service)).items()}
-        return {"queued": q.count + scheduled, "running": running, "stats": stats}
+        return {"queued": q.count + scheduled, "running": running, "stats": stats,
+                "webhooks": int(self.conn.zcard(deliveries_key(self.spec.service)))}
 
     def per_worker(self) -> dict:
-        """Per worker host: its RQ workers alive, its running jobs, its finished jobs and audio seconds."""
+        """Per worker host: its workers alive (RQ workers on the front, link slots polling for a worker host), its
+        running jobs, its finished jobs and audio seconds."""
         from rq import Worker
-        from rq.job import Job as RQJob
         from rq.registry import StartedJobRegistry
+
+        from .codec import fetch_many
+        from .link import slots_seen
 
         q = self.queue()
         hosts: Dict[str, dict] = {}
@@ -206,9 +268,13 @@ class Jobs:
             return hosts.setdefault(name, {"workers": 0, "running": 0, "stats": {}})
 
         for w in Worker.all(queue=q):
+            if "/relay-" in w.name:   # a relay stands for a worker host's slot, counted below
+                continue
             entry(w.name.rsplit("/", 1)[0] if "/" in w.name else (w.hostname or w.name))["workers"] += 1
+        for host, slots in slots_seen(self.conn, self.spec.service).items():
+            entry(host)["workers"] += slots
         ids = StartedJobRegistry(queue=q).get_job_ids()
-        for job in RQJob.fetch_many(ids, connection=self.conn):
+        for job in fetch_many(self.conn, ids):
             if job is not None and job.meta.get("worker"):
                 entry(job.meta["worker"])["running"] += 1
         for field, value in self.conn.hgetall(worker_stats_key(self.spec.service)).items():

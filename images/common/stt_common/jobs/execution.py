@@ -1,24 +1,28 @@
-"""The job functions RQ runs in the worker (by the names in keys.py): one transcription (`execute`), and the
-failure callback of a job whose worker died on its last attempt (`on_failure`)."""
+"""The job functions RQ runs in the worker (by the names in keys.py, through codec.ALLOWED): one transcription
+(`execute`), and the failure callback of a job whose worker died on its last attempt (`on_failure`).
+
+Both run on the front only: in its model worker, or in a relay (relay.py) whose `spec.run` hands the job to a
+worker host and waits for its result. Either way the result lands beside the audio on the front's disk."""
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 import uuid
 
 from ..errors import APIError
 from ..executor import JobStopped
-from . import runtime
-from .connection import worker_name
+from . import quotas, runtime
 from .keys import cancel_key, finished_key
 from .spec import JobContext, claim_finish
 from .status import failed_error, iso_now
-from .store import fetch_audio, save_result
-from .webhooks import send_or_queue_webhook
+from .store import remove_files, save_result
+from .webhooks import queue_delivery
 
 log = logging.getLogger("stt_common.jobs")
+# how often a job may go back to its queue because its worker was stopping: never reached by restarts and deploys;
+# a job handed back this often fails (RQ's limit of returned Retry values)
+HAND_BACKS = 100
 
 
 def execute() -> dict:
@@ -29,31 +33,27 @@ def execute() -> dict:
     conn = job.connection
     spec, settings = runtime.SPEC, runtime.SETTINGS
     folder = os.path.join(settings.jobs_dir, job.id)
-    remote = bool(settings.jobs_fetch_url)   # a worker host: the audio comes over the link, the result goes to Redis
     if conn.exists(finished_key(job.id)):   # an attempt elsewhere already finished it
         return {"state": "duplicate"}
-    job.meta.update(attempts=int(job.meta.get("attempts", 0)) + 1, worker=worker_name(settings),
+    job.meta.update(attempts=int(job.meta.get("attempts", 0)) + 1, worker=runtime.current_worker(),
                     seconds_done=0.0, error=None)
     job.save_meta()
-    ctx = JobContext(job, conn)
+    ctx = JobContext(job, conn, stopping=runtime.STOPPING.is_set)
     t0 = time.monotonic()
     outcome, error = "succeeded", None
     try:
-        try:
-            if conn.exists(cancel_key(job.id)):
-                raise JobStopped("canceled")
-            audio = fetch_audio(settings, job, folder) if remote else os.path.join(folder, "audio")
-            result = spec.run(audio, job.meta.get("params") or {}, ctx)
-            save_result(conn, settings, job.id, result, remote)
-        finally:
-            if remote:   # the worker host keeps no copy of anyone's audio
-                shutil.rmtree(folder, ignore_errors=True)
+        if conn.exists(cancel_key(job.id)):
+            raise JobStopped("canceled")
+        result = spec.run(os.path.join(folder, "audio"), job.meta.get("params") or {}, ctx)
+        save_result(conn, settings, spec.service, job.id, result)
         if not claim_finish(conn, job, settings, ctx.attempt):
             log.warning("job %s was finished elsewhere meanwhile: this late result is dropped", job.id)
             return {"state": "duplicate"}
         runtime.stat(conn, "job_audio_seconds", float(result.get("duration") or 0.0))
         ctx.progress(ctx.total or result.get("duration") or 0.0, force=True)
     except JobStopped:
+        if ctx.reason == "shutdown":
+            return hand_back(job)
         outcome = "canceled"
     except APIError as e:  # the input's fault (undecodable audio, too long, ...): retrying cannot help
         outcome, error = "failed", e.body()["error"]
@@ -73,9 +73,22 @@ def execute() -> dict:
     job.save_meta()
     if outcome == "canceled":
         conn.delete(cancel_key(job.id))
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_files(conn, settings, spec.service, job.id)
     finish(job, conn, outcome, time.monotonic() - t0)
     return {"state": outcome}
+
+
+def hand_back(job):
+    """The worker was asked to stop mid-job (a deploy recreating it, Docker or the host restarting): the job goes
+    back to the head of its queue at once, for the next worker, without using one of its retries (a stop is not a
+    failure, and this run's attempt is not counted); nothing of this run was stored or claimed. RQ's `Retry` return
+    value does that: requeued at the front, its crash retries (`retries_left`) untouched."""
+    from rq import Retry
+
+    log.warning("job %s: its worker is stopping: back to the head of the queue", job.id)
+    job.meta.update(attempts=max(0, int(job.meta.get("attempts") or 1) - 1), worker=None, seconds_done=0.0)
+    job.save_meta()
+    return Retry(max=HAND_BACKS, interval=0, enqueue_at_front=True)
 
 
 def on_failure(job, connection, exc_type=None, exc_value=None, traceback=None) -> None:
@@ -102,7 +115,9 @@ def on_failure(job, connection, exc_type=None, exc_value=None, traceback=None) -
 
 
 def finish(job, conn, outcome: str, seconds: float) -> None:
-    """A job's end: the counters, and its webhook when it has a callback_url."""
+    """A job's end: it leaves the quota's active count, the counters, and its webhook when it has a callback_url."""
+    service = runtime.SPEC.service
+    quotas.finished(conn, service, job.meta.get("owner"), job.id)
     runtime.stat(conn, f"jobs_{outcome}")
     runtime.stat(conn, "job_seconds", seconds)
     url = job.meta.get("callback_url")
@@ -110,4 +125,5 @@ def finish(job, conn, outcome: str, seconds: float) -> None:
         payload = {"id": job.id, "object": "transcription.job", "status": outcome,
                    "result_url": f"/v1/jobs/{job.id}/result" if outcome == "succeeded" else None,
                    "error": job.meta.get("error")}
-        send_or_queue_webhook(conn, url, payload)
+        queue_delivery(conn, service, url, job.meta.get("owner") or "anonymous", payload,
+                       int(runtime.SETTINGS.job_ttl))

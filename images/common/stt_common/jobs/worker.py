@@ -1,26 +1,27 @@
 """The job worker: an RQ `SimpleWorker` that keeps the service's model loaded, beats its heartbeat while a job runs,
-runs RQ's scheduler under its own name (so that another worker can take over the scheduler of a dead one), and
-sweeps expired job folders. Imported by the workers' entry points only (`python -m <service>_server.worker`):
-the API process never loads it nor RQ's worker through it."""
+runs RQ's scheduler under its own name (so that another worker can take over the scheduler of a dead one), reads
+and writes jobs as JSON and runs only the functions of codec.ALLOWED. On the front it also delivers the webhooks
+(webhooks.Deliverer, threads apart from the jobs). On a worker host (STT_JOBS_FRONT_URL) the same entry point runs
+remote.run_remote_worker instead: no RQ, no Redis. Imported by the workers' entry points only
+(`python -m <service>_server.worker`): the API process never loads it nor RQ's worker through it."""
 from __future__ import annotations
 
 import logging
 import os
 import threading
-import time
 import uuid
 
-from rq import Queue
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.scheduler import RQScheduler
 from rq.scripts import release_lock
 from rq.worker import SimpleWorker, WorkerStatus
 
 from . import runtime
-from .connection import redis_connection, worker_name
+from .codec import SERIALIZER, StoredJob, convert_legacy_jobs, legacy_webhook_jobs, queue
+from .connection import redis_connection, wait_for_redis, worker_name
 from .keys import queue_name, webhook_queue_name
 from .spec import JobSpec
-from .store import sweep_files
+from .webhooks import Deliverer, queue_delivery
 
 log = logging.getLogger("stt_common.jobs")
 
@@ -41,7 +42,21 @@ class ModelWorker(SimpleWorker):
     def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
         return self.job_heartbeat_ttl
 
+    def handle_warm_shutdown_request(self):
+        """SIGTERM (a deploy recreating the container, Docker or the host restarting): RQ's warm shutdown would
+        let the running job finish first, and the stop's grace period would end it with SIGKILL long before a
+        meeting is transcribed. The running job stops at its next check instead and goes back to the head of its
+        queue (execution.hand_back); then RQ's loop ends."""
+        runtime.STOPPING.set()
+        log.info("worker %s: stopping; a running job goes back to its queue", self.name)
+
     def execute_job(self, job, queue):
+        if not getattr(job, "runnable", False):
+            # a function or callback outside codec.ALLOWED, or data that is not JSON: fails without running
+            # (StoredJob.func raises), and without retries
+            log.error("job %s names no function of this service (%s): failed without running", job.id,
+                      str(getattr(job, "_func_name", "?"))[:100])
+            job.retries_left = 0
         execution = self.prepare_execution(job)
         stop = threading.Event()
         ttl = self.job_heartbeat_ttl
@@ -124,6 +139,8 @@ class ModelWorker(SimpleWorker):
             and self.scheduler._process.is_alive()
 
     def run_maintenance_tasks(self):
+        if runtime.STOPPING.is_set():
+            return   # stopping: RQ's would start the scheduler its shutdown just stopped
         try:
             if self.take_over_scheduler_locks() and self.scheduler_running():
                 # our scheduler runs with the other queues' locks only and would look for more after
@@ -141,39 +158,59 @@ class ModelWorker(SimpleWorker):
         except Exception as e:  # noqa: BLE001
             log.warning("re-registering the worker failed: %s", e)
         super().run_maintenance_tasks()
-        try:
-            sweep_files(self.connection, self.job_settings, self.service)
-        except Exception as e:  # noqa: BLE001
-            log.warning("sweeping expired job files failed: %s", e)
 
 
 def run_worker(spec: JobSpec, settings, burst: bool = False) -> None:
-    """A worker for one service: keeps its model loaded, listens to the webhook queue first, then jobs."""
+    """A worker for one service: keeps its model loaded and takes jobs; on the front it also delivers webhooks.
+    With STT_JOBS_FRONT_URL (a worker host) it takes its jobs through the front's link interface instead."""
     runtime.configure(spec, settings)
+    if settings.jobs_front_url:
+        from .remote import run_remote_worker
+        return run_remote_worker(spec, settings, burst=burst)
     if not settings.redis_url:
-        raise SystemExit("STT_REDIS_URL is empty: a job worker needs Redis.")
-    conn = redis_connection(settings)
-    for attempt in range(60):   # Redis may still be starting (a host boot, a restart after a settings change)
-        try:
-            conn.ping()
-            break
-        except Exception as e:  # noqa: BLE001
-            if attempt == 59:
-                raise SystemExit(f"Redis at STT_REDIS_URL does not answer: {type(e).__name__}: {e}")
-            time.sleep(1)
+        raise SystemExit("STT_REDIS_URL is empty: a job worker needs Redis (or STT_JOBS_FRONT_URL on a worker host).")
     os.makedirs(settings.jobs_dir, exist_ok=True)
     if spec.warm:
         spec.warm()
+    conn = redis_connection(settings, role="worker")
+    wait_for_redis(conn)
+    adopt_legacy(conn, spec.service, settings)
 
+    deliverer = Deliverer(conn, settings, spec.service).start() if settings.webhook_secret else None
     ttl = max(2, int(settings.job_heartbeat_ttl))
-    queues = [Queue(webhook_queue_name(spec.service), connection=conn),
-              Queue(queue_name(spec.service), connection=conn)]
-    if settings.jobs_fetch_url or not settings.webhook_secret:
-        queues = queues[1:]   # a worker host: webhooks are signed and sent by the front's worker
+    queues = [queue(conn, queue_name(spec.service), int(settings.job_max_seconds))]
     # maintenance runs between waits for the next job: the wait (worker_ttl - 15) must not outlast its interval
     maintenance = max(1, ttl // 2)
     worker = ModelWorker(queues, connection=conn, maintenance_interval=maintenance, worker_ttl=maintenance + 15,
                          name=f"{worker_name(settings)}/{uuid.uuid4().hex[:8]}", heartbeat_ttl=ttl,
-                         job_settings=settings, service=spec.service)
-    log.info("worker %s listening on %s", worker.name, ", ".join(q.name for q in queues))
-    worker.work(burst=burst, with_scheduler=True, logging_level=os.environ.get("LOG_LEVEL", "INFO").upper())
+                         job_settings=settings, service=spec.service, job_class=StoredJob, serializer=SERIALIZER)
+    log.info("worker %s listening on %s%s", worker.name, ", ".join(q.name for q in queues),
+             "; delivering webhooks" if deliverer else "")
+    try:
+        worker.work(burst=burst, with_scheduler=True, logging_level=os.environ.get("LOG_LEVEL", "INFO").upper())
+    finally:
+        if deliverer:
+            deliverer.close()
+    if not burst and not runtime.STOPPING.is_set():
+        # RQ's loop gave up on its own (Redis out of reach longer than its retries, an error of its own): exit
+        # non-zero, and the container's restart policy starts a fresh worker, which waits for Redis
+        raise SystemExit(f"worker {worker.name}: RQ's loop ended without a stop request; exiting to be restarted")
+
+
+def adopt_legacy(conn, service: str, settings) -> None:
+    """What an earlier version left in Redis: pickled jobs become JSON (codec.convert_legacy_jobs), and webhook
+    deliveries that were RQ jobs become delivery records, signed for their job's caller."""
+    from rq.exceptions import NoSuchJobError
+
+    from .codec import fetch
+
+    try:
+        convert_legacy_jobs(conn, [queue_name(service)])
+        for url, payload in legacy_webhook_jobs(conn, webhook_queue_name(service)):
+            try:
+                owner = fetch(conn, str(payload.get("id"))).meta.get("owner") or "anonymous"
+            except NoSuchJobError:
+                owner = "anonymous"
+            queue_delivery(conn, service, url, owner, payload, int(settings.job_ttl))
+    except Exception as e:  # noqa: BLE001 - never keeps the worker from starting
+        log.warning("converting jobs stored by an earlier version failed: %s", e)
