@@ -12,7 +12,7 @@ read. Decoding then applies the same duration limit as to an upload.
 
 Errors (OpenAI's shape, ``param`` ``file_url``): 400 ``invalid_url`` (not http(s), malformed), 400
 ``url_forbidden`` (an address the server may not reach); 422 ``url_unreachable`` (no such host, refused, no
-answer in time), ``url_redirect``, ``url_fetch_failed`` (the server answered an error), ``url_too_large``,
+answer), ``url_timeout`` (not all there within ``STT_URL_TIMEOUT``), ``url_redirect``, ``url_fetch_failed`` (the server answered an error), ``url_too_large``,
 ``url_unsupported_type`` (HTML, JSON, text ...), ``url_empty``.
 """
 from __future__ import annotations
@@ -51,8 +51,11 @@ def refusal(e: outbound.OutboundError, max_bytes: int) -> APIError:
     if e.reason == "redirect":
         return _unprocessable(f"file_url was not fetched: {e.message}. Send the final URL.", "url_redirect")
     if e.reason == "too_large":
-        return _unprocessable(f"The audio at file_url is larger than the upload limit "
-                              f"({max_bytes // (1024 * 1024)} MB).", "url_too_large")
+        return _unprocessable(f"The audio at file_url is larger than the upload limit ({_mb(max_bytes)}).",
+                              "url_too_large")
+    if e.reason == "timeout":
+        return _unprocessable(f"file_url was not fetched in time: {e.message} (the download's limit).",
+                              "url_timeout")
     return _unprocessable(f"file_url could not be fetched: {e.message}.", "url_unreachable")
 
 
@@ -67,14 +70,27 @@ def check_url(url: str, settings) -> str:
     return url
 
 
-def _check_answer(status: int, reason: str, headers: Mapping[str, str]) -> None:
-    if status != 200:
-        raise _unprocessable(f"The server of file_url answered {status} {reason}".strip() + ".", "url_fetch_failed")
-    ctype = {k.lower(): v for k, v in headers.items()}.get("content-type", "")
-    media = ctype.split(";", 1)[0].strip().lower()
-    if not (media.startswith(_TYPES) or media in _GENERIC):
-        raise _unprocessable(f"file_url serves {media!r}, not audio: link the recording itself (audio/*, video/*).",
-                             "url_unsupported_type")
+def answer_check(max_bytes: int):
+    """What a download's answer must be before its body is read: 200, a media type a recording comes as, and no
+    Content-Length above the cap (a body without one, or lying, is cut at the cap while it streams)."""
+    def check(status: int, reason: str, headers: Mapping[str, str]) -> None:
+        if status != 200:
+            raise _unprocessable(f"The server of file_url answered {status} {reason}".strip() + ".",
+                                 "url_fetch_failed")
+        lower = {k.lower(): v for k, v in headers.items()}
+        media = lower.get("content-type", "").split(";", 1)[0].strip().lower()
+        if not (media.startswith(_TYPES) or media in _GENERIC):
+            raise _unprocessable(f"file_url serves {media!r}, not audio: link the recording itself (audio/*, "
+                                 "video/*).", "url_unsupported_type")
+        length = lower.get("content-length", "").strip()
+        if length.isdigit() and int(length) > max_bytes:
+            raise _unprocessable(f"The audio at file_url is larger than the upload limit ({_mb(max_bytes)}).",
+                                 "url_too_large")
+    return check
+
+
+def _mb(n: int) -> str:
+    return f"{n // (1024 * 1024)} MB"
 
 
 def fetch(url: str, dest: str, settings, max_bytes: Optional[int] = None) -> int:
@@ -84,7 +100,7 @@ def fetch(url: str, dest: str, settings, max_bytes: Optional[int] = None) -> int
     try:
         with open(dest, "wb") as sink:
             resp = outbound.request(url, sink=sink, max_bytes=cap, deadline_s=float(settings.url_timeout),
-                                    policy=url_policy(settings), check_headers=_check_answer,
+                                    policy=url_policy(settings), check_headers=answer_check(cap),
                                     headers={"Accept": "audio/*, video/*;q=0.9, application/octet-stream;q=0.5"},
                                     user_agent="whisper-platform (file_url)")
     except outbound.OutboundError as e:
@@ -96,6 +112,26 @@ def fetch(url: str, dest: str, settings, max_bytes: Optional[int] = None) -> int
     if resp.length == 0:
         raise _unprocessable("file_url answered an empty body.", "url_empty")
     return resp.length
+
+
+def fetch_for_job(url: str, audio: str, settings) -> Optional[int]:
+    """A job's download, in its worker: into ``audio`` (the file its submission left empty) through a ``.part``
+    file renamed when complete, so a retry after a worker died mid-download starts over instead of decoding half a
+    file. None when the audio is there already (an earlier attempt fetched it); else the bytes fetched."""
+    from .dependencies import check_free_space
+
+    if os.path.exists(audio) and os.path.getsize(audio) > 0:
+        return None
+    cap = int(settings.max_upload_bytes)
+    check_free_space(os.path.dirname(audio) or ".", cap, int(getattr(settings, "jobs_min_free_mb", 0)) << 20)
+    part = audio + ".part"
+    try:
+        n = fetch(url, part, settings, cap)
+        os.replace(part, audio)
+    finally:
+        if os.path.exists(part):
+            os.unlink(part)
+    return n
 
 
 def _truncate(path: str) -> None:

@@ -10,6 +10,7 @@ import os
 import time
 import uuid
 
+from ..audio_url import fetch_for_job
 from ..errors import APIError
 from ..executor import JobStopped
 from . import quotas, runtime
@@ -44,6 +45,10 @@ def execute() -> dict:
     try:
         if conn.exists(cancel_key(job.id)):
             raise JobStopped("canceled")
+        if job.meta.get("source_url"):   # audio by URL: downloaded here, in the worker, not in the API request
+            fetched = fetch_for_job(job.meta["source_url"], os.path.join(folder, "audio"), settings)
+            if fetched:
+                quotas.add_bytes(conn, spec.service, job.id, fetched)
         result = spec.run(os.path.join(folder, "audio"), job.meta.get("params") or {}, ctx)
         save_result(conn, settings, spec.service, job.id, result)
         if not claim_finish(conn, job, settings, ctx.attempt):
