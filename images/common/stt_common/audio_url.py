@@ -12,8 +12,9 @@ read. Decoding then applies the same duration limit as to an upload.
 
 Errors (OpenAI's shape, ``param`` ``file_url``): 400 ``invalid_url`` (not http(s), malformed), 400
 ``url_forbidden`` (an address the server may not reach); 422 ``url_unreachable`` (no such host, refused, no
-answer), ``url_timeout`` (not all there within ``STT_URL_TIMEOUT``), ``url_redirect``, ``url_fetch_failed`` (the server answered an error), ``url_too_large``,
-``url_unsupported_type`` (HTML, JSON, text ...), ``url_empty``.
+answer), ``url_timeout`` (not all there within ``STT_URL_TIMEOUT``), ``url_redirect``, ``url_fetch_failed`` (the
+server answered an error), ``url_too_large``, ``url_unsupported_type`` (HTML, JSON, text ...), ``url_empty``.
+Operators' view: docs/audio-url.md.
 """
 from __future__ import annotations
 

@@ -35,6 +35,7 @@ def bucket(speech):
 def jobs_env(tmp_path_factory, redis_server):
     return redis_server.jobs_env(tmp_path_factory.mktemp("url-jobs"), STT_URL_ALLOW_NETWORKS=f"{BUCKET}/32",
                                  STT_MAX_UPLOAD_MB="2", STT_URL_TIMEOUT="20", STT_API_KEYS=KEY,
+                                 STT_JOB_QUOTA_MB="2",
                                  STT_ALLOW_OPEN_ACCESS="0")
 
 
@@ -105,13 +106,16 @@ def test_too_large_wrong_type_unreachable_and_both_fields(api, bucket, speech):
 @needs_redis
 def test_a_job_downloads_in_its_worker(api, jobs_env, bucket, speech, tmp_path):
     """The API only checks and queues the URL; the worker fetches it. A URL that turns out not to be audio fails
-    its job once, with the same error a synchronous request gets."""
+    its job once, with the same error a synchronous request gets; a download that passes the caller's storage quota
+    (2 MiB here, with the first job's audio counted) fails its job and is not kept."""
     before = len(bucket.requests)
     r = post(api, "/v1/jobs", file_url=bucket.url + "/speech.wav", language="en")
     assert r.status_code == 202, r.text
     job = r.json()
-    with Receiver(BUCKET, behave=serving(b"<html></html>", "text/html")) as page:
+    with Receiver(BUCKET, behave=serving(b"<html></html>", "text/html")) as page, \
+            Receiver(BUCKET, behave=serving(b"\0" * 1_900_000)) as large:
         bad = post(api, "/v1/jobs", file_url=page.url + "/share").json()
+        over = post(api, "/v1/jobs", file_url=large.url + "/long.wav").json()
         private = post(api, "/v1/jobs", file_url="http://127.0.0.1:9/a.wav")
         assert private.status_code == 400 and private.json()["error"]["code"] == "url_forbidden"
         time.sleep(0.5)
@@ -120,6 +124,7 @@ def test_a_job_downloads_in_its_worker(api, jobs_env, bucket, speech, tmp_path):
         try:
             done = wait(api, job["id"], worker)
             failed = wait(api, bad["id"], worker)
+            over_quota = wait(api, over["id"], worker)
         finally:
             worker.stop()
     assert done["status"] == "succeeded" and done["filename"] == "speech.wav", done
@@ -129,6 +134,8 @@ def test_a_job_downloads_in_its_worker(api, jobs_env, bucket, speech, tmp_path):
     assert "weather is sunny" in text["text"].lower()
     assert failed["status"] == "failed" and failed["attempts"] == 1
     assert failed["error"]["code"] == "url_unsupported_type", failed
+    assert over_quota["status"] == "failed" and over_quota["error"]["code"] == "storage_quota_exceeded", over_quota
+    assert (Path(jobs_env["STT_JOBS_DIR"]) / over["id"] / "audio").stat().st_size == 0
 
 
 def wait(api, job_id: str, worker: Worker, timeout: float = 180) -> dict:
