@@ -192,3 +192,10 @@ def test_the_form_takes_a_file_or_its_url_never_both_nor_neither(form_app):
     bad = form_app.post("/job", files=form(file_url="http://127.0.0.1:1/a.wav"))
     err = bad.json()["error"]
     assert bad.status_code == 400 and err["code"] == "url_forbidden" and err["type"] == "invalid_request_error"
+
+
+def test_the_forms_schema_offers_file_url_beside_file():
+    from stt_common.forms import TranscriptionForm
+
+    schema = TranscriptionForm.openapi_body()["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert {"file", "file_url"} <= set(schema["properties"]) and "file" not in schema["required"]
