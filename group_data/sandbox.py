@@ -55,3 +55,16 @@ alert_group_interval = "10s"
 alert_no_worker_for = "10s"
 alert_redis_for = "10s"
 alert_webhook_url = "http://127.0.0.1:9199/alerts"
+
+def _backup_recipients() -> list:
+    # the public key of the sandbox's throwaway backup identity (sandbox/up.sh makes it in .sandbox/)
+    path = Path(__file__).resolve().parent.parent / ".sandbox" / "backup-identity.txt" if "__file__" in globals() \
+        else Path(".sandbox/backup-identity.txt")
+    if not path.exists():
+        return []
+    return [line.split(":", 1)[1].strip() for line in path.read_text().splitlines() if line.startswith("# public key:")]
+
+
+backup_recipients = _backup_recipients()
+backup_pull_dir = ".sandbox/backups"
+restore_identity = ".sandbox/backup-identity.txt"
