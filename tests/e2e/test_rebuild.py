@@ -150,7 +150,12 @@ def rebuilt(deployed, tmp_path_factory):
     work = tmp_path_factory.mktemp("rebuild")
     data = ["--data", _overrides()]
     before: dict = {"secrets_file": (STATE / "secrets.env").read_text()}
-    pyinfra("-y", *data)
+    # a copy of each backup over SSH: to the host's own sshd, with a key that lives on the host
+    ssh("test -f /root/.ssh/whisper-backup || ssh-keygen -q -t ed25519 -N '' -f /root/.ssh/whisper-backup; "
+        "grep -qf /root/.ssh/whisper-backup.pub /root/.ssh/authorized_keys || "
+        "cat /root/.ssh/whisper-backup.pub >> /root/.ssh/authorized_keys; install -d -m 700 /var/backups/pushed")
+    pyinfra("-y", *data, "--data", "backup_push=root@127.0.0.1:/var/backups/pushed",
+            "--data", "backup_push_key=/root/.ssh/whisper-backup")
     before["key"] = host_env("/opt/whisper-faster/.env")["STT_API_KEYS"].split(",")[0]
     before["jobs_env"] = host_env("/etc/whisper-platform/jobs.env")
     before["fingerprints"] = {vhost: fingerprint(vhost) for vhost in _vhosts()}
@@ -190,6 +195,8 @@ def rebuilt(deployed, tmp_path_factory):
     timings = {"backup_pull_s": time.monotonic() - started}
     archive = max((STATE / "backups").glob("*.tar.age"), key=lambda p: p.stat().st_mtime)
     assert archive.name in out
+    before["pushed"] = ssh(f"sha256sum /var/backups/pushed/{archive.name}", check=False).stdout.split()[:1]
+    before["pulled"] = hashlib.sha256(archive.read_bytes()).hexdigest()
     kept = work / "kept"
     kept.mkdir()
     archive = Path(shutil.copy(archive, kept / archive.name))
@@ -334,6 +341,10 @@ def test_same_certificates(rebuilt):
 def test_second_run_changes_nothing(rebuilt):
     assert rebuilt["second"].changed() == 0
     assert "nothing to do" in rebuilt["second"].output
+
+
+def test_the_backup_was_pushed_over_ssh(rebuilt):
+    assert rebuilt["before"]["pushed"] == [rebuilt["before"]["pulled"]]
 
 
 def test_rebuild_time(rebuilt):
