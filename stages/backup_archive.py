@@ -24,9 +24,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FORMAT = 1
-KIND = "whisper-platform backup"
-CHUNK = 1 << 20
+from stages.host.backup import CHUNK, FORMAT, KIND, parse_env, sha256_file  # the writer's own definitions (host side)
+
 # members read into memory (secrets, certificates, small manifests); the rest stays in the tar for the host
 SMALL = ("secrets/", "tls/", "letsencrypt/", "models/manifest.json", "autostart/", "link/", "manifest.json")
 PREFIXES = ("secrets/", "tls/selfsigned/", "letsencrypt/", "redis/", "jobs/", "models/", "autostart/", "link/")
@@ -108,14 +107,6 @@ def decrypt(data: bytes, identities: list) -> bytes:
 
 
 # --- the archive --------------------------------------------------------------------------------------------
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _scratch() -> Path:
     """A private folder for the decrypted archive, removed when the deploy exits."""
     folder = Path(tempfile.mkdtemp(prefix="whisper-restore-"))
@@ -156,15 +147,6 @@ class CheckedArchive:
         return self.small.get(member)
 
 
-def parse_env(text: str) -> dict[str, str]:
-    import re
-
-    values = {}
-    for line in text.splitlines():
-        m = re.match(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$", line)
-        if m:
-            values[m.group(1)] = m.group(2).strip("'\"")
-    return values
 
 
 def open_archive(archive: str, identity: str, domain: str) -> CheckedArchive:

@@ -145,14 +145,19 @@ class Archive:
 
 
 # --- what goes into it ----------------------------------------------------------------------------------------
-def read_env(path: str) -> dict[str, str]:
+def parse_env(text: str) -> dict[str, str]:
+    """NAME=value lines of a .env file (`export`, spaces and quotes as compose reads them)."""
     values = {}
-    with open(path, encoding="utf-8", errors="surrogateescape") as f:
-        for line in f:
-            m = re.match(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$", line)
-            if m:
-                values[m.group(1)] = m.group(2).strip("'\"")
+    for line in text.splitlines():
+        m = re.match(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$", line)
+        if m:
+            values[m.group(1)] = m.group(2).strip("'\"")
     return values
+
+
+def read_env(path: str) -> dict[str, str]:
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+        return parse_env(f.read())
 
 
 class Redis:
