@@ -295,3 +295,81 @@ def test_link_pki_round_trip(tmp_path):
     with pytest.raises(RestoreRefused, match="already holds another ca.crt"):
         unpack_pki(blob, restored)
     assert pack_pki(tmp_path) is None   # no CA: nothing to back up
+
+
+def _checked(small: dict, members: dict | None = None):
+    from pathlib import Path
+
+    from stages.backup_archive import CheckedArchive
+
+    manifest = {"members": members or {name: {"size": len(v), "sha256": "x"} for name, v in small.items()}}
+    return CheckedArchive(path=Path("/backups/a.tar.age"), sha256="s", plain=Path("/tmp/x"), plain_sha256="p",
+                          manifest=manifest, small=small)
+
+
+def test_the_archives_secrets_become_this_runs_values():
+    from stages.backup import _secrets_from
+
+    p = build()
+    checked = _checked({"secrets/env/faster.env": b"STT_API_KEYS=sk-old,sk-second\n",
+                        "secrets/env/whisperx.env": b"STT_API_KEYS=sk-old,sk-second\nHF_TOKEN=hf_old\n",
+                        "secrets/htpasswd": (LINE + "\n").encode()})
+    with ctx_host.use(StandInHost({})):
+        secrets = {"WHISPER_BASIC_AUTH_USER": Secret("whisper"), "WHISPER_BASIC_AUTH_PASSWORD": None,
+                   "WHISPER_API_KEY": None, "HF_TOKEN": None}
+        notes = _secrets_from(checked, p, secrets)
+        assert secrets["WHISPER_API_KEY"].reveal() == "sk-old,sk-second" and secrets["HF_TOKEN"].reveal() == "hf_old"
+        assert restoring.restored_htpasswd(p.htpasswd_file, "whisper").reveal() == LINE
+        assert notes == ["the API keys", "the HF token", "whisper's basic-auth line"]
+        assert "sk-old" not in " ".join(notes)
+    other = StandInHost({})
+    other.name = "given-values"
+    with ctx_host.use(other):
+        # what the environment gives still wins; a password given means no line from the archive
+        secrets = {"WHISPER_BASIC_AUTH_USER": Secret("whisper"), "WHISPER_BASIC_AUTH_PASSWORD": Secret("new"),
+                   "WHISPER_API_KEY": Secret("sk-new"), "HF_TOKEN": Secret("")}
+        assert _secrets_from(checked, p, secrets) == []
+        assert secrets["WHISPER_API_KEY"].reveal() == "sk-new" and secrets["HF_TOKEN"].reveal() == ""
+        assert restoring.restored_htpasswd(p.htpasswd_file, "whisper") is None
+        # another user's line is not ours to restore
+        secrets = {"WHISPER_BASIC_AUTH_USER": Secret("someone"), "WHISPER_BASIC_AUTH_PASSWORD": None,
+                   "WHISPER_API_KEY": None, "HF_TOKEN": None}
+        _secrets_from(checked, p, secrets)
+        assert restoring.restored_htpasswd(p.htpasswd_file, "someone") is None
+
+
+def test_an_unsafe_secret_in_an_archive_is_refused():
+    from stages.backup import _secrets_from
+
+    checked = _checked({"secrets/env/faster.env": b"STT_API_KEYS=sk-bad\"key\n"})
+    with ctx_host.use(StandInHost({})):
+        secrets = {"WHISPER_BASIC_AUTH_USER": Secret("whisper"), "WHISPER_BASIC_AUTH_PASSWORD": None,
+                   "WHISPER_API_KEY": None, "HF_TOKEN": None}
+        with pytest.raises(RestoreRefused, match="a secret in the archive is unusable: WHISPER_API_KEY"):
+            _secrets_from(checked, build(), secrets)
+
+
+@pytest.mark.parametrize("tls_mode", ["selfsigned", "letsencrypt"])
+def test_restored_certificates_are_announced_to_the_web_stage(tls_mode):
+    from stages import web
+    from stages.backup import _certificates_from
+
+    p = build(tls_mode=tls_mode)
+    pem = _pem(60)
+    if tls_mode == "selfsigned":
+        small = {f"tls/selfsigned/{svc.vhost}.crt": pem for svc in p.services}
+        members = None
+    else:
+        small = {f"letsencrypt/archive/{svc.vhost}/fullchain1.pem": pem for svc in p.services}
+        members = {**{name: {"size": 1, "sha256": "x"} for name in small},
+                   **{f"letsencrypt/live/{svc.vhost}/fullchain.pem": {"link": f"../../archive/{svc.vhost}/fullchain1.pem"}
+                      for svc in p.services}}
+    host = StandInHost({})
+    host.name = f"certs-{tls_mode}"
+    with ctx_host.use(host):
+        notes = _certificates_from(_checked(small, members), p)
+        assert notes == [f"the certificates of {', '.join(svc.vhost for svc in p.services)}"]
+        for svc in p.services:
+            cert = web.cert_paths(svc, p)[0]
+            assert web._cert_present(cert) and web._cert_valid_for_a_day(cert)
+        assert web._certificates_present(p)
