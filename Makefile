@@ -143,6 +143,7 @@ bench: venv venv-ml
 	$(MLPY) bench/multilingual.py
 	$(VPY) bench/full_platform.py
 	$(VPY) bench/abuse.py
+	$(VPY) bench/backup.py
 
 clean: sandbox-down
 	rm -rf $(VENV) .pytest_cache
