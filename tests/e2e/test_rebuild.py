@@ -148,6 +148,7 @@ def host_is_fresh() -> str:
 def rebuilt(deployed, tmp_path_factory):
     """The whole scenario, observed before and after; the checks below read what it saw."""
     work = tmp_path_factory.mktemp("rebuild")
+    scenario_started = time.monotonic()
     data = ["--data", _overrides()]
     before: dict = {"secrets_file": (STATE / "secrets.env").read_text()}
     # a copy of each backup over SSH: to the host's own sshd, with a key that lives on the host
@@ -237,6 +238,7 @@ def rebuilt(deployed, tmp_path_factory):
         timings["first_200_s"] = time.monotonic() - started
         second = pyinfra("-y", "--json", *data, *restore)
         timings["second_run_s"] = time.monotonic() - started - timings["first_200_s"]
+        timings["scenario_s"] = time.monotonic() - scenario_started
     finally:
         # the values that work on the rebuilt host, for the tools that read them (sandbox.client, the demo)
         (STATE / "secrets.env").write_text(before["secrets_file"])
@@ -351,5 +353,6 @@ def test_rebuild_time(rebuilt):
     """Reported, not asserted tightly: bench/README.md records the measured numbers."""
     t = rebuilt["timings"]
     print(f"\nfresh host to the first 200 through nginx: {t['fresh_host_s'] + t['first_200_s']:.0f} s "
-          f"(restore deploy {t['restore_deploy_s']:.0f} s); backup and pull {t['backup_pull_s']:.1f} s")
+          f"(restore deploy {t['restore_deploy_s']:.0f} s); backup and pull {t['backup_pull_s']:.1f} s; "
+          f"the whole scenario {t['scenario_s']:.0f} s")
     assert t["first_200_s"] < 1800
