@@ -56,6 +56,7 @@ alert_no_worker_for = "10s"
 alert_redis_for = "10s"
 alert_webhook_url = "http://127.0.0.1:9199/alerts"
 
+
 def _backup_recipients() -> list:
     # the public key of the sandbox's throwaway backup identity (sandbox/up.sh makes it in .sandbox/)
     path = Path(__file__).resolve().parent.parent / ".sandbox" / "backup-identity.txt" if "__file__" in globals() \

@@ -46,11 +46,12 @@ from pyinfra.operations import apt, files, python, server, systemd
 from stages import restoring
 from stages.backup_archive import (CheckedArchive, RestoreRefused, decrypt, encrypt, load_identities, local_path,
                                    open_archive, pack_pki, sha256_file, unpack_pki)
+from stages.monitoring_config import SMTP_PASSWORD_FILE
 from stages.ops import CommandSucceeds, ComposeFlavour, RawFile, compose_command, secret_file
 from stages.secrets_env import Secret, validate
 from stages.settings import REPO, Platform
 from stages.signals import changed, restart_unit
-from stages.web import AUTH_MAP, cert_paths
+from stages.web import AUTH_MAP, cert_paths, sites
 
 SCRIPT = REPO / "stages" / "host" / "backup.py"
 CONFIG = "/etc/whisper-platform/backup.json"
@@ -90,9 +91,11 @@ def host_config(p: Platform, user: str, host_name: str) -> dict:
         "services": [{"key": svc.key, "env_file": f"{svc.project_dir}/.env"} for svc in p.services],
         "jobs_enabled": p.jobs_enabled, "jobs_env_file": p.jobs_env_file, "jobs_dir": p.jobs_dir,
         "redis_socket": REDIS_SOCKET, "auth_map": AUTH_MAP,
+        # operator-given secrets the host keeps in files of their own: archived as secrets/files/<name>
+        "secret_files": {"smtp-password": SMTP_PASSWORD_FILE},
         "htpasswd_file": p.htpasswd_file, "htpasswd_user": user,
         "tls_mode": p.tls_mode, "letsencrypt_dir": LETSENCRYPT,
-        "certificates": [dict(zip(("vhost", "cert", "key"), (svc.vhost, *cert_paths(svc, p)))) for svc in p.services],
+        "certificates": [dict(zip(("vhost", "cert", "key"), (site.vhost, *cert_paths(site, p)))) for site in sites(p)],
         "models_dir": p.models_dir,
         "autostart_config": p.autostart_config, "autostart_hosts": [svc.vhost for svc in p.services],
         "link_pki": f"{work_dir(p)}/link-pki.tar.age",
@@ -284,6 +287,11 @@ def _secrets_from(checked: CheckedArchive, p: Platform, secrets: dict) -> list[s
     if token is not None and secrets.get("HF_TOKEN") is None:
         secrets["HF_TOKEN"] = Secret(token)
         notes.append("the HF token" if token else "an empty HF token")
+    # the file as Alertmanager reads it; a line end an operator's editor added is not part of the password
+    smtp = checked.small.get("secrets/files/smtp-password", b"").decode("utf-8", "surrogateescape").rstrip("\r\n")
+    if smtp and secrets.get("WHISPER_SMTP_PASSWORD") is None:
+        secrets["WHISPER_SMTP_PASSWORD"] = Secret(smtp)
+        notes.append("the alert e-mails' SMTP password")
     try:
         validate(secrets)
     except ValueError as exc:
@@ -311,14 +319,14 @@ def _link_pki_from(checked: CheckedArchive, p: Platform) -> list[str]:
 
 def _certificates_from(checked: CheckedArchive, p: Platform) -> list[str]:
     names = []
-    for svc in p.services:
-        cert = cert_paths(svc, p)[0]
+    for site in sites(p):   # the services' vhosts and the monitoring page's
+        cert = cert_paths(site, p)[0]
         member = (f"tls/selfsigned/{posixpath.basename(cert)}" if p.tls_mode == "selfsigned"
-                  else f"letsencrypt/live/{svc.vhost}/{posixpath.basename(cert)}")
+                  else f"letsencrypt/live/{site.vhost}/{posixpath.basename(cert)}")
         pem = checked.certificate(member)
         if pem is not None:
             restoring.will_restore(cert, pem)
-            names.append(svc.vhost)
+            names.append(site.vhost)
     return [f"the certificates of {', '.join(names)}"] if names else []
 
 

@@ -224,6 +224,9 @@ def add_secrets(archive: Archive, cfg: dict) -> list[str]:
     for name, path in (("jobs.env", cfg.get("jobs_env_file")), ("auth-map.conf", cfg.get("auth_map"))):
         if path and os.path.isfile(path) and archive.add_file(f"secrets/{name}", path):
             added.append(name)
+    for name, path in sorted(cfg.get("secret_files", {}).items()):
+        if os.path.isfile(path) and os.path.getsize(path) and archive.add_file(f"secrets/files/{name}", path):
+            added.append(name)
     # the shared htpasswd file: our user's line only, the other tenants' lines are theirs
     user, path = cfg.get("htpasswd_user"), cfg.get("htpasswd_file")
     if user and path and os.path.isfile(path):

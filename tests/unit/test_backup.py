@@ -313,21 +313,23 @@ def test_the_archives_secrets_become_this_runs_values():
     p = build()
     checked = _checked({"secrets/env/faster.env": b"STT_API_KEYS=sk-old,sk-second\n",
                         "secrets/env/whisperx.env": b"STT_API_KEYS=sk-old,sk-second\nHF_TOKEN=hf_old\n",
-                        "secrets/htpasswd": (LINE + "\n").encode()})
+                        "secrets/htpasswd": (LINE + "\n").encode(), "secrets/files/smtp-password": b"smtp-old\n"})
     with ctx_host.use(StandInHost({})):
         secrets = {"WHISPER_BASIC_AUTH_USER": Secret("whisper"), "WHISPER_BASIC_AUTH_PASSWORD": None,
-                   "WHISPER_API_KEY": None, "HF_TOKEN": None}
+                   "WHISPER_API_KEY": None, "HF_TOKEN": None, "WHISPER_SMTP_PASSWORD": None}
         notes = _secrets_from(checked, p, secrets)
         assert secrets["WHISPER_API_KEY"].reveal() == "sk-old,sk-second" and secrets["HF_TOKEN"].reveal() == "hf_old"
+        assert secrets["WHISPER_SMTP_PASSWORD"].reveal() == "smtp-old"
         assert restoring.restored_htpasswd(p.htpasswd_file, "whisper").reveal() == LINE
-        assert notes == ["the API keys", "the HF token", "whisper's basic-auth line"]
+        assert notes == ["the API keys", "the HF token", "the alert e-mails' SMTP password",
+                         "whisper's basic-auth line"]
         assert "sk-old" not in " ".join(notes)
     other = StandInHost({})
     other.name = "given-values"
     with ctx_host.use(other):
         # what the environment gives still wins; a password given means no line from the archive
         secrets = {"WHISPER_BASIC_AUTH_USER": Secret("whisper"), "WHISPER_BASIC_AUTH_PASSWORD": Secret("new"),
-                   "WHISPER_API_KEY": Secret("sk-new"), "HF_TOKEN": Secret("")}
+                   "WHISPER_API_KEY": Secret("sk-new"), "HF_TOKEN": Secret(""), "WHISPER_SMTP_PASSWORD": Secret("s")}
         assert _secrets_from(checked, p, secrets) == []
         assert secrets["WHISPER_API_KEY"].reveal() == "sk-new" and secrets["HF_TOKEN"].reveal() == ""
         assert restoring.restored_htpasswd(p.htpasswd_file, "whisper") is None
@@ -356,20 +358,22 @@ def test_restored_certificates_are_announced_to_the_web_stage(tls_mode):
 
     p = build(tls_mode=tls_mode)
     pem = _pem(60)
+    vhosts = [site.vhost for site in web.sites(p)]
+    assert len(vhosts) > len(p.services)   # the monitoring page has its certificate too
     if tls_mode == "selfsigned":
-        small = {f"tls/selfsigned/{svc.vhost}.crt": pem for svc in p.services}
+        small = {f"tls/selfsigned/{vhost}.crt": pem for vhost in vhosts}
         members = None
     else:
-        small = {f"letsencrypt/archive/{svc.vhost}/fullchain1.pem": pem for svc in p.services}
+        small = {f"letsencrypt/archive/{vhost}/fullchain1.pem": pem for vhost in vhosts}
         members = {**{name: {"size": 1, "sha256": "x"} for name in small},
-                   **{f"letsencrypt/live/{svc.vhost}/fullchain.pem": {"link": f"../../archive/{svc.vhost}/fullchain1.pem"}
-                      for svc in p.services}}
+                   **{f"letsencrypt/live/{vhost}/fullchain.pem": {"link": f"../../archive/{vhost}/fullchain1.pem"}
+                      for vhost in vhosts}}
     host = StandInHost({})
     host.name = f"certs-{tls_mode}"
     with ctx_host.use(host):
         notes = _certificates_from(_checked(small, members), p)
-        assert notes == [f"the certificates of {', '.join(svc.vhost for svc in p.services)}"]
-        for svc in p.services:
-            cert = web.cert_paths(svc, p)[0]
+        assert notes == [f"the certificates of {', '.join(vhosts)}"]
+        for site in web.sites(p):
+            cert = web.cert_paths(site, p)[0]
             assert web._cert_present(cert) and web._cert_valid_for_a_day(cert)
         assert web._certificates_present(p)

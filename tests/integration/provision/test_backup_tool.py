@@ -67,6 +67,7 @@ def host(tmp_path):
         (root / svc / ".env").write_text("# secrets\n" + env)
     (root / "etc" / "jobs.env").write_text(f"REDIS_PASSWORD={redis.password}\nSTT_WEBHOOK_SECRET=whsec\n")
     (root / "etc" / "auth.conf").write_text('"~^Bearer sk-old-key$" 1;\n')
+    (root / "etc" / "smtp-password").write_text("smtp-secret")
     (root / "etc" / "htpasswd").write_text("alice:$apr1$others\nwhisper:$2b$10$ourhash\nbob:$2y$theirs\n")
     (root / "tls").mkdir()
     for vhost in ("whisper.example.org", "whisperx.example.org"):
@@ -94,6 +95,7 @@ def host(tmp_path):
         "services": [{"key": s, "env_file": str(root / s / ".env")} for s in ("faster", "whisperx")],
         "jobs_enabled": True, "jobs_env_file": str(root / "etc" / "jobs.env"), "jobs_dir": str(root / "jobs"),
         "redis_socket": str(redis.socket), "auth_map": str(root / "etc" / "auth.conf"),
+        "secret_files": {"smtp-password": str(root / "etc" / "smtp-password")},
         "htpasswd_file": str(root / "etc" / "htpasswd"), "htpasswd_user": "whisper",
         "tls_mode": "selfsigned", "letsencrypt_dir": str(root / "letsencrypt"),
         "certificates": [{"vhost": v, "cert": str(root / "tls" / f"{v}.crt"), "key": str(root / "tls" / f"{v}.key")}
@@ -125,6 +127,7 @@ def test_backup_holds_what_the_platform_cannot_recreate(host):
     small, members, contents = checked.small, checked.manifest["members"], checked.manifest["contents"]
     assert checked.env("faster")["STT_API_KEYS"] == "sk-old-key" and checked.env("whisperx")["HF_TOKEN"] == "hf_x"
     assert b"STT_WEBHOOK_SECRET=whsec" in small["secrets/jobs.env"] and "secrets/auth-map.conf" in small
+    assert small["secrets/files/smtp-password"] == b"smtp-secret"
     assert small["secrets/htpasswd"] == b"whisper:$2b$10$ourhash\n"   # our line only, never the others'
     assert {"tls/selfsigned/whisper.example.org.crt", "tls/selfsigned/whisper.example.org.key"} <= set(members)
     assert members["redis/dump.rdb"]["size"] > 0 and contents["redis_bytes"] == members["redis/dump.rdb"]["size"]
