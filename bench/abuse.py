@@ -1,4 +1,4 @@
-"""Issue 11's attacks against both services, before and after the hardening, side by side in one table.
+"""The hostile and unlucky requests against both services, before and after the hardening, side by side in one table.
 
     .venv/bin/python bench/abuse.py [--before-commit 859b999] [--cap 60] [--services faster,whisperx]
 

@@ -40,7 +40,7 @@ JOB_MB = 10
 
 FILL = r'''
 import json, os, subprocess, sys, uuid
-jobs_dir, count, mb, uid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+jobs_dir, count, mb, uid, sock = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 env = dict(os.environ, REDISCLI_AUTH=[l.split("=", 1)[1].strip() for l in open("/etc/whisper-platform/jobs.env")
                                       if l.startswith("REDIS_PASSWORD=")][0])
 ids = []
@@ -57,7 +57,7 @@ for _ in range(count):
         os.chown(path, uid, uid)
     ids.append(job)
 commands = "".join(f"HSET rq:job:{job} status finished\n" for job in ids)
-subprocess.run(["redis-cli", "-s", "/run/redis/redis-server.sock"], input=commands, text=True, env=env,
+subprocess.run(["redis-cli", "-s", sock], input=commands, text=True, env=env,
                check=True, capture_output=True)
 print(sum(os.path.getsize(os.path.join(jobs_dir, "faster", j, "audio")) for j in ids))
 '''
@@ -143,7 +143,8 @@ def main() -> None:
     count = max(1, round(args.gb * 1024 / JOB_MB))
     print(f"filling {cfg['jobs_dir']}/faster with {count} finished jobs of {JOB_MB} MB ...", flush=True)
     started = time.monotonic()
-    audio = int(ssh(f"python3 - {cfg['jobs_dir']} {count} {JOB_MB} 10001 <<'EOF'\n{FILL}\nEOF").strip())
+    fill_args = f"{cfg['jobs_dir']} {count} {JOB_MB} 10001 {cfg['redis_socket']}"
+    audio = int(ssh(f"python3 - {fill_args} <<'EOF'\n{FILL}\nEOF").strip())
     print(f"  {audio / 1e9:.2f} GB of audio in {time.monotonic() - started:.0f} s")
     runs: dict[bool, list[dict]] = {False: [], True: []}
     for _ in range(args.rounds):
@@ -191,7 +192,7 @@ def main() -> None:
     # the bench's jobs out again (after a rebuild they came back with the archive)
     ssh(f"cd {cfg['jobs_dir']}/faster && ls -d bench* 2>/dev/null | while read j; do "
         f"REDISCLI_AUTH=$(sed -n 's/^REDIS_PASSWORD=//p' /etc/whisper-platform/jobs.env) "
-        f"redis-cli -s /run/redis/redis-server.sock DEL rq:job:$j >/dev/null; rm -rf $j; done; rm -f /root/bench-backup.json")
+        f"redis-cli -s {cfg['redis_socket']} DEL rq:job:$j >/dev/null; rm -rf $j; done; rm -f /root/bench-backup.json")
 
 
 if __name__ == "__main__":

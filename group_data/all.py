@@ -104,6 +104,10 @@ selfsigned_dir = "/etc/ssl/whisper-platform"
 # "auto": keep any Docker the host already has (docker-ce included); install the OS
 # packages only when there is none. "never": never install it (the host must have one).
 docker_install = "auto"
+# our containers' logs: Docker's `local` driver (compressed, rotated), set in our compose files only, never in
+# the host's daemon.json (other tenants keep their settings): at most max_files files of max_size per container
+container_log_max_size = "10m"
+container_log_max_files = 3
 base_image = "python:3.11-slim"
 # a local PEM bundle handed to pip inside image builds (TLS-intercepting proxies); "" = none
 build_ca_bundle = ""
@@ -140,6 +144,12 @@ job_retries = 2  # a job whose worker crashed or died runs again this often
 jobs_env_file = "/etc/whisper-platform/jobs.env"
 redis_port = 6379  # loopback only
 redis_maxmemory = "256mb"  # no eviction: jobs are small records, uploads stay on disk
+# Redis's unix socket lives in this folder, which the containers mount: ours (systemd-tmpfiles makes it at boot),
+# never Redis's own RuntimeDirectory (/run/redis), which systemd deletes and makes anew on every Redis restart
+redis_socket_dir = "/run/whisper-platform/redis"
+# the API refuses new jobs (507 insufficient_storage) when the disk holding jobs_dir would keep less than this
+# many MB free after the upload: results, Redis's AOF and the host's other tenants keep their room
+jobs_min_free_mb = 1024
 # worker hosts (inventory group `workers`, group_data/workers.py): the front's link ports, bound to its
 # `link_address` only, and where the deploying machine keeps the link's CA and keys (stages/link.py)
 link_address = ""   # set by the inventory when it has worker hosts: an address of the front they reach
@@ -176,6 +186,9 @@ autostart_max_wait = 300
 # it starts, 200 when ready), without waiting: a page that will call the service requests it when it loads, so the
 # start runs while its user picks a file. "" = off (a service starts on its first real request only)
 autostart_wake_path = ""
+# the proxy logs into its own journal namespace ("whisper-platform"), capped at this size, so that it never
+# grows the host's journal (journalctl --namespace=whisper-platform -u docker-autostart); "" = the host's journal
+autostart_journal_max_use = "64M"
 
 # --- where our own files go on the host ----------------------------------------------------
 platform_dir = "/opt/whisper-platform"  # image build contexts, the autostart proxy's code

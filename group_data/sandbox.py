@@ -36,11 +36,14 @@ build_wheelhouse = "/var/cache/whisper-platform/wheelhouse"
 # base beside tiny.en: WhisperX defaults to base as in production (French, detection, translation); faster keeps
 # the faster tiny.en as its default and serves base on request (model=base)
 model_uploads = {"tiny.en": _shipped("tiny.en", "SANDBOX_MODEL_DIR"), "base": _shipped("base", "SANDBOX_BASE_MODEL_DIR")}
+# STT_WEBHOOK_ALLOW_PRIVATE: the sandbox's webhook receivers (the day-two tests', a demo's) run on the sandbox host
+# itself, a private address the services refuse elsewhere
 service_overrides = {
-    "faster": {"model": "/models/tiny.en", "extra_env": {"HF_HUB_OFFLINE": "1"}},
+    "faster": {"model": "/models/tiny.en", "extra_env": {"HF_HUB_OFFLINE": "1", "STT_WEBHOOK_ALLOW_PRIVATE": "1"}},
     "whisperx": {
         "model": "/models/base",
-        "extra_env": {"HF_HUB_OFFLINE": "1", "STT_DIARIZATION_BACKEND": "auto", "STT_BATCH_SIZE": "8"},
+        "extra_env": {"HF_HUB_OFFLINE": "1", "STT_DIARIZATION_BACKEND": "auto", "STT_BATCH_SIZE": "8",
+                      "STT_WEBHOOK_ALLOW_PRIVATE": "1"},
     },
 }
 autostart_idle_timeout = int(os.environ.get("SANDBOX_IDLE_TIMEOUT", "300"))
@@ -55,6 +58,8 @@ alert_group_interval = "10s"
 alert_no_worker_for = "10s"
 alert_redis_for = "10s"
 alert_webhook_url = "http://127.0.0.1:9199/alerts"
+# the sandbox's disk is the machine's: a small reserve, so that the day-two tests fill a small jobs file system
+jobs_min_free_mb = 128
 
 
 def _backup_recipients() -> list:

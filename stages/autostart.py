@@ -20,6 +20,15 @@ from stages.settings import REPO, GroupDataError, Platform
 from stages.signals import changed, reload_unit, restart_existing_unit, restart_unit
 
 UNIT = "docker-autostart"
+# the proxy's own journal namespace (autostart_journal_max_use): a size cap for its logs alone
+JOURNAL_NAMESPACE = "whisper-platform"
+JOURNALD_CONF = f"/etc/systemd/journald@{JOURNAL_NAMESPACE}.conf"
+
+
+def journald_conf(max_use: str) -> str:
+    return ("# whisper-platform (pyinfra): the journal namespace of the autostart proxy (LogNamespace= in its unit),\n"
+            "# capped here; the host's own journal and its settings are not touched.\n"
+            f"[Journal]\nSystemMaxUse={max_use}\nRuntimeMaxUse={max_use}\n")
 
 
 @deploy("Autostart proxy")
@@ -69,6 +78,18 @@ def autostart_proxy(p: Platform):
         exclude=["*.pyc"],
         exclude_dir=["__pycache__", "*/__pycache__"],
     )
+    namespace = JOURNAL_NAMESPACE if p.autostart_journal_max_use else ""
+    if namespace:
+        journal = files.put(name=f"The proxy's journal namespace, capped at {p.autostart_journal_max_use}",
+                            src=io.StringIO(journald_conf(p.autostart_journal_max_use)), dest=JOURNALD_CONF,
+                            mode="644")
+        # journald reads its settings when it starts: the namespace's instance, not the host's journald
+        server.shell(name="Restart the namespace's journald (its cap changed)",
+                     commands=[f"systemctl try-restart systemd-journald@{JOURNAL_NAMESPACE}.service"],
+                     _if=changed(journal))
+    else:
+        journal = files.file(name="No journal namespace for the proxy (autostart_journal_max_use empty)",
+                             path=JOURNALD_CONF, present=False)
     unit = files.template(
         name="Autostart proxy systemd unit",
         src=str(REPO / "templates/systemd/docker-autostart.service.j2"),
@@ -79,10 +100,11 @@ def autostart_proxy(p: Platform):
         listen=f"{p.autostart_listen_host}:{p.autostart_port}",
         # the monitoring stage's file_sd file of the running services (autostart/docker_autostart/monitoring.py)
         targets_file=targets_file(p) if p.monitoring_enabled else "",
+        journal_namespace=namespace,
     )
     systemd.daemon_reload(name="systemd daemon-reload (unit changed)", _if=changed(unit))
     systemd.service(name="Autostart proxy running and enabled", service=UNIT, running=True, enabled=True)
-    restart_unit(UNIT, changed(code, unit), "its code or unit changed")
+    restart_unit(UNIT, changed(code, unit, journal), "its code, unit or journal changed")
     # a config change alone is picked up without a restart (no request in flight is cut)
     reload_unit(UNIT, changed(config_op, unless=(code, unit)), "its config changed")
 

@@ -46,8 +46,10 @@ from pyinfra.operations import apt, files, python, server, systemd
 from stages import restoring
 from stages.backup_archive import (CheckedArchive, RestoreRefused, decrypt, encrypt, load_identities, local_path,
                                    open_archive, pack_pki, sha256_file, unpack_pki)
+from stages.compose_projects import locked
 from stages.monitoring_config import SMTP_PASSWORD_FILE
 from stages.ops import CommandSucceeds, ComposeFlavour, RawFile, compose_command, secret_file
+from stages.redis import socket_path
 from stages.secrets_env import Secret, validate
 from stages.settings import REPO, Platform
 from stages.signals import changed, restart_unit
@@ -58,7 +60,6 @@ CONFIG = "/etc/whisper-platform/backup.json"
 RECIPIENTS = "/etc/whisper-platform/backup-recipients.txt"
 UNIT = "whisper-backup"
 LETSENCRYPT = "/etc/letsencrypt"
-REDIS_SOCKET = "/run/redis/redis-server.sock"   # templates/redis/whisper-platform.conf.j2
 
 # the restore under way per host (set by `restore`, read by `restore_redis` and `resume_jobs`)
 _restores: dict[str, dict] = {}
@@ -90,7 +91,7 @@ def host_config(p: Platform, user: str, host_name: str) -> dict:
         "uploads": p.backup_uploads, "models": p.backup_models, "work_dir": work_dir(p),
         "services": [{"key": svc.key, "env_file": f"{svc.project_dir}/.env"} for svc in p.services],
         "jobs_enabled": p.jobs_enabled, "jobs_env_file": p.jobs_env_file, "jobs_dir": p.jobs_dir,
-        "redis_socket": REDIS_SOCKET, "auth_map": AUTH_MAP,
+        "redis_socket": socket_path(p), "auth_map": AUTH_MAP,
         # operator-given secrets the host keeps in files of their own: archived as secrets/files/<name>
         "secret_files": {"smtp-password": SMTP_PASSWORD_FILE},
         "htpasswd_file": p.htpasswd_file, "htpasswd_user": user,
@@ -358,7 +359,7 @@ def restore_redis(p: Platform):
         return
     server.shell(name=f"Load the Redis snapshot of {todo['archive']} (queued and finished jobs)", commands=[
         StringCommand("python3", tool(p), "restore-redis", "--dump", f"{work_dir(p)}/restore-dump.rdb",
-                      "--jobs-env", p.jobs_env_file, "--marker", marker_path(p))])
+                      "--jobs-env", p.jobs_env_file, "--socket", socket_path(p), "--marker", marker_path(p))])
 
 
 @deploy("Restore: resume the jobs")
@@ -372,6 +373,7 @@ def resume_jobs(p: Platform):
     if waiting:
         compose = compose_command(host.get_fact(ComposeFlavour))
         server.shell(name=f"Start {', '.join(svc.key for svc in waiting)}: restored jobs wait for their workers",
-                     commands=[f"cd {shlex.quote(svc.project_dir)} && {compose} up -d" for svc in waiting])
+                     commands=[f"cd {shlex.quote(svc.project_dir)} && {locked(svc.project_dir)}{compose} up -d"
+                               for svc in waiting])
     server.shell(name=f"Restore from {todo['archive']} complete", commands=[
         StringCommand("python3", tool(p), "mark", "--marker", marker_path(p), "--step", "done")])

@@ -20,6 +20,7 @@ from pyinfra.facts.files import File
 from pyinfra.operations import files, server
 
 from stages.images import image_tag
+from stages.redis import CONTAINER_SOCKET_DIR, SOCKET_NAME
 from stages.ops import CommandSucceeds, ComposeFlavour, ContainerImage, EnvFileDigest, compose_command, \
     env_line_digest, env_secret_file
 from stages.secrets_env import Secret, api_keys
@@ -84,7 +85,21 @@ def jobs_settings(svc: Service, p: Platform, worker_name: str = ""):
         return None
     return {"env_file": p.jobs_env_file, "dir": f"{p.jobs_dir}/{svc.key}", "ttl": p.job_ttl,
             "max_seconds": p.job_max_seconds, "retries": p.job_retries,
-            "worker_name": worker_name}
+            "worker_name": worker_name, "min_free_mb": p.jobs_min_free_mb,
+            "socket_dir": p.redis_socket_dir, "socket_dir_in_container": CONTAINER_SOCKET_DIR,
+            "socket": f"{CONTAINER_SOCKET_DIR}/{SOCKET_NAME}"}
+
+
+def log_settings(p: Platform) -> dict:
+    """Docker's `local` log driver's limits for our containers (compose files only, never daemon.json)."""
+    return {"max_size": p.container_log_max_size, "max_files": p.container_log_max_files}
+
+
+def compose_values(svc: Service, p: Platform, tag: str, worker_name: str = "") -> dict:
+    """What templates/compose/service.yml.j2 renders with."""
+    return {"svc": svc, "image_tag": tag, "timezone": p.timezone, "body_limit_mb": body_limit_mb(p.body_limit),
+            "hf_cache_dir": p.hf_cache_dir, "models_dir": p.models_dir,
+            "jobs": jobs_settings(svc, p, worker_name=worker_name), "logs": log_settings(p)}
 
 
 MARKER = "managed by whisper-platform"   # the compose template's first line
@@ -109,7 +124,15 @@ def retire_commands(svc: Service, compose: str, containers: dict) -> list[str]:
     when any of them is ours (image, volumes, folder and .env stay); nothing when none is left."""
     if not any(info and is_ours(info["image"], svc) for info in containers.values()):
         return []
-    return [f"cd {shlex.quote(svc.project_dir)} && {compose} down"]
+    return [f"cd {shlex.quote(svc.project_dir)} && {locked(svc.project_dir)}{compose} down"]
+
+
+def locked(project_dir: str) -> str:
+    """`flock <project folder> ` before a compose command: the lock the autostart proxy holds around its own compose
+    runs in that folder (docker_autostart.docker.Docker.locked), so that a deploy recreating a project and the
+    proxy starting it for a request never run compose on it at once (the recreate then failed: "Renaming a
+    container with the same name as its current name")."""
+    return f"flock {shlex.quote(project_dir)} "
 
 
 def is_ours(image: str, svc: Service) -> bool:
@@ -149,13 +172,7 @@ def compose_projects(p: Platform, secrets: dict[str, Secret]):
             src=str(REPO / "templates/compose/service.yml.j2"),
             dest=f"{project}/docker-compose.yml",
             mode="644",
-            svc=svc,
-            image_tag=image_tag(svc, p),
-            timezone=p.timezone,
-            body_limit_mb=body_limit_mb(p.body_limit),
-            hf_cache_dir=p.hf_cache_dir,
-            models_dir=p.models_dir,
-            jobs=jobs_settings(svc, p, worker_name=host.name),
+            **compose_values(svc, p, image_tag(svc, p), worker_name=host.name),
         )
         q = shlex.quote(project)
         # a container of the same name that is not ours (the runbook's hand-made one) is removed; its
@@ -168,13 +185,14 @@ def compose_projects(p: Platform, secrets: dict[str, Secret]):
                 name=f"{svc.key}: replace the hand-made container {svc.container} "
                      f"({foreign['image']}, image kept)",
                 commands=[f"docker rm -f {c}"]
-                + ([f"cd {q} && {compose} up -d"] if foreign["running"] else []),
+                + ([f"cd {q} && {locked(project)}{compose} up -d"] if foreign["running"] else []),
             )
         server.shell(
             name=f"{svc.key}: recreate if running (settings changed)",
             commands=[
                 f"cd {q} && if [ -n \"$({compose} ps -q 2>/dev/null | xargs -r docker inspect -f '{{{{.State.Running}}}}' | grep -x true)\" ]; "
-                f"then {compose} up -d --remove-orphans; else echo 'not running: the autostart proxy starts it on demand'; fi"
+                f"then {locked(project)}{compose} up -d --remove-orphans; "
+                f"else echo 'not running: the autostart proxy starts it on demand'; fi"
             ],
             # the takeover above already started ours with these files
             _if=changed(env, compose_file, unless=taken_over),

@@ -29,6 +29,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
 from stages.ops import CommandSucceeds, secret_file
+from stages.redis import socket_path
 from stages.secrets_env import Secret
 from stages.settings import REPO, Platform
 
@@ -151,30 +152,19 @@ def password_hash(password: Secret) -> str:
 
 
 # --- the front host's side ----------------------------------------------------------------------------------
-def acl_sync_command(jobs_env_file: str) -> str:
+def acl_sync_command(jobs_env_file: str, socket: str) -> str:
     """Make Redis's live users match the users file: drop worker users no longer in it (Redis closes their
     connections), (re)define the others. The admin password is read from the host's file, never in argv."""
     q = shlex.quote(jobs_env_file)
     users = shlex.quote(REDIS_USERS_CONF)
     return (
         f"export REDISCLI_AUTH=\"$(sed -n 's/^REDIS_PASSWORD=//p' {q})\"; "
-        "cli='redis-cli --no-auth-warning -s /run/redis/redis-server.sock'; "
+        f"cli='redis-cli --no-auth-warning -s {shlex.quote(socket)}'; "
         "for u in $($cli ACL USERS | grep '^worker-'); do "
         f"grep -q \"^user $u \" {users} 2>/dev/null || $cli ACL DELUSER \"$u\" >/dev/null; done; "
         f"if [ -f {users} ]; then grep '^user ' {users} | while read -r _ name rules; do "
         "$cli ACL SETUSER \"$name\" reset $rules >/dev/null; done; fi"
     )
-
-
-def keep_run_dir():
-    """The services' containers bind-mount /run/redis (the socket): systemd must not delete and recreate that
-    folder when Redis restarts (here, when worker hosts come or go), or their mount points at a dead folder."""
-    keep = files.put(name="Redis: keep /run/redis across restarts (the containers mount it)",
-                     src=_text("[Service]\nRuntimeDirectoryPreserve=yes\n"),
-                     dest="/etc/systemd/system/redis-server.service.d/whisper-platform-run.conf", mode="644",
-                     create_remote_dir=True)
-    server.shell(name="systemd: reload units (Redis's drop-in)", commands=["systemctl daemon-reload"],
-                 _if=keep.did_change)
 
 
 @deploy("Link to the worker hosts (Redis TLS, audio over HTTPS)")
@@ -187,7 +177,6 @@ def front_link(p: Platform):
         present = host.get_fact(CommandSucceeds, command=f"test -e {REDIS_LINK_CONF}")
         if not present:
             return
-        keep_run_dir()
         server.shell(name="Redis: drop the link's include (no worker hosts)",
                      commands=[f"sed -i '\\#^include {REDIS_LINK_CONF}$#d; \\#^include {REDIS_USERS_CONF}$#d' "
                                "/etc/redis/redis.conf",
@@ -222,12 +211,11 @@ def front_link(p: Platform):
         acl=WORKER_ACL)
     includes = [files.line(name=f"redis.conf includes {path}", path="/etc/redis/redis.conf", line=f"include {path}")
                 for path in (REDIS_LINK_CONF, REDIS_USERS_CONF)]
-    keep_run_dir()
     restart = server.shell(name="Restart Redis (its TLS settings changed)",
                            commands=["systemctl restart redis-server"],
                            _if=lambda: any(op.did_change() for op in changed + includes))
     server.shell(name="Redis: worker users as in the inventory (a removed host is disconnected)",
-                 commands=[acl_sync_command(p.jobs_env_file)],
+                 commands=[acl_sync_command(p.jobs_env_file, socket_path(p))],
                  _if=lambda: users.did_change() and not restart.did_change())
     vhosts = {svc.key: svc.vhost for svc in p.services}
     nginx = files.template(name="nginx: the jobs' audio for the worker hosts, on the link only",

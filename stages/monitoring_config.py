@@ -9,6 +9,7 @@ import re
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from stages.redis import socket_path as redis_socket_path
 from stages.settings import REPO, Platform
 
 TEMPLATES = REPO / "templates" / "prometheus"
@@ -19,7 +20,6 @@ ALERTMANAGER_CONFIG = f"{MON_DIR}/alertmanager.yml"
 BLACKBOX_CONFIG = f"{MON_DIR}/blackbox.yml"
 JOBS_SCRIPT = f"{MON_DIR}/jobs.lua"
 SMTP_PASSWORD_FILE = f"{MON_DIR}/smtp-password"
-REDIS_SOCKET = "/run/redis/redis-server.sock"
 # the marker of the blocks we add to a host's own prometheus.yml
 BEGIN = "# BEGIN whisper-platform (managed by pyinfra: stages/monitoring.py)"
 END = "# END whisper-platform"
@@ -144,7 +144,7 @@ def command_lines(p: Platform, own_prometheus: bool) -> dict[str, str]:
     }
     if p.jobs_enabled:
         args["prometheus-redis-exporter"] = [
-            f"--redis.addr=unix://{REDIS_SOCKET}", f"--web.listen-address=127.0.0.1:{p.redis_exporter_port}",
+            f"--redis.addr=unix://{redis_socket_path(p)}", f"--web.listen-address=127.0.0.1:{p.redis_exporter_port}",
             f"--script={JOBS_SCRIPT}",
         ]
     if own_prometheus:

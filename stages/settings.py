@@ -275,6 +275,8 @@ _KNOBS: dict[str, Any] = {
     "letsencrypt_email": lambda k, v: _match(k, v, re.compile(r"([^@\s'\"]+@[^@\s'\"]+)?"), "an email address or empty"),
     "selfsigned_dir": _abs_path,
     "docker_install": lambda k, v: _choice(k, v, DOCKER_INSTALL),
+    "container_log_max_size": lambda k, v: _match(k, v, re.compile(r"[1-9]\d*[kmg]"), "a size such as 10m"),
+    "container_log_max_files": _positive,
     "base_image": lambda k, v: _match(k, v, re.compile(r"[A-Za-z0-9][A-Za-z0-9_./:@-]*"), "an image reference"),
     "build_ca_bundle": lambda k, v: _type(k, v, str),
     "seed_images": lambda k, v: MappingProxyType(dict(_type(k, v, dict))),
@@ -295,6 +297,8 @@ _KNOBS: dict[str, Any] = {
     "jobs_env_file": _abs_path,
     "redis_port": _port,
     "redis_maxmemory": lambda k, v: _match(k, v, re.compile(r"\d+[kmg]?b?", re.I), "a Redis size such as 256mb"),
+    "redis_socket_dir": _abs_path,
+    "jobs_min_free_mb": lambda k, v: _positive(k, v, zero=True),
     "link_address": lambda k, v: _match(k, v, re.compile(r"[0-9a-fA-F.:]*"), "an IP address of the front, or empty"),
     "link_redis_port": _port,
     "link_https_port": _port,
@@ -360,6 +364,8 @@ _KNOBS: dict[str, Any] = {
                                             "an apt repository (URI suite components) or empty"),
     "grafana_apt_key": lambda k, v: _type(k, v, str),   # a file on the machine that deploys
     "grafana_port": _port,
+    "autostart_journal_max_use": lambda k, v: _match(k, v, re.compile(r"([1-9]\d*[KMG])?"),
+                                                     "a journald size such as 64M, or empty"),
     "platform_dir": _abs_path,
     "state_dir": _abs_path,
     "nginx_backup_dir": _abs_path,
@@ -389,6 +395,8 @@ class Platform:
     letsencrypt_email: str
     selfsigned_dir: str
     docker_install: str
+    container_log_max_size: str    # Docker's local log driver, per container
+    container_log_max_files: int
     base_image: str
     build_ca_bundle: str
     seed_images: Mapping[str, str]
@@ -408,6 +416,8 @@ class Platform:
     jobs_env_file: str
     redis_port: int
     redis_maxmemory: str
+    redis_socket_dir: str     # the folder of Redis's unix socket, which the containers mount
+    jobs_min_free_mb: int     # new jobs get 507 when the jobs' disk would keep less free
     link_address: str         # the front's address on the link to the worker hosts; "" = none
     link_redis_port: int
     link_https_port: int
@@ -467,6 +477,7 @@ class Platform:
     grafana_apt_repo: str
     grafana_apt_key: str
     grafana_port: int
+    autostart_journal_max_use: str  # the proxy's own journal namespace's cap; "" = the host's journal
     platform_dir: str
     state_dir: str
     nginx_backup_dir: str

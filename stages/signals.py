@@ -14,7 +14,10 @@ Who restarts what:
   (stages.compose_projects); a stopped one stays stopped for the autostart proxy to start.
 - the autostart proxy: restarted when its code or unit changed, reloaded when only its
   config.json changed (stages.autostart).
-- Redis: restarted when its package, settings or password include changed (stages.redis).
+- Redis: restarted when its package, settings, password include or unit drop-in (its socket folder) changed
+  (stages.redis).
+- the proxy's journal namespace: its journald instance restarts when its cap changed, and the proxy with it
+  (stages.autostart).
 - the monitoring units (stages.monitoring): each restarts when its package was installed, its command line
   (/etc/default/<package>) or its own settings changed (blackbox's probes, the Redis exporter's password, drop-in
   or queue script); Prometheus and Alertmanager only reload (SIGHUP) for a change of their rules or config alone;

@@ -18,6 +18,7 @@ from pyinfra.facts.server import Which
 from pyinfra.operations import apt, files, server, systemd
 
 from stages import link
+from stages.compose_projects import log_settings
 from stages.images import image_tag
 from stages.ops import ComposeFlavour, ContainerImage, compose_command, secret_file
 from stages.secrets_env import Secret
@@ -135,7 +136,7 @@ def worker_projects(p: Platform, w: WorkerHost):
             concurrency=w.concurrency, timezone=p.timezone, hf_cache_dir=p.hf_cache_dir,
             models_dir=p.models_dir, link_dir=w.link_dir, link_address=address,
             link_redis_port=int(front.data.link_redis_port), link_https_port=int(front.data.link_https_port),
-            redis_user=link.redis_user(host.name), worker_name=host.name, jobs=jobs)
+            redis_user=link.redis_user(host.name), worker_name=host.name, jobs=jobs, logs=log_settings(p))
         running = host.get_fact(ContainerImage, container=f"{svc.container}-worker-1")
         changed = [env, compose_file, *creds]
         server.shell(name=f"{svc.key}: (re)start the workers",

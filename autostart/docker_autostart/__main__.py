@@ -28,6 +28,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="docker CLI used for `inspect` (default: docker)")
     p.add_argument("--poll-interval", type=float, default=2.0,
                    help="seconds between config file change checks; 0 = only SIGHUP (default 2)")
+    p.add_argument("--health-interval", type=float, default=30.0,
+                   help="seconds between reads of the running services' readiness path (what the proxy's /health "
+                        "says of them); 0 = never")
     p.add_argument("--idle-check-interval", type=float, default=1.0,
                    help="seconds between idle checks (default 1)")
     p.add_argument("--shutdown-timeout", type=float, default=30.0,
@@ -56,7 +59,7 @@ def main(argv=None) -> int:
     async def run() -> None:
         docker = Docker(docker_cmd=shlex.split(args.docker_command), compose_cmd=compose)
         autostart = Autostart(args.config, docker=docker, poll_interval=args.poll_interval,
-                              idle_tick=args.idle_check_interval)
+                              idle_tick=args.idle_check_interval, health_interval=args.health_interval)
         if args.targets_file:
             autostart.plugins.append(ContainerMonitor(autostart, args.targets_file))
         await serve(autostart, host, port, access_log=args.access_log, shutdown_timeout=args.shutdown_timeout)

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import shlex
+import shutil
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -18,6 +19,21 @@ STDERR_TAIL_CHARS = 2000
 
 class DockerError(RuntimeError):
     """A docker or compose command failed; the message carries the stderr tail."""
+
+
+class DockerUnavailable(DockerError):
+    """The Docker daemon does not answer (restarting, stopped, the host shutting down): waiting can help."""
+
+
+# what the docker CLI and Compose v1/v2 say when the daemon is not there (lowercased)
+DAEMON_DOWN = ("cannot connect to the docker daemon", "couldn't connect to docker daemon", "is the docker daemon running",
+               "error during connect", "docker.sock: connect:", "daemon is shutting down")
+
+
+def failed(message: str, stderr: str) -> DockerError:
+    """The error for a failed command: DockerUnavailable when its output says the daemon is not there."""
+    low = stderr.lower()
+    return (DockerUnavailable if any(s in low for s in DAEMON_DOWN) else DockerError)(message)
 
 
 @dataclass
@@ -98,7 +114,7 @@ class Docker:
                     status = f"exited ({parts[2]})" if parts[1] == "exited" else parts[1]
                     states[name] = (status, parts[3])
         if res.rc != 0 and all(s == "missing" for s, _ in states.values()) and "No such" not in res.stderr:
-            raise DockerError(f"docker inspect failed: {tail(res.stderr) or f'exit {res.rc}'}")
+            raise failed(f"docker inspect failed: {tail(res.stderr) or f'exit {res.rc}'}", res.stderr)
         return states
 
     async def running(self, containers: Sequence[str]) -> Dict[str, str]:
@@ -109,11 +125,19 @@ class Docker:
         if not os.path.isdir(compose_dir):
             raise DockerError(f"composeDir {compose_dir!r} does not exist")
         cmd = await self.compose_cmd()
-        res = await run(cmd + list(args), cwd=compose_dir, timeout=self.compose_timeout)
+        res = await run(self.locked(compose_dir) + cmd + list(args), cwd=compose_dir, timeout=self.compose_timeout)
         if res.rc != 0:
-            raise DockerError(f"{shlex.join(cmd + list(args))} failed (exit {res.rc}): "
-                              f"{tail(res.stderr) or tail(res.stdout) or 'no output'}")
+            raise failed(f"{shlex.join(cmd + list(args))} failed (exit {res.rc}): "
+                         f"{tail(res.stderr) or tail(res.stdout) or 'no output'}", res.stderr + res.stdout)
         return res
+
+    @staticmethod
+    def locked(compose_dir: str) -> List[str]:
+        """`flock <composeDir>`: a compose command holds the lock of its project's folder (a lock on the folder
+        itself: no file is created in it), the same the deploy takes when it recreates a project. Two compose runs
+        on one project never interleave (they broke each other's recreate: "Renaming a container with the same
+        name as its current name"); the second waits for the first. Nothing when the host has no flock."""
+        return ["flock", compose_dir] if shutil.which("flock") else []
 
     async def up(self, compose_dir: str) -> Result:
         return await self.compose(compose_dir, "up", "-d")

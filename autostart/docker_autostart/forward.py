@@ -23,6 +23,9 @@ log = logging.getLogger("docker_autostart")
 NONBLOCKING_GRACE = 1.0  # a non-blocking request waits this long for an already-running service
 RETRY_AFTER = 5  # seconds, for non-blocking services while they start
 CONNECT_TIMEOUT = 10.0
+# requests sent again when the service closed the connection before answering (nothing of their body was read):
+# the ones HTTP calls idempotent
+REPLAYABLE = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
 # aiohttp's client would add these itself; a proxy sends only what the client sent
 SKIP_AUTO_HEADERS = ("Accept-Encoding", "User-Agent", "Content-Type")
 
@@ -89,6 +92,9 @@ class Forwarding:
             except PermanentProblem:
                 pass  # up, and it cannot get better by waiting: the client gets the service's own answer
             except StartError as exc:
+                if exc.reason == "docker_unavailable":   # Docker restarting: waiting helps, the client is told when
+                    return json_error(503, exc.message, "docker_unavailable", cfg.host,
+                                      headers={"Retry-After": str(RETRY_AFTER)})
                 return json_error(exc.status, exc.message,
                                   "start_timeout" if exc.status == 504 else "start_failed", cfg.host)
             try:
@@ -136,6 +142,15 @@ class Forwarding:
                 return resp
         except aiohttp.ClientConnectorError as exc:
             raise _UpstreamUnreachable(str(exc)) from None
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            # the service went away before it answered (its container stopped: Docker restarting, a deploy
+            # recreating it): a request that can be sent again is, once the service is ready again
+            if not body_touched[0] and request.method in REPLAYABLE:
+                raise _UpstreamUnreachable(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
+            self.metrics.upstream_errors.labels(host=cfg.host, kind="broken").inc()
+            st.invalidate()
+            return json_error(502, f"{cfg.host} upstream error: {type(exc).__name__}: {exc}".rstrip(": "),
+                              "upstream_error", cfg.host)
         except asyncio.TimeoutError:
             self.metrics.upstream_errors.labels(host=cfg.host, kind="timeout").inc()
             return json_error(504, f"{cfg.host} did not answer within {cfg.upstream_timeout:g}s",
@@ -165,7 +180,9 @@ class Forwarding:
                 "config": self.config_path,
                 "config_error": self.config_error,
                 "services": {h: {"name": s.cfg.name, "state": s.describe(), "in_flight": s.in_flight,
-                                 "websockets": s.websockets, "blocking": s.cfg.blocking, "last_error": s.last_error}
+                                 "websockets": s.websockets, "blocking": s.cfg.blocking, "last_error": s.last_error,
+                                 "health": s.health,
+                                 "health_age_s": round(time.monotonic() - s.health_at, 1) if s.health else None}
                              for h, s in sorted(self.states.items())},
             }
             return web.json_response(body)

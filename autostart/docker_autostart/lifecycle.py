@@ -4,13 +4,14 @@ it answers; many requests share one start (Autostart's part, as a mixin)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 
 import aiohttp
 
-from .docker import DockerError
-from .readiness import PERMANENT_BODY_LIMIT, permanent_problem, read_some
+from .docker import DockerError, DockerUnavailable
+from .readiness import PERMANENT_BODY_LIMIT, health_summary, permanent_problem, read_some
 from .state import RUNNING_STATES, PermanentProblem, ServiceState, StartError
 
 log = logging.getLogger("docker_autostart")
@@ -18,6 +19,11 @@ log = logging.getLogger("docker_autostart")
 RECHECK_INTERVAL = 5.0  # a service seen ready within this many seconds is proxied without a docker call
 READY_POLL = 0.25  # seconds between readiness probes while starting
 CONTAINER_CHECK_EVERY = 8  # readiness probes between two `docker inspect` while starting
+DOCKER_POLL = 1.0  # seconds between two tries while the Docker daemon does not answer
+
+
+class _StoppedMeanwhile(Exception):
+    """A container of the service is no longer running while its readiness is awaited (the states, as text)."""
 
 
 class Lifecycle:
@@ -48,37 +54,22 @@ class Lifecycle:
         cfg = st.cfg
         t0 = time.monotonic()
         deadline = t0 + cfg.max_wait
-        started = False
-        st.phase = "waiting for another start or stop in the same composeDir"
-        async with self._lock(cfg.compose_dir):
-            st.phase = "checking containers"
+        started, sig = False, ()
+        for attempt in (1, 2):
+            started, sig = await self._check_and_up(st, deadline)
+            if started is None:
+                return   # the same running containers, seen ready
+            st.ready = False
             try:
-                found = await self.docker.inspect(cfg.containers)
-            except DockerError as exc:
-                raise self._fail(st, 502, f"cannot check containers: {exc}", "docker") from None
-            down = {c: s for c, (s, _) in found.items() if s not in RUNNING_STATES}
-            sig = tuple(found[c][1] for c in cfg.containers)
-            if not down and st.ready and sig == st.started_sig:
-                # still the same running containers we saw ready: no readiness probe, which a
-                # busy service might answer slowly
-                st.verified_at = time.monotonic()
-                return
-            if down:
-                st.invalidate()
-                st.stopped = False
-                self.metrics.starts.labels(host=cfg.host).inc()
-                log.info("starting host=%s (%s): %s; compose up -d in %s", cfg.host, cfg.name,
-                         ", ".join(f"{c} {s}" for c, s in down.items()), cfg.compose_dir)
-                st.phase = "compose up -d still running"
-                t_up = time.monotonic()
-                try:
-                    await self.docker.up(cfg.compose_dir)
-                except DockerError as exc:
-                    raise self._fail(st, 502, str(exc), "compose") from None
-                self.metrics.compose_up_duration.labels(host=cfg.host).observe(time.monotonic() - t_up)
-                started = True
-        st.ready = False
-        await self._wait_ready(st, deadline)
+                await self._wait_ready(st, deadline)
+                break
+            except _StoppedMeanwhile as stopped:
+                # containers we found running stopped while we waited (someone's compose stop, a deploy
+                # recreating them): start them again, once; ours dying right after our own start is a crash
+                if started or attempt == 2:
+                    raise self._fail(st, 502, f"container stopped while starting: {stopped}", "exited") from None
+                log.info("host=%s: its containers stopped while it was checked (%s): starting them", cfg.host,
+                         stopped)
         if started:
             try:
                 found = await self.docker.inspect(cfg.containers)
@@ -92,6 +83,44 @@ class Lifecycle:
         st.ready, st.verified_at, st.stopped, st.last_error, st.permanent = True, time.monotonic(), False, None, None
         st.started_sig = sig
 
+    async def _check_and_up(self, st: ServiceState, deadline: float):
+        """Under the composeDir's lock: its containers checked, `compose up -d` when one is down. (True when it
+        ran compose up, False when they were running, None when they are the same ones seen ready; their
+        StartedAt as found)."""
+        cfg = st.cfg
+        st.phase = "waiting for another start or stop in the same composeDir"
+        async with self._lock(cfg.compose_dir):
+            st.phase = "checking containers"
+            try:
+                found = await self._docker(st, deadline, lambda: self.docker.inspect(cfg.containers))
+            except DockerError as exc:
+                raise self._fail(st, 502, f"cannot check containers: {exc}", "docker") from None
+            down = {c: s for c, (s, _) in found.items() if s not in RUNNING_STATES}
+            sig = tuple(found[c][1] for c in cfg.containers)
+            if not down and st.ready and sig == st.started_sig:
+                # still the same running containers we saw ready: no readiness probe, which a
+                # busy service might answer slowly
+                st.verified_at = time.monotonic()
+                return None, sig
+            if not down:
+                return False, sig
+            st.invalidate()
+            st.stopped = False
+            self.metrics.starts.labels(host=cfg.host).inc()
+            log.info("starting host=%s (%s): %s; compose up -d in %s", cfg.host, cfg.name,
+                     ", ".join(f"{c} {s}" for c, s in down.items()), cfg.compose_dir)
+            st.phase = "compose up -d still running"
+            t_up = time.monotonic()
+            try:
+                await self._docker(st, deadline, lambda: self.docker.up(cfg.compose_dir))
+            except DockerError as exc:
+                # started meanwhile by someone else (their restart policy, a deploy's own compose up): go on
+                if not await self._all_running(cfg):
+                    raise self._fail(st, 502, str(exc), "compose") from None
+                log.info("host=%s: compose up failed, but its containers run now: %s", cfg.host, exc)
+            self.metrics.compose_up_duration.labels(host=cfg.host).observe(time.monotonic() - t_up)
+            return True, sig
+
     def wake(self, st: ServiceState) -> bool:
         """Start the service in the background unless it is ready (its config's wakePath): True when ready. The
         start counts as activity: the idle timer starts again from it."""
@@ -102,6 +131,30 @@ class Lifecycle:
             st.start_task = asyncio.ensure_future(self._start(st))
             st.start_task.add_done_callback(lambda t: t.cancelled() or t.exception())  # reported by _start
         return False
+
+    async def _docker(self, st: ServiceState, deadline: float, call):
+        """`await call()` (a docker or compose command), waiting out a Docker daemon that does not answer (Docker
+        restarting, the host booting) until `deadline`, then 503 `docker_unavailable` (Retry-After); any other
+        failure is the caller's to judge."""
+        said = False
+        while True:
+            try:
+                return await call()
+            except DockerUnavailable as exc:
+                if time.monotonic() >= deadline:
+                    raise self._fail(st, 503, f"the Docker daemon does not answer: {exc}",
+                                     "docker_unavailable") from None
+                if not said:
+                    said = True
+                    log.warning("host=%s: the Docker daemon does not answer, waiting for it: %s", st.cfg.host, exc)
+                st.phase = "waiting for the Docker daemon"
+                await asyncio.sleep(min(DOCKER_POLL, max(0.0, deadline - time.monotonic())))
+
+    async def _all_running(self, cfg) -> bool:
+        try:
+            return all(s in RUNNING_STATES for s in (await self.docker.running(cfg.containers)).values())
+        except DockerError:
+            return False
 
     def _fail(self, st: ServiceState, status: int, message: str, reason: str) -> StartError:
         st.invalidate()
@@ -132,6 +185,11 @@ class Lifecycle:
                 async with self.session.get(url, timeout=timeout, allow_redirects=False) as resp:
                     body = await read_some(resp.content, PERMANENT_BODY_LIMIT)
                     if 200 <= resp.status < 300 or (cfg.readiness_path is None and resp.status < 500):
+                        if cfg.readiness_path:
+                            try:
+                                st.record_health(health_summary(json.loads(body.decode("utf-8"))))
+                            except (UnicodeDecodeError, ValueError):
+                                pass
                         return
                     problem = permanent_problem(resp.status, resp.headers, body)
                     if problem:
@@ -148,10 +206,11 @@ class Lifecycle:
             if probes % CONTAINER_CHECK_EVERY == 0:
                 try:
                     states = await self.docker.running(cfg.containers)
+                except DockerUnavailable:
+                    states = {}   # Docker restarting: its containers come back with it (restart policies)
                 except DockerError as exc:
                     raise self._fail(st, 502, f"cannot check containers: {exc}", "docker") from None
                 dead = {c: s for c, s in states.items() if s not in RUNNING_STATES and s != "created"}
                 if dead:
-                    raise self._fail(st, 502, "container stopped while starting: " +
-                                     ", ".join(f"{c} {s}" for c, s in dead.items()), "exited")
+                    raise _StoppedMeanwhile(", ".join(f"{c} {s}" for c, s in dead.items()))
             await asyncio.sleep(max(0.0, min(READY_POLL, deadline - time.monotonic())))

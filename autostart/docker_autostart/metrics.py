@@ -32,7 +32,8 @@ class Metrics:
         self.start_failures = Counter(
             p + "start_failures_total",
             "Starts that failed: reason compose (compose up failed), exited (a container died while "
-            "starting), timeout (not ready within maxWait), docker (docker not usable), permanent (up, but its "
+            "starting), timeout (not ready within maxWait), docker (docker not usable), docker_unavailable (the "
+            "Docker daemon did not answer within maxWait: restarting, stopped), permanent (up, but its "
             "readiness answer reports a permanent problem: counted once per problem).",
             ["host", "reason"], registry=None)
         self.stop_failures = Counter(p + "stop_failures_total", "compose stop commands that failed.", ["host"],
@@ -65,19 +66,27 @@ class Metrics:
         websockets = GaugeMetricFamily(p + "open_websockets",
                                        "WebSocket sessions relayed now (each one of in_flight_requests).",
                                        labels=["host"])
+        degraded = GaugeMetricFamily(p + "service_degraded",
+                                     "1 while the service's own /health says degraded (a dependency of it fails: "
+                                     "Redis, its disk; see the proxy's /health for which), 0 when ok; absent "
+                                     "until the proxy has read it (a stopped service is never asked).",
+                                     labels=["host"])
         for host, s in state:
             in_flight.add_metric([host], s.in_flight)
             running.add_metric([host], 1 if s.ready else 0)
             websockets.add_metric([host], s.websockets)
+            health = getattr(s, "health", None)
+            if health:
+                degraded.add_metric([host], 1 if health.get("status") == "degraded" else 0)
         configured = GaugeMetricFamily(p + "configured_services", "Services in the current config.",
                                        value=len(state))
-        return in_flight, running, websockets, configured
+        return in_flight, running, websockets, degraded, configured
 
     def collect(self):
         """The registry's one collector: every family, in a fixed order, without `_created` samples."""
-        in_flight, running, websockets, configured = self._state_families()
+        in_flight, running, websockets, degraded, configured = self._state_families()
         for metric in (self.starts, self.stops, self.start_failures, self.stop_failures, self.start_duration,
-                       self.compose_up_duration, in_flight, running, websockets, self.requests,
+                       self.compose_up_duration, in_flight, running, websockets, degraded, self.requests,
                        self.upstream_errors, self.reloads, configured):
             for family in ([metric] if isinstance(metric, Metric) else metric.collect()):
                 family.samples = [s for s in family.samples if not s.name.endswith("_created")]

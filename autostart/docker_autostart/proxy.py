@@ -3,7 +3,8 @@ request through, stop idle services. aiohttp 3.8 APIs only (Debian bookworm's py
 
 Autostart holds the config and the services' state and runs the app; its parts live beside it: lifecycle.py
 (starting a service, readiness), idle.py (stopping idle ones), forward.py (serving a request), readiness.py
-(what a readiness answer says), state.py (a service's state, start errors), websocket.py (WebSocket sessions)."""
+(what a readiness answer says), health_watch.py (how the running services are), state.py (a service's state,
+start errors), websocket.py (WebSocket sessions)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from . import config_file as configmod
 from .config_file import Config, ConfigError
 from .docker import Docker
 from .forward import Forwarding
+from .health_watch import HealthWatch
 from .idle import IdleStopper
 from .lifecycle import Lifecycle
 from .metrics import Metrics
@@ -31,15 +33,16 @@ from .websocket import WebSocketRelay
 log = logging.getLogger("docker_autostart")
 
 
-class Autostart(Lifecycle, IdleStopper, Forwarding, WebSocketRelay):
+class Autostart(Lifecycle, IdleStopper, Forwarding, WebSocketRelay, HealthWatch):
     """The proxy: its config (reloaded on change or SIGHUP), one ServiceState per Host, and the aiohttp app."""
 
     def __init__(self, config_path: str, *, docker: Optional[Docker] = None, poll_interval: float = 2.0,
-                 idle_tick: float = 1.0):
+                 idle_tick: float = 1.0, health_interval: float = 30.0):
         self.config_path = config_path
         self.docker = docker or Docker()
         self.poll_interval = poll_interval
         self.idle_tick = idle_tick
+        self.health_interval = health_interval
         self.config = Config()
         self.config_error: Optional[str] = None
         self.states: Dict[str, ServiceState] = {}
@@ -108,6 +111,8 @@ class Autostart(Lifecycle, IdleStopper, Forwarding, WebSocketRelay):
             trust_env=False,
         )
         self._tasks = [asyncio.ensure_future(self._idle_loop())]
+        if self.health_interval > 0:
+            self._tasks.append(asyncio.ensure_future(self._health_loop()))
         if self.poll_interval > 0:
             self._tasks.append(asyncio.ensure_future(self._poll_config()))
         self._tasks.append(asyncio.ensure_future(self._detect_compose()))

@@ -1,5 +1,6 @@
-"""What a service's readiness answer says: ready, a permanent problem (waiting cannot help), or asynchronous jobs
-still queued or running (the idle stop waits for them)."""
+"""What a service's readiness answer says: ready, a permanent problem (waiting cannot help), asynchronous jobs
+still queued or running (the idle stop waits for them), and how the service is (`ok`, or `degraded` and why: the
+whisper images' /health, images/common/README.md)."""
 
 from __future__ import annotations
 
@@ -50,10 +51,28 @@ async def read_some(content, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def health_summary(body) -> Optional[dict]:
+    """What the proxy keeps of a service's /health answer: its status, the dependencies it reports failing (the
+    whisper images' `degraded`: ["redis"], ["disk"]) and its jobs (`{"queued", "running"}`, or `{"error": code}`
+    while its job store is away). None when the answer is not such a JSON object."""
+    if not isinstance(body, dict) or not isinstance(body.get("status"), str):
+        return None
+    out = {"status": body["status"][:40]}
+    degraded = body.get("degraded")
+    if isinstance(degraded, list):
+        out["degraded"] = [str(d)[:40] for d in degraded[:20]]
+    jobs = body.get("jobs")
+    if isinstance(jobs, dict):
+        out["jobs"] = {k: jobs[k] for k in ("queued", "running", "error") if k in jobs}
+    return out
+
+
 async def jobs_pending(session, sts) -> str:
     """'N jobs queued, M running' when a service's readiness answer reports asynchronous jobs in
-    progress ({"jobs": {"queued": N, "running": M}}, as the whisper images' /health does); '' otherwise,
-    also when the service does not answer or reports no jobs."""
+    progress ({"jobs": {"queued": N, "running": M}}, as the whisper images' /health does), or 'jobs unknown'
+    while it cannot count them ({"jobs": {"error": ...}}: its job store is away, jobs may be waiting in it);
+    '' otherwise, also when the service does not answer or reports no jobs. What each says is kept
+    (ServiceState.record_health)."""
     for st in sts:
         cfg = st.cfg
         try:
@@ -62,8 +81,11 @@ async def jobs_pending(session, sts) -> str:
                 body = await resp.json(content_type=None) if resp.status == 200 else None
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
             continue
+        st.record_health(health_summary(body))
         jobs = body.get("jobs") if isinstance(body, dict) else None
         if isinstance(jobs, dict):
+            if jobs.get("error"):
+                return f"jobs unknown ({jobs['error']})"
             queued, running = jobs.get("queued") or 0, jobs.get("running") or 0
             if isinstance(queued, int) and isinstance(running, int) and queued + running > 0:
                 return f"{queued} jobs queued, {running} running"

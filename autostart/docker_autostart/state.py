@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Optional
 
 from .config_file import ServiceConfig
+
+log = logging.getLogger("docker_autostart")
 
 RUNNING_STATES = ("running", "restarting")
 
@@ -41,6 +44,8 @@ class ServiceState:
         self.last_error: Optional[str] = None
         self.permanent: Optional[str] = None  # the permanent problem its readiness answer last reported
         self.phase = "idle"  # what a start is doing, for the 504 message
+        self.health: Optional[dict] = None  # what its own /health said last (readiness.health_summary)
+        self.health_at = 0.0  # when (monotonic)
 
     @property
     def starting(self) -> bool:
@@ -60,3 +65,16 @@ class ServiceState:
     def invalidate(self) -> None:
         self.ready = False
         self.verified_at = 0.0
+
+    def record_health(self, summary: Optional[dict]) -> None:
+        """Keep what the service's /health said; a change of what it reports failing is logged once."""
+        if summary is None:
+            return
+        before = (self.health or {}).get("degraded") or []
+        after = summary.get("degraded") or []
+        if after != before:
+            if after:
+                log.warning("host=%s degraded: %s (its /health)", self.cfg.host, ", ".join(after))
+            else:
+                log.info("host=%s healthy again (its /health)", self.cfg.host)
+        self.health, self.health_at = summary, time.monotonic()

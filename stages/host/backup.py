@@ -560,8 +560,8 @@ def _wait(check, what: str, timeout: float = 300) -> None:
         time.sleep(0.2)
 
 
-def restore_redis(dump: str, jobs_env_file: str, marker: str, unit: str = "redis-server",
-                  conf: str = "/etc/redis/redis.conf", socket_path: str = "/run/redis/redis-server.sock") -> dict:
+def restore_redis(dump: str, jobs_env_file: str, marker: str, socket_path: str, unit: str = "redis-server",
+                  conf: str = "/etc/redis/redis.conf") -> dict:
     """Load an RDB snapshot into the host's Redis with its AOF: Redis loads an RDB file only with AOF off, so a
     one-off server (no TCP, a private socket) loads it with AOF off, turns AOF on (a rewrite from the loaded
     data), and stops; then the service starts from that AOF."""
@@ -645,6 +645,7 @@ def main(argv=None) -> int:
     r.add_argument("--dump", required=True)
     r.add_argument("--jobs-env", required=True)
     r.add_argument("--marker", required=True)
+    r.add_argument("--socket", required=True, help="the host's Redis socket (the deploy's redis_socket_dir)")
     m = sub.add_parser("mark")
     m.add_argument("--marker", required=True)
     m.add_argument("--step", required=True)
@@ -657,7 +658,7 @@ def main(argv=None) -> int:
             with open(args.targets, encoding="utf-8") as fh:
                 result = restore_files(args.archive, args.sha256, json.load(fh))
         elif args.command == "restore-redis":
-            result = restore_redis(args.dump, args.jobs_env, args.marker)
+            result = restore_redis(args.dump, args.jobs_env, args.marker, args.socket)
         else:
             result = update_marker(args.marker, **{args.step: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     except (BackupFailed, OSError, subprocess.SubprocessError) as exc:

@@ -105,6 +105,37 @@ def curl(host: str, path: str = "/", *args: str, port: int = HTTPS_PORT, scheme:
     return {"status": int(last[0].split()[1]), "headers": headers, "body": body}
 
 
+# a meeting as users send it: different sentences with pauses between them (tests/e2e/test_jobs.py reads it twice in
+# two voices; test_day_two.py its first half)
+AGENDA = (
+    "good morning everyone and thank you for joining the weekly planning meeting",
+    "the first item on the agenda is the new office in the city centre",
+    "the lease was signed last week and the keys arrive on monday",
+    "we still need desks chairs and a good coffee machine for the kitchen",
+    "the second item is the budget for the next quarter",
+    "sales grew by a small margin and the costs stayed under control",
+    "marketing would like more money for the spring campaign",
+    "we agreed to review that request at the end of the month",
+    "the third item is the hiring plan for the support team",
+    "two new people will start in january and one more in march",
+    "please send your questions to the team before friday",
+    "that is all for today and the next meeting starts at ten",
+)
+
+
+def speech(folder, name: str, sentences, voice: str = "en-us", pause: float = 1.0) -> str:
+    """The sentences spoken by espeak-ng, each followed by `pause` seconds of silence, as one wav in `folder`."""
+    parts = []
+    for i, sentence in enumerate(sentences):
+        part = folder / f"{name}-{i}.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-w", str(part), sentence], check=True)
+        subprocess.run(["sox", str(part), str(part.with_suffix(".pad.wav")), "pad", "0", str(pause)], check=True)
+        parts.append(str(part.with_suffix(".pad.wav")))
+    out = folder / f"{name}.wav"
+    subprocess.run(["sox", *parts, str(out)], check=True)
+    return str(out)
+
+
 def host_snapshot() -> str:
     """Checksums, modes and owners of everything the deploy manages on the host."""
     return ssh(

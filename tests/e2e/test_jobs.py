@@ -11,41 +11,21 @@ from transcript_wer import wer
 
 from sandbox.client import base_url, http_client
 
-from .conftest import ssh
+from .conftest import AGENDA, speech, ssh
 
 pytestmark = pytest.mark.sandbox
-# A meeting as users send it: different sentences with pauses between them, read twice in two voices (about
-# two minutes, so the worker takes the long-audio path). The same sentence said over and over with no pause is
-# no meeting, and tiny.en conditioned on its own previous text loses whole repeats of it on some CPUs.
-AGENDA = (
-    "good morning everyone and thank you for joining the weekly planning meeting",
-    "the first item on the agenda is the new office in the city centre",
-    "the lease was signed last week and the keys arrive on monday",
-    "we still need desks chairs and a good coffee machine for the kitchen",
-    "the second item is the budget for the next quarter",
-    "sales grew by a small margin and the costs stayed under control",
-    "marketing would like more money for the spring campaign",
-    "we agreed to review that request at the end of the month",
-    "the third item is the hiring plan for the support team",
-    "two new people will start in january and one more in march",
-    "please send your questions to the team before friday",
-    "that is all for today and the next meeting starts at ten",
-)
+# A meeting as users send it (conftest.AGENDA), read twice in two voices (about two minutes, so the worker takes
+# the long-audio path). The same sentence said over and over with no pause is no meeting, and tiny.en conditioned on
+# its own previous text loses whole repeats of it on some CPUs.
 VOICES = ("en-us", "en-gb")
 
 
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory):
     folder = tmp_path_factory.mktemp("jobs")
-    padded = []
-    for voice in VOICES:
-        for i, sentence in enumerate(AGENDA):
-            part = folder / f"{voice}-{i}.wav"
-            subprocess.run(["espeak-ng", "-v", voice, "-w", str(part), sentence], check=True)
-            subprocess.run(["sox", str(part), str(part.with_suffix(".pad.wav")), "pad", "0", "1.5"], check=True)
-            padded.append(str(part.with_suffix(".pad.wav")))   # a pause of 1.5 s after every sentence
     wav = folder / "recording.wav"
-    subprocess.run(["sox", *padded, str(wav)], check=True)
+    voices = [speech(folder, voice, AGENDA, voice=voice, pause=1.5) for voice in VOICES]
+    subprocess.run(["sox", *voices, str(wav)], check=True)
     out = folder / "recording.mp3"
     subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(wav), str(out)], check=True)
     return out
@@ -85,7 +65,12 @@ def test_redis_is_local_and_needs_its_password(deployed):
     assert ssh("systemctl is-active redis-server").stdout.strip() == "active"
     listening = ssh("ss -ltnH '( sport = :6379 )'").stdout.split()
     assert listening and all(a.startswith(("127.0.0.1:", "[::1]:")) for a in listening if ":6379" in a), listening
-    assert "NOAUTH" in ssh("redis-cli -s /run/redis/redis-server.sock ping 2>&1", check=False).stdout
+    socket = "/run/whisper-platform/redis/redis.sock"   # a folder of ours, not Redis's RuntimeDirectory
+    assert "NOAUTH" in ssh(f"redis-cli -s {socket} ping 2>&1", check=False).stdout
+    # only root, Redis and the services' group reach it; systemd-tmpfiles makes the folder at boot
+    assert ssh(f"stat -c '%a %U %G' {socket} $(dirname {socket})").stdout.split() == \
+        ["770", "redis", "whisper-app", "2750", "redis", "whisper-app"]
+    assert ssh("systemd-tmpfiles --cat-config 2>/dev/null | grep -c whisper-platform/redis").stdout.strip() != "0"
     assert ssh("stat -c '%a %U' /etc/whisper-platform/jobs.env").stdout.split() == ["600", "root"]
     assert ssh("stat -c '%a %U %G' /etc/redis/whisper-platform-auth.conf").stdout.split() == ["640", "root", "redis"]
     assert ssh("grep -c appendonly /etc/redis/whisper-platform.conf").stdout.strip() == "1"

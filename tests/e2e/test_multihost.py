@@ -19,7 +19,7 @@ import pytest
 
 from sandbox.client import base_url, http_client
 
-from .conftest import REPO, SANDBOX, STATE, pyinfra, ssh
+from .conftest import REPO, SANDBOX, STATE, pyinfra, speech, ssh
 
 pytestmark = pytest.mark.sandbox
 
@@ -42,18 +42,6 @@ def on_worker(command: str, check: bool = True) -> subprocess.CompletedProcess:
 
 def deploy(workers: str):
     return pyinfra("-y", env={"SANDBOX_WORKERS": workers})
-
-
-def speech(folder, name: str, sentences: list[str]) -> str:
-    parts = []
-    for i, sentence in enumerate(sentences):
-        part = folder / f"{name}-{i}.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(part), sentence], check=True)
-        subprocess.run(["sox", str(part), str(part.with_suffix(".pad.wav")), "pad", "0", "1"], check=True)
-        parts.append(str(part.with_suffix(".pad.wav")))
-    out = folder / f"{name}.wav"
-    subprocess.run(["sox", *parts, str(out)], check=True)
-    return str(out)
 
 
 SHORT = ["the meeting starts at ten in the small room", "please bring the budget for the next quarter"]

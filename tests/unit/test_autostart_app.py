@@ -4,12 +4,13 @@ nothing here may call docker), plus the compose command choice."""
 import asyncio
 import json
 import os
+import shutil
 import stat
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from docker_autostart.docker import Docker, DockerError, tail
+from docker_autostart.docker import Docker, DockerError, DockerUnavailable, failed, tail
 from docker_autostart.proxy import Autostart
 from docker_autostart.readiness import permanent_problem
 
@@ -103,6 +104,31 @@ def test_compose_override_and_none_found(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(DockerError, match="neither `docker compose` nor `docker-compose`"):
         asyncio.run(Docker(docker_cmd=[str(tmp_path / "docker")]).compose_cmd())
+
+
+@pytest.mark.parametrize("stderr, unavailable", [
+    # the docker CLI, Compose v2 and v1 while the daemon restarts or is stopped
+    ("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?", True),
+    ("error during connect: Get \"http://%2Fvar%2Frun%2Fdocker.sock/v1.41/containers/json\": dial unix "
+     "/var/run/docker.sock: connect: connection refused", True),
+    ("Couldn't connect to Docker daemon at http+docker://localhost - is it running?\n\nIf it's at a non-standard "
+     "location, specify the URL with the DOCKER_HOST environment variable.", True),
+    # what waiting does not fix
+    ("Error: No such object: faster-whisper", False),
+    ("ERROR: for faster-whisper  Cannot create container for service faster-whisper: Conflict. The container name "
+     "\"/faster-whisper\" is already in use", False),
+    ("yaml.scanner.ScannerError: mapping values are not allowed here", False),
+])
+def test_a_daemon_that_does_not_answer_is_told_apart(stderr, unavailable):
+    err = failed("docker inspect failed", stderr)
+    assert isinstance(err, DockerError) and isinstance(err, DockerUnavailable) is unavailable
+
+
+@pytest.mark.skipif(shutil.which("docker") is None, reason="no docker CLI on this machine (make docker installs it)")
+def test_the_real_cli_without_a_daemon_is_unavailable(tmp_path):
+    docker = Docker(docker_cmd=["docker", "-H", f"unix://{tmp_path}/no-daemon.sock"])
+    with pytest.raises(DockerUnavailable, match="Cannot connect to the Docker daemon"):
+        asyncio.run(docker.inspect(["faster-whisper"]))
 
 
 def test_stderr_tail_keeps_the_last_lines():

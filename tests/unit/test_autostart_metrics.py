@@ -6,8 +6,8 @@ from docker_autostart.metrics import CONTENT_TYPE, Metrics
 
 
 class State:
-    def __init__(self, in_flight, ready, websockets=0):
-        self.in_flight, self.ready, self.websockets = in_flight, ready, websockets
+    def __init__(self, in_flight, ready, websockets=0, health=None):
+        self.in_flight, self.ready, self.websockets, self.health = in_flight, ready, websockets, health
 
 
 def scrape(metrics: Metrics) -> dict:
@@ -46,7 +46,8 @@ def test_start_duration_buckets_are_cumulative():
 
 
 def test_every_documented_family_is_exported_with_its_labels():
-    m = Metrics(lambda: [("a.test", State(2, True, websockets=1)), ("b.test", State(0, False))])
+    m = Metrics(lambda: [("a.test", State(2, True, websockets=1, health={"status": "degraded", "degraded": ["redis"]})),
+                         ("b.test", State(0, False))])
     m.starts.labels(host="a.test").inc()
     m.stops.labels(host="a.test").inc()
     m.start_failures.labels(host="a.test", reason="timeout").inc()
@@ -77,9 +78,13 @@ def test_every_documented_family_is_exported_with_its_labels():
     assert samples[("docker_autostart_service_running", frozenset({("host", "b.test")}))] == 0
     assert samples[("docker_autostart_configured_services", frozenset())] == 2
     assert samples[("docker_autostart_open_websockets", frozenset({("host", "a.test")}))] == 1
+    # what the service's own /health said last; never asked (stopped): no sample
+    assert samples[("docker_autostart_service_degraded", frozenset({("host", "a.test")}))] == 1
+    assert ("docker_autostart_service_degraded", frozenset({("host", "b.test")})) not in samples
     assert {n for n, t in types.items() if t == "gauge"} == {
         "docker_autostart_in_flight_requests", "docker_autostart_service_running",
-        "docker_autostart_open_websockets", "docker_autostart_configured_services"}
+        "docker_autostart_open_websockets", "docker_autostart_configured_services",
+        "docker_autostart_service_degraded"}
     assert not [name for name, _ in samples if name.endswith("_created")]
 
 

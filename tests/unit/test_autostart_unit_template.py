@@ -9,7 +9,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 VARS = {"install_dir": "/opt/whisper-platform/autostart", "config_path": "/opt/docker-autostart/config.json",
-        "listen": "127.0.0.1:8890", "targets_file": ""}
+        "listen": "127.0.0.1:8890", "targets_file": "", "journal_namespace": "whisper-platform"}
 
 
 def render(**over):
@@ -29,6 +29,9 @@ def test_unit_runs_the_package_with_config_and_listen():
     assert any(l.startswith("After=") and "docker.service" in l for l in lines)
     assert any(l.startswith("Wants=") and "docker.service" in l for l in lines)
     assert "WantedBy=multi-user.target" in lines
+    # its logs in a namespace of its own, capped by the deploy; the host's journal settings are not touched
+    assert "LogNamespace=whisper-platform" in lines
+    assert "LogNamespace" not in render(journal_namespace="")
 
 
 def test_with_monitoring_it_keeps_the_targets_file():

@@ -76,6 +76,12 @@ def test_host_config_names_what_to_back_up():
                                       "cert": "/etc/letsencrypt/live/whisper.srv759970.hstgr.cloud/fullchain.pem",
                                       "key": "/etc/letsencrypt/live/whisper.srv759970.hstgr.cloud/privkey.pem"}
     assert cfg["htpasswd_user"] == "whisper" and cfg["jobs_env_file"] == p.jobs_env_file
+    # the monitoring page's name is ours too, and Redis's socket is where the deploy keeps it (never /run/redis)
+    assert [c["vhost"] for c in cfg["certificates"]][2:] == [p.monitor_vhost]
+    assert cfg["redis_socket"] == f"{p.redis_socket_dir}/redis.sock"
+    moved = host_config(build(backup_recipients=[KEY], redis_socket_dir="/run/ours/redis"), "whisper", "srv759970")
+    assert moved["redis_socket"] == "/run/ours/redis/redis.sock"
+    assert cfg["secret_files"] == {"smtp-password": "/etc/prometheus/whisper-platform/smtp-password"}
     assert json.loads(json.dumps(cfg, sort_keys=True)) == cfg   # what the deploy writes, compared by digest
 
 

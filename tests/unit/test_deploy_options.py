@@ -6,7 +6,7 @@ from __future__ import annotations
 import jinja2
 import pytest
 
-from stages.compose_projects import body_limit_mb, jobs_settings
+from stages.compose_projects import compose_values
 from stages.images import build_command, image_tag
 from stages.settings import REPO, Platform, read_group_data
 from stages.web import cert_paths, render_http_vhost, render_https_vhost
@@ -20,9 +20,7 @@ def render_compose(p: Platform, key: str) -> str:
     svc = p.service(key)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(REPO / "templates/compose")),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    return env.get_template("service.yml.j2").render(
-        svc=svc, image_tag="whisperx:src-0", timezone=p.timezone, body_limit_mb=body_limit_mb(p.body_limit),
-        hf_cache_dir=p.hf_cache_dir, models_dir=p.models_dir, jobs=jobs_settings(svc, p))
+    return env.get_template("service.yml.j2").render(**compose_values(svc, p, "whisperx:src-0"))
 
 
 @pytest.mark.parametrize("ipv6", [True, False])
@@ -45,8 +43,36 @@ def test_tls_mode_picks_the_certificate_paths():
 def test_jobs_enabled_adds_the_worker_redis_and_jobs_folder():
     on, off = render_compose(build(), "whisperx"), render_compose(build(jobs_enabled=False), "whisperx")
     for piece in ("whisperx-worker:", "whisperx_server.worker", "STT_REDIS_URL", "/etc/whisper-platform/jobs.env",
-                  "/var/lib/whisper-platform/jobs/whisperx:/jobs"):
+                  "/var/lib/whisper-platform/jobs/whisperx:/jobs", "/run/whisper-platform/redis:/run/redis:ro",
+                  "STT_JOBS_MIN_FREE_MB"):
         assert piece in on and piece not in off
+
+
+def test_containers_restart_by_themselves_and_log_within_limits():
+    """unless-stopped: what the autostart proxy stopped stays stopped; what died comes back. Logs: the local
+    driver with this project's limits, never the host's daemon.json."""
+    import yaml
+
+    p = build(container_log_max_size="5m", container_log_max_files=2)
+    doc = yaml.safe_load(render_compose(p, "faster"))
+    for name in ("faster-whisper", "faster-whisper-worker"):
+        c = doc["services"][name]
+        assert c["restart"] == "unless-stopped" and c["init"] is True, name
+        assert c["logging"] == {"driver": "local", "options": {"max-size": "5m", "max-file": "2"}}, name
+    worker = doc["services"]["faster-whisper-worker"]
+    assert worker["stop_grace_period"] == "30s"
+    assert worker["environment"]["STT_REDIS_URL"] == "unix:///run/redis/redis.sock"
+    assert "/run/redis:/run/redis" not in render_compose(p, "faster")   # never Redis's own RuntimeDirectory
+
+
+@pytest.mark.parametrize("key,value", [("container_log_max_size", "10"), ("container_log_max_size", "10 m"),
+                                       ("container_log_max_files", 0), ("autostart_journal_max_use", "64 MB"),
+                                       ("redis_socket_dir", "run/x"), ("jobs_min_free_mb", -1)])
+def test_day_two_knobs_are_checked(key, value):
+    from stages.settings import GroupDataError
+
+    with pytest.raises(GroupDataError, match=key):
+        build(**{key: value})
 
 
 def test_device_cuda_reserves_the_gpus():
@@ -72,3 +98,19 @@ def test_build_wheelhouse_and_build_args_reach_the_build_command():
     cmd = build_command(plain.service("faster"), "whisper-faster:src-0", plain)
     assert "--wheelhouse" not in cmd and "--build-arg BASE_IMAGE=python:3.11-slim " in cmd
     assert "--stall-timeout 1800" in cmd and "--label whisper-platform.service=faster" in cmd
+
+
+def test_redis_socket_lives_in_a_folder_no_restart_deletes():
+    """Not Redis's RuntimeDirectory (/run/redis, deleted and made anew by systemd on every Redis restart): a folder
+    of ours, made by systemd-tmpfiles at boot, setgid to the services' group; the unit may write there."""
+    from stages import redis
+
+    p = build(redis_socket_dir="/run/whisper-platform/redis", app_user="whisper-app")
+    lines = [line for line in redis.tmpfiles_conf(p).splitlines() if not line.startswith("#")]
+    assert lines == ["d /run/whisper-platform 0755 root root -", "d /run/whisper-platform/redis 2750 redis whisper-app -"]
+    assert "ReadWritePaths=/run/whisper-platform/redis" in redis.unit_dropin(p).splitlines()
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    conf = env.from_string((REPO / "templates/redis/whisper-platform.conf.j2").read_text()).render(
+        redis_port=6379, redis_maxmemory="256mb", redis_socket=redis.socket_path(p))
+    assert "unixsocket /run/whisper-platform/redis/redis.sock" in conf and "unixsocketperm 770" in conf
+    assert "/run/redis" not in [line.split()[-1] for line in conf.splitlines() if line.startswith("unixsocket ")]

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from stages import gpu
-from stages.compose_projects import body_limit_mb, jobs_settings
+from stages.compose_projects import compose_values
 from stages.settings import REPO, Platform, read_group_data
 
 
@@ -27,8 +27,7 @@ def render(p: Platform, key="faster") -> str:
     svc = p.service(key)
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     return env.from_string((REPO / "templates/compose/service.yml.j2").read_text()).render(
-        svc=svc, image_tag="whisper-faster:src-0", timezone=p.timezone, body_limit_mb=body_limit_mb(p.body_limit),
-        hf_cache_dir=p.hf_cache_dir, models_dir=p.models_dir, jobs=jobs_settings(svc, p))
+        **compose_values(svc, p, "whisper-faster:src-0"))
 
 
 def test_no_cuda_service_no_gpu_stage():

@@ -65,9 +65,9 @@ def test_retire_commands_compose_down_only_with_our_containers_left():
     svc = platform(service_overrides_extra=OFF).all_services[1]
     ours = {"image": "whisperx:src-0123456789ab", "running": False}
     assert retire_commands(svc, "docker compose", {"whisperx": ours, "whisperx-worker": None}) == \
-        ["cd /opt/whisperx && docker compose down"]
+        ["cd /opt/whisperx && flock /opt/whisperx docker compose down"]
     assert retire_commands(svc, "docker-compose", {"whisperx": None, "whisperx-worker": ours}) == \
-        ["cd /opt/whisperx && docker-compose down"]
+        ["cd /opt/whisperx && flock /opt/whisperx docker-compose down"]
     # already retired (second run), or a hand-made container of that name: nothing to do
     assert retire_commands(svc, "docker compose", {"whisperx": None, "whisperx-worker": None}) == []
     assert retire_commands(svc, "docker compose", {"whisperx": {"image": "handmade/whisperx:1", "running": True}}) == []

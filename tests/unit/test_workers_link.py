@@ -132,11 +132,12 @@ def test_worker_compose_renders(tmp_path):
     text = _render("compose", "worker.yml.j2", svc=svc, image_tag="whisper-faster:src-x", concurrency=2,
                    timezone="UTC", hf_cache_dir="/hf", models_dir="/m", link_dir="/etc/l", link_address="10.0.0.1",
                    link_redis_port=6380, link_https_port=8444, redis_user="worker-w1", worker_name="w1",
-                   jobs={"ttl": 60, "max_seconds": 60, "retries": 2})
+                   jobs={"ttl": 60, "max_seconds": 60, "retries": 2}, logs={"max_size": "10m", "max_files": 3})
     doc = yaml.safe_load(text)
     assert sorted(doc["services"]) == ["faster-whisper-worker-1", "faster-whisper-worker-2"]
     w = doc["services"]["faster-whisper-worker-1"]
-    assert w["restart"] == "unless-stopped" and w["network_mode"] == "host" and "ports" not in w
+    assert w["restart"] == "unless-stopped" and w["init"] is True and w["network_mode"] == "host" and "ports" not in w
+    assert w["logging"] == {"driver": "local", "options": {"max-size": "10m", "max-file": "3"}}
     env = w["environment"]
     assert env["STT_REDIS_URL"] == "rediss://worker-w1@10.0.0.1:6380/0"
     assert env["STT_JOBS_FETCH_URL"] == "https://10.0.0.1:8444/faster" and env["STT_WORKER_NAME"] == "w1"

@@ -6,6 +6,7 @@ from typing import Callable, Optional
 from fastapi import APIRouter, Depends, FastAPI
 
 from .auth import require_api_key
+from .dependencies import Dependencies
 from .errors import install_error_handlers
 from .health import health_router
 from .metrics import Metrics, MetricsMiddleware, metrics_router
@@ -20,6 +21,8 @@ class Service:
         self.error: Optional[str] = None
         self.error_code: Optional[str] = None   # set for a permanent problem (fail(..., code=...))
         self.jobs = None  # stt_common.jobs.Jobs when the service takes asynchronous jobs
+        # Redis, the jobs' disk (registered by the jobs): /health's `degraded`, stt_dependency_up
+        self.dependencies = Dependencies(metrics)
         self._mounted = False
 
     def fail(self, message: str, code: Optional[str] = None) -> None:

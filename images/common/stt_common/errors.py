@@ -99,14 +99,18 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
                         headers=getattr(exc, "headers", None))
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
+async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse(error_body("The server had an error while processing your request.", "server_error",
                                    None, "internal_error"), status_code=500)
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    from .dependencies import install_handlers
+
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)
+    # a dependency's failure (Redis, a full disk) is a documented 503/507 (stt_common.dependencies), never a 500
+    install_handlers(app)
+    app.add_exception_handler(Exception, unexpected_error)

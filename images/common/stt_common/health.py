@@ -1,8 +1,12 @@
-"""GET /health: 200 once the default model is loaded, 503 before; public."""
+"""GET /health: 200 once the default model is loaded (`ok`, or `degraded` with why when a dependency fails), 503
+before; public. The autostart proxy reads it to decide readiness and whether jobs keep a service busy, monitoring
+to say why a service answers 503/507 (stt_common.dependencies)."""
 from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+
+from .dependencies import REDIS, describe_error, failure
 
 PERMANENT_HEADER = "X-Health-Permanent"
 
@@ -29,14 +33,28 @@ def health_router(service) -> APIRouter:
             body.update(service.details() or {})
         except Exception:  # noqa: BLE001
             pass
+        deps = service.dependencies.check()
         jobs = getattr(service, "jobs", None)
         if jobs is not None and jobs.enabled:
-            # queued and running jobs: the autostart proxy does not stop a service that has any
-            try:
-                counts = jobs.counts()
-                body["jobs"] = {"queued": counts["queued"], "running": counts["running"]}
-            except Exception as e:  # noqa: BLE001 - Redis away: say so, stay healthy for synchronous requests
-                body["jobs"] = {"error": type(e).__name__}
+            # queued and running jobs: the autostart proxy does not stop a service that has any; unknown while
+            # Redis is away (the proxy then keeps it running too)
+            if deps.get(REDIS, {}).get("status", "ok") != "ok":
+                body["jobs"] = {"error": deps[REDIS].get("code", "jobs_unavailable")}
+            else:
+                try:
+                    counts = jobs.counts()
+                    body["jobs"] = {"queued": counts["queued"], "running": counts["running"]}
+                except Exception as e:  # noqa: BLE001 - said below; synchronous requests are still served
+                    hit = failure(e)
+                    code = hit[1].code if hit else "internal_error"
+                    deps[REDIS] = {"status": "unavailable", "code": code, "error": describe_error(e)}
+                    body["jobs"] = {"error": code}
+        degraded = sorted(name for name, state in deps.items() if state.get("status") != "ok")
+        if degraded:
+            body["status"] = "degraded"
+            body["degraded"] = degraded
+        if deps:
+            body["dependencies"] = deps
         return JSONResponse(body)
 
     return router

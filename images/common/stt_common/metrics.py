@@ -55,6 +55,9 @@ class Metrics:
                                      "This process's start, phase by phase: seconds from the process start to the "
                                      "end of each phase (import, model_load, first_inference ...)", ["phase"],
                                      registry=r)
+        self.dependency_failures = Counter(f"{prefix}_dependency_failures",
+                                           "Requests answered 503/507 because a dependency failed (Redis, the "
+                                           "jobs' disk: stt_common.dependencies)", ["dependency", "code"], registry=r)
 
     def startup(self, phase: str) -> None:
         """Mark the end of a startup phase (once per process): seconds since the process started."""

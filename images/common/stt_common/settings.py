@@ -37,6 +37,8 @@ class STTSettings(BaseSettings):
     redis_url: str = ""                 # redis://host:port/0, rediss://... (TLS) or unix:///run/redis/redis.sock
     redis_password: str = Field("", validation_alias=AliasChoices("REDIS_PASSWORD", "STT_REDIS_PASSWORD"))
     jobs_dir: str = "/jobs"             # uploads and results of jobs (shared by the API and its workers)
+    # new jobs get 507 insufficient_storage when the jobs' disk would keep less than this free after the upload
+    jobs_min_free_mb: int = Field(1024, ge=0)
     job_ttl: float = Field(3 * 86400, gt=0)          # s a finished job's audio, result and status are kept
     job_max_seconds: float = Field(6 * 3600, gt=0)   # a job's time limit on the worker
     job_max_audio_seconds: float = Field(12 * 3600, gt=0)  # longest recording a job accepts

@@ -44,14 +44,19 @@ class Upload:
             self._fh.close()
 
     def cleanup(self) -> None:
-        """Remove the temp file; safe to call more than once."""
-        self.close_file()
-        if self.path:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
-            self.path_removed = True
+        """Remove the temp file; safe to call more than once. Also when closing it fails (a full disk refuses the
+        last buffered bytes): nothing half-written stays behind."""
+        try:
+            self.close_file()
+        except OSError:
+            pass
+        finally:
+            if self.path:
+                try:
+                    os.unlink(self.path)
+                except FileNotFoundError:
+                    pass
+                self.path_removed = True
 
     def __repr__(self) -> str:
         return f"Upload(filename={self.filename!r}, size={self.size}, fields={list(self.fields)})"

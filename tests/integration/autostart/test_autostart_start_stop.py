@@ -1,5 +1,6 @@
 """Starting on demand, readiness, failures, idle stop, crash recovery: real Docker, real compose."""
 
+import json
 import signal
 import socket
 import subprocess
@@ -9,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from .conftest import wait_for
+from .conftest import compose_cmd, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -262,3 +263,85 @@ def test_sigterm_lets_the_request_in_flight_finish(make_service, start_proxy):
     assert r.status_code == 200 and r.json() == {"slept": 3.0}
     assert proxy.proc.wait(10) == 0
     assert svc.state() == "running"  # containers are left as they are
+
+
+def test_a_docker_daemon_that_does_not_answer_is_waited_for_then_a_503(make_service, start_proxy):
+    """Docker restarting (its CLI cannot reach the daemon): a start waits for it up to maxWait, then the client gets
+    503 docker_unavailable with Retry-After, never a 502; the daemon back, the next request starts the service."""
+    svc = make_service(max_wait=3)
+    proxy = start_proxy([svc], extra_args=["--docker-command", "docker -H unix:///nonexistent/docker.sock"])
+    started = time.monotonic()
+    r = proxy.get(svc.host, "/health")
+    assert r.status_code == 503 and r.headers["Retry-After"] == "5", r.text
+    assert r.json()["error"]["type"] == "docker_unavailable" and "Cannot connect to the Docker daemon" in r.text
+    assert 2.5 <= time.monotonic() - started < 15
+    assert proxy.metric(M + "start_failures_total", host=svc.host, reason="docker_unavailable") == 1
+    assert "the Docker daemon does not answer, waiting for it" in proxy.log()
+    assert svc.state() == "missing"
+
+
+def test_a_degraded_service_is_shown_without_waking_anything_and_kept_running(make_service, start_proxy):
+    """The service's /health says degraded (its job store away): the proxy's own /health and /metrics say so,
+    read from the running service every --health-interval; its jobs are unknown, so the idle stop keeps it."""
+    svc = make_service(idle_timeout=2)
+    proxy = start_proxy([svc], extra_args=["--health-interval", "0.5"])
+    assert proxy.get(svc.host, "/health").json()["status"] == "ok"
+    assert proxy.health()["services"][svc.host]["health"]["status"] == "ok"
+    assert proxy.request("POST", svc.host, "/degrade?deps=redis").status_code == 200
+    seen = wait_for(lambda: (proxy.health()["services"][svc.host]["health"] or {}).get("status") == "degraded"
+                    and proxy.health()["services"][svc.host], 10, what="the proxy reading the degraded health")
+    assert seen["health"]["degraded"] == ["redis"] and seen["health"]["jobs"] == {"error": "jobs_unavailable"}
+    assert proxy.metric(M + "service_degraded", host=svc.host) == 1
+    assert f"host={svc.host} degraded: redis" in proxy.log()
+    wait_for(lambda: f"kept host={svc.host} running: jobs unknown (jobs_unavailable)" in proxy.log(), 20,
+             what="the idle stop keeping a service whose jobs are unknown")
+    assert svc.state() == "running" and proxy.metric(M + "stops_total", host=svc.host) == 0
+    assert proxy.request("POST", svc.host, "/degrade?deps=").status_code == 200
+    wait_for(lambda: proxy.metric(M + "stops_total", host=svc.host) == 1, 20, what="the idle stop once healthy")
+    assert proxy.metric(M + "service_degraded", host=svc.host) == 0 and f"host={svc.host} healthy again" in proxy.log()
+
+
+def test_a_get_the_service_hung_up_on_before_answering_is_sent_again(make_service, start_proxy):
+    """The service went away mid-request (Docker restarting it, a deploy recreating it) before any answer: a
+    request that HTTP calls idempotent is sent again once the service is ready, not answered 502."""
+    svc = make_service()
+    proxy = start_proxy([svc])
+    assert proxy.get(svc.host, "/health").status_code == 200
+    r = proxy.get(svc.host, "/hangup-once")
+    assert r.status_code == 200 and r.json() == {"calls": 2}, r.text
+    assert proxy.metric(M + "upstream_errors_total", host=svc.host, kind="broken") == 0
+
+
+def test_containers_stopped_by_someone_else_while_awaited_are_started_again(make_service, start_proxy):
+    """Found running but not ready yet (started by someone else: a deploy, its restart policy), then stopped
+    (an operator's compose stop, a deploy recreating it) while the proxy waits for it: started again, the request
+    answered, not a 502 'container stopped while starting'."""
+    svc = make_service(health_delay=4)
+    subprocess.run(compose_cmd() + ["up", "-d"], cwd=svc.dir, check=True, capture_output=True)
+    proxy = start_proxy([svc])
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(proxy.get, svc.host, "/health")
+        wait_for(lambda: "waiting for readiness" in json.dumps(proxy.health()) or svc.state() == "running", 10,
+                 what="the proxy waiting for the service")
+        time.sleep(0.5)
+        subprocess.run(["docker", "stop", "-t", "1", svc.container], check=True, capture_output=True)
+        r = pending.result()
+    assert r.status_code == 200, r.text
+    assert "its containers stopped while it was checked" in proxy.log()
+    assert proxy.metric(M + "start_failures_total", host=svc.host, reason="exited") == 0
+
+
+def test_compose_waits_for_the_project_folders_lock(make_service, start_proxy):
+    """A deploy recreating the project holds `flock <composeDir>` (stages/compose_projects.py): the proxy's own
+    compose up for a request waits for it instead of running into it."""
+    svc = make_service()
+    proxy = start_proxy([svc])
+    holder = subprocess.Popen(["flock", str(svc.dir), "sleep", "4"])
+    try:
+        time.sleep(0.5)
+        started = time.monotonic()
+        r = proxy.get(svc.host, "/health")
+        assert r.status_code == 200, r.text
+        assert time.monotonic() - started >= 3   # the proxy's compose up waited for the holder
+    finally:
+        holder.wait(10)

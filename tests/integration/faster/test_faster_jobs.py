@@ -349,3 +349,148 @@ def test_jobs_are_off_without_redis(server):
     with open(__file__, "rb") as f:
         r = httpx.post(server.url + "/v1/jobs", files={"file": f}, timeout=10)
     assert r.status_code == 503 and r.json()["error"]["code"] == "jobs_unavailable"
+
+
+def test_redis_down_is_a_503_on_every_job_route_and_health_says_why(api, redis_server, speech):
+    """Redis stopped: every job route answers 503 jobs_unavailable with Retry-After in OpenAI's shape (never a 500),
+    /health stays 200 and says degraded and why, /metrics too; Redis back, all is as before and nothing was lost."""
+    job = submit(api, speech["wav"])   # no worker: it stays queued
+    redis_server.stop()
+    try:
+        routes = [("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", f"/v1/jobs/{job['id']}"),
+                  ("GET", f"/v1/jobs/{job['id']}/result"), ("DELETE", f"/v1/jobs/{job['id']}")]
+        for method, path in routes:
+            files = {"file": ("a.wav", open(speech["wav"], "rb"))} if method == "POST" else None
+            r = httpx.request(method, api.url + path, headers=headers(), files=files, timeout=30)
+            assert r.status_code == 503 and r.headers["retry-after"] == "5", (method, path, r.text)
+            assert r.json()["error"]["code"] == "jobs_unavailable" and r.json()["error"]["type"] == "server_error"
+        health = httpx.get(api.url + "/health", timeout=10)
+        assert health.status_code == 200
+        body = health.json()
+        assert body["status"] == "degraded" and body["degraded"] == ["redis"], body
+        assert body["dependencies"]["redis"]["code"] == "jobs_unavailable" and body["jobs"] == {"error": "jobs_unavailable"}
+        assert body["dependencies"]["disk"]["status"] == "ok"
+        metrics = httpx.get(api.url + "/metrics", timeout=10).text
+        assert 'stt_dependency_up{dependency="redis"} 0.0' in metrics
+        refused = [float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                   if line.startswith('stt_dependency_failures_total{code="jobs_unavailable",dependency="redis"}')]
+        assert refused and refused[0] >= len(routes), metrics
+    finally:
+        redis_server.start()
+    body = httpx.get(api.url + "/health", timeout=10).json()
+    assert body["status"] == "ok" and "degraded" not in body and body["jobs"]["queued"] >= 1
+    assert status(api, job["id"])["status"] == "queued"   # kept in Redis's AOF
+    httpx.delete(f"{api.url}/v1/jobs/{job['id']}", headers=headers(), timeout=10)
+
+
+def test_a_worker_asked_to_stop_hands_its_job_back_at_once(api, jobs_env, meeting, tmp_path):
+    """SIGTERM mid-job (a deploy recreating the worker, Docker or the host restarting): the worker stops at its next
+    decoder step, within the containers' 30 s stop grace, instead of finishing the meeting first; the job goes back
+    to the head of the queue without using a retry, and the next worker runs it to the end once: one result, one
+    webhook."""
+    with hook_receiver() as (url, received):
+        first = faster_worker(tmp_path, jobs_env)
+        try:
+            job = submit(api, meeting, callback_url=url)
+            wait_for(api, job["id"], states=("running",), worker=first)
+            deadline = time.monotonic() + 60
+            while status(api, job["id"])["progress"]["seconds_done"] <= 0 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            stopped = time.monotonic()
+            first.proc.send_signal(signal.SIGTERM)
+            first.proc.wait(20)
+            took = time.monotonic() - stopped
+        finally:
+            first.stop()
+        assert took < 25, (took, first.logs())   # the signal waits for the decoder's step, then one more
+        back = status(api, job["id"])
+        assert back["status"] == "queued" and back["attempts"] == 0 and back["queue_position"] == 0, back
+        assert back["retry_at"] is None and "back to the head of the queue" in first.logs()
+        second = faster_worker(tmp_path, jobs_env)
+        try:
+            done, _ = wait_for(api, job["id"], timeout=300, worker=second)
+        finally:
+            second.stop()
+        deadline = time.monotonic() + 20
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert done["status"] == "succeeded" and done["attempts"] == 1, done
+    assert [json.loads(body)["status"] for _, body in received] == ["succeeded"]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MB file system of its own for STT_JOBS_DIR (a tmpfs): what a full disk does, without filling a real one."""
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "day-two-test", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill(folder: Path, leave: int) -> None:
+    """Fill the file system of `folder` until `leave` bytes are free."""
+    import os
+    st = os.statvfs(folder)
+    free = st.f_bavail * st.f_frsize
+    with open(folder / f"filler-{time.monotonic_ns()}", "wb") as f:
+        try:
+            f.write(b"\0" * max(0, free - leave))
+            f.flush()
+        except OSError:
+            pass
+
+
+def test_a_full_jobs_disk_is_a_507_and_loses_no_job(jobs_env, small_disk, speech, tmp_path):
+    """New jobs get 507 insufficient_storage (before the upload when its size is known, when a write fails
+    otherwise) and nothing half-written stays; /health says degraded (disk); a job accepted before finishes, its
+    result kept in Redis when it no longer fits on disk."""
+    env = {**jobs_env, "STT_JOBS_DIR": str(small_disk), "STT_JOBS_MIN_FREE_MB": "1"}
+    api = start_server(tmp_path / "api", **env)
+    worker = None
+    try:
+        job = submit(api, speech["wav"])   # accepted while there is room; no worker yet
+        fill(small_disk, leave=1536 * 1024)   # 1.5 MB free: above the reserve, below what the next upload needs
+        big = tmp_path / "big.wav"
+        big.write_bytes((Path(speech["wav"]).read_bytes() * 20)[:1600 * 1024])   # refused: its content is no matter
+        with open(big, "rb") as f:   # its size is known: refused before a byte is written
+            r = httpx.post(api.url + "/v1/jobs", headers=headers(), files={"file": ("big.wav", f)}, timeout=60)
+        assert r.status_code == 507 and r.headers["retry-after"] == "60", r.text
+        assert r.json()["error"] == {"message": r.json()["error"]["message"], "type": "server_error", "param": None,
+                                     "code": "insufficient_storage"}
+
+        def chunked():   # no Content-Length: the write that meets the full disk is what refuses it
+            boundary = b"day-two"
+            yield b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="big.wav"\r\n\r\n'
+            data = big.read_bytes()
+            for i in range(0, len(data), 256 * 1024):
+                yield data[i:i + 256 * 1024]
+            yield b"\r\n--" + boundary + b"--\r\n"
+        r = httpx.post(api.url + "/v1/jobs", headers={**headers(), "Content-Type": "multipart/form-data; boundary=day-two"},
+                       content=chunked(), timeout=60)
+        assert r.status_code == 507 and r.json()["error"]["code"] == "insufficient_storage", r.text
+        leftovers = [p.name for p in small_disk.iterdir() if not p.name.startswith("filler") and p.name != job["id"]]
+        assert leftovers == [], leftovers   # the half-received upload is gone
+        fill(small_disk, leave=0)
+        health = httpx.get(api.url + "/health", timeout=10).json()
+        assert health["status"] == "degraded" and health["degraded"] == ["disk"], health
+        assert health["dependencies"]["disk"]["status"] == "full"
+        worker = faster_worker(tmp_path, env)
+        done, _ = wait_for(api, job["id"], worker=worker)
+        assert done["status"] == "succeeded", (done, worker.logs())
+        assert sorted(p.name for p in (small_disk / job["id"]).iterdir()) == ["audio"]   # no result.json.part
+        assert "no room for its result on disk" in worker.logs()
+        text = httpx.get(api.url + done["result_url"], params={"response_format": "text"}, headers=headers(),
+                         timeout=10).text
+        assert wer(speech["text"], text) < 0.25
+        for filler in small_disk.glob("filler-*"):
+            filler.unlink()
+        assert httpx.get(api.url + "/health", timeout=10).json()["status"] == "ok"
+        again = submit(api, speech["wav"])
+        assert wait_for(api, again["id"], worker=worker)[0]["status"] == "succeeded"
+    finally:
+        if worker:
+            worker.stop()
+        stop_server(api)

@@ -84,7 +84,7 @@ def test_cuda_with_repository_plans_the_runtime(plan, tmp_path):
     assert r.returncode == 0, out[-3000:] + r.stderr[-2000:]
     assert "deb [signed-by=/usr/share/keyrings/whisper-platform-nvidia-container-toolkit.asc] " \
            "https://packages.example/deb/amd64 /" in out
-    for step in ("repository signing key", "apt source", "apt: read the NVIDIA source",
+    for step in ("repository signing key", "apt source", "apt: read the NVIDIA container toolkit source",
                  "Install nvidia-container-toolkit", "Docker: add the nvidia runtime"):
         assert step in out, out[-3000:]
     assert "no NVIDIA driver found" in out   # this machine has none: said, not fatal

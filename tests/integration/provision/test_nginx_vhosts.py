@@ -64,6 +64,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _answer(self):
         if self.headers.get("Upgrade", "").lower() == "websocket":
             return self._websocket()
+        if self.path == "/__hang_up":   # the autostart proxy going away mid-request (a restart)
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if self.path == "/__own_502":   # an answer of the proxy's own (start_failed): passed through as it is
+            body = b'{"error": {"message": "compose up failed", "type": "start_failed", "code": 502}}'
+            self.send_response(502)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
@@ -262,3 +274,14 @@ def test_realtime_websocket_on_both_auth_paths(nginx):
     assert nginx.websocket("/v1/models", subprotocols=protocols) == 401
     assert nginx.call("GET", "/v1/models", headers={"Sec-WebSocket-Protocol": protocols[1]}).status_code == 401
     assert len(nginx.seen) == seen   # nothing refused reached the service
+def test_proxy_unreachable_is_a_503_with_retry_after(nginx):
+    """The autostart proxy restarting (connection refused, or closed mid-request): a 503 with Retry-After in
+    OpenAI's error shape, never nginx's own 502 page; the proxy's own 502 answers pass through unchanged."""
+    gone = nginx.call("GET", "/__hang_up", auth=("whisper", "pw"), headers={"Origin": PORTAL})
+    assert gone.status_code == 503, gone.text
+    assert gone.headers["Retry-After"] == "5" and gone.headers["Access-Control-Allow-Origin"] == PORTAL
+    assert gone.json()["error"]["code"] == "service_unavailable" and gone.json()["error"]["type"] == "server_error"
+    own = nginx.call("GET", "/__own_502", auth=("whisper", "pw"))
+    assert own.status_code == 502 and own.json()["error"]["type"] == "start_failed"
+    # credentials are still checked first
+    assert nginx.call("GET", "/__hang_up").status_code == 401

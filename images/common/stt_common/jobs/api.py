@@ -13,6 +13,7 @@ from typing import Dict, Optional
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
+from ..dependencies import check_free_space
 from ..errors import APIError, bad_request, not_found
 from .connection import redis_connection
 from .keys import (EXECUTE, ON_FAILURE, cancel_key, owner_index_key, queue_name, result_key, stats_key,
@@ -37,6 +38,7 @@ class Jobs:
         self.spec, self.settings, self.metrics = spec, settings, metrics
         self.enabled = bool(settings.redis_url)
         self._conn = None
+        self._probe = None
 
     @property
     def conn(self):
@@ -46,6 +48,20 @@ class Jobs:
         if self._conn is None:
             self._conn = redis_connection(self.settings)
         return self._conn
+
+    def ping(self) -> dict:
+        """The `redis` dependency's probe (/health, /metrics): one PING, no retry, 2 s at most."""
+        if self._probe is None:
+            self._probe = redis_connection(self.settings, role="probe")
+        self._probe.ping()
+        return {"status": "ok"}
+
+    def check_room(self, request: Request) -> None:
+        """507 insufficient_storage before a body byte is read when the upload would leave the jobs' disk with
+        less than STT_JOBS_MIN_FREE_MB free (the request's Content-Length; a chunked body is checked by its writes)."""
+        length = request.headers.get("content-length", "")
+        check_free_space(self.settings.jobs_dir, int(length) if length.isdigit() else 0,
+                         self.settings.jobs_min_free_mb << 20)
 
     def queue(self):
         from rq import Queue

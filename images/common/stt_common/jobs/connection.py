@@ -5,16 +5,39 @@ import socket
 import ssl
 
 
-def redis_connection(settings):
-    """The Redis connection for STT_REDIS_URL (redis://, rediss:// or unix://) and STT_REDIS_PASSWORD."""
-    from redis import Redis
+# How a client rides out a Redis that does not answer for a moment (restarted, upgraded, loading its AOF): a command
+# that meets a closed connection or a refused one is retried with a jittered exponential back-off, on a new
+# connection.
+#   api     about a second at most (the routes run on the event loop), then 503 jobs_unavailable with Retry-After
+#           (stt_common.dependencies); a Redis that accepts but does not answer costs one 5 s timeout, not retried;
+#   worker  about 25 s, then RQ's own loop (and, past it, Docker's restart policy) takes over; no socket timeout
+#           (RQ's dequeue blocks on Redis by design);
+#   probe   /health's and /metrics' PING: no retry, 2 s at most, so that they tell the state at once.
+ROLES = {
+    "api": {"retries": (3, 0.1, 1.0), "socket_connect_timeout": 2, "socket_timeout": 5},
+    "worker": {"retries": (10, 0.25, 4.0), "socket_connect_timeout": 5},
+    "probe": {"retries": (0, 0.0, 0.0), "socket_connect_timeout": 2, "socket_timeout": 2},
+}
 
+
+def redis_connection(settings, role: str = "api"):
+    """The Redis connection for STT_REDIS_URL (redis://, rediss:// or unix://) and STT_REDIS_PASSWORD, with the
+    retries and timeouts of its role (ROLES)."""
+    from redis import Redis
+    from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+    from redis.exceptions import ConnectionError, TimeoutError
+    from redis.retry import Retry
+
+    options = dict(ROLES[role])
+    tries, base, cap = options.pop("retries")
+    retry_on = (ConnectionError, TimeoutError) if role == "worker" else (ConnectionError,)
+    retry = Retry(ExponentialWithJitterBackoff(base=base, cap=cap) if tries else NoBackoff(), tries, retry_on)
     tls = {}
     if settings.redis_url.startswith("rediss://"):
         tls = {"ssl_cert_reqs": "required", "ssl_ca_certs": settings.link_ca or None,
                "ssl_certfile": settings.link_cert or None, "ssl_keyfile": settings.link_key or None}
     return Redis.from_url(settings.redis_url, password=settings.redis_password or None,
-                          socket_connect_timeout=5, health_check_interval=30, **tls)
+                          health_check_interval=30, retry=retry, **options, **tls)
 
 
 def worker_name(settings) -> str:

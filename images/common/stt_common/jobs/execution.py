@@ -19,6 +19,9 @@ from .store import fetch_audio, save_result
 from .webhooks import send_or_queue_webhook
 
 log = logging.getLogger("stt_common.jobs")
+# how often a job may go back to its queue because its worker was stopping: never reached by restarts and deploys;
+# a job handed back this often fails (RQ's limit of returned Retry values)
+HAND_BACKS = 100
 
 
 def execute() -> dict:
@@ -35,7 +38,7 @@ def execute() -> dict:
     job.meta.update(attempts=int(job.meta.get("attempts", 0)) + 1, worker=worker_name(settings),
                     seconds_done=0.0, error=None)
     job.save_meta()
-    ctx = JobContext(job, conn)
+    ctx = JobContext(job, conn, stopping=runtime.STOPPING.is_set)
     t0 = time.monotonic()
     outcome, error = "succeeded", None
     try:
@@ -54,6 +57,8 @@ def execute() -> dict:
         runtime.stat(conn, "job_audio_seconds", float(result.get("duration") or 0.0))
         ctx.progress(ctx.total or result.get("duration") or 0.0, force=True)
     except JobStopped:
+        if ctx.reason == "shutdown":
+            return hand_back(job)
         outcome = "canceled"
     except APIError as e:  # the input's fault (undecodable audio, too long, ...): retrying cannot help
         outcome, error = "failed", e.body()["error"]
@@ -76,6 +81,19 @@ def execute() -> dict:
         shutil.rmtree(folder, ignore_errors=True)
     finish(job, conn, outcome, time.monotonic() - t0)
     return {"state": outcome}
+
+
+def hand_back(job):
+    """The worker was asked to stop mid-job (a deploy recreating it, Docker or the host restarting): the job goes
+    back to the head of its queue at once, for the next worker, without using one of its retries (a stop is not a
+    failure, and this run's attempt is not counted); nothing of this run was stored or claimed. RQ's `Retry` return
+    value does that: requeued at the front, its crash retries (`retries_left`) untouched."""
+    from rq import Retry
+
+    log.warning("job %s: its worker is stopping: back to the head of the queue", job.id)
+    job.meta.update(attempts=max(0, int(job.meta.get("attempts") or 1) - 1), worker=None, seconds_done=0.0)
+    job.save_meta()
+    return Retry(max=HAND_BACKS, interval=0, enqueue_at_front=True)
 
 
 def on_failure(job, connection, exc_type=None, exc_value=None, traceback=None) -> None:

@@ -2,6 +2,7 @@
 functions RQ calls by name), and the counters it keeps in Redis."""
 from __future__ import annotations
 
+import threading
 from typing import Optional
 
 from .connection import worker_name
@@ -10,6 +11,9 @@ from .spec import JobSpec
 
 SPEC: Optional[JobSpec] = None
 SETTINGS = None
+# set when the worker is asked to stop (SIGTERM: a deploy, Docker or the host restarting): the running job's next
+# check() stops it and it goes back to its queue (execution.hand_back)
+STOPPING = threading.Event()
 
 
 def configure(spec: JobSpec, settings) -> None:

@@ -1,6 +1,7 @@
 """What a service plugs in (`JobSpec`) and what its `run` gets in the worker (`JobContext`)."""
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -8,8 +9,11 @@ from typing import Awaitable, Callable, Dict, List, Optional, Sequence
 
 from fastapi.responses import Response
 
+from ..dependencies import describe_error, is_redis_failure
 from ..executor import JobStopped
 from .keys import cancel_key, finished_key
+
+log = logging.getLogger("stt_common.jobs")
 
 PROGRESS_EVERY_S = 1.0  # progress is written to Redis at most this often
 
@@ -27,11 +31,17 @@ class JobSpec:
 
 class JobContext:
     """Handed to `JobSpec.run` in the worker: progress and cancellation, with the engines' Job interface
-    (`check()` between segments/windows raises JobStopped once the job is canceled)."""
+    (`check()` between segments/windows raises JobStopped once the job is canceled, finished by another attempt,
+    or its worker is asked to stop: `stopping()`, the worker's stop signal; the job then goes back to its queue).
 
-    def __init__(self, job, conn, total_seconds: Optional[float] = None):
+    Progress and the checks are hints: a Redis that does not answer for a moment (restarted, upgraded) costs an
+    update or a check, never the job, which ends when its result is stored and claimed."""
+
+    def __init__(self, job, conn, total_seconds: Optional[float] = None,
+                 stopping: Callable[[], bool] = lambda: False):
         self.job, self.conn = job, conn
         self.total = total_seconds
+        self.stopping = stopping
         self._last_progress = 0.0
         self._last_check = 0.0
         self.reason: Optional[str] = None
@@ -48,30 +58,42 @@ class JobContext:
             self.reason = "superseded"
             raise JobStopped(self.reason)
 
+    def _save(self, **meta) -> None:
+        try:
+            self._superseded()
+            self.job.meta.update(meta)
+            self.job.save_meta()
+        except Exception as e:  # noqa: BLE001 - JobStopped and our own bugs go on; Redis away costs the update
+            if not is_redis_failure(e):
+                raise
+            log.warning("job %s: progress not saved (Redis: %s)", self.job.id, describe_error(e))
+
     def set_total(self, seconds: float) -> None:
         self.total = seconds
-        self._superseded()
-        self.job.meta["seconds_total"] = round(seconds, 2)
-        self.job.save_meta()
+        self._save(seconds_total=round(seconds, 2))
 
     def progress(self, seconds_done: float, force: bool = False) -> None:
         now = time.monotonic()
         if force or now - self._last_progress >= PROGRESS_EVERY_S:
             self._last_progress = now
-            self._superseded()
-            self.job.meta["seconds_done"] = round(float(seconds_done), 2)
-            self.job.save_meta()
+            self._save(seconds_done=round(float(seconds_done), 2))
 
     def check(self) -> None:
+        if self.reason is None and self.stopping():
+            self.reason = "shutdown"
         now = time.monotonic()
-        if now - self._last_check >= 0.5:
+        if self.reason is None and now - self._last_check >= 0.5:
             self._last_check = now
-            if self.conn.exists(cancel_key(self.job.id)):
-                self.reason = "canceled"
-            else:
-                winner = self.conn.get(finished_key(self.job.id))
-                if winner is not None and winner.decode() != self.attempt:
-                    self.reason = "superseded"
+            try:
+                if self.conn.exists(cancel_key(self.job.id)):
+                    self.reason = "canceled"
+                else:
+                    winner = self.conn.get(finished_key(self.job.id))
+                    if winner is not None and winner.decode() != self.attempt:
+                        self.reason = "superseded"
+            except Exception as e:  # noqa: BLE001
+                if not is_redis_failure(e):
+                    raise
         if self.reason:
             raise JobStopped(self.reason)
 

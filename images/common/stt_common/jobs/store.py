@@ -3,15 +3,19 @@ a worker on another host, the audio fetched from the front by such a worker, and
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
 import urllib.request
 from typing import Optional
 
+from ..dependencies import is_disk_full
 from .connection import link_ssl_context
 from .keys import result_key
 from .status import job_state
+
+log = logging.getLogger("stt_common.jobs")
 
 
 def job_folder(settings, job_id: str) -> str:
@@ -19,16 +23,27 @@ def job_folder(settings, job_id: str) -> str:
 
 
 def save_result(conn, settings, job_id: str, result: dict, remote: bool) -> None:
-    """Beside the audio; a worker on another host (no access to the front's disk) stores it in Redis, expiring
-    with the job."""
+    """Beside the audio; a worker on another host (no access to the front's disk), or any worker when the disk is
+    full, stores it in Redis, expiring with the job."""
     if remote:
         conn.set(result_key(job_id), json.dumps(result, ensure_ascii=False), ex=int(settings.job_ttl))
         return
     folder = job_folder(settings, job_id)
     tmp = os.path.join(folder, "result.json.part")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(result, f, ensure_ascii=False)
-    os.replace(tmp, os.path.join(folder, "result.json"))
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(result, f, ensure_ascii=False)
+        os.replace(tmp, os.path.join(folder, "result.json"))
+    except OSError as e:
+        try:
+            os.unlink(tmp)   # nothing half-written stays behind
+        except FileNotFoundError:
+            pass
+        if not is_disk_full(e):
+            raise
+        # a full disk does not lose a finished job: its result goes where a worker host's goes
+        log.warning("job %s: no room for its result on disk (%s): kept in Redis", job_id, e.strerror)
+        conn.set(result_key(job_id), json.dumps(result, ensure_ascii=False), ex=int(settings.job_ttl))
 
 
 def load_result(conn, settings, job_id: str) -> Optional[dict]:

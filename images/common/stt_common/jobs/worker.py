@@ -16,6 +16,7 @@ from rq.scheduler import RQScheduler
 from rq.scripts import release_lock
 from rq.worker import SimpleWorker, WorkerStatus
 
+from ..dependencies import describe_error, is_redis_failure
 from . import runtime
 from .connection import redis_connection, worker_name
 from .keys import queue_name, webhook_queue_name
@@ -40,6 +41,14 @@ class ModelWorker(SimpleWorker):
 
     def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
         return self.job_heartbeat_ttl
+
+    def handle_warm_shutdown_request(self):
+        """SIGTERM (a deploy recreating the container, Docker or the host restarting): RQ's warm shutdown would
+        let the running job finish first, and the stop's grace period would end it with SIGKILL long before a
+        meeting is transcribed. The running job stops at its next check instead and goes back to the head of its
+        queue (execution.hand_back); then RQ's loop ends."""
+        runtime.STOPPING.set()
+        log.info("worker %s: stopping; a running job goes back to its queue", self.name)
 
     def execute_job(self, job, queue):
         execution = self.prepare_execution(job)
@@ -124,6 +133,8 @@ class ModelWorker(SimpleWorker):
             and self.scheduler._process.is_alive()
 
     def run_maintenance_tasks(self):
+        if runtime.STOPPING.is_set():
+            return   # stopping: RQ's would start the scheduler its shutdown just stopped
         try:
             if self.take_over_scheduler_locks() and self.scheduler_running():
                 # our scheduler runs with the other queues' locks only and would look for more after
@@ -152,18 +163,11 @@ def run_worker(spec: JobSpec, settings, burst: bool = False) -> None:
     runtime.configure(spec, settings)
     if not settings.redis_url:
         raise SystemExit("STT_REDIS_URL is empty: a job worker needs Redis.")
-    conn = redis_connection(settings)
-    for attempt in range(60):   # Redis may still be starting (a host boot, a restart after a settings change)
-        try:
-            conn.ping()
-            break
-        except Exception as e:  # noqa: BLE001
-            if attempt == 59:
-                raise SystemExit(f"Redis at STT_REDIS_URL does not answer: {type(e).__name__}: {e}")
-            time.sleep(1)
     os.makedirs(settings.jobs_dir, exist_ok=True)
     if spec.warm:
         spec.warm()
+    conn = redis_connection(settings, role="worker")
+    wait_for_redis(conn)
 
     ttl = max(2, int(settings.job_heartbeat_ttl))
     queues = [Queue(webhook_queue_name(spec.service), connection=conn),
@@ -177,3 +181,25 @@ def run_worker(spec: JobSpec, settings, burst: bool = False) -> None:
                          job_settings=settings, service=spec.service)
     log.info("worker %s listening on %s", worker.name, ", ".join(q.name for q in queues))
     worker.work(burst=burst, with_scheduler=True, logging_level=os.environ.get("LOG_LEVEL", "INFO").upper())
+    if not burst and not runtime.STOPPING.is_set():
+        # RQ's loop gave up on its own (Redis out of reach longer than its retries, an error of its own): exit
+        # non-zero, and the container's restart policy starts a fresh worker, which waits for Redis
+        raise SystemExit(f"worker {worker.name}: RQ's loop ended without a stop request; exiting to be restarted")
+
+
+def wait_for_redis(conn, log_every: float = 30.0) -> None:
+    """Until Redis answers (a host boot, Redis restarting or upgraded): a back-off up to 10 s between tries, a log
+    line every `log_every` s; never gives up (the container would only be restarted into the same wait)."""
+    delay, said = 0.5, 0.0
+    while True:
+        try:
+            conn.ping()
+            return
+        except Exception as e:  # noqa: BLE001
+            if not is_redis_failure(e):
+                raise
+            if time.monotonic() - said >= log_every:
+                said = time.monotonic()
+                log.warning("Redis at STT_REDIS_URL does not answer (%s): waiting", describe_error(e))
+        time.sleep(delay)
+        delay = min(10.0, delay * 2)

@@ -6,6 +6,10 @@ HEALTH_PERMANENT=code   a permanent problem, as the whisper images' STT_DEVICE=c
                         every other request answer 503 {"error": {"message", "type", "code": "device_unavailable"}}
 HEALTH_PERMANENT=header the same, marked by the header X-Health-Permanent: true instead (code "misconfigured")
 POST /jobs?queued=N&running=M   asynchronous jobs /health reports, as the whisper images do
+POST /degrade?deps=redis        /health says degraded and why, as the whisper images do while Redis is away
+                                (jobs unknown); deps= (empty) makes it ok again
+GET  /hangup-once       the first time: the connection is closed before any answer (the service going away
+                        mid-request); then 200 {"calls": n}
 GET  /headers           the request line and headers as JSON
 GET  /slow?seconds=N    answers after N seconds
 GET  /sse?n=N&delay=S   N server-sent events, S seconds apart, written as produced
@@ -29,6 +33,8 @@ START = time.monotonic()
 DELAY = float(os.environ.get("HEALTH_DELAY", "0"))
 CHUNK = 1 << 20
 JOBS = {}
+DEGRADED = []
+CALLS = {"hangup": 0}
 PERMANENT = os.environ.get("HEALTH_PERMANENT", "")
 PROBLEM = {"code": ("STT_DEVICE=cuda but no GPU is visible in this container (test service)", "device_unavailable"),
            "header": ("this test service is misconfigured for good", "misconfigured")}.get(PERMANENT)
@@ -133,7 +139,16 @@ class Handler(BaseHTTPRequestHandler):
             body = {"status": "ok" if ready else "loading"}
             if JOBS:
                 body["jobs"] = dict(JOBS)
+            if ready and DEGRADED:
+                body.update(status="degraded", degraded=list(DEGRADED), jobs={"error": "jobs_unavailable"})
             self._json(200 if ready else 503, body)
+        elif path == "/hangup-once":
+            CALLS["hangup"] += 1
+            if CALLS["hangup"] == 1:
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
+            self._json(200, {"calls": CALLS["hangup"]})
         elif path == "/headers":
             self._json(200, {"path": self.path, "headers": [[k, v] for k, v in self.headers.items()]})
         elif path == "/slow":
@@ -190,6 +205,10 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/jobs":
             JOBS.update(queued=int(q.get("queued", "0")), running=int(q.get("running", "0")))
             self._json(200, JOBS)
+            return
+        if path == "/degrade":
+            DEGRADED[:] = [d for d in q.get("deps", "").split(",") if d]
+            self._json(200, {"degraded": DEGRADED})
             return
         if path != "/echo":
             self._json(404, {"error": "not found"})
