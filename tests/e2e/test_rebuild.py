@@ -39,6 +39,7 @@ from .conftest import PYINFRA, REPO, SANDBOX, STATE, Run, pyinfra, ssh
 pytestmark = pytest.mark.sandbox
 HTTPS_PORT = int(os.environ.get("SANDBOX_HTTPS_PORT", "8443"))
 HOOK_PORT = 9099
+SMTP_FILE = "/etc/prometheus/whisper-platform/smtp-password"
 # a webhook receiver on the sandbox host itself (the services' containers reach it through the host's docker0
 # address): each delivery as one JSON line, the raw body and the signature header
 RECEIVER = r'''
@@ -73,6 +74,11 @@ def _overrides() -> str:
 
 def _vhosts() -> list[str]:
     return [{"faster": "whisper.sandbox.test", "whisperx": "whisperx.sandbox.test"}[s] for s in _services()]
+
+
+def _tls_names() -> list[str]:
+    """Every name of ours nginx serves a certificate for: the services' and the monitoring page's."""
+    return [*_vhosts(), "monitor.sandbox.test"]
 
 
 def start_receiver() -> None:
@@ -155,11 +161,14 @@ def rebuilt(deployed, tmp_path_factory):
     ssh("test -f /root/.ssh/whisper-backup || ssh-keygen -q -t ed25519 -N '' -f /root/.ssh/whisper-backup; "
         "grep -qf /root/.ssh/whisper-backup.pub /root/.ssh/authorized_keys || "
         "cat /root/.ssh/whisper-backup.pub >> /root/.ssh/authorized_keys; install -d -m 700 /var/backups/pushed")
+    # the alert e-mails' SMTP password: given once by the operator, lost with the host unless the backup holds it
+    before["smtp"] = "smtp-" + os.urandom(12).hex()
     pyinfra("-y", *data, "--data", "backup_push=root@127.0.0.1:/var/backups/pushed",
-            "--data", "backup_push_key=/root/.ssh/whisper-backup")
+            "--data", "backup_push_key=/root/.ssh/whisper-backup", env={"WHISPER_SMTP_PASSWORD": before["smtp"]})
+    before["smtp_file"] = ssh(f"stat -c '%a %U:%G' {SMTP_FILE}; sha256sum < {SMTP_FILE}").stdout
     before["key"] = host_env("/opt/whisper-faster/.env")["STT_API_KEYS"].split(",")[0]
     before["jobs_env"] = host_env("/etc/whisper-platform/jobs.env")
-    before["fingerprints"] = {vhost: fingerprint(vhost) for vhost in _vhosts()}
+    before["fingerprints"] = {vhost: fingerprint(vhost) for vhost in _tls_names()}
     secrets = dict(line.split("=", 1) for line in before["secrets_file"].splitlines() if "=" in line
                    and not line.startswith("#"))
     before["user"], before["password"] = secrets["WHISPER_BASIC_AUTH_USER"], secrets["WHISPER_BASIC_AUTH_PASSWORD"]
@@ -293,7 +302,7 @@ def test_bad_archives_stop_the_deploy_before_anything_changes(rebuilt):
 def test_restore_prints_no_secret_and_its_dry_run_changes_nothing(rebuilt):
     assert rebuilt["dry_left_it_fresh"]
     before = rebuilt["before"]
-    values = [before["key"], before["password"], *before["jobs_env"].values()]
+    values = [before["key"], before["password"], before["smtp"], *before["jobs_env"].values()]
     for run in ("dry", "first"):
         output = rebuilt[run].output
         assert "Restoring from whisper-platform-sandbox-" in output
@@ -337,7 +346,13 @@ def test_queued_job_runs_once_and_its_webhook_verifies_with_the_old_secret(rebui
 
 
 def test_same_certificates(rebuilt):
-    assert {vhost: fingerprint(vhost) for vhost in _vhosts()} == rebuilt["before"]["fingerprints"]
+    assert {vhost: fingerprint(vhost) for vhost in _tls_names()} == rebuilt["before"]["fingerprints"]
+
+
+def test_smtp_password_is_back(rebuilt):
+    before = rebuilt["before"]
+    assert before["smtp_file"].startswith("640 root:prometheus\n")
+    assert ssh(f"stat -c '%a %U:%G' {SMTP_FILE}; sha256sum < {SMTP_FILE}").stdout == before["smtp_file"]
 
 
 def test_second_run_changes_nothing(rebuilt):
