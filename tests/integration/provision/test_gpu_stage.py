@@ -122,19 +122,23 @@ def test_compose_accepts_the_gpu_reservation(tmp_path, key):
 
 
 def _render(tmp_path, key: str, overrides: dict) -> Path:
+    import dataclasses
+
     import jinja2
 
+    from stages.compose_projects import compose_values
     from stages.settings import Platform, read_group_data
 
-    svc = Platform.from_group_data(read_group_data(service_overrides=overrides)).service(key)
+    p = Platform.from_group_data(read_group_data(service_overrides=overrides))
+    # the deploy's own values, with this test's folders for every host path compose checks
+    p = dataclasses.replace(p, hf_cache_dir=str(tmp_path / "hf"), models_dir=str(tmp_path / "models"),
+                            jobs_env_file=str(tmp_path / "jobs.env"), jobs_dir=str(tmp_path / "jobs"))
+    svc = p.service(key)
     (tmp_path / ".env").write_text("STT_API_KEYS=x\n")
     (tmp_path / "jobs.env").write_text("REDIS_PASSWORD=x\n")
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     text = env.from_string((REPO / "templates/compose/service.yml.j2").read_text()).render(
-        svc=svc, image_tag=f"{svc.image_name}:src-0", timezone="UTC", body_limit_mb=500,
-        hf_cache_dir=str(tmp_path / "hf"), models_dir=str(tmp_path / "models"),
-        jobs={"env_file": str(tmp_path / "jobs.env"), "dir": str(tmp_path / "jobs"), "ttl": 1, "max_seconds": 1,
-              "retries": 1, "worker_name": "front"})
+        **compose_values(svc, p, f"{svc.image_name}:src-0", worker_name="front"))
     path = tmp_path / "docker-compose.yml"
     path.write_text(text)
     return path
