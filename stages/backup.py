@@ -97,7 +97,7 @@ def host_config(p: Platform, user: str, host_name: str) -> dict:
         "htpasswd_file": p.htpasswd_file, "htpasswd_user": user,
         "tls_mode": p.tls_mode, "letsencrypt_dir": LETSENCRYPT,
         "certificates": [dict(zip(("vhost", "cert", "key"), (site.vhost, *cert_paths(site, p)))) for site in sites(p)],
-        "models_dir": p.models_dir,
+        "models_dir": p.models_dir, "speakers_dir": p.speakers_dir,
         "autostart_config": p.autostart_config, "autostart_hosts": [svc.vhost for svc in p.services],
         "link_pki": f"{work_dir(p)}/link-pki.tar.age",
     }
@@ -338,7 +338,7 @@ def _restore_files(checked: CheckedArchive, p: Platform):
     staging = f"{p.state_dir}/staging"
     tar, targets = f"{staging}/restore.tar", f"{staging}/restore-targets.json"
     spec = {"selfsigned_dir": p.selfsigned_dir, "letsencrypt_dir": LETSENCRYPT, "jobs_dir": p.jobs_dir,
-            "models_dir": p.models_dir, "app_uid": p.app_uid, "dump": f"{work_dir(p)}/restore-dump.rdb",
+            "models_dir": p.models_dir, "speakers_dir": p.speakers_dir, "app_uid": p.app_uid, "dump": f"{work_dir(p)}/restore-dump.rdb",
             "marker": marker_path(p), "archive_name": checked.name, "archive_sha256": checked.sha256}
     yield StringCommand("install", "-d", "-m", "700", "-o", "root", "-g", "root", staging)
     yield FileUploadCommand(str(checked.plain), tar, remote_temp_filename=tar + ".part")

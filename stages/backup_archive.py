@@ -28,7 +28,8 @@ from stages.host.backup import CHUNK, FORMAT, KIND, parse_env, sha256_file  # th
 
 # members read into memory (secrets, certificates, small manifests); the rest stays in the tar for the host
 SMALL = ("secrets/", "tls/", "letsencrypt/", "models/manifest.json", "autostart/", "link/", "manifest.json")
-PREFIXES = ("secrets/", "tls/selfsigned/", "letsencrypt/", "redis/", "jobs/", "models/", "autostart/", "link/")
+PREFIXES = ("secrets/", "tls/selfsigned/", "letsencrypt/", "redis/", "jobs/", "models/", "speakers/", "autostart/",
+            "link/")
 REPO = Path(__file__).resolve().parent.parent
 
 

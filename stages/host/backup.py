@@ -343,6 +343,16 @@ def add_models(archive: Archive, cfg: dict) -> list[dict]:
     return manifest
 
 
+def add_speakers(archive: Archive, cfg: dict) -> int:
+    """The enrolled voices (embeddings per caller, never audio): each service's folder under speakers_dir."""
+    root, count = cfg.get("speakers_dir") or "", 0
+    if root and os.path.isdir(root):
+        for name in sorted(os.listdir(root)):
+            if os.path.isdir(os.path.join(root, name)) and not os.path.islink(os.path.join(root, name)):
+                count += archive.add_tree(f"speakers/{name}", os.path.join(root, name))
+    return count
+
+
 def add_autostart_entries(archive: Archive, cfg: dict) -> int:
     path = cfg.get("autostart_config")
     if not path or not os.path.isfile(path):
@@ -434,6 +444,7 @@ def create(cfg: dict) -> dict:
                     contents["redis_bytes"] = archive.members["redis/dump.rdb"]["size"]
                 contents["jobs"] = add_jobs(archive, cfg, redis)
                 contents["models"] = [m["name"] for m in add_models(archive, cfg)]
+                contents["speakers"] = add_speakers(archive, cfg)
                 contents["autostart_entries"] = add_autostart_entries(archive, cfg)
                 if cfg.get("link_pki") and os.path.isfile(cfg["link_pki"]):
                     archive.add_file("link/pki.tar.age", cfg["link_pki"])
@@ -516,6 +527,8 @@ def restore_files(archive_path: str, sha256: str, targets: dict) -> dict:
     uid = int(targets["app_uid"])
     roots = {"tls/selfsigned/": targets["selfsigned_dir"], "letsencrypt/": targets["letsencrypt_dir"],
              "jobs/": targets["jobs_dir"], "models/store/": targets["models_dir"]}
+    if targets.get("speakers_dir"):
+        roots["speakers/"] = targets["speakers_dir"]
     counts = {prefix: 0 for prefix in roots}
     with tarfile.open(archive_path, "r:") as tar:
         for member in tar:
@@ -529,7 +542,7 @@ def restore_files(archive_path: str, sha256: str, targets: dict) -> dict:
                 continue
             root = roots[prefix]
             path = _inside(root, member.name[len(prefix):])
-            owner = (uid, uid) if prefix == "jobs/" else (0, 0)
+            owner = (uid, uid) if prefix in ("jobs/", "speakers/") else (0, 0)
             if member.isdir():
                 os.makedirs(path, exist_ok=True)
                 os.chown(path, *owner)

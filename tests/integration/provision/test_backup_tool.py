@@ -80,6 +80,9 @@ def host(tmp_path):
         for name, data in files.items():
             (jobs / job / name).write_bytes(data)
     (root / "models" / "tiny.en").mkdir(parents=True)
+    voices = root / "speakers" / "whisperx" / "caller-1"   # enrolled voices: embeddings per caller
+    voices.mkdir(parents=True)
+    (voices / "diane.json").write_text('{"name": "diane", "embeddings": [[0.1, 0.2]]}')
     (root / "models" / "tiny.en" / "model.bin").write_bytes(b"M" * 4096)
     (root / "autostart.json").write_text(json.dumps({"services": {
         "whisper.example.org": {"name": "ours"}, "blog.example.org": {"name": "not ours"}}}))
@@ -100,7 +103,8 @@ def host(tmp_path):
         "tls_mode": "selfsigned", "letsencrypt_dir": str(root / "letsencrypt"),
         "certificates": [{"vhost": v, "cert": str(root / "tls" / f"{v}.crt"), "key": str(root / "tls" / f"{v}.key")}
                          for v in ("whisper.example.org", "whisperx.example.org")],
-        "models_dir": str(root / "models"), "autostart_config": str(root / "autostart.json"),
+        "models_dir": str(root / "models"), "speakers_dir": str(root / "speakers"),
+        "autostart_config": str(root / "autostart.json"),
         "autostart_hosts": ["whisper.example.org", "whisperx.example.org"], "link_pki": str(root / "work" / "pki.age"),
     }
     yield {"root": root, "cfg": cfg, "identity": identity, "redis": redis, "tmp": tmp_path}
@@ -139,6 +143,7 @@ def test_backup_holds_what_the_platform_cannot_recreate(host):
     assert models == [{"name": "tiny.en", "bytes": 4096, "files": [{"path": "model.bin", "size": 4096}]}]
     assert not any(name.startswith("models/store/") for name in members)
     assert json.loads(small["autostart/entries.json"]) == {"whisper.example.org": {"name": "ours"}}
+    assert members["speakers/whisperx/caller-1/diane.json"]["size"] > 0 and contents["speakers"] == 1
     assert checked.manifest["host"] == "srv1" and checked.manifest["platform"]["domain"] == "example.org"
     # with the knobs on: every upload and the models' files
     full = open_archive(create(host, uploads=True, models=True)["path"], str(host["identity"]), "example.org")
@@ -175,7 +180,8 @@ def test_letsencrypt_lineages_and_their_account(host):
     fresh.mkdir()
     targets.write_text(json.dumps({
         "selfsigned_dir": str(fresh / "tls"), "letsencrypt_dir": str(fresh / "letsencrypt"),
-        "jobs_dir": str(fresh / "jobs"), "models_dir": str(fresh / "models"), "app_uid": os.getuid(),
+        "jobs_dir": str(fresh / "jobs"), "models_dir": str(fresh / "models"),
+        "speakers_dir": str(fresh / "speakers"), "app_uid": os.getuid(),
         "dump": str(fresh / "work" / "dump.rdb"), "marker": str(fresh / "restore.json"),
         "archive_name": checked.name, "archive_sha256": checked.sha256}))
     proc = subprocess.run([PYTHON, str(TOOL), "restore-files", "--archive", str(checked.plain), "--sha256",
@@ -186,6 +192,7 @@ def test_letsencrypt_lineages_and_their_account(host):
     assert (fresh / f"jobs/faster/{QUEUED}/audio").read_bytes() == b"Q" * 2000
     assert (fresh / f"jobs/faster/{FINISHED}/result.json").read_bytes() == b'{"text": "done"}'
     assert (fresh / "work" / "dump.rdb").stat().st_mode & 0o777 == 0o600
+    assert "diane" in (fresh / "speakers/whisperx/caller-1/diane.json").read_text()   # enrolled voices back
     marker = json.loads((fresh / "restore.json").read_text())
     assert marker["sha256"] == checked.sha256 and marker["files"]
     # the host checks the upload against the deploy's hash first
