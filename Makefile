@@ -15,7 +15,7 @@ export WHISPER_WHEELHOUSE := $(WHEELHOUSE)
 # the integration folders that need the ML environment (the unit tier needs neither it nor Docker)
 ML_INTEGRATION := $(wildcard tests/integration/whisperx tests/integration/diarize)
 
-.PHONY: venv venv-ml lock wheelhouse docker promtool chromium base-images sandbox sandbox-brownfield sandbox-down deploy demo test test-unit test-integration \
+.PHONY: venv venv-ml lock wheelhouse docker promtool chromium base-images sandbox sandbox-brownfield sandbox-down deploy backup demo test test-unit test-integration \
         test-e2e run-faster run-whisperx bench clean
 
 # every environment installs from its lock file (README, "Lock files"); `make lock` rewrites them
@@ -94,6 +94,10 @@ sandbox-down:
 deploy: venv
 	$(VENV)/bin/pyinfra inventory.py deploy.py -y
 
+# a backup of the target's front host now, pulled into backup_pull_dir (docs/rebuilding.md)
+backup: venv
+	$(VENV)/bin/pyinfra inventory.py backup.py -y
+
 demo: sandbox deploy
 	$(VPY) -m sandbox.demo
 
@@ -139,6 +143,7 @@ bench: venv venv-ml
 	$(MLPY) bench/multilingual.py
 	$(VPY) bench/full_platform.py
 	$(VPY) bench/abuse.py
+	$(VPY) bench/backup.py
 
 clean: sandbox-down
 	rm -rf $(VENV) .pytest_cache

@@ -6,8 +6,8 @@
 
 from pyinfra import host
 
-from stages import (autostart, compose_projects, gpu, identity, images, link, model_store, monitoring, packages, redis,
-                    secrets_env, sweep, web, workers)
+from stages import (autostart, backup, compose_projects, gpu, identity, images, link, model_store, monitoring,
+                    packages, redis, secrets_env, sweep, web, workers)
 from stages.settings import Platform
 
 if "workers" in host.groups:
@@ -30,6 +30,9 @@ else:
     else:
         secrets = secrets_env.load(sandbox="sandbox" in host.groups)
 
+    # restore_from (a fresh host from a backup): the archive checked, its secrets put back before any stage
+    # below would generate one
+    backup.restore(platform, secrets)
     compose_projects.ensure_api_key(secrets, platform)    # the services refuse to run without one
 
     packages.install_packages(platform)
@@ -38,6 +41,7 @@ else:
     model_store.model_store(platform)
     images.build_images(platform)
     redis.redis_server(platform)
+    backup.restore_redis(platform)   # a restore: the backup's Redis snapshot, once Redis runs
     link.front_link(platform)   # the worker hosts' job interface (nginx on the link); nothing without any
     identity.proxy_key(platform)   # before the compose files and nginx's auth map that read it
     compose_projects.compose_projects(platform, secrets)
@@ -50,3 +54,5 @@ else:
     # services turned off (enabled False) that an earlier run put here: containers down, last, once
     # nginx and the proxy no longer route to them (image, .env and models kept)
     compose_projects.retire_services(platform)
+    backup.backups(platform, secrets)   # the backup timer (backup_recipients)
+    backup.resume_jobs(platform)   # a restore: services with waiting jobs started, the restore marked complete

@@ -172,6 +172,24 @@ link_address = ""   # set by the inventory when it has worker hosts: an address 
 link_https_port = 8444
 link_pki_dir = "~/.local/share/whisper-platform/link"
 
+# --- backups (stages/backup.py; the operator's runbook: docs/rebuilding.md) -------------------------
+# the operator's age public keys (age1...): each backup is encrypted to them on the host, whose timer then
+# runs; the identity that decrypts stays off the host. Empty: no scheduled backups
+backup_recipients = []
+backup_dir = "/var/backups/whisper-platform/archives"  # on the host, root-only; the newest backup_keep stay
+backup_schedule = "*-*-* 03:30:00"  # systemd OnCalendar of the backup timer (daily; missed runs catch up at boot)
+backup_keep = 7
+backup_uploads = False  # also the audio of finished jobs (queued and running jobs keep theirs: they need it)
+backup_models = False   # also the uploaded models' files (the model store's manifest is always in)
+backup_push = ""        # an SSH target for a copy of each backup, user@host:folder (scp from the host); "" = none
+backup_push_key = ""    # the SSH key ON THE HOST for backup_push; "" = root's default keys
+# on the deploying machine: where `pyinfra inventory.py backup.py` (make backup) puts the archive it pulls
+backup_pull_dir = "~/whisper-platform-backups"
+# restore onto a fresh host, in the normal deploy: a local archive and the age identity file that decrypts it
+#   pyinfra inventory.py deploy.py --data restore_from=ARCHIVE --data restore_identity=FILE
+restore_from = ""
+restore_identity = ""
+
 # --- the autostart proxy -------------------------------------------------------------------
 autostart_install = True  # False keeps a host's own proxy (the runbook's Node server.js)
 autostart_listen_host = "127.0.0.1"

@@ -60,3 +60,17 @@ alert_redis_for = "10s"
 alert_webhook_url = "http://127.0.0.1:9199/alerts"
 # the sandbox's disk is the machine's: a small reserve, so that the day-two tests fill a small jobs file system
 jobs_min_free_mb = 128
+
+
+def _backup_recipients() -> list:
+    # the public key of the sandbox's throwaway backup identity (sandbox/up.sh makes it in .sandbox/)
+    path = Path(__file__).resolve().parent.parent / ".sandbox" / "backup-identity.txt" if "__file__" in globals() \
+        else Path(".sandbox/backup-identity.txt")
+    if not path.exists():
+        return []
+    return [line.split(":", 1)[1].strip() for line in path.read_text().splitlines() if line.startswith("# public key:")]
+
+
+backup_recipients = _backup_recipients()
+backup_pull_dir = ".sandbox/backups"
+restore_identity = ".sandbox/backup-identity.txt"

@@ -12,6 +12,8 @@ done
 # the job tests run a real Redis (started by the tests themselves)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
+# the backup tool's tests encrypt with the hosts' age (tests/integration/provision/test_backup_tool.py)
+command -v age >/dev/null 2>&1 || need+=(age)
 # the autostart proxy's tests run it on Debian's python3 + aiohttp + prometheus_client, as the hosts do
 /usr/bin/python3 -c 'import aiohttp' >/dev/null 2>&1 || need+=(python3-aiohttp)
 /usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || need+=(python3-prometheus-client)

@@ -26,6 +26,11 @@ print("HF_TOKEN=")
 PY
   )
 fi
+# the operator's backup identity for the sandbox (group_data/sandbox.py reads its public key): on this machine only,
+# never on the host
+if [ ! -f "$STATE/backup-identity.txt" ] && [ -x .venv/bin/python ]; then
+  .venv/bin/python -m stages.backup_archive keygen "$STATE/backup-identity.txt" >/dev/null
+fi
 wheelhouse=$(bash sandbox/wheelhouse.sh | tee /dev/stderr | tail -n 1)
 # the base image the service Dockerfiles build on, for the host's registry-less Docker
 [ -s "$STATE/images/python-3.11-slim.tar" ] || docker save local/python:3.11-slim -o "$STATE/images/python-3.11-slim.tar"

@@ -294,10 +294,12 @@ class HtpasswdHash(FactBase):
 
 
 @operation()
-def htpasswd_user(path: str, user: str, password: Secret | None, staging_dir: str):
+def htpasswd_user(path: str, user: str, password: Secret | None, staging_dir: str,
+                  restored_line: Secret | None = None):
     """Our user's line in a shared htpasswd file: set to a bcrypt hash of `password` (kept when it
     already matches, or when no password is given and the line exists); every other line, the
-    owner and the mode stay as they are."""
+    owner and the mode stay as they are. Without a password and without a line on the host,
+    `restored_line` (the user's line from a backup being restored) is written."""
     import bcrypt
 
     stored = host.get_fact(HtpasswdHash, path=path, user=user)
@@ -305,18 +307,22 @@ def htpasswd_user(path: str, user: str, password: Secret | None, staging_dir: st
         if stored:
             host.noop(f"{path}: {user}'s line kept (WHISPER_BASIC_AUTH_PASSWORD not given)")
             return
-        raise OperationError(f"WHISPER_BASIC_AUTH_PASSWORD is not set and {path} has no line for {user}: "
-                             "give the password for the first run")
-    secret = password.reveal().encode()
-    if stored:
-        try:
-            if bcrypt.checkpw(secret, stored.replace("$2y$", "$2b$", 1).encode()):
-                host.noop(f"{path}: {user}'s line is up to date (secret, not shown)")
-                return
-        except ValueError:
-            pass  # not a bcrypt hash (apr1, sha): replace it
-    host.log(f"Will {'update' if stored else 'add'} {user}'s line in {path} (secret, other lines untouched)")
-    line = f"{user}:{bcrypt.hashpw(secret, bcrypt.gensalt(rounds=10)).decode()}\n"
+        if restored_line is None:
+            raise OperationError(f"WHISPER_BASIC_AUTH_PASSWORD is not set and {path} has no line for {user}: "
+                                 "give the password for the first run")
+        host.log(f"Will add {user}'s line in {path}, restored from the backup (secret, other lines untouched)")
+        line = restored_line.reveal().rstrip("\n") + "\n"
+    else:
+        secret = password.reveal().encode()
+        if stored:
+            try:
+                if bcrypt.checkpw(secret, stored.replace("$2y$", "$2b$", 1).encode()):
+                    host.noop(f"{path}: {user}'s line is up to date (secret, not shown)")
+                    return
+            except ValueError:
+                pass  # not a bcrypt hash (apr1, sha): replace it
+        host.log(f"Will {'update' if stored else 'add'} {user}'s line in {path} (secret, other lines untouched)")
+        line = f"{user}:{bcrypt.hashpw(secret, bcrypt.gensalt(rounds=10)).decode()}\n"
     staged = posixpath.join(staging_dir, "htpasswd-line")
     yield StringCommand("install", "-d", "-m", "700", "-o", "root", "-g", "root", staging_dir)
     yield FileUploadCommand(io.BytesIO(line.encode()), staged, remote_temp_filename=staged + ".part")

@@ -21,6 +21,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server, systemd
 
 from stages.ops import CommandSucceeds
+from stages.restoring import restored
 from stages.settings import REPO, Platform
 from stages.signals import changed, restart_unit
 
@@ -81,7 +82,9 @@ def redis_server(p: Platform):
         return
     install = apt.packages(name="Install redis-server", packages=["redis-server"], no_recommends=True,
                            _env={"DEBIAN_FRONTEND": "noninteractive"})
-    secrets_missing = not host.get_fact(CommandSucceeds, command=f"test -s {shlex.quote(p.jobs_env_file)}")
+    # a restore from a backup writes the file earlier in this run (stages.restoring): nothing to generate then
+    secrets_missing = restored(p.jobs_env_file) is None \
+        and not host.get_fact(CommandSucceeds, command=f"test -s {shlex.quote(p.jobs_env_file)}")
     if secrets_missing:
         server.shell(name=f"Generate the Redis password and webhook secret on the host ({p.jobs_env_file})",
                      commands=[generate_secrets_command(p.jobs_env_file)])

@@ -56,6 +56,8 @@ _MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/@:+-]{0,199}|/[A-Za-z0-9._/@:+-]{1
 COMPUTE_TYPES = ("", "default", "auto", "int8", "int8_float16", "int8_float32", "int8_bfloat16", "int16", "float16",
                  "bfloat16", "float32")
 _LISTEN = re.compile(r"((?P<v4>\d{1,3}(\.\d{1,3}){3})|\[(?P<v6>[0-9A-Fa-f:.]+)\]|\*):(?P<port>\d{1,5})|(?P<bare>\d{1,5})")
+_AGE_RECIPIENT = re.compile(r"age1[02-9ac-hj-np-z]{58}")
+_LOCAL_PATH = re.compile(r"[^\n\r\0]+")
 
 
 class GroupDataError(ValueError):
@@ -354,6 +356,20 @@ _KNOBS: dict[str, Any] = {
     "link_address": lambda k, v: _ip_or_empty(k, v),
     "link_https_port": _port,
     "link_pki_dir": lambda k, v: _match(k, v, re.compile(r"[^\s\"'$;`\\]+"), "a folder on the deploying machine"),
+    "backup_recipients": lambda k, v: tuple(_match(f"{k}[{i}]", r, _AGE_RECIPIENT, "an age public key (age1...)")
+                                            for i, r in enumerate(_type(k, v, (list, tuple), "a list of keys"))),
+    "backup_dir": _abs_path,
+    "backup_schedule": lambda k, v: _match(k, v, re.compile(r"[A-Za-z0-9*:/,.~ -]{1,100}"),
+                                           "a systemd OnCalendar value (daily, *-*-* 03:30:00)"),
+    "backup_keep": _positive,
+    "backup_uploads": lambda k, v: _type(k, v, bool),
+    "backup_models": lambda k, v: _type(k, v, bool),
+    "backup_push": lambda k, v: _match(k, v, re.compile(r"([A-Za-z0-9._-]+@)?[A-Za-z0-9.-]+:[A-Za-z0-9._/~-]*|"),
+                                       "user@host:folder or empty"),
+    "backup_push_key": lambda k, v: v and _abs_path(k, v) or "",
+    "backup_pull_dir": lambda k, v: _match(k, v, _LOCAL_PATH, "a folder on the deploying machine"),
+    "restore_from": lambda k, v: _match(k, v, _LOCAL_PATH, "a file on the deploying machine") if v else "",
+    "restore_identity": lambda k, v: _match(k, v, _LOCAL_PATH, "a file on the deploying machine") if v else "",
     "autostart_install": lambda k, v: _type(k, v, bool),
     "autostart_listen_host": lambda k, v: _match(k, v, re.compile(r"[0-9a-fA-F.:\[\]]+|localhost"), "an address"),
     "autostart_port": _port,
@@ -464,6 +480,17 @@ class Platform:
     link_address: str         # the front's address on the link to the worker hosts; "" = none
     link_https_port: int
     link_pki_dir: str         # on the deploying machine: the link's CA and keys
+    backup_recipients: tuple[str, ...]   # the operator's age public keys; () = no scheduled backups
+    backup_dir: str
+    backup_schedule: str
+    backup_keep: int
+    backup_uploads: bool
+    backup_models: bool
+    backup_push: str
+    backup_push_key: str
+    backup_pull_dir: str      # on the deploying machine
+    restore_from: str         # on the deploying machine: an archive to restore onto a fresh host
+    restore_identity: str     # on the deploying machine: the age identity that decrypts it
     autostart_install: bool
     autostart_listen_host: str
     autostart_port: int

@@ -25,10 +25,12 @@ from stages.compose_projects import retired_services
 from stages.identity import PROXY_KEY_CONF
 from stages.nginx_txn import nginx_apply
 from stages.ops import CommandSucceeds, htpasswd_user
+from stages.restoring import certificate_valid_for, restored, restored_htpasswd
 from stages.secrets_env import SAFE_KEY, Secret, UnsafeSecret, api_keys
 from stages.settings import REPO, Platform, Service
 
 NGINX = "/etc/nginx"
+AUTH_MAP = f"{NGINX}/conf.d/whisper-platform-auth.conf"   # holds the API keys
 TEMPLATES = REPO / "templates" / "nginx"
 
 
@@ -132,7 +134,7 @@ def nginx_files(p: Platform, secrets: dict, with_https: bool) -> list[dict]:
         {"path": f"{NGINX}/conf.d/whisper-platform.conf", "content": render_shared(p), "mode": "644"},
         {"path": f"{NGINX}/snippets/whisper-platform-tls.conf", "content": render_tls_params(), "mode": "644"},
         # API keys absent from the environment: the host's map (and keys) stay as they are
-        {"path": f"{NGINX}/conf.d/whisper-platform-auth.conf", "content": Secret(render_auth_map(p, keys or [])),
+        {"path": AUTH_MAP, "content": Secret(render_auth_map(p, keys or [])),
          "mode": "600", "keep_existing": keys is None},
     ]
     for svc in p.services:
@@ -196,8 +198,16 @@ def _text(text: str) -> io.StringIO:
 
 
 def _cert_present(cert: str) -> bool:
-    # `test -f` follows links: certbot's live/<name>/*.pem are links into archive/
-    return host.get_fact(CommandSucceeds, command=f"test -f {shlex.quote(cert)}")
+    # `test -f` follows links: certbot's live/<name>/*.pem are links into archive/; a restore from a backup
+    # puts it back earlier in this run (stages.restoring)
+    return restored(cert) is not None or host.get_fact(CommandSucceeds, command=f"test -f {shlex.quote(cert)}")
+
+
+def _cert_valid_for_a_day(cert: str) -> bool:
+    pem = restored(cert)
+    if pem is not None:
+        return certificate_valid_for(pem, 86400)
+    return host.get_fact(CommandSucceeds, command=f"openssl x509 -checkend 86400 -noout -in {shlex.quote(cert)}")
 
 
 def _certificates_present(p: Platform) -> bool:
@@ -207,10 +217,11 @@ def _certificates_present(p: Platform) -> bool:
 @deploy("nginx: shared settings, auth, port-80 vhosts")
 def nginx_base(p: Platform, secrets: dict):
     # basic auth: our user's line in the shared htpasswd, every other line untouched
+    user = secrets["WHISPER_BASIC_AUTH_USER"].reveal()
     htpasswd_user(
         name=f"basic-auth user in {p.htpasswd_file}",
-        path=p.htpasswd_file, user=secrets["WHISPER_BASIC_AUTH_USER"].reveal(),
-        password=secrets["WHISPER_BASIC_AUTH_PASSWORD"], staging_dir=f"{p.state_dir}/staging",
+        path=p.htpasswd_file, user=user, password=secrets["WHISPER_BASIC_AUTH_PASSWORD"],
+        staging_dir=f"{p.state_dir}/staging", restored_line=restored_htpasswd(p.htpasswd_file, user),
     )
     files.directory(name="ACME webroot", path=p.acme_webroot, mode="755")
     # where every certificate exists already (a host taken over), the TLS vhosts go in with the rest:
@@ -229,7 +240,7 @@ def certificates(p: Platform):
         vhost = svc.vhost
         if _cert_present(cert):
             # existing certificates are reused as long as they are valid for another day
-            if host.get_fact(CommandSucceeds, command=f"openssl x509 -checkend 86400 -noout -in {shlex.quote(cert)}"):
+            if _cert_valid_for_a_day(cert):
                 continue
             if p.tls_mode == "letsencrypt":
                 server.shell(name=f"Renew the expiring certificate of {vhost}",

@@ -27,8 +27,9 @@ def _free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, unixsocket: bool = False):
         self.folder, self.port, self.password = folder, _free_port(), "redis-test-password"
+        self.socket = folder / "redis.sock" if unixsocket else None   # also a unix socket, as on the hosts
         self.proc = None
 
     @property
@@ -38,7 +39,8 @@ class RedisServer:
     def start(self) -> "RedisServer":
         self.proc = subprocess.Popen(
             ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.folder),
-             "--appendonly", "yes", "--save", "", "--requirepass", self.password],
+             "--appendonly", "yes", "--save", "", "--requirepass", self.password]
+            + (["--unixsocket", str(self.socket)] if self.socket else []),
             stdout=open(self.folder / "redis.log", "ab"), stderr=subprocess.STDOUT)
         for _ in range(100):
             if subprocess.run(["redis-cli", "-p", str(self.port), "-a", self.password, "--no-auth-warning", "ping"],

@@ -33,6 +33,15 @@ FOREIGN_ENTRY = '''"blog.sandbox.test":   {"name":"Blog (not ours)","composeDir"
 FOREIGN_CONFIG = '{\n    "services": {\n        ' + FOREIGN_ENTRY + '\n    }\n}\n'
 
 
+# modules that destroy the shared sandbox run after every other one, in this order: the rebuild from a backup
+# (test_rebuild.py) leaves a rebuilt sandbox behind, the teardown removes it
+LAST = ("test_rebuild.py", "test_teardown.py")
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: LAST.index(item.path.name) + 1 if item.path.name in LAST else 0)
+
+
 @dataclass
 class Run:
     returncode: int
