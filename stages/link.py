@@ -5,8 +5,8 @@ at all: it takes jobs, fetches their audio, reports progress and hands in result
 job a lease bound to the host.
 
 Why TLS and not WireGuard: a WireGuard interface needs the kernel module, which the hosts the platform runs
-on do not all have (this test machine's kernel has none: `ip link add wg0 type wireguard` answers "Unknown device
-type" even with every capability), while nginx speaks TLS everywhere.
+on do not all have (a kernel without it answers `ip link add wg0 type wireguard` with "Unknown device type" even
+with every capability, and a container cannot load it), while nginx speaks TLS everywhere.
 
 The CA, every host's key and every worker host's token are made on the machine that runs the deploy (like its
 SSH keys), in `link_pki_dir` (0700; the sandbox's is .sandbox/link): a worker host's key and token go to that host
