@@ -18,7 +18,7 @@ ML_INTEGRATION := $(wildcard tests/integration/whisperx tests/integration/diariz
 .PHONY: venv venv-ml lock wheelhouse docker promtool chromium base-images sandbox sandbox-brownfield sandbox-down deploy backup demo test test-unit test-integration \
         test-e2e run-faster run-whisperx bench clean
 
-# every environment installs from its lock file (README, "Lock files"); `make lock` rewrites them
+# every environment installs from its lock file (docs/environments.md, "Lock files"); `make lock` rewrites them
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q -r requirements.lock
@@ -46,7 +46,7 @@ venv-ml: $(MLVENV)/.project
 # Rewrites every lock file from what it locks, for the images' Python (3.11 on Linux x86-64), from uv's
 # configured index (UV_DEFAULT_INDEX or uv.toml; none set: its default). Versions already locked stay
 # unless a requirement no longer allows them; `make lock UPGRADE=1` moves everything to the newest.
-# .venv's and the faster image's locks carry each file's hash; the whisperx ones cannot (README, "Lock files").
+# .venv's and the faster image's locks carry each file's hash; the whisperx ones cannot (docs/environments.md, "Lock files").
 #   requirements.lock                     .venv: pyproject.toml's dependencies and its dev extra
 #   images/faster/requirements.lock       the faster image (images/faster/requirements.txt)
 #   images/faster/requirements-cuda.lock  its GPU variant (+ requirements-cuda.txt), the same versions
@@ -80,7 +80,7 @@ sandbox: venv base-images
 	bash sandbox/up.sh
 
 # srv759970's hand-made twin (Debian 13, Compose v2), same ports as `make sandbox`: one of the two at a time;
-# deploy to it with DEPLOY_TARGET=brownfield (README, "Taking over srv759970")
+# deploy to it with DEPLOY_TARGET=brownfield (docs/takeover.md)
 sandbox-brownfield: venv base-images
 	bash sandbox/brownfield/up.sh
 
@@ -89,7 +89,7 @@ sandbox-down:
 	bash sandbox/worker-down.sh --all $${SANDBOX_WORKER_NAME:-$${SANDBOX_NAME:-whisper-sandbox}-w1}
 	bash sandbox/brownfield/down.sh
 
-# deploy: pyinfra against the sandbox host (DEPLOY_TARGET=production for srv759970, see README);
+# deploy: pyinfra against the sandbox host (DEPLOY_TARGET=production for srv759970, see docs/takeover.md);
 # the sandbox's throwaway secrets are read from .sandbox/secrets.env by the deploy itself
 deploy: venv
 	$(VENV)/bin/pyinfra inventory.py deploy.py -y

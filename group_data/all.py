@@ -40,7 +40,7 @@ services = [
         "worker_module": "faster_server.worker",  # the RQ worker of its asynchronous jobs
         "speaker_store": False,   # no diarization: no enrolled voices
         "blocking": True,
-        "enabled": True,   # False: left out, and retired from a host an earlier run put it on (README)
+        "enabled": True,   # False: left out, and retired from a host an earlier run put it on (docs/knobs.md)
     },
     {
         "key": "whisperx",

@@ -4,5 +4,5 @@ what differs from all.py, which today is nothing.
 autostart_install: all.py's True replaces the host's own Node autostart proxy with ours (its unit
 is kept in /var/backups/whisper-platform/projects/autostart/); run with
 `--data autostart_install=False` to keep the Node proxy and only register our services in its
-config.json (README, "Taking over srv759970").
+config.json (docs/takeover.md).
 """

@@ -5,8 +5,8 @@ at all: it takes jobs, fetches their audio, reports progress and hands in result
 job a lease bound to the host.
 
 Why TLS and not WireGuard: a WireGuard interface needs the kernel module, which the hosts the platform runs
-on do not all have (this test machine's kernel has none: `ip link add wg0 type wireguard` answers "Unknown device
-type" even with every capability), while nginx speaks TLS everywhere.
+on do not all have (a kernel without it answers `ip link add wg0 type wireguard` with "Unknown device type" even
+with every capability, and a container cannot load it), while nginx speaks TLS everywhere.
 
 The CA, every host's key and every worker host's token are made on the machine that runs the deploy (like its
 SSH keys), in `link_pki_dir` (0700; the sandbox's is .sandbox/link): a worker host's key and token go to that host
@@ -15,7 +15,8 @@ a SHA-256 hash of each token (LINK_WORKERS_FILE, read by the services). A host r
 loses both at the next deploy: nginx refuses its certificate, the front refuses its token (re-read without a
 restart), so it takes no more jobs (a job it was running is retried elsewhere once its beats stop). The front's
 relays (one per worker-host slot: `relays`) are the services' stand-ins for those slots. Nothing secret is
-printed: keys and tokens are uploaded with stages.ops.secret_file.
+printed: keys and tokens are uploaded as secrets (stages.ops.secret_file; the front's key inside nginx's
+transaction, stages.nginx_txn).
 
 Earlier versions gave each worker host a Redis user over Redis's TLS port; `front_link` removes that setup
 (the Redis includes, users and certificates) where it finds it.
@@ -30,16 +31,19 @@ import os
 import secrets as random
 from pathlib import Path
 
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pyinfra import host, inventory
 from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
-from stages.ops import CommandSucceeds, secret_file
+from stages.nginx_txn import nginx_apply
+from stages.ops import CommandSucceeds
 from stages.secrets_env import Secret
 from stages.settings import REPO, Platform
 
 NGINX_LINK_CONF = "/etc/nginx/conf.d/whisper-platform-link.conf"
 NGINX_LINK_DIR = "/etc/nginx/whisper-platform-link"    # the front's link certificate and key, the CA
+NGINX_LINK_FILES = tuple(f"{NGINX_LINK_DIR}/{name}" for name in ("ca.crt", "server.crt", "server.key"))
 # the worker hosts' token hashes, for the services (mounted read-only into their containers as a folder, so that
 # a rewrite of the file is seen without a restart)
 LINK_WORKERS_DIR = "/etc/whisper-platform/link-workers"
@@ -206,9 +210,13 @@ def front_link(p: Platform):
         if p.jobs_enabled:
             files.put(name="No worker host on the link", src=_text(workers_file_text([])), dest=LINK_WORKERS_FILE,
                       user="root", group=p.app_user, mode="640")
-        if host.get_fact(CommandSucceeds, command=f"test -e {NGINX_LINK_CONF}"):
-            server.shell(name="nginx: remove the link server (no worker hosts)",
-                         commands=[f"rm -rf {NGINX_LINK_CONF} {NGINX_LINK_DIR}", "nginx -t && systemctl reload nginx"])
+        if not host.get_fact(CommandSucceeds, command=f"test -e {NGINX_LINK_CONF} -o -e {NGINX_LINK_DIR}"):
+            return
+        # out in nginx's one all-or-nothing step (stages/nginx_txn.py), then the emptied folder
+        nginx_apply(name="nginx: remove the link server (no worker hosts)",
+                    files=[{"path": path, "absent": True} for path in (NGINX_LINK_CONF, *NGINX_LINK_FILES)],
+                    **_txn(p))
+        files.directory(name="Link certificates folder (no worker hosts)", path=NGINX_LINK_DIR, present=False)
         return
     address = p.link_address
     if not address:
@@ -227,18 +235,29 @@ def front_link(p: Platform):
     files.put(name="Worker hosts' token hashes (the link's job interface)", src=_text(workers_file_text(tokens)),
               dest=LINK_WORKERS_FILE, user="root", group=p.app_user, mode="640")
     files.directory(name="Link certificates folder", path=NGINX_LINK_DIR, user="root", group="root", mode="700")
-    changed = [
-        files.put(name="Link CA certificate", src=_text(ca_text), dest=f"{NGINX_LINK_DIR}/ca.crt", mode="644"),
-        files.put(name="Front link certificate", src=_text(cert), dest=f"{NGINX_LINK_DIR}/server.crt", mode="644"),
-        secret_file(name="Front link key (secret)", path=f"{NGINX_LINK_DIR}/server.key", content=key,
-                    staging_dir=f"{p.state_dir}/staging", mode="600", user="root", group="root"),
-    ]
-    nginx = files.template(name="nginx: the worker hosts' job interface, on the link only",
-                           src=str(REPO / "templates/nginx/link.conf.j2"), dest=NGINX_LINK_CONF, mode="644",
-                           link_address=address, link_https_port=p.link_https_port, link_dir=NGINX_LINK_DIR,
-                           services=[(svc.key, svc.port) for svc in p.services], pinned=pinned)
-    server.shell(name="nginx: reload for the link (after nginx -t)", commands=["nginx -t", "systemctl reload nginx"],
-                 _if=lambda: nginx.did_change() or any(op.did_change() for op in changed))
+    conf = render_conf(link_address=address, link_https_port=p.link_https_port, link_dir=NGINX_LINK_DIR,
+                       services=[(svc.key, svc.port) for svc in p.services], pinned=pinned)
+    # certificates, key (secret: never shown) and server in nginx's one all-or-nothing step (stages/nginx_txn.py):
+    # written, `nginx -t`, reloaded, or every previous file back
+    ca_file, cert_file, key_file = NGINX_LINK_FILES
+    nginx_apply(name="nginx: the worker hosts' job interface, on the link only",
+                files=[{"path": ca_file, "content": ca_text, "mode": "644"},
+                       {"path": cert_file, "content": cert, "mode": "644"},
+                       {"path": key_file, "content": key, "mode": "600"},
+                       {"path": NGINX_LINK_CONF, "content": conf, "mode": "644"}], **_txn(p))
+
+
+def render_conf(**values) -> str:
+    """templates/nginx/link.conf.j2, rendered as pyinfra's files.template renders it (StrictUndefined, the
+    trailing newline kept)."""
+    env = Environment(loader=FileSystemLoader(str(REPO / "templates" / "nginx")), undefined=StrictUndefined,
+                      keep_trailing_newline=True)
+    return env.get_template("link.conf.j2").render(**values)
+
+
+def _txn(p: Platform) -> dict:
+    # the link server claims none of the vhosts' names: nothing of another site's to disable
+    return {"names": [], "ports": [], "backup_root": p.nginx_backup_dir, "state_dir": p.state_dir}
 
 
 def _text(text: str):

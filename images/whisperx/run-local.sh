@@ -6,7 +6,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 py=${WHISPERX_PYTHON:-$root/.venv-ml/bin/python}
 if [ ! -x "$py" ]; then
-  echo "run-local: $py not found: create the ML environment first (see README: .venv-ml)" >&2
+  echo "run-local: $py not found: create the ML environment first (make venv-ml; docs/environments.md)" >&2
   exit 1
 fi
 export PYTHONPATH="$root/images/common:$root/images/diarize:$root/images/whisperx${PYTHONPATH:+:$PYTHONPATH}"

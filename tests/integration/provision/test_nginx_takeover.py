@@ -25,6 +25,7 @@ import urllib.request
 
 import pytest
 
+from stages import link
 from stages.settings import REPO as _REPO, Platform, read_group_data
 from stages.nginx_conf import duplicates, parse_dump, server_blocks
 from stages.web import render_auth_map, render_http_vhost, render_https_vhost, render_shared, render_tls_params
@@ -119,9 +120,9 @@ def _ours(port: int, body: str = "ours") -> str:
     return f'# managed by whisper-platform\nserver {{\n    listen 127.0.0.1:{port};\n    server_name {NAME};\n    return 200 "{body}\\n";\n}}\n'
 
 
-def _apply(h, files, *args, check=True):
+def _apply(h, files, *args, check=True, names=None, ports=None):
     cfg = {
-        "files": files, "names": [NAME], "ports": [h.port], "backup_root": str(h.backups), "state_dir": str(h.state),
+        "files": files, "names": [NAME] if names is None else names, "ports": [h.port] if ports is None else ports, "backup_root": str(h.backups), "state_dir": str(h.state),
         "nginx_dir": str(h.root), "reload": f"{h.nginx} -s reload", "nginx": h.nginx,
     }
     proc = subprocess.run([PYINFRA, "@local", "tests/integration/provision/txn_deploy.py",
@@ -318,3 +319,56 @@ def test_retired_site_leaves_in_the_transaction_and_comes_back_on_a_failed_test(
     assert (backup / "sites-enabled" / NAME).is_symlink() and (backup / "sites-available" / NAME).read_text() == _ours(host.port)
     again = _apply(host, keep + gone, "--json")
     assert json.loads(again.stdout)["results"]["totals"]["success"] == 0, again.stdout[-2000:]
+
+
+def _handshake(port: int, cafile) -> bool:
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(cafile))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock, \
+                ctx.wrap_socket(sock, server_hostname="127.0.0.1"):
+            return True
+    except OSError:
+        return False
+
+
+def test_the_link_server_goes_through_the_same_all_or_nothing_step(host, tmp_path):
+    """stages/link.py hands the link's CA, certificate, key (a secret) and server to nginx_apply: written, tested,
+    reloaded; a candidate nginx refuses is rolled back to the link's previous files; a second run changes nothing;
+    without worker hosts its files leave in the same step."""
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    cert, key = link.issue(pki, "front", server_address="127.0.0.1")
+    ca_text = (pki / "ca.crt").read_text()
+    link_dir = host.root / "link"
+    link_dir.mkdir(mode=0o700)
+    port = _free_port()
+    conf = link.render_conf(link_address="127.0.0.1", link_https_port=port, link_dir=str(link_dir),
+                            services=[("faster", host.port)],
+                            pinned=[("w1", link.cert_fingerprint(link.issue(pki, "w1")[0]))])
+    paths = [str(link_dir / "ca.crt"), str(link_dir / "server.crt"), str(link_dir / "server.key"),
+             f"{host.root}/conf.d/whisper-platform-link.conf"]
+
+    def items(ca=ca_text):
+        return [{"path": paths[0], "content": ca, "mode": "644"}, {"path": paths[1], "content": cert, "mode": "644"},
+                {"path": paths[2], "content": key.reveal(), "secret": True, "mode": "600"},
+                {"path": paths[3], "content": conf, "mode": "644"}]
+
+    out = _apply(host, items(), names=[], ports=[])
+    assert key.reveal() not in out.stdout + out.stderr
+    assert (link_dir / "server.key").stat().st_mode & 0o777 == 0o600
+    deadline = time.monotonic() + 15
+    while not _handshake(port, pki / "ca.crt") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _handshake(port, pki / "ca.crt")
+    again = _apply(host, items(), "--json", names=[], ports=[])
+    assert json.loads(again.stdout)["results"]["totals"]["success"] == 0, again.stdout[-2000:]
+    assert len([p for p in host.backups.iterdir() if p.is_dir()]) == 1
+    time.sleep(1.1)   # one backup folder per second
+    bad = _apply(host, items(ca="not a certificate\n"), names=[], ports=[], check=False)
+    assert bad.returncode != 0 and "nginx -t failed" in bad.stdout + bad.stderr
+    assert (link_dir / "ca.crt").read_text() == ca_text and _handshake(port, pki / "ca.crt")
+    _apply(host, [{"path": path, "absent": True} for path in paths], names=[], ports=[])
+    assert not any(os.path.exists(path) for path in paths)
+    assert _get(host.port, NAME) == (200, "handmade\n")   # the rest of nginx kept serving
