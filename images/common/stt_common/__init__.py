@@ -1,4 +1,5 @@
 """Shared API glue of the speech-to-text images (see README.md for the public API)."""
+from .audio_url import receive_audio
 from .auth import check_key, require_api_key
 from .errors import (APIError, bad_request, error_body, install_error_handlers, not_found, too_large,
                      unauthorized, unavailable)

@@ -109,10 +109,14 @@ class TranscriptionForm(BaseModel):
     @staticmethod
     def openapi_body(extra_properties: Optional[dict] = None, formats: Sequence[str] = (
             "json", "text", "srt", "vtt", "verbose_json"), stream: bool = True, language: bool = True,
-                     required: Sequence[str] = ("file",)) -> dict:
+                     required: Sequence[str] = ()) -> dict:
         props = {
             "file": {"type": "string", "format": "binary",
-                     "description": "Audio in any format FFmpeg/PyAV decodes (mp3, wav, m4a, flac, ogg, webm...)."},
+                     "description": "Audio in any format FFmpeg/PyAV decodes (mp3, wav, m4a, flac, ogg, webm...). "
+                                    "This or file_url."},
+            "file_url": {"type": "string", "format": "uri", "description": (
+                "Instead of file: the recording's http(s) URL, fetched by the server (public addresses only, no "
+                "redirects followed, the upload's size limit; a job fetches it when it starts).")},
             "model": {"type": "string", "description": "Model name; `whisper-1` is the server's default."},
             "prompt": {"type": "string", "description": "Text to guide the style or continue a previous segment."},
             "response_format": {"type": "string", "enum": list(formats), "default": "json"},

@@ -297,10 +297,13 @@ def request(url: str, *, method: str = "GET", body: bytes = b"", headers: Option
             deadline_s: float = 15.0, max_bytes: int = CHUNK, truncate: bool = False,
             sink: Optional[BinaryIO] = None, policy: AddressPolicy = AddressPolicy(),
             resolver: Optional[Resolver] = None, tls_context: Optional[ssl.SSLContext] = None,
-            user_agent: str = "whisper-platform") -> Response:
+            user_agent: str = "whisper-platform",
+            check_headers: Optional[Callable[[int, str, Mapping[str, str]], None]] = None) -> Response:
     """One HTTP request under the rules of this module's docstring. The answer's status is returned as is
     (4xx and 5xx too); a 3xx raises `redirect`. `max_bytes` caps the body (`too_large`, or cut short with
-    `truncate`); with a `sink` the body is written into it as it arrives."""
+    `truncate`); with a `sink` the body is written into it as it arrives. `check_headers(status, reason, headers)`
+    runs once the answer's headers are in, before a byte of its body is read: whatever it raises goes to the
+    caller as is (an audio download refuses an HTML page without reading it)."""
     deadline = time.monotonic() + deadline_s
     target = parse_url(url)
 
@@ -319,7 +322,7 @@ def request(url: str, *, method: str = "GET", body: bytes = b"", headers: Option
             with _Watchdog(conn, left()) as dog:
                 try:
                     return _exchange(conn, target, address, method, body, headers or {}, max_bytes, truncate, sink,
-                                     user_agent)
+                                     user_agent, check_headers)
                 except OutboundError:
                     raise
                 except (OSError, http.client.HTTPException) as e:
@@ -339,7 +342,8 @@ def request(url: str, *, method: str = "GET", body: bytes = b"", headers: Option
 
 
 def _exchange(conn: _Pinned, target: Target, address: str, method: str, body: bytes, headers: Mapping[str, str],
-              max_bytes: int, truncate: bool, sink: Optional[BinaryIO], user_agent: str) -> Response:
+              max_bytes: int, truncate: bool, sink: Optional[BinaryIO], user_agent: str,
+              check_headers: Optional[Callable[[int, str, Mapping[str, str]], None]] = None) -> Response:
     conn.putrequest(method, target.path, skip_host=True, skip_accept_encoding=True)
     sent = {k.lower() for k in headers}
     conn.putheader("Host", target.host_header)
@@ -359,6 +363,8 @@ def _exchange(conn: _Pinned, target: Target, address: str, method: str, body: by
         raise OutboundError("redirect", f"{target.host} answered {resp.status} (a redirect to "
                                         f"{urlsplit(where).hostname or where[:80]}): redirects are not followed",
                             status=resp.status)
+    if check_headers is not None:
+        check_headers(resp.status, resp.reason, dict(resp.getheaders()))
     kept, length, truncated = [], 0, False
     while True:
         chunk = resp.read(CHUNK)

@@ -73,6 +73,11 @@ class STTSettings(BaseSettings):
     link_workers_file: str = ""         # front: "<host> <sha256 of its token>" per line; empty = no worker hosts
     link_relays: int = Field(1, ge=1, le=64)   # front: relay processes (one per worker-host slot)
     link_max_result_mb: float = Field(64, gt=0)  # the largest result a worker host may hand in
+    # audio by URL (file_url, stt_common/audio_url.py): the fetch's deadline (resolving, connecting, the whole body),
+    # and addresses beyond the public internet it may reach (a private bucket); the size cap is max_upload_mb
+    url_timeout: float = Field(300, gt=0, le=3600)
+    url_allow_private: bool = False
+    url_allow_networks: str = ""        # CIDRs, comma-separated
     host: str = Field("0.0.0.0", validation_alias=AliasChoices("HOST", "STT_HOST"))
     port: int = Field(8000, validation_alias=AliasChoices("PORT", "STT_PORT"))
 

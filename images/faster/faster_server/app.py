@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from stt_common import (APIError, InferenceExecutor, Job, ModelCache, Transcript, TranscriptionForm, check_language,
                         check_text, create_app, error_body, iter_audio_chunks, join_text, model_languages,
-                        public_name, receive_upload, render_transcript, upload_limits)
+                        public_name, receive_audio, render_transcript, upload_limits)
 
 from stt_common.jobs import Jobs, jobs_routes, register_job_metrics
 
@@ -91,8 +91,9 @@ def build_app(settings: Optional[FasterSettings] = None):
                            "realtime_sessions": realtime.open}
     app.state.cache, app.state.executor, app.state.names = cache, executor, names
     jobs = app.state.jobs = Jobs(job_spec(settings, names, cache), settings)
-    jobs_routes(svc, jobs, lambda request: receive_upload(
-        request, **{**upload_limits(settings), "tmp_dir": settings.jobs_dir}, gate=executor.receiving()))
+    jobs_routes(svc, jobs, lambda request: receive_audio(   # file or file_url (fetched by the job's worker)
+        request, settings, fetch_now=False, gate=executor.receiving,
+        **{**upload_limits(settings), "tmp_dir": settings.jobs_dir}))
     register_job_metrics(metrics, jobs)
     svc.jobs = jobs
     realtime_routes(app, svc, realtime)   # live transcription: /v1/realtime, its client secrets, /live
@@ -104,7 +105,7 @@ def build_app(settings: Optional[FasterSettings] = None):
             return await admitted(request, task, job)
 
     async def admitted(request: Request, task: str, job: Job):
-        async with receive_upload(request, **upload_limits(settings), gate=executor.receiving()) as up:
+        async with receive_audio(request, settings, gate=executor.receiving, **upload_limits(settings)) as up:
             form = TranscriptionForm.parse(up.fields, allowed_formats=FORMATS, allow_stream=(task == "transcribe"))
             key = names.resolve(form.model)
             model = await cache.get(key)   # before decoding: the language is checked against this model

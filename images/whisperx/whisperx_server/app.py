@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 
 from stt_common import (APIError, InferenceExecutor, Job, TranscriptionForm, check_language, create_app,
-                        model_languages, public_name, receive_upload, upload_limits)
+                        model_languages, public_name, receive_audio, upload_limits)
 from stt_common.jobs import Jobs, jobs_routes, owner_of, register_job_metrics
 
 from . import __version__
@@ -145,15 +145,17 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
     bulk = [references_field(int(settings.max_reference_mb * 1024 * 1024))]
 
     def receive(request: Request):
-        return receive_upload(request, **upload_limits(settings), gate=executor.receiving(), bulk=bulk)
+        # the audio as a file part, or its URL in file_url (fetched here, under the same limits)
+        return receive_audio(request, settings, gate=executor.receiving, bulk=bulk, **upload_limits(settings))
 
     async def voice_fields(fields) -> VoiceRequest:
         return await run_in_threadpool(parse_voice_fields, fields)   # decodes the reference clips
 
     # asynchronous jobs (POST /v1/jobs, stt_common.jobs): the upload lands in the jobs folder directly
     svc.jobs = Jobs(job_spec(settings, engine, cache, store), settings)
-    jobs_routes(svc, svc.jobs, lambda request: receive_upload(
-        request, **{**upload_limits(settings), "tmp_dir": settings.jobs_dir}, gate=executor.receiving(), bulk=bulk))
+    jobs_routes(svc, svc.jobs, lambda request: receive_audio(   # file or file_url (fetched by the job's worker)
+        request, settings, fetch_now=False, gate=executor.receiving, bulk=bulk,
+        **{**upload_limits(settings), "tmp_dir": settings.jobs_dir}))
     register_job_metrics(svc.metrics, svc.jobs)
     # enrolled voices: POST/GET/DELETE /v1/speakers
     voice_routes(svc, engine, store, executor, settings)

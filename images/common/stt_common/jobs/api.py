@@ -138,6 +138,8 @@ class Jobs:
             meta = {"service": self.spec.service, "owner": owner, "params": params, "callback_url": callback or None,
                     "filename": (upload.filename or "")[:200] or None, "model": params.get("model_name"),
                     "attempts": 0}
+            if getattr(upload, "source_url", None):   # audio by URL: its worker downloads it (audio_url)
+                meta["source_url"] = upload.source_url
             retries = self.settings.job_retries
             ttl = int(self.settings.job_ttl)
 

@@ -10,6 +10,7 @@ import os
 import time
 import uuid
 
+from ..audio_url import fetch_for_job
 from ..errors import APIError
 from ..executor import JobStopped
 from . import quotas, runtime
@@ -44,6 +45,17 @@ def execute() -> dict:
     try:
         if conn.exists(cancel_key(job.id)):
             raise JobStopped("canceled")
+        if job.meta.get("source_url"):   # audio by URL: downloaded here, in the worker, not in the API request
+            audio = os.path.join(folder, "audio")
+            fetched = fetch_for_job(job.meta["source_url"], audio, settings)
+            if fetched:
+                try:   # the quota's bytes were unknown at submission
+                    quotas.check_bytes(conn, spec.service, job.meta.get("owner"), quotas.Limits.from_settings(settings),
+                                       fetched)
+                except APIError:
+                    os.truncate(audio, 0)
+                    raise
+                quotas.add_bytes(conn, spec.service, job.id, fetched)
         result = spec.run(os.path.join(folder, "audio"), job.meta.get("params") or {}, ctx)
         save_result(conn, settings, spec.service, job.id, result)
         if not claim_finish(conn, job, settings, ctx.attempt):

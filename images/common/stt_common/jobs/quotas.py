@@ -16,7 +16,7 @@ transaction as the job they count:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 from ..errors import APIError, unavailable
@@ -169,6 +169,13 @@ return n
 def release(conn, service: str, job_id: str) -> int:
     """A job's files are gone: its bytes leave the caller's and the service's totals. Returns the bytes."""
     return int(conn.eval(_RELEASE, 2, stored_key(service), usage_key(service), job_id) or 0)
+
+
+def check_bytes(conn, service: str, owner: Optional[str], limits: Limits, size: int) -> None:
+    """Bytes that arrive after the submission (audio by URL, downloaded by the job's worker): QuotaExceeded when
+    they would pass the caller's or the service's byte quota (the job counts are not checked again)."""
+    _, _, caller_bytes, all_bytes = _counts(conn, service, owner or "anonymous")
+    check(replace(limits, caller_jobs=0, service_jobs=0), 0, 0, caller_bytes, all_bytes, size)
 
 
 def add_bytes(conn, service: str, job_id: str, n: int) -> None:
