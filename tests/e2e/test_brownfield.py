@@ -32,6 +32,7 @@ HTTPS_PORT = int(os.environ.get("SANDBOX_HTTPS_PORT", "8443"))
 HTTP_PORT = int(os.environ.get("SANDBOX_HTTP_PORT", "8080"))
 DOMAIN = "srv759970.hstgr.cloud"
 OURS = [f"whisper.{DOMAIN}", f"whisperx.{DOMAIN}"]
+MONITOR = f"monitor.{DOMAIN}"   # the monitoring page's vhost (monitoring_enabled, the default)
 PORTAL, BLOG = f"portal.{DOMAIN}", f"blog.{DOMAIN}"
 # what a takeover must leave byte-for-byte: the other tenants' files
 TENANT_FILES = [
@@ -258,7 +259,7 @@ def test_one_block_per_name_and_no_conflict_warning(takeover):
     assert "conflicting server name" not in ssh("nginx -t 2>&1").stdout
     # the hand-made vhosts: disabled, kept in a backup folder with a restore script, logged
     assert ssh("ls /etc/nginx/sites-enabled").stdout.split() == sorted(
-        ["blog", "portal", OURS[0], f"{OURS[0]}-http", OURS[1], f"{OURS[1]}-http"])
+        ["blog", "portal", *(site for name in [*OURS, MONITOR] for site in (name, f"{name}-http"))])
     assert ssh("test -f /etc/nginx/sites-available/whisper && test -f /etc/nginx/sites-available/whisperx").returncode == 0
     kept = ssh("cd /var/backups/whisper-platform/nginx && ls -d */etc/nginx/sites-enabled/whisper "
                "*/etc/nginx/sites-enabled/whisperx */restore.sh").stdout.split()
