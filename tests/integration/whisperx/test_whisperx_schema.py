@@ -23,7 +23,9 @@ def api_schema(start_server, tmp_path_factory):
     if not shutil.which("redis-server"):
         pytest.skip("redis-server is not installed (make docker installs it)")
     redis = RedisServer(tmp_path_factory.mktemp("schema-redis")).start()
+    # and an enrolled-voices store, so that /v1/speakers is exercised as deployed (not its 503 without one)
     srv = start_server("schema", STT_API_KEYS=KEY, STT_ALLOW_OPEN_ACCESS="0", STT_BATCH_SIZE="1",
+                       STT_SPEAKERS_DIR=str(tmp_path_factory.mktemp("schema-speakers")),
                        **redis.jobs_env(tmp_path_factory.mktemp("schema-jobs")))
     yield schemathesis.openapi.from_url(srv.url + "/openapi.json")
     redis.stop()
