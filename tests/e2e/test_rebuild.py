@@ -17,7 +17,6 @@ it destroys that sandbox and leaves a rebuilt, working one behind.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import io
 import json
 import os
@@ -33,6 +32,7 @@ import pytest
 
 from sandbox.client import base_url, http_client
 from stages.backup_archive import encrypt, keygen, open_archive, public_keys
+from stt_common.jobs.signing import verify
 
 from .conftest import PYINFRA, REPO, SANDBOX, STATE, Run, pyinfra, ssh
 
@@ -99,11 +99,11 @@ def hooks() -> list[dict]:
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
-def signed_with(secret: str, hook: dict) -> bool:
-    """The documented signature: X-STT-Signature t=<unix>,v1=HMAC-SHA256(secret, "<t>.<raw body>")."""
-    parts = dict(p.split("=", 1) for p in hook["signature"].split(","))
-    mac = hmac.new(secret.encode(), f"{parts['t']}.".encode() + hook["body"].encode(), hashlib.sha256).hexdigest()
-    return hmac.compare_digest(mac, parts["v1"])
+def signed_with(secret: str, url: str, hook: dict) -> bool:
+    """The documented signature (stt_common.jobs.signing: X-STT-Signature t=<unix>,v2=HMAC-SHA256 of
+    "<t>.<callback_url>.<raw body>" with the caller's webhook secret), as a receiver checks it; no age limit here:
+    the old delivery was signed before the host died."""
+    return verify(secret, hook["signature"], url, hook["body"].encode(), tolerance_s=10 ** 9)
 
 
 def fingerprint(vhost: str) -> str:
@@ -192,6 +192,9 @@ def rebuilt(deployed, tmp_path_factory):
             r = client.post(f"{base}/v1/jobs", files={"file": f}, data={"language": "en", "callback_url": url})
         assert r.status_code == 202, r.text
         before["queued"] = r.json()["id"]
+        # the caller's webhook secret (derived from the host's master secret and the caller), as the caller reads it
+        before["webhook_secret"] = client.get(f"{base}/v1/jobs/webhook-secret").json()["secret"]
+        before["callback_url"] = url
         time.sleep(2)
         assert client.get(f"{base}/v1/jobs/{before['queued']}").json()["status"] == "queued"
     deadline = time.monotonic() + 60
@@ -329,9 +332,10 @@ def test_finished_result_is_served_under_its_old_id(rebuilt):
 
 def test_queued_job_runs_once_and_its_webhook_verifies_with_the_old_secret(rebuilt):
     before, base = rebuilt["before"], rebuilt["base"]
-    secret = before["jobs_env"]["STT_WEBHOOK_SECRET"]
+    secret, url = before["webhook_secret"], before["callback_url"]
     assert host_env("/etc/whisper-platform/jobs.env") == before["jobs_env"]   # Redis password and webhook secret
     with http_client("whisper.sandbox.test", headers={"Authorization": f"Bearer {before['key']}"}) as client:
+        assert client.get(f"{base}/v1/jobs/webhook-secret").json()["secret"] == secret   # the caller's, unchanged
         status = wait_job(client, base, before["queued"])
         assert status["status"] == "succeeded", status
         text = client.get(f"{base}/v1/jobs/{before['queued']}/result", params={"response_format": "text"}).text
@@ -340,9 +344,9 @@ def test_queued_job_runs_once_and_its_webhook_verifies_with_the_old_secret(rebui
     delivered = [h for h in hooks() if before["queued"] in h["body"]]
     assert len(delivered) == 1, delivered
     assert json.loads(delivered[0]["body"])["status"] == "succeeded"
-    assert signed_with(secret, delivered[0])
+    assert signed_with(secret, url, delivered[0])
     old = [h for h in before["hooks"] if before["finished"] in h["body"]]
-    assert len(old) == 1 and signed_with(secret, old[0])
+    assert len(old) == 1 and signed_with(secret, url, old[0])
 
 
 def test_same_certificates(rebuilt):
