@@ -16,15 +16,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from email.utils import formatdate
 from pathlib import Path
 
 import pytest
+from throwaway_host import sh, systemd_host
 
 REPO = Path(__file__).resolve().parents[3]
 PYINFRA = Path(sys.executable).with_name("pyinfra")
-HOST_IMAGE = "whisper-sandbox-host:latest"
 REMOTE_REPO = "/srv/nvidia-standin"
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -59,9 +58,6 @@ systemd.service(name="Docker running", service="docker", running=True, enabled=T
 gpu.nvidia_runtime(Platform.from_group_data(host.data))
 """
 
-
-def sh(*args, check=True, timeout=300, **kw):
-    return subprocess.run(args, capture_output=True, text=True, check=check, timeout=timeout, **kw)
 
 
 def build_repository(folder: Path) -> Path:
@@ -104,37 +100,12 @@ def build_repository(folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def gpu_host(tmp_path_factory):
-    if not shutil.which("docker") or sh("docker", "info", check=False).returncode != 0:
-        pytest.skip("no Docker engine (make docker)")
-    if sh("docker", "image", "inspect", HOST_IMAGE, check=False).returncode != 0:
-        pytest.skip(f"no {HOST_IMAGE} image (make sandbox builds it)")
     tmp = tmp_path_factory.mktemp("gpu-host")
     key = build_repository(tmp)
-    sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / "id_ed25519"))
-    name = f"whisper-gpu-stage-{os.getpid()}"
-    sh("docker", "run", "-d", "--name", name, "--hostname", name, "--cap-add=ALL", "--cap-drop=SYS_RESOURCE",
-       "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined", "--cgroupns=host",
-       "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock",
-       "-v", f"{name}-docker:/var/lib/docker", "-p", "127.0.0.1::22", HOST_IMAGE)
-    try:
-        port = sh("docker", "port", name, "22/tcp").stdout.split(":")[-1].strip()
-        sh("docker", "exec", "-i", name, "sh", "-c", "cat > /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys",
-           input=(tmp / "id_ed25519.pub").read_text())
-        sh("docker", "cp", str(tmp / "repo"), f"{name}:{REMOTE_REPO}")
-        for _ in range(60):
-            state = sh("docker", "exec", name, "systemctl", "is-system-running", check=False).stdout.strip()
-            if state in ("running", "degraded"):
-                break
-            time.sleep(1)
-        (tmp / "inventory.py").write_text(
-            f"hosts = [({name!r}, {{'ssh_hostname': '127.0.0.1', 'ssh_port': {port}, 'ssh_user': 'root', "
-            f"'ssh_key': {str(tmp / 'id_ed25519')!r}, 'ssh_known_hosts_file': {str(tmp / 'known_hosts')!r}, "
-            f"'ssh_strict_host_key_checking': 'accept-new'}})]\n")
+    with systemd_host(tmp, "gpu-stage", docker_args=("-v", "{name}-docker:/var/lib/docker"),
+                      copy={tmp / "repo": REMOTE_REPO}) as name:
         (tmp / "deploy.py").write_text(DEPLOY)
         yield {"name": name, "tmp": tmp, "key": key}
-    finally:
-        sh("docker", "rm", "-f", name, check=False)
-        sh("docker", "volume", "rm", f"{name}-docker", check=False)
 
 
 def deploy(host, *extra):

@@ -8,20 +8,17 @@ monitoring_enabled False takes everything of ours away again while the host's Pr
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from throwaway_host import sh, systemd_host
 
 from stages import monitoring_config as mc
 
 REPO = Path(__file__).resolve().parents[3]
 PYINFRA = Path(sys.executable).with_name("pyinfra")
-HOST_IMAGE = "whisper-sandbox-host:latest"
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 # the host's own Prometheus, as an operator set it up before our deploy
@@ -59,46 +56,19 @@ monitoring.monitoring(p, {{}})
 """
 
 
-def sh(*args, check=True, timeout=300, **kw):
-    return subprocess.run(args, capture_output=True, text=True, check=check, timeout=timeout, **kw)
-
 
 @pytest.fixture(scope="module")
 def prom_host(tmp_path_factory):
-    if not shutil.which("docker") or sh("docker", "info", check=False).returncode != 0:
-        pytest.skip("no Docker engine (make docker)")
-    if sh("docker", "image", "inspect", HOST_IMAGE, check=False).returncode != 0:
-        pytest.skip(f"no {HOST_IMAGE} image (make sandbox builds it)")
     tmp = tmp_path_factory.mktemp("monitoring-host")
-    sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / "id_ed25519"))
-    name = f"whisper-monitoring-stage-{os.getpid()}"
-    sh("docker", "run", "-d", "--name", name, "--hostname", name, "--cap-add=ALL", "--cap-drop=SYS_RESOURCE",
-       "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined", "--cgroupns=host",
-       "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock",
-       "-p", "127.0.0.1::22", HOST_IMAGE)
-    try:
-        port = sh("docker", "port", name, "22/tcp").stdout.split(":")[-1].strip()
-        sh("docker", "exec", "-i", name, "sh", "-c", "cat > /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys",
-           input=(tmp / "id_ed25519.pub").read_text())
-        for _ in range(60):
-            state = sh("docker", "exec", name, "systemctl", "is-system-running", check=False).stdout.strip()
-            if state in ("running", "degraded"):
-                break
-            time.sleep(1)
+    with systemd_host(tmp, "monitoring-stage") as name:
         # the host's own Prometheus, running before we come
         host = {"name": name, "tmp": tmp}
         on_host(host, "export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && "
                       "apt-get install -y -qq --no-install-recommends prometheus >/dev/null")
         on_host(host, f"cat > /etc/prometheus/company.yml <<'EOF'\n{HOST_CONFIG}EOF\n"
                       f"cat > /etc/default/prometheus <<'EOF'\n{HOST_ARGS}EOF\nsystemctl restart prometheus")
-        (tmp / "inventory.py").write_text(
-            f"hosts = [({name!r}, {{'ssh_hostname': '127.0.0.1', 'ssh_port': {port}, 'ssh_user': 'root', "
-            f"'ssh_key': {str(tmp / 'id_ed25519')!r}, 'ssh_known_hosts_file': {str(tmp / 'known_hosts')!r}, "
-            f"'ssh_strict_host_key_checking': 'accept-new'}})]\n")
         (tmp / "deploy.py").write_text(DEPLOY)
         yield host
-    finally:
-        sh("docker", "rm", "-f", name, check=False)
 
 
 def deploy(host, *extra):
