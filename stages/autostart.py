@@ -15,7 +15,7 @@ from pyinfra.operations import files, server, systemd
 from stages.autostart_registry import entry_for, merge_services, registered, remove_services
 from stages.compose_projects import retired_services
 from stages.monitoring_config import targets_file
-from stages.ops import CommandSucceeds, RawFile
+from stages.ops import CommandSucceeds, RawFile, synced_tree
 from stages.settings import REPO, GroupDataError, Platform
 from stages.signals import changed, reload_unit, restart_existing_unit, restart_unit
 
@@ -70,14 +70,8 @@ def autostart_proxy(p: Platform):
         backup = f"{p.takeover_backup_dir}/autostart"
         server.shell(name=f"Keep the host's own autostart unit in {backup}",
                      commands=[f"install -d -m 700 {backup}", f"cp -a {unit_path} {backup}/"])
-    code = files.sync(
-        name="Autostart proxy code",
-        src=str(REPO / "autostart" / "docker_autostart"),
-        dest=f"{install_dir}/docker_autostart",
-        delete=True,
-        exclude=["*.pyc"],
-        exclude_dir=["__pycache__", "*/__pycache__"],
-    )
+    code = synced_tree("Autostart proxy code", str(REPO / "autostart" / "docker_autostart"),
+                       f"{install_dir}/docker_autostart", exclude=["*.pyc"], exclude_dir=["__pycache__", "*/__pycache__"])
     namespace = JOURNAL_NAMESPACE if p.autostart_journal_max_use else ""
     if namespace:
         journal = files.put(name=f"The proxy's journal namespace, capped at {p.autostart_journal_max_use}",

@@ -21,7 +21,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
-from stages.ops import CommandSucceeds, streamed_shell
+from stages.ops import CommandSucceeds, streamed_shell, synced_tree
 from stages.settings import IMAGES, REPO, Platform, Service
 
 BUILD_SCRIPT = REPO / "stages" / "host" / "build_image.py"
@@ -103,14 +103,7 @@ def seed_images(p: Platform):
 def build_images(p: Platform):
     ctx = _context_dir(p)
     files.directory(name="Build context folder", path=ctx, mode="755")
-    files.sync(
-        name="Upload image sources",
-        src=str(IMAGES),
-        dest=ctx,
-        delete=True,
-        exclude=EXCLUDE_FILES,
-        exclude_dir=EXCLUDE_DIRS,
-    )
+    synced_tree("Upload image sources", str(IMAGES), ctx, exclude=EXCLUDE_FILES, exclude_dir=EXCLUDE_DIRS)
     if p.build_ca_bundle:
         files.put(
             name="Extra CA bundle for pip inside builds",

@@ -4,6 +4,7 @@ and the local model folders group data asks to upload (hosts without a model hub
 from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
+from stages.ops import synced_tree
 from stages.settings import GroupDataError, Platform
 
 
@@ -19,5 +20,4 @@ def model_store(p: Platform):
     for name, local in p.model_uploads.items():
         if not local:
             raise GroupDataError(f"model_uploads[{name!r}]", "names no local folder")
-        files.sync(name=f"Upload model {name}", src=local, dest=f"{p.models_dir}/{name}",
-                   delete=True, mode="644", dir_mode="755")
+        synced_tree(f"Upload model {name}", local, f"{p.models_dir}/{name}", mode="644", dir_mode="755")

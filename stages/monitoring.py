@@ -29,7 +29,7 @@ from pyinfra.api import FactBase, deploy
 from pyinfra.operations import apt, files, server, systemd
 
 from stages import apt_sources, link, monitoring_config as mc
-from stages.ops import CommandSucceeds, RawFile, secret_file, text_file
+from stages.ops import CommandSucceeds, RawFile, secret_file, synced_tree, text_file
 from stages.settings import REPO, GroupDataError, Platform
 from stages.signals import changed, reload_unit, restart_unit
 
@@ -250,8 +250,8 @@ def grafana(p: Platform):
                   dest="/etc/grafana/provisioning/datasources/whisper-platform.yaml", mode="644"),
         files.put(name="Grafana: the dashboards folder", src=_text(mc.render_grafana_dashboards()),
                   dest="/etc/grafana/provisioning/dashboards/whisper-platform.yaml", mode="644"),
-        files.sync(name="Grafana: the dashboards (dashboards/*.json)", src=str(REPO / "dashboards"),
-                   dest=mc.GRAFANA_DASHBOARDS, delete=True, exclude=["*.md"]),
+        synced_tree("Grafana: the dashboards (dashboards/*.json)", str(REPO / "dashboards"), mc.GRAFANA_DASHBOARDS,
+                    exclude=["*.md"]),
     ]
     install = apt.packages(name="Install Grafana", packages=["grafana"], no_recommends=True,
                            _env={"DEBIAN_FRONTEND": "noninteractive"})

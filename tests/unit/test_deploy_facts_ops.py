@@ -19,7 +19,8 @@ from pyinfra.facts.files import File, Sha256File
 
 from stages.nginx_conf import parse_dump
 from stages.ops import (ENV_SCRIPT, CommandSucceeds, ComposeFlavour, ContainerImage, EnvFileDigest,
-                        NginxServerBlocks, RawFile, compose_command, env_line_digest, env_secret_file, secret_file)
+                        NginxServerBlocks, RawFile, TreeState, compose_command, env_line_digest, env_secret_file,
+                        secret_file, synced_tree, tree_state)
 from stages.secrets_env import Secret
 
 SECRET = "s3cret-value"
@@ -260,3 +261,58 @@ def test_env_secret_file_commands_do_what_they_say_on_files(tmp_path):
             subprocess.run(["sh", "-c", line.replace("python3 -c", f"{sys.executable} -c", 1)], check=True)
     assert env.read_text() == f"{HEADER}\nSTT_API_KEYS=new\nHF_TOKEN=hf_on_host\n"
     assert oct(env.stat().st_mode & 0o777) == "0o600"
+
+
+# --- a folder uploaded whole: one command asks about all of it ------------------------------------------------
+def _tree(root):
+    (root / "pkg" / "__pycache__").mkdir(parents=True)
+    (root / "pkg" / "a.py").write_text("print('a')\n")
+    (root / "pkg" / "run.sh").write_text("#!/bin/sh\n")
+    (root / "pkg" / "run.sh").chmod(0o755)
+    (root / "pkg" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"\0")
+    (root / "key.pem").write_text("not uploaded\n")
+    (root / "link").symlink_to("pkg/a.py")
+
+
+def _tree_fact(path) -> dict | None:
+    out = subprocess.run(["sh", "-c", TreeState().command(str(path))], capture_output=True, text=True, check=True)
+    return TreeState().process(out.stdout.splitlines())
+
+
+def test_tree_state_is_what_the_host_reports_for_a_synced_copy(tmp_path):
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    src.mkdir()
+    _tree(src)
+    wanted = tree_state(str(src), exclude=["*.pyc", "*.pem"], exclude_dir=["__pycache__", "*/__pycache__"])
+    assert sorted(wanted) == ["link", "pkg/a.py", "pkg/run.sh"]
+    assert wanted["pkg/run.sh"].startswith("755 ") and wanted["pkg/a.py"].startswith("644 ")
+    assert wanted["link"] == "-> pkg/a.py"
+    # what files.sync leaves on a host: the same files and modes, no excluded ones
+    (dest / "pkg").mkdir(parents=True)
+    for rel in ("pkg/a.py", "pkg/run.sh"):
+        (dest / rel).write_bytes((src / rel).read_bytes())
+        (dest / rel).chmod((src / rel).stat().st_mode & 0o777)
+    (dest / "link").symlink_to("pkg/a.py")
+    assert _tree_fact(dest) == wanted
+    # a changed byte, a changed mode or a stray file is seen
+    (dest / "pkg" / "a.py").write_text("print('b')\n")
+    assert _tree_fact(dest) != wanted
+    (dest / "pkg" / "a.py").write_bytes((src / "pkg" / "a.py").read_bytes())
+    (dest / "pkg" / "run.sh").chmod(0o700)
+    assert _tree_fact(dest)["pkg/run.sh"].startswith("700 ")
+    # a forced mode is what the host must show
+    assert tree_state(str(src), exclude=["*.pyc", "*.pem"], mode="644")["pkg/run.sh"].startswith("644 ")
+    assert _tree_fact(tmp_path / "missing") is None
+
+
+def test_synced_tree_declares_nothing_when_the_host_has_it_all(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    _tree(src)
+    kwargs = dict(exclude=["*.pyc", "*.pem"], exclude_dir=["__pycache__", "*/__pycache__"])
+    on_host = dict(tree_state(str(src), **kwargs))
+    # the running proxy leaves bytecode on the host: excluded files are the host's to keep
+    on_host["pkg/__pycache__/a.cpython-311.pyc"] = "644 00"
+    host = StandInHost({fact(TreeState, on_host, path="/opt/x")[0]: on_host})
+    with ctx_host.use(host):
+        assert synced_tree("Code", str(src), "/opt/x", **kwargs) is None
