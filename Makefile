@@ -28,10 +28,11 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 venv: $(VENV)/.installed
 
 # torch, whisperx and the diarization stack come from the machine's wheelhouse (downloaded once, shared
-# with the image builds); only the small test tools come from the configured index
-$(MLVENV)/.installed: images/whisperx/requirements.lock requirements-ml.lock | wheelhouse
+# with the image builds), installed by uv (from .venv: unpacking 8 GB takes it a third of pip's time, and
+# --no-index reads no index setting); only the small test tools come from the configured index, through pip
+$(MLVENV)/.installed: images/whisperx/requirements.lock requirements-ml.lock | wheelhouse $(VENV)/.installed
 	$(PY) -m venv $(MLVENV)
-	$(MLPY) -m pip install -q --no-index --find-links "$(WHEELHOUSE)" -r images/whisperx/requirements.lock
+	$(VENV)/bin/uv pip install -q --python $(MLPY) --no-index --find-links "$(WHEELHOUSE)" -r images/whisperx/requirements.lock
 	$(MLPY) -m pip install -q -r requirements-ml.lock
 	touch $@
 
