@@ -9,6 +9,8 @@ import os
 
 from pyinfra.operations import apt, files
 
+from stages.signals import changed
+
 
 def source_line(repo: str, keyring: str) -> str:
     """The apt line for a repository as its install guide names it: a flat repository's URL (" /" is added), or
@@ -32,5 +34,5 @@ def signed_source(label: str, repo: str, key: str, keyring: str, source: str) ->
     ops = [files.put(name=f"{label}: repository signing key", src=key, dest=keyring, mode="644"),
            files.put(name=f"{label}: apt source", src=io.StringIO(source_line(repo, keyring)), dest=source,
                      mode="644")]
-    ops.append(apt.update(name=f"apt: read the {label} source", _if=lambda: any(op.did_change() for op in ops[:2])))
+    ops.append(apt.update(name=f"apt: read the {label} source", _if=changed(*ops)))
     return ops

@@ -12,10 +12,11 @@ from pyinfra.api import deploy
 from pyinfra.facts.files import File
 from pyinfra.operations import files, server, systemd
 
+from stages import marker
 from stages.autostart_registry import entry_for, merge_services, registered, remove_services
-from stages.compose_projects import retired_services
 from stages.monitoring_config import targets_file
 from stages.ops import CommandSucceeds, RawFile, synced_tree
+from stages.retired import retired_services
 from stages.settings import REPO, GroupDataError, Platform
 from stages.signals import changed, reload_unit, restart_existing_unit, restart_unit
 
@@ -66,7 +67,7 @@ def autostart_proxy(p: Platform):
     # replaces it (its code in /opt/docker-autostart stays where it is)
     unit_path = f"/etc/systemd/system/{UNIT}.service"
     if host.get_fact(File, path=unit_path) and not host.get_fact(
-            CommandSucceeds, command=f"grep -q 'Managed by whisper-platform' {unit_path}"):
+            CommandSucceeds, command=marker.owned_command(unit_path)):
         backup = f"{p.takeover_backup_dir}/autostart"
         server.shell(name=f"Keep the host's own autostart unit in {backup}",
                      commands=[f"install -d -m 700 {backup}", f"cp -a {unit_path} {backup}/"])

@@ -25,6 +25,7 @@ from stages.ops import CommandSucceeds, ComposeFlavour, ContainerImage, EnvFileD
     env_line_digest, env_secret_file
 from stages.secrets_env import Secret, api_keys
 from stages import link
+from stages.retired import retired_services
 from stages.settings import REPO, Platform, Service
 from stages.signals import changed
 
@@ -116,23 +117,6 @@ def compose_values(svc: Service, p: Platform, worker_name: str = "", relays: int
             "models_dir": p.models_dir, "jobs": jobs_settings(svc, p, worker_name=worker_name, relays=relays),
             "proxy_env_file": proxy_env_file(p), "logs": log_settings(p),
             "speakers_dir": speakers_folder(svc, p) if svc.speaker_store else ""}
-
-
-MARKER = "managed by whisper-platform"   # the compose template's first line
-
-
-def _marker_command(svc: Service) -> str:
-    return f"grep -q {shlex.quote(MARKER)} {shlex.quote(svc.project_dir + '/docker-compose.yml')}"
-
-
-def retired_services(p: Platform) -> list[Service]:
-    """The disabled services this deploy put on the host earlier (their compose file carries our
-    marker), leaving out any that shares its folder, container or vhost with an enabled one."""
-    enabled = {(attr, getattr(svc, attr)) for svc in p.services for attr in ("project_dir", "container", "vhost")}
-    return [svc for svc in p.all_services
-            if not svc.enabled
-            and not any((attr, getattr(svc, attr)) in enabled for attr in ("project_dir", "container", "vhost"))
-            and host.get_fact(CommandSucceeds, command=_marker_command(svc))]
 
 
 def retire_commands(svc: Service, compose: str, containers: dict) -> list[str]:

@@ -37,7 +37,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
 from stages.nginx_txn import nginx_apply
-from stages.ops import CommandSucceeds
+from stages.ops import CommandSucceeds, text_source
 from stages.secrets_env import Secret
 from stages.settings import REPO, Platform
 
@@ -208,7 +208,7 @@ def front_link(p: Platform):
                         user="root", group=p.app_user, mode="750")
     if not workers:
         if p.jobs_enabled:
-            files.put(name="No worker host on the link", src=_text(workers_file_text([])), dest=LINK_WORKERS_FILE,
+            files.put(name="No worker host on the link", src=text_source(workers_file_text([])), dest=LINK_WORKERS_FILE,
                       user="root", group=p.app_user, mode="640")
         if not host.get_fact(CommandSucceeds, command=f"test -e {NGINX_LINK_CONF} -o -e {NGINX_LINK_DIR}"):
             return
@@ -232,7 +232,7 @@ def front_link(p: Platform):
     pinned = sorted((w.name, cert_fingerprint(issue(folder, w.name)[0])) for w in workers)
     tokens = sorted((w.name, token_hash(worker_token(folder, w.name))) for w in workers)
 
-    files.put(name="Worker hosts' token hashes (the link's job interface)", src=_text(workers_file_text(tokens)),
+    files.put(name="Worker hosts' token hashes (the link's job interface)", src=text_source(workers_file_text(tokens)),
               dest=LINK_WORKERS_FILE, user="root", group=p.app_user, mode="640")
     files.directory(name="Link certificates folder", path=NGINX_LINK_DIR, user="root", group="root", mode="700")
     conf = render_conf(link_address=address, link_https_port=p.link_https_port, link_dir=NGINX_LINK_DIR,
@@ -259,7 +259,3 @@ def _txn(p: Platform) -> dict:
     # the link server claims none of the vhosts' names: nothing of another site's to disable
     return {"names": [], "ports": [], "backup_root": p.nginx_backup_dir, "state_dir": p.state_dir}
 
-
-def _text(text: str):
-    import io
-    return io.StringIO(text)

@@ -21,15 +21,14 @@ every listener on 127.0.0.1, and the alert rules of templates/prometheus/ (docs/
 
 from __future__ import annotations
 
-import io
 import shlex
 
 from pyinfra import host
 from pyinfra.api import FactBase, deploy
 from pyinfra.operations import apt, files, server, systemd
 
-from stages import apt_sources, link, monitoring_config as mc
-from stages.ops import CommandSucceeds, RawFile, secret_file, synced_tree, text_file
+from stages import apt_sources, link, marker, monitoring_config as mc
+from stages.ops import CommandSucceeds, RawFile, secret_file, synced_tree, text_file, text_source
 from stages.settings import REPO, GroupDataError, Platform
 from stages.signals import changed, reload_unit, restart_unit
 
@@ -59,17 +58,17 @@ class PrometheusSetup(FactBase):
         return f"d={shlex.quote(defaults)}\n" + r"""
 if dpkg-query -W -f='${Status}' prometheus 2>/dev/null | grep -q 'install ok installed'; then echo installed=yes; else echo installed=no; fi
 if [ ! -f $d ]; then echo defaults=absent
-elif grep -q 'whisper-platform' $d; then echo defaults=ours
+elif cat $d | @OURS@; then echo defaults=ours
 elif [ -z "$(grep -v '^[[:space:]]*#' $d | grep -v '^[[:space:]]*$' | grep -v '^ARGS=""$')" ]; then echo defaults=debian
 else echo defaults=host; fi
 conf=$( [ -f $d ] && sed -n 's/.*--config\.file[= ]\([^ "]*\).*/\1/p' $d | head -1 )
 conf=${conf:-/etc/prometheus/prometheus.yml}
 echo config=$conf
 if [ ! -f "$conf" ]; then echo config_state=absent
-elif head -1 "$conf" | grep -q 'Managed by pyinfra (whisper-platform)'; then echo config_state=ours
+elif head -1 "$conf" | @OURS@; then echo config_state=ours
 elif [ "$(dpkg-query -W -f='${Conffiles}' prometheus 2>/dev/null | awk -v f="$conf" '$1==f {print $2}')" = "$(md5sum < "$conf" | cut -d' ' -f1)" ]; then echo config_state=debian
 else echo config_state=host; fi
-"""
+""".replace("@OURS@", marker.grep())
 
     def process(self, output):
         values = dict(line.split("=", 1) for line in output if "=" in line)
@@ -102,9 +101,6 @@ def watched_mounts(p: Platform, mount_of) -> list[tuple[str, str]]:
         out.setdefault(mount_of(path), []).append(path)
     return [(mount, ", ".join(held)) for mount, held in out.items()]
 
-
-def _text(text: str) -> io.StringIO:
-    return io.StringIO(text)
 
 
 @deploy("Monitoring: Prometheus, Alertmanager, exporters")
@@ -244,11 +240,11 @@ def grafana(p: Platform):
     source = apt_sources.signed_source("Grafana", p.grafana_apt_repo, p.grafana_apt_key.strip(), GRAFANA_KEYRING,
                                        GRAFANA_SOURCE)
     dropin = files.put(name="Grafana: loopback, under /grafana/, read-only viewers, no calls home",
-                       src=_text(mc.render_grafana_dropin(p)), dest=GRAFANA_DROPIN, mode="644")
+                       src=text_source(mc.render_grafana_dropin(p)), dest=GRAFANA_DROPIN, mode="644")
     provisioning = [
-        files.put(name="Grafana: our Prometheus as a data source", src=_text(mc.render_grafana_datasource(p)),
+        files.put(name="Grafana: our Prometheus as a data source", src=text_source(mc.render_grafana_datasource(p)),
                   dest="/etc/grafana/provisioning/datasources/whisper-platform.yaml", mode="644"),
-        files.put(name="Grafana: the dashboards folder", src=_text(mc.render_grafana_dashboards()),
+        files.put(name="Grafana: the dashboards folder", src=text_source(mc.render_grafana_dashboards()),
                   dest="/etc/grafana/provisioning/dashboards/whisper-platform.yaml", mode="644"),
         synced_tree("Grafana: the dashboards (dashboards/*.json)", str(REPO / "dashboards"), mc.GRAFANA_DASHBOARDS,
                     exclude=["*.md"]),
@@ -271,7 +267,7 @@ class ForeignDefaults(FactBase):
 
     def command(self, paths):
         quoted = " ".join(shlex.quote(p) for p in paths)
-        return (f"for f in {quoted}; do if [ -f \"$f\" ] && ! grep -q whisper-platform \"$f\" && "
+        return (f"for f in {quoted}; do if [ -f \"$f\" ] && ! cat \"$f\" | {marker.grep()} && "
                 "grep -v '^[[:space:]]*#' \"$f\" | grep -v '^[[:space:]]*$' | grep -qv '^ARGS=\"\"$'; "
                 "then echo \"$f\"; fi; done")
 
@@ -294,7 +290,7 @@ def _extend_host_config(p: Platform, setup: dict, scrape_jobs: str):
     host.log(f"Will add (or update) our marked blocks in the host's {path}; a copy stays in "
              f"{p.takeover_backup_dir}/monitoring/")
     candidate = f"{path}.whisper-platform.new"
-    files.put(name=f"Candidate {candidate}", src=_text(wanted), dest=candidate, mode="644")
+    files.put(name=f"Candidate {candidate}", src=text_source(wanted), dest=candidate, mode="644")
     q = shlex.quote
     return server.shell(name=f"promtool check config, then our blocks into {path}", commands=[
         f"install -d -m 700 {p.takeover_backup_dir}/monitoring",
@@ -318,7 +314,7 @@ def remove_monitoring(p: Platform):
         current = host.get_fact(RawFile, path=setup["config"]) or ""
         cleaned = mc.remove_blocks(current)
         if cleaned != current:
-            put = files.put(name=f"Our blocks out of the host's {setup['config']}", src=_text(cleaned),
+            put = files.put(name=f"Our blocks out of the host's {setup['config']}", src=text_source(cleaned),
                             dest=setup["config"])
             reload_unit("prometheus", changed(put), "our scrape jobs and rules left")
     for package in PACKAGES + [REDIS_EXPORTER]:
@@ -340,11 +336,11 @@ def remove_monitoring(p: Platform):
 
 def _running_ours(package: str):
     """An `_if=`: the unit runs with our command line."""
-    running = host.get_fact(CommandSucceeds, command=(f"systemctl is-active --quiet {package} && "
-                                                      f"grep -q 'whisper-platform' {DEFAULTS}/{package}"))
+    running = host.get_fact(CommandSucceeds, command=f"systemctl is-active --quiet {package} && "
+                                                     + marker.owned_command(f"{DEFAULTS}/{package}"))
     return lambda: running
 
 
 def _ours(path: str):
-    present = host.get_fact(CommandSucceeds, command=f"grep -q 'whisper-platform' {path}")
+    present = host.get_fact(CommandSucceeds, command=marker.owned_command(path))
     return lambda: present

@@ -21,6 +21,11 @@ from stages.secrets_env import Secret
 
 
 # --- facts ----------------------------------------------------------------------------------
+def text_source(text: str) -> io.StringIO:
+    """Rendered text as the file-like object files.put takes."""
+    return io.StringIO(text)
+
+
 class CommandSucceeds(FactBase):
     """True when the shell command exits 0 (its output is discarded)."""
 

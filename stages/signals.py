@@ -25,6 +25,9 @@ Who restarts what:
   (/etc/default/<package>) or its own settings changed (blackbox's probes, the Redis exporter's password, drop-in
   or queue script); Prometheus and Alertmanager only reload (SIGHUP) for a change of their rules or config alone;
   a host's own Prometheus reloads after `promtool check config` accepted our blocks in its config.
+- a worker host's workers (stages.workers): `compose up` when their compose file, .env or link credentials
+  changed, or when they are not running (`changed_or_stopped`); Docker is started once, after its installation.
+- an apt source of ours (stages.apt_sources): `apt update` when its key or source line changed.
 - a retired service (enabled False, deployed here before): `compose down` once, only while a container
   of it is left (stages.compose_projects.retire_services); the proxy reloads for it only when its
   config.json entry was cut out (the rule above).
@@ -46,6 +49,16 @@ def changed(*ops, unless=()) -> Callable[[], bool]:
         if any(op.did_change() for op in unless if op is not None):
             return False
         return any(op.did_change() for op in ops if op is not None)
+    return check
+
+
+def changed_or_stopped(running: dict | None, *ops) -> Callable[[], bool]:
+    """An `_if=` callable for containers started by `compose up`: True when they were not running before the
+    run (`running`: a ContainerImage fact, None when there is no such container) or any of `ops` changed."""
+    when_changed = changed(*ops)
+
+    def check() -> bool:
+        return not (running and running["running"]) or when_changed()
     return check
 
 

@@ -9,7 +9,6 @@ vhost files (ours only: they carry our marker) are removed in the first step; it
 
 from __future__ import annotations
 
-import io
 import re
 import shlex
 from types import SimpleNamespace
@@ -21,11 +20,12 @@ from pyinfra.api import deploy
 from pyinfra.facts.files import Link
 from pyinfra.operations import files, server
 
-from stages.compose_projects import retired_services
+from stages import marker
 from stages.identity import PROXY_KEY_CONF
 from stages.nginx_txn import nginx_apply
-from stages.ops import CommandSucceeds, htpasswd_user
+from stages.ops import CommandSucceeds, htpasswd_user, text_source
 from stages.restoring import certificate_valid_for, restored, restored_htpasswd
+from stages.retired import retired_services
 from stages.secrets_env import SAFE_KEY, Secret, UnsafeSecret, api_keys
 from stages.settings import REPO, Platform, Service
 
@@ -148,10 +148,6 @@ def nginx_files(p: Platform, secrets: dict, with_https: bool) -> list[dict]:
     return out + monitoring_files(p, with_https)
 
 
-# the first line every vhost we write carries (templates/nginx/vhost-*.conf.j2)
-VHOST_MARKER = "Managed by pyinfra"
-
-
 def retired_vhost_files(svc: Service, owned: Callable[[str], bool], link_target: Callable[[str], str | None]) -> list[dict]:
     """nginx_apply's "absent" items for a retired service's vhosts: only the files we wrote
     (`owned(path)`: the file holds our marker) and the sites-enabled links pointing at them."""
@@ -169,7 +165,8 @@ def retired_vhost_files(svc: Service, owned: Callable[[str], bool], link_target:
 
 def _retired_files(p: Platform) -> list[dict]:
     out = []
-    owned = lambda path: host.get_fact(CommandSucceeds, command=f"grep -qs {shlex.quote(VHOST_MARKER)} {shlex.quote(path)}")  # noqa: E731
+    # named after one of our vhosts, so the first versions' generic "Managed by pyinfra" counts here too
+    owned = lambda path: host.get_fact(CommandSucceeds, command=marker.owned_command(path, generic=True))  # noqa: E731
     link_target = lambda path: (host.get_fact(Link, path=path) or {}).get("link_target")  # noqa: E731
     for svc in retired_services(p):
         out += retired_vhost_files(svc, owned=owned, link_target=link_target)
@@ -191,10 +188,6 @@ def _nginx(name: str, p: Platform, secrets: dict, with_https: bool, retire: bool
         state_dir=p.state_dir,
     )
 
-
-def _text(text: str) -> io.StringIO:
-    """files.put takes a file-like object for rendered text."""
-    return io.StringIO(text)
 
 
 def _cert_present(cert: str) -> bool:
@@ -260,7 +253,7 @@ def certificates(p: Platform):
     if p.tls_mode == "letsencrypt":
         files.put(
             name="certbot renewal hook: reload nginx",
-            src=_text("#!/bin/sh\n# whisper-platform: reload nginx after a renewal\nnginx -t && systemctl reload nginx\n"),
+            src=text_source("#!/bin/sh\n# whisper-platform: reload nginx after a renewal\nnginx -t && systemctl reload nginx\n"),
             dest="/etc/letsencrypt/renewal-hooks/deploy/whisper-platform-reload-nginx.sh", mode="755",
         )
 

@@ -21,8 +21,9 @@ from pyinfra.operations import apt, files, server, systemd
 from stages import link
 from stages.compose_projects import body_limit_mb, log_settings
 from stages.images import image_tag
-from stages.ops import ComposeFlavour, ContainerImage, compose_command, secret_file
+from stages.ops import ComposeFlavour, ContainerImage, compose_command, secret_file, text_source
 from stages.secrets_env import Secret
+from stages.signals import changed, changed_or_stopped
 from stages.settings import (REPO, DEVICES, GroupDataError, Platform, _abs_path, _choice, _compute_type, _model,
                              _positive, _type)
 
@@ -96,7 +97,7 @@ def worker_packages(p: Platform):
     install = apt.packages(name="Install Docker", packages=packages, update=True, cache_time=24 * 3600,
                            no_recommends=True, _env={"DEBIAN_FRONTEND": "noninteractive"})
     server.shell(name="Start Docker after its installation", commands=["systemctl enable --now docker"],
-                 _if=install.did_change)
+                 _if=changed(install))
     systemd.service(name="Docker running and enabled", service="docker", running=True, enabled=True)
     files.directory(name="State folder", path=p.state_dir, mode="755")
 
@@ -115,9 +116,9 @@ def worker_projects(p: Platform, w: WorkerHost):
     files.directory(name="Link credentials folder", path=w.link_dir, user="root", group=p.app_user,
                     mode="750")
     creds = [
-        files.put(name="Link CA certificate", src=link._text(ca_cert.public_bytes(serialization.Encoding.PEM).decode()),
+        files.put(name="Link CA certificate", src=text_source(ca_cert.public_bytes(serialization.Encoding.PEM).decode()),
                   dest=f"{w.link_dir}/ca.crt", mode="644"),
-        files.put(name="This worker host's link certificate", src=link._text(cert),
+        files.put(name="This worker host's link certificate", src=text_source(cert),
                   dest=f"{w.link_dir}/worker.crt", mode="644"),
         secret_file(name="This worker host's link key (secret)", path=f"{w.link_dir}/worker.key",
                     content=key, staging_dir=staging, mode="640", user="root", group=p.app_user),
@@ -140,11 +141,9 @@ def worker_projects(p: Platform, w: WorkerHost):
             link_https_port=int(front.data.link_https_port), worker_name=host.name, jobs=jobs,
             body_limit_mb=body_limit_mb(p.body_limit), logs=log_settings(p))
         running = host.get_fact(ContainerImage, container=f"{svc.container}-worker-1")
-        changed = [env, compose_file, *creds]
         server.shell(name=f"{svc.key}: (re)start the workers",
                      commands=[f"cd {q} && {compose} up -d --remove-orphans"],
-                     _if=lambda changed=changed, running=running: not (running and running["running"])
-                     or any(op.did_change() for op in changed))
+                     _if=changed_or_stopped(running, env, compose_file, *creds))
     # a service no longer in worker_services: its workers stop
     for entry in p.all_services:
         if entry in p.services:

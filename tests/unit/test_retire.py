@@ -15,9 +15,11 @@ from pyinfra.context import ctx_host, ctx_state
 from pyinfra.facts.files import File, Link, Sha256File
 
 from stages.autostart_registry import entry_for, merge_services, registered, remove_services
-from stages.compose_projects import retire_commands, retired_services
+from stages import marker
+from stages.compose_projects import retire_commands
 from stages.nginx_txn import nginx_apply
 from stages.ops import CommandSucceeds, NginxServerBlocks
+from stages.retired import retired_services
 from stages.settings import Platform, read_group_data
 from stages.web import retired_vhost_files
 
@@ -25,8 +27,8 @@ from test_autostart_config_merge import FOREIGN
 from test_deploy_facts_ops import StandInHost, fact, run_op
 
 OFF = {"whisperx": {"enabled": False}}
-MARKER_WX = "grep -q 'managed by whisper-platform' /opt/whisperx/docker-compose.yml"
-MARKER_FASTER = "grep -q 'managed by whisper-platform' /opt/whisper-faster/docker-compose.yml"
+MARKER_WX = marker.owned_command("/opt/whisperx/docker-compose.yml")
+MARKER_FASTER = marker.owned_command("/opt/whisper-faster/docker-compose.yml")
 
 
 def platform(**over) -> Platform:
