@@ -8,11 +8,11 @@ from pyinfra import host
 
 from stages import (autostart, backup, compose_projects, gpu, identity, images, link, model_store, monitoring,
                     packages, redis, secrets_env, sweep, web, workers)
-from stages.settings import Platform
+from stages.settings import Platform, WorkerHost
 
 if "workers" in host.groups:
     # a worker host: Docker, its services' images and models, RQ workers on the link to the front
-    worker = workers.WorkerHost.from_group_data(host.data)
+    worker = WorkerHost.from_group_data(host.data)
     platform = Platform.from_group_data(host.data, service_overrides_extra=worker.service_overrides(host.data))
     workers.worker_packages(platform)
     gpu.nvidia_runtime(platform)   # a cuda worker host: the NVIDIA runtime

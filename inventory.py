@@ -51,7 +51,7 @@ if os.environ.get("SANDBOX_SERVICES"):
 
 # worker hosts (stages/workers.py): extra machines that run jobs for the front host. Each one's knobs
 # (worker_services, worker_model, worker_device, worker_concurrency, ...) go in its host data here, defaults in
-# group_data/workers.py. The front (the production or sandbox host) reaches them over the link: set its
+# stages/settings.py's WorkerHost. The front (the production or sandbox host) reaches them over the link: set its
 # `link_address` (an address of the front that the workers reach, e.g. its private network address).
 #   _production_workers = [("gpu1", {"ssh_hostname": "10.0.0.12", "worker_device": "cuda"})]
 _production_workers = []

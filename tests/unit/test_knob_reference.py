@@ -1,15 +1,15 @@
-"""docs/knobs.md, the operator's knob reference, against the knobs the deploy declares.
+"""docs/knobs.md, the operator's knob reference, against the one declaration of each knob.
 
-A knob is declared in stages/settings.py (a host-wide knob: its check in `_KNOBS` and its `Platform` field; a
-service entry's key: a `Service` field) or read by `stages.workers.WorkerHost` (a worker host's knob), with its
-default in group_data. The reference must name each of them, name nothing else, and show group_data's default.
+A host-wide knob is a field of `stages.settings.Platform` and a worker host's knob one of `WorkerHost`, each declared
+once with its default, check and doc line (`knob(...)`); a service entry's key is a `Service` field, its values in
+group_data/all.py's `services`. The reference must name each of them, name nothing else, and show each declared
+knob's default and doc line as declared.
 """
 
 from __future__ import annotations
 
 import ast
 import dataclasses
-import inspect
 import re
 import runpy
 from pathlib import Path
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from stages import settings
-from stages.settings import Platform, Service, read_group_data
+from stages.settings import Platform, Service, WorkerHost
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "knobs.md"
@@ -40,27 +40,29 @@ def documented() -> dict[str, list[str]]:
     return rows
 
 
-def worker_knobs() -> set[str]:
-    """The knobs WorkerHost.from_group_data reads (`get("worker_...")`)."""
-    from stages.workers import WorkerHost   # imports pyinfra's deploy API: only where needed
-
-    return set(re.findall(r'get\("(worker_[a-z_]+)"\)', inspect.getsource(WorkerHost.from_group_data)))
+def knobs() -> dict[str, dataclasses.Field]:
+    """Every declared knob (host-wide and worker host) by its group_data name."""
+    return {**settings._declared(Platform), **settings._declared(WorkerHost)}
 
 
 def declared() -> set[str]:
     service_keys = {f.name for f in dataclasses.fields(Service)} - {"vhost", "sources"}   # as from_entry's known
-    return set(settings._KNOBS) | SERVICE_LAYERS | service_keys | worker_knobs()
+    return set(knobs()) | SERVICE_LAYERS | service_keys
 
 
-def test_the_declarations_agree_with_each_other_and_group_data():
-    """Each host-wide knob has both its check and its Platform field, and its default in group_data/all.py;
-    each worker host knob its default in group_data/workers.py."""
+def test_every_field_is_a_declared_knob_and_group_files_set_only_knobs():
+    """Platform's fields are its services and its knobs; all.py holds the service entries and no knob's default
+    (those live in the declaration); a group file sets only declared knobs and the service layers."""
     fields = {f.name for f in dataclasses.fields(Platform)} - {"services", "all_services"}
-    assert fields == set(settings._KNOBS)
-    all_py = set(read_group_data())
-    assert set(settings._KNOBS) | SERVICE_LAYERS == all_py
-    workers_py = {k for k in runpy.run_path(str(REPO / "group_data" / "workers.py")) if not k.startswith("_")}
-    assert worker_knobs() == workers_py
+    assert fields == set(settings.KNOBS) and {f.name for f in dataclasses.fields(WorkerHost)} == \
+        {name.removeprefix("worker_") for name in settings._declared(WorkerHost)}
+    for f in knobs().values():
+        assert callable(f.metadata["check"]) and f.metadata["doc"], f.name
+    group = lambda name: {k for k in runpy.run_path(str(REPO / "group_data" / f"{name}.py"))   # noqa: E731
+                          if not k.startswith("_") and k not in ("os", "sys", "Path")}
+    assert group("all") == SERVICE_LAYERS
+    for name in ("production", "sandbox", "brownfield", "workers"):
+        assert group(name) <= set(knobs()) | SERVICE_LAYERS, name
 
 
 def test_every_declared_knob_is_documented_and_no_documented_knob_is_missing():
@@ -75,13 +77,16 @@ def _default_cell(rows, name):
     return ast.literal_eval(m[1]) if m else None
 
 
-@pytest.mark.parametrize("group", ["all", "workers"])
-def test_the_defaults_shown_are_group_datas(group):
+@pytest.mark.parametrize("name", sorted(knobs()))
+def test_each_knobs_row_shows_its_declared_default_and_doc(name):
     rows = documented()
-    values = read_group_data() if group == "all" else read_group_data("workers")
-    names = set(settings._KNOBS) | SERVICE_LAYERS if group == "all" else worker_knobs()
-    shown = {name: _default_cell(rows, name) for name in names if name in rows}
-    checked = {name: value for name, value in shown.items() if value is not None}
-    assert len(checked) >= len(names) - 2   # every knob but `services` shows its default
-    wrong = {name: (value, values[name]) for name, value in checked.items() if value != values[name]}
-    assert wrong == {}, "docs/knobs.md shows a default that is not group_data's (name: (shown, group_data))"
+    f = knobs()[name]
+    assert len(rows[name]) == 2, f"docs/knobs.md: {name}'s row is not | knob | default | what |"
+    assert _default_cell(rows, name) == f.metadata["default"], "docs/knobs.md shows another default"
+    assert rows[name][1] == f.metadata["doc"], "docs/knobs.md's line differs from the declaration's doc"
+
+
+def test_the_checks_take_their_own_defaults():
+    """Every declared default passes its own check (a default the deploy would refuse cannot be declared)."""
+    for name, f in knobs().items():
+        f.metadata["check"](name, f.metadata["default"])
