@@ -26,14 +26,14 @@ else:
     # their throwaway values from .sandbox/.
     platform = Platform.from_group_data(host.data)
     if "brownfield" in host.groups:
-        secrets = secrets_env.load(sandbox=secrets_env.BROWNFIELD_SECRETS)
+        env_secrets = secrets_env.load(sandbox=secrets_env.BROWNFIELD_SECRETS)
     else:
-        secrets = secrets_env.load(sandbox="sandbox" in host.groups)
+        env_secrets = secrets_env.load(sandbox="sandbox" in host.groups)
 
     # restore_from (a fresh host from a backup): the archive checked, its secrets put back before any stage
     # below would generate one
-    backup.restore(platform, secrets)
-    compose_projects.ensure_api_key(secrets, platform)    # the services refuse to run without one
+    backup.restore(platform, env_secrets)
+    compose_projects.ensure_api_key(env_secrets, platform)    # the services refuse to run without one
 
     packages.install_packages(platform)
     gpu.nvidia_runtime(platform)   # hosts with a cuda service only: zero operations elsewhere
@@ -44,15 +44,15 @@ else:
     backup.restore_redis(platform)   # a restore: the backup's Redis snapshot, once Redis runs
     link.front_link(platform)   # the worker hosts' job interface (nginx on the link); nothing without any
     identity.proxy_key(platform)   # before the compose files and nginx's auth map that read it
-    compose_projects.compose_projects(platform, secrets)
+    compose_projects.compose_projects(platform, env_secrets)
     sweep.sweep_timer(platform)   # expired job files go on time, also while a service is stopped
-    web.nginx_base(platform, secrets)
+    web.nginx_base(platform, env_secrets)
     web.certificates(platform)
-    web.nginx_vhosts(platform, secrets)
+    web.nginx_vhosts(platform, env_secrets)
     autostart.autostart_proxy(platform)
-    monitoring.monitoring(platform, secrets)   # Prometheus, Alertmanager, exporters (monitoring_enabled False: removed)
+    monitoring.monitoring(platform, env_secrets)   # Prometheus, Alertmanager, exporters (monitoring_enabled False: removed)
     # services turned off (enabled False) that an earlier run put here: containers down, last, once
     # nginx and the proxy no longer route to them (image, .env and models kept)
     compose_projects.retire_services(platform)
-    backup.backups(platform, secrets)   # the backup timer (backup_recipients)
+    backup.backups(platform, env_secrets)   # the backup timer (backup_recipients)
     backup.resume_jobs(platform)   # a restore: services with waiting jobs started, the restore marked complete

@@ -116,7 +116,7 @@ def upload_bytes(path: str, data: bytes, mode: str = "600", note: str = ""):
 
 # --- backups on the host ------------------------------------------------------------------------------------
 @deploy("Backups: encrypted, on a timer")
-def backups(p: Platform, secrets: dict):
+def backups(p: Platform, env_secrets: dict):
     timer_path = f"/etc/systemd/system/{UNIT}.timer"
     if not p.backup_recipients:
         if host.get_fact(File, path=timer_path):
@@ -132,7 +132,7 @@ def backups(p: Platform, secrets: dict):
         files.directory(name=f"Backup folder {folder} (root only)", path=folder, mode="700")
     files.put(name="Backup recipients (the operator's age public keys)",
               src=io.StringIO("".join(f"{key}\n" for key in p.backup_recipients)), dest=RECIPIENTS, mode="644")
-    user = secrets["WHISPER_BASIC_AUTH_USER"].reveal()
+    user = env_secrets["WHISPER_BASIC_AUTH_USER"].reveal()
     secret_file(name="Backup settings (names the basic-auth user: root-only)", path=CONFIG,
                 content=Secret(json.dumps(host_config(p, user, host.name), indent=1, sort_keys=True) + "\n"),
                 staging_dir=f"{p.state_dir}/staging")
@@ -212,7 +212,7 @@ def _state_files(p: Platform) -> list[str]:
 
 
 @deploy("Restore from a backup")
-def restore(p: Platform, secrets: dict):
+def restore(p: Platform, env_secrets: dict):
     """Check the archive, then put every secret back before any stage would generate one (see the module doc)."""
     if not p.restore_from:
         return
@@ -238,7 +238,7 @@ def restore(p: Platform, secrets: dict):
     checked = open_archive(p.restore_from, p.restore_identity, p.domain)
     manifest = checked.manifest
     done = marker or {}
-    notes = _secrets_from(checked, p, secrets)
+    notes = _secrets_from(checked, p, env_secrets)
     notes += _link_pki_from(checked, p)
     notes += _certificates_from(checked, p)
 
@@ -275,31 +275,31 @@ def restore(p: Platform, secrets: dict):
                  "off) nor in model_uploads: upload them, or let the services download them")
 
 
-def _secrets_from(checked: CheckedArchive, p: Platform, secrets: dict) -> list[str]:
+def _secrets_from(checked: CheckedArchive, p: Platform, env_secrets: dict) -> list[str]:
     """The archive's API keys and HF token as this run's values where the environment has none."""
     envs = [checked.env(name[len("secrets/env/"):-len(".env")])
             for name in sorted(checked.small) if name.startswith("secrets/env/")]
     notes = []
     keys = next((env["STT_API_KEYS"] for env in envs if env.get("STT_API_KEYS")), None)
-    if keys and secrets.get("WHISPER_API_KEY") is None:
-        secrets["WHISPER_API_KEY"] = Secret(keys)
+    if keys and env_secrets.get("WHISPER_API_KEY") is None:
+        env_secrets["WHISPER_API_KEY"] = Secret(keys)
         notes.append("the API keys")
     token = next((env["HF_TOKEN"] for env in envs if "HF_TOKEN" in env), None)
-    if token is not None and secrets.get("HF_TOKEN") is None:
-        secrets["HF_TOKEN"] = Secret(token)
+    if token is not None and env_secrets.get("HF_TOKEN") is None:
+        env_secrets["HF_TOKEN"] = Secret(token)
         notes.append("the HF token" if token else "an empty HF token")
     # the file as Alertmanager reads it; a line end an operator's editor added is not part of the password
     smtp = checked.small.get("secrets/files/smtp-password", b"").decode("utf-8", "surrogateescape").rstrip("\r\n")
-    if smtp and secrets.get("WHISPER_SMTP_PASSWORD") is None:
-        secrets["WHISPER_SMTP_PASSWORD"] = Secret(smtp)
+    if smtp and env_secrets.get("WHISPER_SMTP_PASSWORD") is None:
+        env_secrets["WHISPER_SMTP_PASSWORD"] = Secret(smtp)
         notes.append("the alert e-mails' SMTP password")
     try:
-        validate(secrets)
+        validate(env_secrets)
     except ValueError as exc:
         raise RestoreRefused(f"a secret in the archive is unusable: {exc}") from None
     line = checked.small.get("secrets/htpasswd", b"").decode("utf-8", "surrogateescape").strip()
-    user = secrets["WHISPER_BASIC_AUTH_USER"].reveal()
-    if line.startswith(user + ":") and secrets.get("WHISPER_BASIC_AUTH_PASSWORD") is None:
+    user = env_secrets["WHISPER_BASIC_AUTH_USER"].reveal()
+    if line.startswith(user + ":") and env_secrets.get("WHISPER_BASIC_AUTH_PASSWORD") is None:
         restoring.will_restore_htpasswd(p.htpasswd_file, user, Secret(line))
         notes.append(f"{user}'s basic-auth line")
     return notes

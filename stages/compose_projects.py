@@ -12,6 +12,7 @@ models stay: turning it back on is one deploy and loses nothing. A disabled serv
 deployed here, or a hand-made project in its folder, is left alone.
 """
 
+import secrets
 import shlex
 
 from pyinfra import host
@@ -47,36 +48,35 @@ def host_has_api_key(digests) -> bool:
     return any(name == "STT_API_KEYS" and digest != empty for name, digest in digests or [])
 
 
-def ensure_api_key(secrets: dict, p: Platform) -> None:
+def ensure_api_key(env_secrets: dict, p: Platform) -> None:
     """The services refuse to run without a key: when WHISPER_API_KEY is absent and the host holds none
     yet (a first deploy), generate one. It goes into the services' .env and nginx's auth map (nginx adds it
     for basic-auth users) and stays on the host; later runs without WHISPER_API_KEY keep it."""
-    if api_keys(secrets) is not None:
+    if api_keys(env_secrets) is not None:
         return
     first = p.services[0]
     if host_has_api_key(host.get_fact(EnvFileDigest, path=f"{first.project_dir}/.env")):
         return
-    import secrets as random
-    secrets["WHISPER_API_KEY"] = Secret("sk-" + random.token_urlsafe(32))
+    env_secrets["WHISPER_API_KEY"] = Secret("sk-" + secrets.token_urlsafe(32))
     host.log(f"WHISPER_API_KEY not given and none on the host: generated one (root-only, never printed: "
              f"STT_API_KEYS in {first.project_dir}/.env)")
 
 
-def env_values(svc: Service, secrets: dict) -> dict[str, Secret | None]:
+def env_values(svc: Service, env_secrets: dict) -> dict[str, Secret | None]:
     """NAME -> value for the service's .env, in order; None keeps the host's value (the variable
     was absent from the deploy's environment)."""
-    keys = api_keys(secrets)
+    keys = api_keys(env_secrets)
     values = {
         "STT_API_KEYS": None if keys is None else Secret(",".join(keys)),
-        "HF_TOKEN": secrets.get("HF_TOKEN"),
+        "HF_TOKEN": env_secrets.get("HF_TOKEN"),
     }
     return {name: values[name] for name in svc.secrets}
 
 
-def env_file(svc: Service, secrets: dict) -> Secret:
+def env_file(svc: Service, env_secrets: dict) -> Secret:
     """The .env text when every value is given (None values are written empty)."""
     lines = [ENV_HEADER]
-    lines += [f"{name}={value.reveal() if value is not None else ''}" for name, value in env_values(svc, secrets).items()]
+    lines += [f"{name}={value.reveal() if value is not None else ''}" for name, value in env_values(svc, env_secrets).items()]
     return Secret("\n".join(lines) + "\n")
 
 
@@ -141,7 +141,7 @@ def is_ours(image: str, svc: Service) -> bool:
 
 
 @deploy("Compose projects and secrets")
-def compose_projects(p: Platform, secrets: dict[str, Secret]):
+def compose_projects(p: Platform, env_secrets: dict[str, Secret]):
     # the packages stage installs Compose where the host has none; the fact says which one it is
     compose = compose_command(host.get_fact(ComposeFlavour))
     for svc in p.services:
@@ -167,7 +167,7 @@ def compose_projects(p: Platform, secrets: dict[str, Secret]):
             name=f"{svc.key}: .env (secrets; absent variables keep the host's values)",
             path=f"{project}/.env",
             header=ENV_HEADER,
-            values=env_values(svc, secrets),
+            values=env_values(svc, env_secrets),
             staging_dir=f"{p.state_dir}/staging",
         )
         compose_file = files.template(

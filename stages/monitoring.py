@@ -104,7 +104,7 @@ def watched_mounts(p: Platform, mount_of) -> list[tuple[str, str]]:
 
 
 @deploy("Monitoring: Prometheus, Alertmanager, exporters")
-def monitoring(p: Platform, secrets: dict):
+def monitoring(p: Platform, env_secrets: dict):
     if not p.monitoring_enabled:
         remove_monitoring(p)
         return
@@ -189,7 +189,7 @@ def monitoring(p: Platform, secrets: dict):
                            _env={"DEBIAN_FRONTEND": "noninteractive"})
 
     smtp = None
-    password = secrets.get("WHISPER_SMTP_PASSWORD")
+    password = env_secrets.get("WHISPER_SMTP_PASSWORD")
     if password is not None:
         smtp = secret_file(name="SMTP password for the alert e-mails", path=mc.SMTP_PASSWORD_FILE, content=password,
                            staging_dir=f"{p.state_dir}/staging", mode="640", group="prometheus")

@@ -130,8 +130,8 @@ def validate(values: dict[str, Secret | None]) -> None:
             raise UnsafeSecret(f"{name} may not hold spaces, quotes, $, ` or \\; nothing was changed on the host")
 
 
-def api_keys(secrets: dict[str, Secret | None]) -> list[str] | None:
+def api_keys(env_secrets: dict[str, Secret | None]) -> list[str] | None:
     """Our API keys; None when WHISPER_API_KEY is absent (the host's keys are kept)."""
-    if secrets.get("WHISPER_API_KEY") is None:
+    if env_secrets.get("WHISPER_API_KEY") is None:
         return None
-    return [k.strip() for k in secrets["WHISPER_API_KEY"].reveal().split(",") if k.strip()]
+    return [k.strip() for k in env_secrets["WHISPER_API_KEY"].reveal().split(",") if k.strip()]

@@ -127,9 +127,9 @@ def monitoring_files(p: Platform, with_https: bool) -> list[dict]:
     return out
 
 
-def nginx_files(p: Platform, secrets: dict, with_https: bool) -> list[dict]:
+def nginx_files(p: Platform, env_secrets: dict, with_https: bool) -> list[dict]:
     """Every nginx file we own, as nginx_apply takes them."""
-    keys = api_keys(secrets)
+    keys = api_keys(env_secrets)
     out = [
         {"path": f"{NGINX}/conf.d/whisper-platform.conf", "content": render_shared(p), "mode": "644"},
         {"path": f"{NGINX}/snippets/whisper-platform-tls.conf", "content": render_tls_params(), "mode": "644"},
@@ -177,11 +177,11 @@ def _retired_files(p: Platform) -> list[dict]:
     return out
 
 
-def _nginx(name: str, p: Platform, secrets: dict, with_https: bool, retire: bool = False):
+def _nginx(name: str, p: Platform, env_secrets: dict, with_https: bool, retire: bool = False):
     ports = [p.http_listen_port] + ([p.https_listen_port] if with_https else [])
     nginx_apply(
         name=name,
-        files=nginx_files(p, secrets, with_https) + (_retired_files(p) if retire else []),
+        files=nginx_files(p, env_secrets, with_https) + (_retired_files(p) if retire else []),
         names=[site.vhost for site in sites(p)],
         ports=ports,
         backup_root=p.nginx_backup_dir,
@@ -208,12 +208,12 @@ def _certificates_present(p: Platform) -> bool:
 
 
 @deploy("nginx: shared settings, auth, port-80 vhosts")
-def nginx_base(p: Platform, secrets: dict):
+def nginx_base(p: Platform, env_secrets: dict):
     # basic auth: our user's line in the shared htpasswd, every other line untouched
-    user = secrets["WHISPER_BASIC_AUTH_USER"].reveal()
+    user = env_secrets["WHISPER_BASIC_AUTH_USER"].reveal()
     htpasswd_user(
         name=f"basic-auth user in {p.htpasswd_file}",
-        path=p.htpasswd_file, user=user, password=secrets["WHISPER_BASIC_AUTH_PASSWORD"],
+        path=p.htpasswd_file, user=user, password=env_secrets["WHISPER_BASIC_AUTH_PASSWORD"],
         staging_dir=f"{p.state_dir}/staging", restored_line=restored_htpasswd(p.htpasswd_file, user),
     )
     files.directory(name="ACME webroot", path=p.acme_webroot, mode="755")
@@ -221,7 +221,7 @@ def nginx_base(p: Platform, secrets: dict):
     # the hand-made blocks they replace are disabled in the same step, with no gap in between
     # a retired service's vhosts (services[...].enabled False) leave in the same step
     _nginx("nginx: our files, conflicting blocks disabled, retired vhosts removed, nginx -t, reload (all or nothing)",
-           p, secrets, with_https=_certificates_present(p), retire=True)
+           p, env_secrets, with_https=_certificates_present(p), retire=True)
 
 
 @deploy("TLS certificates")
@@ -259,8 +259,8 @@ def certificates(p: Platform):
 
 
 @deploy("nginx: TLS vhosts")
-def nginx_vhosts(p: Platform, secrets: dict):
+def nginx_vhosts(p: Platform, env_secrets: dict):
     if _certificates_present(p):
         return  # the first nginx step already had every certificate and wrote the TLS vhosts
-    _nginx("nginx: TLS vhosts, conflicting blocks disabled, nginx -t, reload (all or nothing)", p, secrets,
+    _nginx("nginx: TLS vhosts, conflicting blocks disabled, nginx -t, reload (all or nothing)", p, env_secrets,
            with_https=True)
