@@ -25,7 +25,7 @@ from stages.redis import CONTAINER_SOCKET_DIR, SOCKET_NAME
 from stages.ops import CommandSucceeds, ComposeFlavour, ContainerImage, EnvFileDigest, compose_command, \
     env_line_digest, env_secret_file
 from stages.secrets_env import Secret, api_keys
-from stages import link
+from stages import link, marker
 from stages.retired import retired_services
 from stages.settings import REPO, Platform, Service
 from stages.signals import changed
@@ -155,7 +155,7 @@ def compose_projects(p: Platform, env_secrets: dict[str, Secret]):
                             user=p.app_user, group=p.app_user, mode="700")
         # a hand-made project (the runbook's) is kept in the backup folder before we write ours
         compose_path = f"{project}/docker-compose.yml"
-        if not host.get_fact(CommandSucceeds, command=_marker_command(svc)) \
+        if not host.get_fact(CommandSucceeds, command=marker.owned_command(compose_path)) \
                 and host.get_fact(File, path=compose_path):
             backup = f"{p.takeover_backup_dir}/{svc.key}"
             server.shell(

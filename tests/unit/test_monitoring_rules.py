@@ -45,7 +45,7 @@ def platform(*groups, **over) -> Platform:
 
 def test_alert_rules_pass_their_promtool_fixtures(tmp_path):
     """Every alert fires on the input that should make it fire, not before, and not on its neighbours' data,
-    with group_data/all.py's thresholds (the fixtures' comments say which)."""
+    with the declared thresholds (stages/settings.py; the fixtures' comments say which)."""
     (tmp_path / "rules.yml").write_text(mc.render_rules(platform(), ["gpu1"]))
     shutil.copy(FIXTURES / "alerts.test.yml", tmp_path / "alerts.test.yml")
     res = run(tool("promtool"), "test", "rules", "alerts.test.yml", cwd=tmp_path)

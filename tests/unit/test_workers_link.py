@@ -17,7 +17,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from stages import link
 from stages.settings import Platform, read_group_data
-from stages.workers import WorkerHost
+from stages.settings import WorkerHost
 
 REPO = Path(__file__).resolve().parents[2]
 

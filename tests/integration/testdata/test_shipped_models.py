@@ -43,6 +43,8 @@ def test_shipped_names():
 def test_sandbox_uploads_base_and_whisperx_defaults_to_it():
     data = runpy.run_path(str(REPO / "group_data/sandbox.py"))
     assert set(data["model_uploads"]) == {"tiny.en", "base"}
+    # group data names the folders; sandbox/up.sh makes them (`python -m sandbox.models tiny.en base`)
+    assert {name: str(models.shipped(name)) for name in data["model_uploads"]} == dict(data["model_uploads"])
     assert all(Path(p, "model.bin").is_file() for p in data["model_uploads"].values())
     assert data["service_overrides"]["whisperx"]["model"] == "/models/base"
     assert data["service_overrides"]["faster"]["model"] == "/models/tiny.en"
