@@ -209,8 +209,8 @@ def test_bearer_match_is_exact_and_case_sensitive(nginx):
 
 
 def test_keys_outside_bearer_token_syntax_are_refused_at_render(nginx):
-    import group_data.all as defaults
-    data = types.SimpleNamespace(basic_auth_realm=defaults.basic_auth_realm)
+    from stages.settings import defaults
+    data = types.SimpleNamespace(basic_auth_realm=defaults()["basic_auth_realm"])
     for bad in ('k"ey', "k$ey", "k ey", "k\\ey", "ke(y)*", "k=ey"):
         with pytest.raises(ValueError, match="WHISPER_API_KEY"):
             render_auth_map(data, [bad])
