@@ -9,7 +9,7 @@ Secrets never live here: they come from environment variables at deploy time (se
 
 # --- the platform is a list of services -------------------------------------------------
 # Each entry is everything the stages need for one service: compose project, image, vhost,
-# autostart registration (stages.settings.Service: every entry sets every key, unknown keys are
+# autostart registration (stages.settings.ServiceEntry: every entry sets every key, unknown keys are
 # refused). Per-group changes go in `service_overrides`, not in a copy of this.
 services = [
     {

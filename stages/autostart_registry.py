@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 
-from stages.settings import Platform, Service
+from stages.settings import Platform, ServiceEntry
 
 _WS = re.compile(r"\s*")
 _DECODER = json.JSONDecoder()
@@ -183,7 +183,7 @@ def _guess_step(text: str, obj_start: int, member_indent: str) -> str:
     return step or "  "
 
 
-def entry_for(svc: Service, p: Platform) -> dict:
+def entry_for(svc: ServiceEntry, p: Platform) -> dict:
     """The runbook's entry format, plus our optional keys."""
     return {
         "name": svc.name,

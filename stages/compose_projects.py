@@ -27,7 +27,7 @@ from stages.ops import CommandSucceeds, ComposeFlavour, ContainerImage, EnvFileD
 from stages.secrets_env import Secret, api_keys
 from stages import link, marker
 from stages.retired import retired_services
-from stages.settings import REPO, Platform, Service
+from stages.settings import REPO, Platform, ServiceEntry
 from stages.signals import changed
 
 
@@ -62,7 +62,7 @@ def ensure_api_key(env_secrets: dict, p: Platform) -> None:
              f"STT_API_KEYS in {first.project_dir}/.env)")
 
 
-def env_values(svc: Service, env_secrets: dict) -> dict[str, Secret | None]:
+def env_values(svc: ServiceEntry, env_secrets: dict) -> dict[str, Secret | None]:
     """NAME -> value for the service's .env, in order; None keeps the host's value (the variable
     was absent from the deploy's environment)."""
     keys = api_keys(env_secrets)
@@ -73,14 +73,14 @@ def env_values(svc: Service, env_secrets: dict) -> dict[str, Secret | None]:
     return {name: values[name] for name in svc.secrets}
 
 
-def env_file(svc: Service, env_secrets: dict) -> Secret:
+def env_file(svc: ServiceEntry, env_secrets: dict) -> Secret:
     """The .env text when every value is given (None values are written empty)."""
     lines = [ENV_HEADER]
     lines += [f"{name}={value.reveal() if value is not None else ''}" for name, value in env_values(svc, env_secrets).items()]
     return Secret("\n".join(lines) + "\n")
 
 
-def jobs_settings(svc: Service, p: Platform, worker_name: str = "", relays: int = 0):
+def jobs_settings(svc: ServiceEntry, p: Platform, worker_name: str = "", relays: int = 0):
     """What the compose template needs for a service's asynchronous jobs; None when jobs are off.
     `worker_name` (the inventory's name of the host) is what a job's status names as its worker; `relays` how many
     worker-host slots take this service's jobs (stages/link.py: that many relay processes on the front)."""
@@ -103,12 +103,12 @@ def log_settings(p: Platform) -> dict:
     return {"max_size": p.container_log_max_size, "max_files": p.container_log_max_files}
 
 
-def speakers_folder(svc: Service, p: Platform) -> str:
+def speakers_folder(svc: ServiceEntry, p: Platform) -> str:
     """A service's enrolled voices on the host (embeddings per caller; in the backups)."""
     return f"{p.speakers_dir}/{svc.key}"
 
 
-def compose_values(svc: Service, p: Platform, worker_name: str = "", relays: int = 0) -> dict:
+def compose_values(svc: ServiceEntry, p: Platform, worker_name: str = "", relays: int = 0) -> dict:
     """Everything templates/compose/service.yml.j2 renders from (the stage's files.template, the tests)."""
     from stages.identity import proxy_env_file
 
@@ -119,7 +119,7 @@ def compose_values(svc: Service, p: Platform, worker_name: str = "", relays: int
             "speakers_dir": speakers_folder(svc, p) if svc.speaker_store else ""}
 
 
-def retire_commands(svc: Service, compose: str, containers: dict) -> list[str]:
+def retire_commands(svc: ServiceEntry, compose: str, containers: dict) -> list[str]:
     """What retires a service whose containers (name -> ContainerImage fact) are these: `compose down`
     when any of them is ours (image, volumes, folder and .env stay); nothing when none is left."""
     if not any(info and is_ours(info["image"], svc) for info in containers.values()):
@@ -135,7 +135,7 @@ def locked(project_dir: str) -> str:
     return f"flock {shlex.quote(project_dir)} "
 
 
-def is_ours(image: str, svc: Service) -> bool:
+def is_ours(image: str, svc: ServiceEntry) -> bool:
     """Whether a container's image is one this deploy builds for the service (`<image_name>:src-<hash>`)."""
     return image.startswith(f"{svc.image_name}:src-")
 

@@ -24,7 +24,7 @@ from pyinfra.operations import apt, server
 
 from stages import apt_sources
 from stages.ops import CommandSucceeds
-from stages.settings import Platform, Service
+from stages.settings import Platform, ServiceEntry
 
 logger = logging.getLogger("pyinfra")
 KEYRING = "/usr/share/keyrings/whisper-platform-nvidia-container-toolkit.asc"
@@ -40,11 +40,11 @@ class GPUSetupError(ValueError):
     """A cuda service this host cannot get ready: raised before anything changes on it."""
 
 
-def cuda_services(p: Platform) -> list[Service]:
+def cuda_services(p: Platform) -> list[ServiceEntry]:
     return [svc for svc in p.services if svc.device == "cuda"]
 
 
-def check_images(svcs: list[Service]) -> None:
+def check_images(svcs: list[ServiceEntry]) -> None:
     """A cuda service runs the GPU variant of its image (the CPU one has no cuBLAS/cuDNN)."""
     for svc in svcs:
         if svc.build_args.get("DEVICE") != "cuda":

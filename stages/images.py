@@ -22,7 +22,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
 from stages.ops import CommandSucceeds, streamed_shell, synced_tree
-from stages.settings import IMAGES, REPO, Platform, Service
+from stages.settings import IMAGES, REPO, Platform, ServiceEntry
 
 BUILD_SCRIPT = REPO / "stages" / "host" / "build_image.py"
 # never uploaded with a build context
@@ -46,7 +46,7 @@ def context_files(dirs) -> list[Path]:
     return files_
 
 
-def image_tag(svc: Service, p: Platform) -> str:
+def image_tag(svc: ServiceEntry, p: Platform) -> str:
     """`<image_name>:src-<hash>`: the hash covers the image's sources, the base image, its build
     args and the extra CA bundle, so a tag exists exactly when an image of these sources was built."""
     h = hashlib.sha256()
@@ -65,7 +65,7 @@ def _context_dir(p: Platform) -> str:
     return f"{p.platform_dir}/images"
 
 
-def build_command(svc: Service, tag: str, p: Platform) -> str:
+def build_command(svc: ServiceEntry, tag: str, p: Platform) -> str:
     """The host command that builds one service image (run only when its tag is missing)."""
     ctx = _context_dir(p)
     cmd = [

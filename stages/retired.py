@@ -7,10 +7,10 @@ from pyinfra import host
 
 from stages import marker
 from stages.ops import CommandSucceeds
-from stages.settings import Platform, Service
+from stages.settings import Platform, ServiceEntry
 
 
-def retired_services(p: Platform) -> list[Service]:
+def retired_services(p: Platform) -> list[ServiceEntry]:
     """The disabled services this deploy put on the host earlier (their compose file carries our
     marker), leaving out any that shares its folder, container or vhost with an enabled one."""
     enabled = {(attr, getattr(svc, attr)) for svc in p.services for attr in ("project_dir", "container", "vhost")}

@@ -1,4 +1,4 @@
-"""The typed settings of one host: `Platform` (the host-wide knobs) and its `Service`s.
+"""The typed settings of one host: `Platform` (the host-wide knobs) and its `ServiceEntry`s.
 
 deploy.py builds them once per host from group_data (`Platform.from_group_data(host.data)`),
 before anything changes on the host, and hands them to every stage. Nothing else reads group
@@ -10,7 +10,7 @@ Every check names the group_data key it refuses, e.g.
 
 To add a knob: one field of `Platform` (a worker host's: of `WorkerHost`), `knob(default, check, doc)`, its row in
 docs/knobs.md with the same doc line, then the stage or template that reads it. Group files override the default.
-To add a per-service knob: a field of `Service` and the same key in each entry of group_data/all.py's `services`.
+To add a per-service knob: a field of `ServiceEntry` and the same key in each entry of group_data/all.py's `services`.
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ def _merge(base: dict, override: dict) -> dict:
 
 # --- one service ------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Service:
+class ServiceEntry:
     """One entry of group_data's `services`, with the group's overrides merged in and checked."""
 
     key: str                  # short name: stage labels, jobs folder, image label (faster, whisperx)
@@ -251,7 +251,7 @@ class Service:
     enabled: bool
 
     @classmethod
-    def from_entry(cls, entry: dict, domain: str) -> "Service":
+    def from_entry(cls, entry: dict, domain: str) -> "ServiceEntry":
         key = entry.get("key", "?")
         where = f"services[{key}]"
         known = {f.name for f in dataclasses.fields(cls)} - {"vhost", "sources"}
@@ -346,7 +346,7 @@ class Platform:
     """Everything the stages read about one host, checked: the services, then one field per host-wide knob
     (`knob(default, check, doc)`)."""
 
-    services: tuple[Service, ...]
+    services: tuple[ServiceEntry, ...]
     # --- naming ----------------------------------------------------------------------------------------------
     domain: str = knob("srv759970.hstgr.cloud", _domain,
         "a service's vhost is `<subdomain>.<domain>`")
@@ -658,7 +658,7 @@ class Platform:
         '`dashboards/`; empty: no Grafana')
     grafana_port: int = knob(3000, _port,
         'loopback port')
-    all_services: tuple[Service, ...] = field(default=(), repr=False)  # the disabled ones too
+    all_services: tuple[ServiceEntry, ...] = field(default=(), repr=False)  # the disabled ones too
 
     @property
     def monitor_vhost(self) -> str:
@@ -703,7 +703,7 @@ class Platform:
                     raise GroupDataError(f"{layer}[{key!r}]", f"no service has this key (known: {', '.join(by_key)})")
                 _type(f"{layer}[{key!r}]", override, dict)
                 by_key[key] = _merge(by_key[key], override)
-        all_services = tuple(Service.from_entry(entry, values["domain"]) for entry in by_key.values())
+        all_services = tuple(ServiceEntry.from_entry(entry, values["domain"]) for entry in by_key.values())
         services = tuple(svc for svc in all_services if svc.enabled)
         if not services:
             raise GroupDataError("services", "no service is enabled")
@@ -730,7 +730,7 @@ class Platform:
                 seen[value] = svc.key
         return cls(services=services, all_services=all_services, **values)
 
-    def service(self, key: str) -> Service:
+    def service(self, key: str) -> ServiceEntry:
         return next(svc for svc in self.services if svc.key == key)
 
 

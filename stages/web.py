@@ -27,7 +27,7 @@ from stages.ops import CommandSucceeds, htpasswd_user, text_source
 from stages.restoring import certificate_valid_for, restored, restored_htpasswd
 from stages.retired import retired_services
 from stages.secrets_env import SAFE_KEY, Secret, UnsafeSecret, api_keys
-from stages.settings import REPO, Platform, Service
+from stages.settings import REPO, Platform, ServiceEntry
 
 NGINX = "/etc/nginx"
 AUTH_MAP = f"{NGINX}/conf.d/whisper-platform-auth.conf"   # holds the API keys
@@ -48,7 +48,7 @@ def _render(name: str, **values) -> str:
     return env.get_template(name).render(**values)
 
 
-def cert_paths(svc: Service, p: Platform) -> tuple[str, str]:
+def cert_paths(svc: ServiceEntry, p: Platform) -> tuple[str, str]:
     if p.tls_mode == "letsencrypt":
         live = f"/etc/letsencrypt/live/{svc.vhost}"
         return f"{live}/fullchain.pem", f"{live}/privkey.pem"
@@ -81,12 +81,12 @@ def render_auth_map(p: Platform, keys: list[str], proxy_key_conf: str = PROXY_KE
     return _render("auth-map.conf.j2", api_keys=keys, realm=p.basic_auth_realm, proxy_key_conf=proxy_key_conf)
 
 
-def render_http_vhost(svc: Service, p: Platform) -> str:
+def render_http_vhost(svc: ServiceEntry, p: Platform) -> str:
     return _render("vhost-http.conf.j2", svc=svc, http_port=p.http_port, listen_ipv6=p.listen_ipv6,
                    acme_webroot=p.acme_webroot)
 
 
-def render_https_vhost(svc: Service, p: Platform) -> str:
+def render_https_vhost(svc: ServiceEntry, p: Platform) -> str:
     cert, key = cert_paths(svc, p)
     return _render(
         "vhost-https.conf.j2", svc=svc, https_port=p.https_port, listen_ipv6=p.listen_ipv6,
@@ -148,7 +148,7 @@ def nginx_files(p: Platform, env_secrets: dict, with_https: bool) -> list[dict]:
     return out + monitoring_files(p, with_https)
 
 
-def retired_vhost_files(svc: Service, owned: Callable[[str], bool], link_target: Callable[[str], str | None]) -> list[dict]:
+def retired_vhost_files(svc: ServiceEntry, owned: Callable[[str], bool], link_target: Callable[[str], str | None]) -> list[dict]:
     """nginx_apply's "absent" items for a retired service's vhosts: only the files we wrote
     (`owned(path)`: the file holds our marker) and the sites-enabled links pointing at them."""
     out = []

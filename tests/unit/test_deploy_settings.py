@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from stages.settings import GroupDataError, Platform, Service, read_group_data
+from stages.settings import GroupDataError, Platform, ServiceEntry, read_group_data
 from stages.signals import changed
 
 
@@ -30,7 +30,7 @@ def services_with(which: str, **fields):
 def test_every_group_file_passes(groups):
     p = Platform.from_group_data(read_group_data(*groups))
     assert [s.key for s in p.services] == ["faster", "whisperx"]
-    assert all(isinstance(s, Service) for s in p.services)
+    assert all(isinstance(s, ServiceEntry) for s in p.services)
 
 
 def test_settings_are_frozen_and_overrides_merge_per_service():

@@ -1,7 +1,7 @@
 """docs/knobs.md, the operator's knob reference, against the one declaration of each knob.
 
 A host-wide knob is a field of `stages.settings.Platform` and a worker host's knob one of `WorkerHost`, each declared
-once with its default, check and doc line (`knob(...)`); a service entry's key is a `Service` field, its values in
+once with its default, check and doc line (`knob(...)`); a service entry's key is a `ServiceEntry` field, its values in
 group_data/all.py's `services`. The reference must name each of them, name nothing else, and show each declared
 knob's default and doc line as declared.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from stages import settings
-from stages.settings import Platform, Service, WorkerHost
+from stages.settings import Platform, ServiceEntry, WorkerHost
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "knobs.md"
@@ -46,7 +46,7 @@ def knobs() -> dict[str, dataclasses.Field]:
 
 
 def declared() -> set[str]:
-    service_keys = {f.name for f in dataclasses.fields(Service)} - {"vhost", "sources"}   # as from_entry's known
+    service_keys = {f.name for f in dataclasses.fields(ServiceEntry)} - {"vhost", "sources"}   # as from_entry's known
     return set(knobs()) | SERVICE_LAYERS | service_keys
 
 
