@@ -288,13 +288,13 @@ def main():
               f"| {'' if err is None else f'{err:.3f} ({n})'} | {x:.1f}x | {xc:.1f}x |")
     print("\n| audio | service | seconds | service wall (s) | library wall (s) | service / library (wall) "
           "| service / library (CPU) | diarizer confusion |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for name, label, dur, sv, lib_s, cpu, lib_cpu, conf in speed:
+    for name, label, _dur, sv, lib_s, cpu, lib_cpu, conf in speed:
         print(f"| {name} | {label} | {dur:.0f} | {sv:.1f} | {lib_s:.1f} | {sv / lib_s:.2f} | {cpu / lib_cpu:.2f} "
               f"| {conf:.3f} |")
     print("\nWhere the time goes (server phases, seconds; the HTTP request's wall time last):\n")
     keys = sorted({k for *_, p in spent for k in p if k != "request"}) + ["request"]
     print("| audio | service | " + " | ".join(keys) + " |\n|" + " --- |" * (len(keys) + 2))
-    for name, label, dur, p in spent:
+    for name, label, _dur, p in spent:
         print(f"| {name} | {label} | " + " | ".join(f"{p.get(k, 0.0):.1f}" for k in keys) + " |")
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
 

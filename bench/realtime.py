@@ -21,11 +21,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import os
 import ssl
 import statistics
 import sys
-import time
 import wave
 from pathlib import Path
 

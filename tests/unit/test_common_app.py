@@ -8,6 +8,7 @@ import wave
 import pytest
 from fastapi import Request
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from stt_common import STTSettings, create_app, decode_audio, receive_upload
 
@@ -143,7 +144,7 @@ def test_settings_from_env(monkeypatch):
     assert s.effective_compute_type == "float16" and s.port == 9000
     assert "a" not in str(s.public_dict()["api_keys"])
     monkeypatch.setenv("STT_MAX_CONCURRENCY", "0")
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         STTSettings()
 
 

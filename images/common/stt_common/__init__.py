@@ -25,4 +25,18 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = [n for n in dir() if not n.startswith("_")] + ["Service", "create_app"]
+__all__ = [
+    "receive_audio", "check_key", "require_api_key",
+    "APIError", "bad_request", "error_body", "install_error_handlers", "not_found", "too_large", "unauthorized",
+    "unavailable",
+    "InferenceExecutor", "Job", "JobStopped", "StreamHandle",
+    "RESPONSE_FORMATS", "Segment", "Transcript", "Word", "join_text", "render_transcript", "to_diarized_json",
+    "to_json", "to_srt", "to_text", "to_verbose_json", "to_vtt", "transcript_from_dict", "transcript_to_dict",
+    "TranscriptionForm", "Metrics", "MetricsMiddleware", "metrics_router",
+    "check_language", "model_languages", "whisper_languages",
+    "ModelCache", "find_local_model", "list_local_models", "public_name",
+    "check_text", "has_control", "redact_paths", "STTSettings",
+    "SAMPLE_RATE", "BulkField", "Upload", "UploadedFile", "audio_duration", "audio_too_long", "decode_audio",
+    "decode_audio_sync", "iter_audio_chunks", "receive_upload", "upload_limits",
+    "Service", "create_app",
+]

@@ -111,7 +111,8 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
     store = VoiceStore(settings.speakers_dir, settings.max_voices)
 
     async def run(upload, job, *, model, language, align, diarize, num_speakers, min_speakers, max_speakers,
-                  prompt=None, temperature=0.0, voices: VoiceRequest = VoiceRequest(), caller: str = "anonymous"):
+                  prompt=None, temperature=0.0, voices: VoiceRequest | None = None, caller: str = "anonymous"):
+        voices = voices if voices is not None else VoiceRequest()
         # validate cheap things before decoding minutes of audio
         device_check()
         check_speaker_hints(num_speakers, min_speakers, max_speakers)
