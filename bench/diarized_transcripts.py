@@ -5,8 +5,8 @@
 Audio, each with its reference transcript and speaker turns:
 - ``phone``: the real two-person phone call pyannote.audio's wheel ships (``pyannote/audio/sample``: 30 s,
   English, RTTM turns and an STM transcript);
-- ``fr``: the French dialogue (tests/neural_speech.py, Kokoro voices, four short turns);
-- ``meeting``: a 10-minute two-person conversation (tests/synth_conversations.py, espeak-ng voices).
+- ``fr``: the French dialogue (tests/support/neural_speech.py, Kokoro voices, four short turns);
+- ``meeting``: a 10-minute two-person conversation (tests/support/synth_conversations.py, espeak-ng voices).
 
 For each, through the WhisperX server run from source on 127.0.0.1 (``base``, int8, ``--threads`` threads, the
 offline diarizer, no alignment model reachable here: words are timed by Whisper): plain (``diarize=false``),
@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 import requests  # noqa: E402
 
 from multilingual import Server  # noqa: E402
-from transcript_wer import wer  # noqa: E402
+from support.transcript_wer import wer  # noqa: E402
 
 CACHE = Path(os.environ.get("WHISPER_SPEECH_CACHE") or Path.home() / ".cache/whisper-platform/speech") / "bench"
 
@@ -83,13 +83,13 @@ def phone_call() -> Audio:
 
 
 def french_dialogue() -> Audio:
-    import neural_speech
+    from support import neural_speech
     conv = neural_speech.conversation(neural_speech.FRENCH_DIALOGUE)
     return Audio("fr", conv.wav, "fr", conv.text, [(a, b, v) for a, b, v, _ in conv.turns])
 
 
 def meeting(minutes: float = 10.0) -> Audio:
-    from synth_conversations import make_conversation
+    from support.synth_conversations import make_conversation
     conv = make_conversation(2, 11, CACHE / "synth", duration_s=minutes * 60.0)
     return Audio("meeting", conv.wav_path, "en", conv.text(), [(a, b, s) for a, b, s, _ in conv.turns])
 

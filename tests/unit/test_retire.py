@@ -21,8 +21,8 @@ from stages.ops import CommandSucceeds, NginxServerBlocks
 from stages.settings import Platform, read_group_data
 from stages.web import retired_vhost_files
 
-from test_autostart_config_merge import FOREIGN
-from test_deploy_facts_ops import StandInHost, fact, run_op
+from support.autostart_config import FOREIGN
+from support.pyinfra_ops import StandInHost, fact, run_op
 
 OFF = {"whisperx": {"enabled": False}}
 MARKER_WX = "grep -q 'managed by whisper-platform' /opt/whisperx/docker-compose.yml"

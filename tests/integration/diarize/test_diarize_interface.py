@@ -12,7 +12,7 @@ pytest.importorskip("pyannote.metrics", reason="pyannote.metrics is needed to sc
 
 import pandas as pd  # noqa: E402
 
-from synth_conversations import load_audio  # noqa: E402
+from support.synth_conversations import load_audio  # noqa: E402
 
 
 def test_dataframe_shape_and_labels(diarizer, conversation):

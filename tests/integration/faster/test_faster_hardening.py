@@ -12,7 +12,7 @@ import httpx
 import psutil
 import pytest
 
-import hostile
+from support import hostile
 from .conftest import ROOT, free_port, start_server, stop_server, tiny_model
 
 KEY = "hardening-key"

@@ -1,9 +1,9 @@
-"""tests/synth_conversations.py: deterministic conversations with a reference RTTM (espeak-ng + sox, no models)."""
+"""tests/support/synth_conversations.py: deterministic conversations with a reference RTTM (espeak-ng + sox, no models)."""
 import shutil
 
 import pytest
 
-from synth_conversations import VOICE_POOL, load_audio, make_conversation
+from support.synth_conversations import VOICE_POOL, load_audio, make_conversation
 
 pytestmark = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("sox")),
                                 reason="espeak-ng and sox are needed (apt-get install espeak-ng sox)")

@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-import hostile
+from support import hostile
 
 PATH = "/v1/audio/transcriptions"
 
