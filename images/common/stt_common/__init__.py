@@ -3,7 +3,7 @@ from .audio_url import receive_audio
 from .auth import check_key, require_api_key
 from .errors import (APIError, bad_request, error_body, install_error_handlers, not_found, too_large,
                      unauthorized, unavailable)
-from .executor import InferenceExecutor, Job, JobStopped, StreamHandle
+from .executor import InferenceExecutor, StopHandle, JobStopped, StreamHandle
 from .formats import (RESPONSE_FORMATS, Segment, Transcript, Word, join_text, render_transcript, to_diarized_json,
                       to_json, to_srt, to_text, to_verbose_json, to_vtt, transcript_from_dict, transcript_to_dict)
 from .forms import TranscriptionForm
@@ -29,7 +29,7 @@ __all__ = [
     "receive_audio", "check_key", "require_api_key",
     "APIError", "bad_request", "error_body", "install_error_handlers", "not_found", "too_large", "unauthorized",
     "unavailable",
-    "InferenceExecutor", "Job", "JobStopped", "StreamHandle",
+    "InferenceExecutor", "StopHandle", "JobStopped", "StreamHandle",
     "RESPONSE_FORMATS", "Segment", "Transcript", "Word", "join_text", "render_transcript", "to_diarized_json",
     "to_json", "to_srt", "to_text", "to_verbose_json", "to_vtt", "transcript_from_dict", "transcript_to_dict",
     "TranscriptionForm", "Metrics", "MetricsMiddleware", "metrics_router",

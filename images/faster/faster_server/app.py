@@ -13,7 +13,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from stt_common import (APIError, InferenceExecutor, Job, ModelCache, Transcript, TranscriptionForm, check_language,
+from stt_common import (APIError, InferenceExecutor, StopHandle, ModelCache, Transcript, TranscriptionForm, check_language,
                         check_text, create_app, error_body, iter_audio_chunks, join_text, model_languages,
                         public_name, receive_audio, render_transcript, upload_limits)
 
@@ -99,12 +99,12 @@ def build_app(settings: Optional[FasterSettings] = None):
     realtime_routes(app, svc, realtime)   # live transcription: /v1/realtime, its client secrets, /live
 
     async def handle(request: Request, task: str):
-        job = Job(request, settings.job_timeout)   # the time limit counts from the request's arrival
+        job = StopHandle(request, settings.request_timeout)   # the time limit counts from the request's arrival
         # a place in line first: a request that would get 503 queue_full writes nothing to disk
         async with executor.admit():
             return await admitted(request, task, job)
 
-    async def admitted(request: Request, task: str, job: Job):
+    async def admitted(request: Request, task: str, job: StopHandle):
         async with receive_audio(request, settings, gate=executor.receiving, **upload_limits(settings)) as up:
             form = TranscriptionForm.parse(up.fields, allowed_formats=FORMATS, allow_stream=(task == "transcribe"))
             key = names.resolve(form.model)
@@ -149,7 +149,7 @@ def build_app(settings: Optional[FasterSettings] = None):
         metrics.inference_seconds.labels(task).inc(seconds)
 
     async def stream_response(key, model, chunks, rest, opts, info, task, job):
-        """SSE: one delta event per segment, then done; the job's time limit (STT_JOB_TIMEOUT) or a hang-up
+        """SSE: one delta event per segment, then done; the job's time limit (STT_REQUEST_TIMEOUT) or a hang-up
         stops the decode at its next segment, a time limit with an error event (503's body: job_timeout)."""
         def produce():
             try:

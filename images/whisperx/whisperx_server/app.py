@@ -17,7 +17,7 @@ from typing import Optional
 from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 
-from stt_common import (APIError, InferenceExecutor, Job, TranscriptionForm, check_language, create_app,
+from stt_common import (APIError, InferenceExecutor, StopHandle, TranscriptionForm, check_language, create_app,
                         model_languages, public_name, receive_audio, upload_limits)
 from stt_common.jobs import Jobs, jobs_routes, owner_of, register_job_metrics
 
@@ -164,7 +164,7 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
     @svc.api.post("/transcribe", tags=["whisperx"], summary="Transcribe with alignment and speaker labels",
                   openapi_extra=transcribe_openapi())
     async def transcribe(request: Request):
-        job = Job(request, settings.job_timeout)
+        job = StopHandle(request, settings.request_timeout)
         async with executor.admit(), receive(request) as up:   # a place in line before the body is read
             form = TranscriptionForm.parse(up.fields, allowed_formats=TRANSCRIBE_FORMATS, allow_stream=False)
             f = up.fields
@@ -181,7 +181,7 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
                   openapi_extra=TranscriptionForm.openapi_body(extra_properties=EXTRA_DOC, formats=OPENAI_FORMATS,
                                                                stream=False))
     async def openai_transcriptions(request: Request):
-        job = Job(request, settings.job_timeout)
+        job = StopHandle(request, settings.request_timeout)
         async with executor.admit(), receive(request) as up:
             form = TranscriptionForm.parse(up.fields, allowed_formats=OPENAI_FORMATS, allow_stream=False)
             f = up.fields
