@@ -17,9 +17,9 @@ from .uploads import (SAMPLE_RATE, BulkField, Upload, UploadedFile, audio_durati
 
 
 def __getattr__(name: str):
-    """The FastAPI app's construction (`create_app`, `Service`) is loaded by the API only: a job worker imports
+    """The FastAPI app's construction (`create_app`, `AppRuntime`) is loaded by the API only: a job worker imports
     this package without it."""
-    if name in ("Service", "create_app"):
+    if name in ("AppRuntime", "create_app"):
         from . import app
         return getattr(app, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -38,5 +38,5 @@ __all__ = [
     "check_text", "has_control", "redact_paths", "STTSettings",
     "SAMPLE_RATE", "BulkField", "Upload", "UploadedFile", "audio_duration", "audio_too_long", "decode_audio",
     "decode_audio_sync", "iter_audio_chunks", "receive_upload", "upload_limits",
-    "Service", "create_app",
+    "AppRuntime", "create_app",
 ]
