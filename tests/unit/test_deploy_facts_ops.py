@@ -14,6 +14,7 @@ import sys
 
 import pytest
 from pyinfra.api import FileUploadCommand
+from pyinfra.context import ctx_host
 from pyinfra.facts.files import File, Sha256File
 
 from stages.nginx_conf import parse_dump
@@ -21,7 +22,7 @@ from stages.ops import (ENV_SCRIPT, CommandSucceeds, ComposeFlavour, ContainerIm
                         NginxServerBlocks, RawFile, TreeState, compose_command, env_line_digest, env_secret_file,
                         secret_file, synced_tree, tree_state)
 from stages.secrets_env import Secret
-from support.pyinfra_ops import fact, run_op, uploaded
+from support.pyinfra_ops import StandInHost, fact, run_op, uploaded
 
 SECRET = "s3cret-value"
 
