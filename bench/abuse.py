@@ -18,7 +18,7 @@ the default 4 h would accept the hour of silence, bounded then only by the compo
 
 faster runs in this interpreter's environment (.venv); whisperx in .venv-ml when it exists (else its rows say so).
 Every attack is bounded by --cap seconds of wall time ("> 60 s" in the table); a server still busy afterwards is
-restarted so the next attack starts from an idle one. Loopback only. Uses tests/hostile.py's request builders.
+restarted so the next attack starts from an idle one. Loopback only. Uses tests/support/hostile.py's request builders.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from os.path import abspath as _abs, dirname as _dir
 # run as a script, bench/ is sys.path[0]: keep its modules from shadowing the stdlib
 _sys.path[:] = [p for p in _sys.path if _abs(p or ".") != _dir(_abs(__file__))]
 _sys.path.append(_dir(_abs(__file__)))
-_sys.path.append(_abs(_dir(_abs(__file__)) + "/../tests"))   # hostile.py
+_sys.path.append(_abs(_dir(_abs(__file__)) + "/../tests"))   # support/hostile.py
 
 import argparse
 import os
@@ -47,7 +47,7 @@ from typing import Callable, Dict, List, Optional
 import httpx
 import psutil
 
-import hostile
+from support import hostile
 from shipped_model import bench_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,7 +3,7 @@ rebind, redirect or drip, bad callback URLs, a submission flood, a full Redis, t
 runs against the code of --jobs-before-commit and of this checkout, side by side, on the same machine:
 
 - a redis-server on 127.0.0.1 (password, AOF off), the faster API and one job worker of that code (tiny.en);
-- webhook receivers on 127.0.0.1 (tests/local_http.py); names resolved by a patched getaddrinfo where DNS matters,
+- webhook receivers on 127.0.0.1 (tests/support/local_http.py); names resolved by a patched getaddrinfo where DNS matters,
   so that nothing leaves the machine: a rebinding name answers 100.64.0.1 (CGNAT, which the old check let through)
   and then 127.0.0.1. Neither version ever connects to 100.64.0.1: the old one resolves again before connecting,
   the new one refuses the range;
@@ -29,8 +29,8 @@ from typing import Callable, List, Optional
 
 import httpx
 
-from jobs_support import RedisServer
-from local_http import Receiver, drip, redirect
+from support.jobs_support import RedisServer
+from support.local_http import Receiver, drip, redirect
 
 KEY = "abuse-bench-key"
 PROXY_KEY = "pk-" + "b" * 64

@@ -4,7 +4,7 @@
     .venv-ml/bin/python bench/diarization.py --seeds 2 --no-memory   # quick look
     .venv-ml/bin/python bench/diarization.py --select-voices # re-measure candidate voices (slow)
 
-Synthetic conversations come from tests/synth_conversations.py (espeak-ng, fixed seeds, 1/2/3/4
+Synthetic conversations come from tests/support/synth_conversations.py (espeak-ng, fixed seeds, 1/2/3/4
 speakers, with and without short overlaps). DER is pyannote.metrics' DiarizationErrorRate with the
 standard 0.25 s collar, summed over files per speaker count. Speed is printed as audio seconds per
 wall second and per CPU second/threads (neighbours on a shared machine stretch wall time), with
@@ -33,7 +33,7 @@ for p in (str(ROOT), str(ROOT / "tests"), str(ROOT / "images" / "diarize")):
 
 import numpy as np  # noqa: E402
 
-from synth_conversations import VOICE_POOL, _synth, _WORDS, load_audio, make_conversation  # noqa: E402
+from support.synth_conversations import VOICE_POOL, _synth, _WORDS, load_audio, make_conversation  # noqa: E402
 
 CACHE = ROOT / "bench" / "results" / "synth"
 

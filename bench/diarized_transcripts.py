@@ -5,8 +5,8 @@
 Audio, each with its reference transcript and speaker turns:
 - ``phone``: the real two-person phone call pyannote.audio's wheel ships (``pyannote/audio/sample``: 30 s,
   English, RTTM turns and an STM transcript);
-- ``fr``: the French dialogue (tests/neural_speech.py, Kokoro voices, four short turns);
-- ``meeting``: a 10-minute two-person conversation (tests/synth_conversations.py, espeak-ng voices).
+- ``fr``: the French dialogue (tests/support/neural_speech.py, Kokoro voices, four short turns);
+- ``meeting``: a 10-minute two-person conversation (tests/support/synth_conversations.py, espeak-ng voices).
 
 For each, through the WhisperX server run from source on 127.0.0.1 (``base``, int8, ``--threads`` threads, the
 offline diarizer, no alignment model reachable here: words are timed by Whisper): plain (``diarize=false``),
@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 import requests  # noqa: E402
 
 from multilingual import Server  # noqa: E402
-from transcript_wer import wer  # noqa: E402
+from support.transcript_wer import wer  # noqa: E402
 
 CACHE = Path(os.environ.get("WHISPER_SPEECH_CACHE") or Path.home() / ".cache/whisper-platform/speech") / "bench"
 
@@ -83,13 +83,13 @@ def phone_call() -> Audio:
 
 
 def french_dialogue() -> Audio:
-    import neural_speech
+    from support import neural_speech
     conv = neural_speech.conversation(neural_speech.FRENCH_DIALOGUE)
     return Audio("fr", conv.wav, "fr", conv.text, [(a, b, v) for a, b, v, _ in conv.turns])
 
 
 def meeting(minutes: float = 10.0) -> Audio:
-    from synth_conversations import make_conversation
+    from support.synth_conversations import make_conversation
     conv = make_conversation(2, 11, CACHE / "synth", duration_s=minutes * 60.0)
     return Audio("meeting", conv.wav_path, "en", conv.text(), [(a, b, s) for a, b, s, _ in conv.turns])
 
@@ -288,13 +288,13 @@ def main():
               f"| {'' if err is None else f'{err:.3f} ({n})'} | {x:.1f}x | {xc:.1f}x |")
     print("\n| audio | service | seconds | service wall (s) | library wall (s) | service / library (wall) "
           "| service / library (CPU) | diarizer confusion |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for name, label, dur, sv, lib_s, cpu, lib_cpu, conf in speed:
+    for name, label, _dur, sv, lib_s, cpu, lib_cpu, conf in speed:
         print(f"| {name} | {label} | {dur:.0f} | {sv:.1f} | {lib_s:.1f} | {sv / lib_s:.2f} | {cpu / lib_cpu:.2f} "
               f"| {conf:.3f} |")
     print("\nWhere the time goes (server phases, seconds; the HTTP request's wall time last):\n")
     keys = sorted({k for *_, p in spent for k in p if k != "request"}) + ["request"]
     print("| audio | service | " + " | ".join(keys) + " |\n|" + " --- |" * (len(keys) + 2))
-    for name, label, dur, p in spent:
+    for name, label, _dur, p in spent:
         print(f"| {name} | {label} | " + " | ".join(f"{p.get(k, 0.0):.1f}" for k in keys) + " |")
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
 

@@ -87,7 +87,7 @@ def main() -> None:
     from faster_server.engine import Info, Options, load_model, transcribe_chunks
     from faster_server.settings import FasterSettings
     from stt_common import iter_audio_chunks
-    from transcript_wer import wer as word_error_rate
+    from support.transcript_wer import wer as word_error_rate
 
     model_path, model_label = bench_model()
     base = FasterSettings(model=model_path, cpu_threads=args.threads)

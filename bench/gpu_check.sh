@@ -114,7 +114,7 @@ start() {  # name image device compute extra-docker-args...
   containers+=("$name")
   docker run -d --name "$name" "${gpu[@]}" -p "127.0.0.1:$port:8000" -v "$MODEL_DIR:/models/bench:ro" \
     -e STT_MODEL=/models/bench -e "STT_DEVICE=$device" -e "STT_COMPUTE_TYPE=$compute" -e "STT_CPU_THREADS=$CPU_THREADS" \
-    -e STT_ALLOW_OPEN_ACCESS=1 -e STT_JOB_TIMEOUT=3600 -e "HF_TOKEN=${HF_TOKEN:-}" --shm-size 1g "${align[@]}" "$@" \
+    -e STT_ALLOW_OPEN_ACCESS=1 -e STT_REQUEST_TIMEOUT=3600 -e "HF_TOKEN=${HF_TOKEN:-}" --shm-size 1g "${align[@]}" "$@" \
     "$image" >/dev/null
   local deadline=$((SECONDS + 600))
   until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health")" = 200 ]; do

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from faster_overhead import PeakRSS, free_port, make_audio, wait_healthy
-from jobs_support import RedisServer, Worker
+from support.jobs_support import RedisServer, Worker
 from shipped_model import bench_model
 
 ROOT = Path(__file__).resolve().parents[1]

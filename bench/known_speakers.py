@@ -164,7 +164,7 @@ def main() -> None:
                                   files={"file": (f"{n}.wav", wav_bytes(c))}, timeout=120)
                 r.raise_for_status()
 
-            def post(route, data, files=()):
+            def post(route, data, files=(), test=test):
                 with open(test, "rb") as f:
                     r = requests.post(srv.url + route, data=data, files=[("file", (test.name, f)), *files],
                                       timeout=900)
@@ -198,8 +198,8 @@ def main() -> None:
                   f"{only_one['diarization']['known_speakers']}")
     finally:
         srv.stop()
-    print(f"\n| fold | names from | speech with the right name | words with the right name | speech in a segment | "
-          f"similarity |\n| --- | --- | ---: | ---: | ---: | --- |")
+    print("\n| fold | names from | speech with the right name | words with the right name | speech in a segment | "
+          "similarity |\n| --- | --- | ---: | ---: | ---: | --- |")
     for fold, how, share, words, n, cover, sims in rows:
         print(f"| {fold} | {how} | {share:.1%} | {words:.1%} ({n}) | {cover:.1%} | {sims} |")
     for how, (s, w, n, d) in totals.items():

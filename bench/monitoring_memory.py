@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     interval = ssh("grep -m1 scrape_interval /etc/prometheus/whisper-platform/prometheus.yml").split()[-1]
     print(f"monitoring stack on the sandbox host ({args.samples} samples, {args.every:g} s apart; "
           f"scrape_interval {interval})\n")
-    print(f"| unit | RSS median (MB) | RSS max (MB) | peak VmHWM (MB) |")
+    print("| unit | RSS median (MB) | RSS max (MB) | peak VmHWM (MB) |")
     print("| --- | --- | --- | --- |")
     total_med = total_max = total_hwm = 0.0
     for unit in UNITS:

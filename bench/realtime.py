@@ -21,20 +21,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import os
 import ssl
 import statistics
 import sys
-import time
 import wave
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-import neural_speech  # noqa: E402
-from realtime_support import RATE, Recording, connect, recording, run_session, sdk_client, transcription_session  # noqa: E402
-from transcript_wer import wer  # noqa: E402
+from support import neural_speech  # noqa: E402
+from support.realtime_support import RATE, Recording, connect, recording, run_session, sdk_client, transcription_session  # noqa: E402
+from support.transcript_wer import wer  # noqa: E402
 
 ENGLISH = [("jm_kumo", "Good morning everyone."), ("jf_nezumi", "We are starting the meeting of the technical team."),
            ("jm_kumo", "The new transcription server works well."),

@@ -121,7 +121,6 @@ def sandbox_rounds(rounds: int, audio, wake_delay: float | None) -> list[dict]:
             on_host("cd /opt/whisperx && (docker compose stop -t 10 2>/dev/null || docker-compose stop -t 10)")
             time.sleep(6)   # past the proxy's re-check interval: it knows the service is down
             up_before = scrape(8890, "docker_autostart_compose_up_duration_seconds_sum")
-            t = time.perf_counter()
             if wake_delay is not None:
                 w = http.get(base_url(vhost) + "/_autostart/wake", headers=auth)
                 assert w.status_code in (200, 202), w.text

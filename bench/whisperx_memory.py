@@ -45,7 +45,7 @@ print(json.dumps({"audio_s": secs, "wall_s": time.monotonic() - t0, "segments": 
 
 def make_audio(minutes: float, workdir: Path) -> Path:
     sys.path.insert(0, str(ROOT / "tests"))
-    from synth_conversations import make_conversation
+    from support.synth_conversations import make_conversation
     conv = make_conversation(n_speakers=2, seed=1, out_dir=workdir, duration_s=60)
     out = workdir / f"long_{minutes:g}min.wav"
     if not out.exists():

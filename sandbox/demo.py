@@ -15,7 +15,7 @@ import openai
 from sandbox.client import HTTPS_PORT, STATE, base_url, http_client, secrets
 
 SENTENCE = "The quick brown fox jumps over the lazy dog. Speech recognition works on this platform."
-# two voices from the diarization bench's pool (tests/synth_conversations.py): voice, pitch, speed
+# two voices from the diarization bench's pool (tests/support/synth_conversations.py): voice, pitch, speed
 ALICE, BOB = ("en-us+steph", "27", "179"), ("en-gb-x-rp+m1", "22", "153")
 DIALOGUE = [
     (ALICE, "Good morning, thank you for joining the meeting today. I hope the trip was fine."),

@@ -203,7 +203,7 @@ def verify_tar(plain: Path) -> CheckedArchive:
                 h = hashlib.sha256()
                 keep = name.startswith(SMALL) and member.size <= 16 << 20
                 data = bytearray()
-                for block in iter(lambda: f.read(CHUNK), b""):
+                for block in iter(lambda f=f: f.read(CHUNK), b""):
                     h.update(block)
                     if keep:
                         data += block

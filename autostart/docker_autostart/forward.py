@@ -16,6 +16,7 @@ from yarl import URL
 from . import __version__
 from .headers import downstream_response_headers, routing_host, upstream_request_headers, websocket_upgrade
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .parts import ProxyParts
 from .state import PermanentProblem, ServiceState, StartError
 
 log = logging.getLogger("docker_autostart")
@@ -53,7 +54,7 @@ async def _body(content, touched):
         yield chunk
 
 
-class Forwarding:
+class Forwarding(ProxyParts):
     """Needs from Autostart: states, metrics, session, config_path, config_error, started_at, ensure_ready and
     wake (Lifecycle), and _relay (WebSocketRelay)."""
 
@@ -63,7 +64,7 @@ class Forwarding:
         if st is None:
             return self.own(request, host)
         if st.cfg.wake_path and request.path == st.cfg.wake_path and request.method in ("GET", "HEAD", "POST"):
-            resp = self.wake_answer(st)
+            resp: web.StreamResponse = self.wake_answer(st)
             self.metrics.requests.labels(host=st.cfg.host, code=resp.status).inc()
             return resp
         st.in_flight += 1

@@ -13,12 +13,13 @@ import logging
 import aiohttp
 
 from .readiness import PERMANENT_BODY_LIMIT, health_summary, read_some
+from .parts import ProxyParts
 from .state import ServiceState
 
 log = logging.getLogger("docker_autostart")
 
 
-class HealthWatch:
+class HealthWatch(ProxyParts):
     """Needs from Autostart: states, session and health_interval."""
 
     async def _health_loop(self) -> None:

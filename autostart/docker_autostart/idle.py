@@ -11,12 +11,13 @@ from collections import defaultdict
 
 from .docker import DockerError
 from .readiness import jobs_pending
+from .parts import ProxyParts
 from .state import RUNNING_STATES
 
 log = logging.getLogger("docker_autostart")
 
 
-class IdleStopper:
+class IdleStopper(ProxyParts):
     """Needs from Autostart: states, docker, metrics, session, idle_tick, _stopping and _lock (Lifecycle)."""
 
     async def _idle_loop(self) -> None:
@@ -36,7 +37,7 @@ class IdleStopper:
                 continue
             self._stopping.add(compose_dir)
             task = asyncio.ensure_future(self._stop_group(compose_dir, sts))
-            task.add_done_callback(lambda t, d=compose_dir: self._stopping.discard(d))
+            task.add_done_callback(lambda t, d=compose_dir: self._stopping.discard(d))  # type: ignore[misc]
 
     @staticmethod
     def _idle(sts) -> bool:

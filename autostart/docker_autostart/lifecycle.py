@@ -12,6 +12,7 @@ import aiohttp
 
 from .docker import DockerError, DockerUnavailable
 from .readiness import PERMANENT_BODY_LIMIT, health_summary, permanent_problem, read_some
+from .parts import ProxyParts
 from .state import RUNNING_STATES, PermanentProblem, ServiceState, StartError
 
 log = logging.getLogger("docker_autostart")
@@ -26,7 +27,7 @@ class _StoppedMeanwhile(Exception):
     """A container of the service is no longer running while its readiness is awaited (the states, as text)."""
 
 
-class Lifecycle:
+class Lifecycle(ProxyParts):
     """Needs from Autostart: docker, metrics, session (the readiness probes) and _locks (one per composeDir)."""
 
     def _lock(self, compose_dir: str) -> asyncio.Lock:
@@ -54,6 +55,7 @@ class Lifecycle:
         cfg = st.cfg
         t0 = time.monotonic()
         deadline = t0 + cfg.max_wait
+        sig: tuple[str, ...]
         started, sig = False, ()
         for attempt in (1, 2):
             started, sig = await self._check_and_up(st, deadline)

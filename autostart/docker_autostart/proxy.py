@@ -4,7 +4,7 @@ request through, stop idle services. aiohttp 3.8 APIs only (Debian bookworm's py
 Autostart holds the config and the services' state and runs the app; its parts live beside it: lifecycle.py
 (starting a service, readiness), idle.py (stopping idle ones), forward.py (serving a request), readiness.py
 (what a readiness answer says), health_watch.py (how the running services are), state.py (a service's state,
-start errors), websocket.py (WebSocket sessions)."""
+start errors), websocket.py (WebSocket sessions), parts.py (what the parts share, for the type checker)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import inspect
 import logging
 import signal
 import time
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import aiohttp
 from aiohttp import web
@@ -48,8 +48,8 @@ class Autostart(Lifecycle, IdleStopper, Forwarding, WebSocketRelay, HealthWatch)
         self.states: Dict[str, ServiceState] = {}
         self.metrics = Metrics(lambda: sorted(self.states.items()))
         self._locks: Dict[str, asyncio.Lock] = {}
-        self._signature = None
-        self._tasks = []
+        self._signature: Optional[tuple[int, int, int]] = None
+        self._tasks: list[asyncio.Future] = []
         self._stopping = set()
         self._websockets = set()  # (client side, service side) of each relayed WebSocket session
         self.session: Optional[aiohttp.ClientSession] = None
@@ -154,10 +154,10 @@ async def serve(autostart: Autostart, host: str, port: int, *, access_log: bool 
         loop.add_signal_handler(sig, done.set)
     autostart.reload("startup")
     app = autostart.make_app()
-    runner_kwargs = {"handle_signals": False}
+    runner_kwargs: Dict[str, Any] = {"handle_signals": False}
     if not access_log:
         runner_kwargs["access_log"] = None
-    site_kwargs = {}
+    site_kwargs: Dict[str, Any] = {}
     if "shutdown_timeout" in inspect.signature(web.BaseRunner.__init__).parameters:  # aiohttp >= 3.9
         runner_kwargs["shutdown_timeout"] = shutdown_timeout
     else:  # aiohttp 3.8

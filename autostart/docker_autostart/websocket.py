@@ -20,6 +20,7 @@ from yarl import URL
 
 from .forward import _UpstreamUnreachable, json_error
 from .headers import upstream_request_headers
+from .parts import ProxyParts
 from .state import ServiceState
 
 log = logging.getLogger("docker_autostart")
@@ -47,7 +48,7 @@ async def _pipe(src, dst) -> Tuple[int, str]:
             return src.close_code or 1006, ""
 
 
-class WebSocketRelay:
+class WebSocketRelay(ProxyParts):
     """Needs from Autostart: metrics, session, and _websockets (the open relays, closed at shutdown)."""
 
     async def _relay(self, request: web.Request, st: ServiceState) -> web.StreamResponse:

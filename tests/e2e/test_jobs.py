@@ -7,7 +7,7 @@ import subprocess
 import time
 
 import pytest
-from transcript_wer import wer
+from support.transcript_wer import wer
 
 from sandbox.client import base_url, http_client
 

@@ -8,7 +8,7 @@ import time
 
 import openai
 import pytest
-from transcript_wer import wer
+from support.transcript_wer import wer
 
 from sandbox.client import base_url, http_client, requests_session
 
@@ -146,8 +146,8 @@ def test_template_change_restarts_only_the_affected_service(deployed, tmp_path):
 
 @pytest.fixture(scope="module")
 def french(tmp_path_factory):
-    """The runbook's users speak French: neural French speech (tests/neural_speech.py) as mp3, like meeting.mp3."""
-    neural_speech = pytest.importorskip("neural_speech")
+    """The runbook's users speak French: neural French speech (tests/support/neural_speech.py) as mp3, like meeting.mp3."""
+    neural_speech = pytest.importorskip("support.neural_speech")
     folder = tmp_path_factory.mktemp("french")
     try:
         meeting = neural_speech.speak(neural_speech.FRENCH["meeting"], "jf_nezumi")

@@ -13,9 +13,9 @@ import time
 
 import numpy as np
 import pytest
-from transcript_wer import wer
+from support.transcript_wer import wer
 
-from realtime_support import RATE, connect, espeak_recording, run_session, sdk_client, stream, transcription_session
+from support.realtime_support import RATE, connect, espeak_recording, run_session, sdk_client, stream, transcription_session
 from sandbox.client import HTTPS_PORT, base_url, certificate, http_client
 
 from .conftest import ARTEFACTS, ssh
@@ -150,10 +150,10 @@ def test_a_session_longer_than_the_idle_timeout_is_not_cut(deployed, english, sh
 def test_live_captions_page_in_french(deployed, tmp_path):
     """/live behind basic auth, French by default: Debian's chromium plays a French recording as its microphone; the
     captions the page shows match the recording (the service may be stopped: the page's first request wakes it)."""
-    from browser import Chromium, chromium_binary
+    from support.browser import Chromium, chromium_binary
     if chromium_binary() is None:
         pytest.skip("chromium is not installed (make test-e2e installs Debian's chromium)")
-    neural_speech = pytest.importorskip("neural_speech")
+    neural_speech = pytest.importorskip("support.neural_speech")
     text = neural_speech.FRENCH["meeting"]
     voice = neural_speech.or_skip(neural_speech.speak, text, "jf_nezumi")
     mic = tmp_path / "microphone.wav"       # 48 kHz as a capture device gives it, a second of silence around it

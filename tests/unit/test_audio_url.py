@@ -14,7 +14,7 @@ pytest.importorskip("fastapi", reason="fastapi is needed by the form's test")
 from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from local_http import Receiver, answer, drip, redirect  # noqa: E402
+from support.local_http import Receiver, answer, drip, redirect  # noqa: E402
 from stt_common import install_error_handlers  # noqa: E402
 from stt_common.audio_url import check_url, fetch, fetch_for_job, receive_audio  # noqa: E402
 from stt_common.errors import APIError  # noqa: E402

@@ -5,23 +5,12 @@ import json
 import pytest
 
 from stages.autostart_registry import ConfigError, merge_services
+from support.autostart_config import FOREIGN
 
 OURS = {
     "whisper.example.test": {"name": "W", "composeDir": "/opt/whisper-faster", "proxyPort": 8001,
                              "blocking": True, "containers": ["faster-whisper"]},
 }
-
-FOREIGN = """{
-    "services": {
-        "blog.example.test": {"name":"Blog","composeDir":"/opt/blog","proxyPort":9000,"blocking":false,"containers":["blog"]},
-        "wiki.example.test": {
-            "name": "Wiki",  "composeDir": "/opt/wiki",
-            "proxyPort": 9001, "blocking": true, "containers": ["wiki", "wiki-db"], "custom": [1, 2]
-        }
-    },
-    "logLevel": "debug"
-}
-"""
 
 
 def test_new_file_gets_a_services_object():

@@ -14,7 +14,7 @@ import tarfile
 import pytest
 from pyinfra.api import OperationError
 from pyinfra.context import ctx_host
-from test_deploy_facts_ops import StandInHost, fact, run_op, uploaded
+from support.pyinfra_ops import StandInHost, fact, run_op, uploaded
 
 from stages import restoring
 from stages.backup import host_config, platform_identity

@@ -8,6 +8,7 @@ import wave
 import pytest
 from fastapi import Request
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from stt_common import STTSettings, create_app, decode_audio, receive_upload
 
@@ -143,7 +144,7 @@ def test_settings_from_env(monkeypatch):
     assert s.effective_compute_type == "float16" and s.port == 9000
     assert "a" not in str(s.public_dict()["api_keys"])
     monkeypatch.setenv("STT_MAX_CONCURRENCY", "0")
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         STTSettings()
 
 
@@ -170,3 +171,14 @@ def test_startup_phases_are_marked_once_in_seconds_since_the_process_start():
     m.startup("import")   # a second mark is ignored: the phase ended once
     assert m.startup_seconds.labels("import")._value.get() == first
     assert 'stt_startup_seconds{phase="import"}' in m.render().decode()
+
+
+def test_request_timeout_reads_its_former_name_too(monkeypatch):
+    """STT_REQUEST_TIMEOUT was STT_JOB_TIMEOUT (a name the asynchronous jobs' settings made ambiguous): a host's
+    .env written before the rename keeps its value; where both are set the new name wins."""
+    monkeypatch.setenv("STT_API_KEYS", "a")
+    assert STTSettings().request_timeout == 570
+    monkeypatch.setenv("STT_JOB_TIMEOUT", "42")
+    assert STTSettings().request_timeout == 42
+    monkeypatch.setenv("STT_REQUEST_TIMEOUT", "7")
+    assert STTSettings().request_timeout == 7

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from stt_common import APIError, InferenceExecutor, Job, ModelCache, find_local_model, list_local_models
+from stt_common import APIError, InferenceExecutor, StopHandle, ModelCache, find_local_model, list_local_models
 
 
 def test_executor_bounds_and_retry_after():
@@ -89,7 +89,7 @@ def _slow_segments(job, seen, pause=0.05):
 def test_stream_time_limit_ends_with_the_job_error_and_frees_the_slot():
     async def main():
         ex = InferenceExecutor(1, 0)
-        job, seen = Job(None, timeout=0.3), []
+        job, seen = StopHandle(None, timeout=0.3), []
         got = []
         t0 = time.monotonic()
         with pytest.raises(APIError) as err:
@@ -112,7 +112,7 @@ def test_stream_hang_up_stops_the_producer():
         ex = InferenceExecutor(1, 0)
         # the client goes away while the consumer waits for the next segment (polled)
         req = _Gone()
-        job, seen = Job(req, timeout=None), []
+        job, seen = StopHandle(req, timeout=None), []
         ex_stream = ex.stream(_slow_segments, job, seen, 0.2, job=job)
         ex_stream.POLL_S = 0.05
         it = ex_stream.__aiter__()
@@ -122,7 +122,7 @@ def test_stream_hang_up_stops_the_producer():
             await it.__anext__()
         assert err.value.code == "client_disconnected" and job.reason == "disconnected"
         # the consumer itself cancelled (starlette cancels the response when the client leaves)
-        job2, seen2 = Job(None, timeout=None), []
+        job2, seen2 = StopHandle(None, timeout=None), []
 
         async def consume():
             async for _ in ex.stream(_slow_segments, job2, seen2, job=job2):

@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from pyinfra.api import FileUploadCommand, StringCommand
+from pyinfra.api import FileUploadCommand
 from pyinfra.context import ctx_host
 from pyinfra.facts.files import File, Sha256File
 
@@ -22,6 +22,7 @@ from stages.ops import (ENV_SCRIPT, CommandSucceeds, ComposeFlavour, ContainerIm
                         NginxServerBlocks, RawFile, TreeState, compose_command, env_line_digest, env_secret_file,
                         secret_file, synced_tree, tree_state)
 from stages.secrets_env import Secret
+from support.pyinfra_ops import StandInHost, fact, run_op, uploaded
 
 SECRET = "s3cret-value"
 
@@ -104,51 +105,7 @@ def test_nginx_server_blocks_parses_on_the_host_and_returns_no_content(tmp_path)
     assert NginxServerBlocks().process([]) == []
 
 
-# --- operations: facts in, commands out ----------------------------------------------------------
-class StandInHost:
-    """Answers get_fact from a table {(FactClass, frozenset(kwargs)): value}; collects noop/log lines."""
-
-    name = "stand-in"
-
-    def __init__(self, facts: dict):
-        self.facts = facts
-        self.noops: list[str] = []
-        self.logs: list[str] = []
-
-    def get_fact(self, cls, *args, **kwargs):
-        return self.facts.get((cls, frozenset(kwargs.items())))
-
-    def noop(self, text):
-        self.noops.append(text)
-
-    def log(self, text, *args, **kwargs):
-        self.logs.append(text)
-
-
-def fact(cls, value, **kwargs):
-    return (cls, frozenset(kwargs.items())), value
-
-
-def run_op(op, facts: dict, **kwargs):
-    """The commands an operation yields against these facts, as text (uploads as `upload DEST`), and the host."""
-    host = StandInHost(dict(facts))
-    with ctx_host.use(host):
-        commands = list(op._inner(**kwargs))
-    text = []
-    for cmd in commands:
-        if isinstance(cmd, FileUploadCommand):
-            text.append(f"upload {cmd.dest}")
-        else:
-            assert isinstance(cmd, StringCommand)
-            text.append(cmd.get_raw_value())
-    return text, commands, host
-
-
-def uploaded(commands) -> bytes:
-    ups = [c for c in commands if isinstance(c, FileUploadCommand)]
-    return b"".join(c.src.getvalue() for c in ups)
-
-
+# --- operations: facts in, commands out (support.pyinfra_ops) -----------------------------------
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 

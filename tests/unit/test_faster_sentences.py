@@ -1,7 +1,7 @@
 """faster_server.engine.split_sentences: the batched decoder's window-sized segments, cut into sentence-sized
 ones by their word timings (window of text in, segments out). The tokenizer stands in for the model's: the
 splitting logic is what is tested here; tests/integration/faster runs it on real speech."""
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import List, Optional
 
 from faster_server.engine import split_sentences

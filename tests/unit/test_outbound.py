@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from local_http import Receiver, answer, big, drip, redirect
+from support.local_http import Receiver, answer, big, drip, redirect
 from stt_common.outbound import AddressPolicy, OutboundError, parse_url, request, resolve, why_refused
 
 PUBLIC = "127.0.0.2"   # the stand-in for a public address

@@ -23,8 +23,8 @@ from stages.retired import retired_services
 from stages.settings import Platform, read_group_data
 from stages.web import retired_vhost_files
 
-from test_autostart_config_merge import FOREIGN
-from test_deploy_facts_ops import StandInHost, fact, run_op
+from support.autostart_config import FOREIGN
+from support.pyinfra_ops import StandInHost, fact, run_op
 
 OFF = {"whisperx": {"enabled": False}}
 MARKER_WX = marker.owned_command("/opt/whisperx/docker-compose.yml")

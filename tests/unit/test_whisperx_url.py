@@ -11,7 +11,7 @@ pytest.importorskip("fastapi", reason="fastapi is needed by the server")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from local_http import Receiver, answer, redirect  # noqa: E402
+from support.local_http import Receiver, answer, redirect  # noqa: E402
 
 BUCKET = "127.0.0.2"
 ROUTES = ("/transcribe", "/v1/audio/transcriptions")

@@ -12,7 +12,11 @@ from .health import health_router
 from .metrics import Metrics, MetricsMiddleware, metrics_router
 
 
-class Service:
+class AppRuntime:
+    """One service's FastAPI app and what its routes share: settings, metrics, the authenticated router (`api`),
+    the readiness and failure /health reports, the jobs, the dependencies' probes. (The deploy's `Service` in
+    stages/settings.py is something else: a service entry of group data.)"""
+
     def __init__(self, app: FastAPI, settings, metrics: Metrics):
         self.app, self.settings, self.metrics = app, settings, metrics
         self.api = APIRouter(dependencies=[Depends(require_api_key(settings))])
@@ -46,7 +50,7 @@ def create_app(settings, title: str, version: str = "0.1.0", description: str = 
                lifespan=None, metrics: Optional[Metrics] = None):
     app = FastAPI(title=title, version=version, description=description, lifespan=lifespan)
     metrics = metrics or Metrics()
-    svc = Service(app, settings, metrics)
+    svc = AppRuntime(app, settings, metrics)
     app.state.service = svc
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

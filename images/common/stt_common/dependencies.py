@@ -13,7 +13,7 @@ No route catches these failures itself: they propagate to the app's error handle
 had written is removed by its own cleanup on the way out (the upload's temp file, the job's folder), so nothing
 half-written stays behind. Jobs already accepted are never touched: they wait in Redis (AOF) and on disk.
 
-`Dependencies` (one per app, `Service.dependencies`) holds a probe per dependency; `/health` and every `/metrics`
+`Dependencies` (one per app, `AppRuntime.dependencies`) holds a probe per dependency; `/health` and every `/metrics`
 scrape run them (a Redis PING without retries, a statvfs), so they tell the state now, never a stale one:
 - `/health` stays 200 while the service itself is ready, with `"status": "degraded"`, `"degraded": [names]` and
   `"dependencies": {name: {"status": ..., "code": ..., "error": ..., "since": ...}}` (images/common/README.md);

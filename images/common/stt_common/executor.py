@@ -31,11 +31,13 @@ _ticket: contextvars.ContextVar[Optional[_Ticket]] = contextvars.ContextVar("stt
 
 
 class JobStopped(Exception):
-    """Raised inside a job by `Job.check()` once the job is cancelled (client gone, time limit)."""
+    """Raised inside a job by `StopHandle.check()` once the job is cancelled (client gone, time limit)."""
 
 
-class Job:
-    """Cancellation for one blocking job: the engine calls `check()` between segments/windows."""
+class StopHandle:
+    """How one blocking inference run is stopped: a synchronous request's deadline (`STT_REQUEST_TIMEOUT`) and its
+    client's hang-up, or a live session's item that is dropped. The engine calls `check()` between segments or
+    windows. (Not an asynchronous job: those are RQ jobs, `stt_common.jobs`.)"""
 
     def __init__(self, request=None, timeout: Optional[float] = None, started: Optional[float] = None):
         self.request = request
@@ -175,7 +177,7 @@ class InferenceExecutor:
             self.release()
 
     # -- work ----------------------------------------------------------------
-    async def run(self, fn: Callable[..., Any], *args, job: Optional[Job] = None, bounded: bool = True,
+    async def run(self, fn: Callable[..., Any], *args, job: Optional[StopHandle] = None, bounded: bool = True,
                   **kwargs) -> Any:
         """Run `fn` in a worker thread. With a `job`, the job is cancelled when its request's client goes
         away or its time limit passes (`fn` must call `job.check()` between units of work). `job` is not
@@ -237,7 +239,7 @@ class InferenceExecutor:
         if self.metrics is not None and hasattr(self.metrics, "jobs_stopped"):
             self.metrics.jobs_stopped.labels(reason or "unknown").inc()
 
-    def stream(self, fn: Callable[..., Iterable[Any]], *args, job: Optional[Job] = None, **kwargs) -> "StreamHandle":
+    def stream(self, fn: Callable[..., Iterable[Any]], *args, job: Optional[StopHandle] = None, **kwargs) -> "StreamHandle":
         """Items of `fn`'s iterator as they come (see StreamHandle); with a `job`, as `run`: its time limit ends
         the stream with the job's error, a hang-up cancels it (`fn` should call `job.check()` between items)."""
         return StreamHandle(self, partial(fn, *args, **kwargs), job=job)
@@ -256,7 +258,7 @@ class StreamHandle:
 
     POLL_S = 0.5   # how often a waiting consumer asks whether its client is still there
 
-    def __init__(self, ex: InferenceExecutor, factory: Callable[[], Iterable[Any]], job: Optional[Job] = None):
+    def __init__(self, ex: InferenceExecutor, factory: Callable[[], Iterable[Any]], job: Optional[StopHandle] = None):
         self.ex, self.factory, self.job = ex, factory, job
         self._q: asyncio.Queue = asyncio.Queue()
         self._stop = threading.Event()

@@ -108,7 +108,7 @@ def parse_url(url: str, max_length: int = MAX_URL_LENGTH) -> Target:
         except UnicodeError:
             raise bad("the URL's host name is not a valid DNS name") from None
         if not host or len(host) > 253 or any(not label or len(label) > 63 for label in host.split(".")):
-            raise bad("the URL's host name is not a valid DNS name")
+            raise bad("the URL's host name is not a valid DNS name") from None
     path = parts.path or "/"
     if any(ord(c) > 0x7E for c in path + parts.query):
         raise bad("the URL's path or query holds characters that are not percent-encoded")

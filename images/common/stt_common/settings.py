@@ -29,7 +29,9 @@ class STTSettings(BaseSettings):
     max_form_parts: int = Field(32, ge=2)               # multipart parts per request, the file included
     max_form_bytes: int = Field(64 * 1024, ge=1024)     # all non-file parts of one request together
     max_uploads: int = Field(4, ge=1)                   # request bodies being received at once
-    job_timeout: float = Field(570, gt=0)               # s; below the proxies' 600 s: 503 job_timeout
+    # s a synchronous request may take from its arrival, below the proxies' 600 s: 503 `job_timeout` (the error code
+    # clients know). STT_JOB_TIMEOUT, its name before, is still read (a deployed .env may set it); the new name wins
+    request_timeout: float = Field(570, gt=0, validation_alias=AliasChoices("STT_REQUEST_TIMEOUT", "STT_JOB_TIMEOUT"))
     max_loaded_models: int = Field(2, ge=1)             # the default included
     allow_model_downloads: bool = False                 # hub ids/catalogue names beyond the configured ones
     allow_open_access: bool = False                     # start without STT_API_KEYS (local development)

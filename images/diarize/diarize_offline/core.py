@@ -388,7 +388,7 @@ class OfflineDiarizer:
         for r, ws in by_region.items():
             s, e = regions[r]
             cur_start, cur_lab = s, ws[0][2]
-            for (a0, b0, l0), (a1, b1, l1) in zip(ws, ws[1:]):
+            for (a0, b0, _l0), (a1, b1, l1) in zip(ws, ws[1:]):
                 if l1 != cur_lab:
                     cut = ((a0 + b0) // 2 + (a1 + b1) // 2) // 2
                     segs.append([cur_start / SAMPLE_RATE, cut / SAMPLE_RATE, cur_lab])

@@ -180,7 +180,7 @@ def split_sentences(segment, model, pause: float = 1.0, max_seconds: float = 15.
 def transcribe_chunks(model, chunks: Iterator[np.ndarray], opts: Options, settings: FasterSettings,
                       info: Info, job=None) -> Iterator[Segment]:
     """Transcribe consecutive audio chunks; yields Segments with absolute times. Fills `info` as it goes.
-    With a `job` (stt_common.Job), stops between segments once it is cancelled."""
+    With a `job` (stt_common.StopHandle), stops between segments once it is cancelled."""
     seg_id = 0
     offset = 0.0
     prompt = opts.prompt

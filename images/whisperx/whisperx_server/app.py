@@ -11,25 +11,20 @@ import asyncio
 import logging
 import os
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Optional
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from stt_common import (APIError, InferenceExecutor, Job, TranscriptionForm, check_language, create_app,
-                        model_languages, public_name, receive_audio, upload_limits)
-from stt_common.jobs import Jobs, jobs_routes, owner_of, register_job_metrics
+from stt_common import APIError, InferenceExecutor, create_app, public_name, receive_audio, upload_limits
+from stt_common.jobs import Jobs, jobs_routes, register_job_metrics
 
 from . import __version__
-from .audio import decode_to_memmap
-from .engine import WhisperXEngine, check_speaker_hints
-from .forms import (EXTRA_DOC, OPENAI_FORMATS, TRANSCRIBE_FORMATS, form_bool, form_int, openai_model_and_diarize,
-                    transcribe_openapi, wants_diarization)
+from .engine import WhisperXEngine
 from .jobs import job_spec
-from .responses import openai_response, transcribe_response
+from .routes import Transcriber, router
 from .settings import Settings, cuda_devices, engine_config
-from .voice_fields import VoiceRequest, parse_voice_fields, references_field
+from .voice_fields import references_field
 from .voice_routes import voice_routes
 from .voice_store import VoiceStore
 
@@ -110,46 +105,8 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
 
     store = VoiceStore(settings.speakers_dir, settings.max_voices)
 
-    async def run(upload, job, *, model, language, align, diarize, num_speakers, min_speakers, max_speakers,
-                  prompt=None, temperature=0.0, voices: VoiceRequest = VoiceRequest(), caller: str = "anonymous"):
-        # validate cheap things before decoding minutes of audio
-        device_check()
-        check_speaker_hints(num_speakers, min_speakers, max_speakers)
-        cache.key(model)  # 404 on an unknown model before anything heavy
-        enrolled = []
-        if diarize:        # a missing/invalid HF token answers before the upload is decoded or ASR runs
-            await run_in_threadpool(engine.check_diarization)
-            if voices.enrolled:   # an unknown name too
-                enrolled = await run_in_threadpool(store.voices, caller, voices.enrolled, engine.voice_embedder().id)
-        async with cache.use(model) as asr:   # loaded before decoding: the language is checked against it
-            language = check_language(language, model_languages(asr), f"'{public_name(model or settings.model)}'")
-            # decoding stops at STT_MAX_AUDIO_SECONDS (413): the decoded copy on disk stays bounded
-            audio = await run_in_threadpool(decode_to_memmap, upload.path, settings.tmp_dir,
-                                            settings.max_audio_seconds)
-            try:
-                upload.cleanup()  # the decoded copy is all we need now
-                # the executor takes `job` for itself (cancels it on hang-up or time limit): the engine gets it
-                # too, through the call, to stop at its next check
-                work = partial(engine.run, audio.array, asr=asr, model=model, language=language, align=align,
-                               diarize=diarize, num_speakers=num_speakers, min_speakers=min_speakers,
-                               max_speakers=max_speakers, prompt=prompt, temperature=temperature,
-                               voices=enrolled, reference_clips=voices.clips, speaker_threshold=voices.threshold,
-                               job=job)
-                result = await executor.run(work, job=job)
-                svc.metrics.audio_seconds.labels("transcribe").inc(result.get("duration") or 0.0)
-                return result
-            finally:
-                await run_in_threadpool(audio.close)
-
     # known speakers' reference clips (data URLs) have a bound of their own beside the other fields' 64 KiB
     bulk = [references_field(int(settings.max_reference_mb * 1024 * 1024))]
-
-    def receive(request: Request):
-        # the audio as a file part, or its URL in file_url (fetched here, under the same limits)
-        return receive_audio(request, settings, gate=executor.receiving, bulk=bulk, **upload_limits(settings))
-
-    async def voice_fields(fields) -> VoiceRequest:
-        return await run_in_threadpool(parse_voice_fields, fields)   # decodes the reference clips
 
     # asynchronous jobs (POST /v1/jobs, stt_common.jobs): the upload lands in the jobs folder directly
     svc.jobs = Jobs(job_spec(settings, engine, cache, store), settings)
@@ -160,39 +117,8 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
     # enrolled voices: POST/GET/DELETE /v1/speakers
     voice_routes(svc, engine, store, executor, settings)
 
-    @svc.api.post("/transcribe", tags=["whisperx"], summary="Transcribe with alignment and speaker labels",
-                  openapi_extra=transcribe_openapi())
-    async def transcribe(request: Request):
-        job = Job(request, settings.job_timeout)
-        async with executor.admit(), receive(request) as up:   # a place in line before the body is read
-            form = TranscriptionForm.parse(up.fields, allowed_formats=TRANSCRIBE_FORMATS, allow_stream=False)
-            f = up.fields
-            voices = await voice_fields(f)
-            result = await run(up, job, model=form.model, language=form.language, align=form_bool(f, "align", True),
-                               diarize=wants_diarization(f, bool(voices), False),
-                               num_speakers=form_int(f, "num_speakers"),
-                               min_speakers=form_int(f, "min_speakers"), max_speakers=form_int(f, "max_speakers"),
-                               prompt=form.prompt, temperature=form.temperature, voices=voices,
-                               caller=owner_of(request))
-        return transcribe_response(result, form.response_format)
-
-    @svc.api.post("/v1/audio/transcriptions", tags=["openai"], summary="OpenAI-compatible transcription",
-                  openapi_extra=TranscriptionForm.openapi_body(extra_properties=EXTRA_DOC, formats=OPENAI_FORMATS,
-                                                               stream=False))
-    async def openai_transcriptions(request: Request):
-        job = Job(request, settings.job_timeout)
-        async with executor.admit(), receive(request) as up:
-            form = TranscriptionForm.parse(up.fields, allowed_formats=OPENAI_FORMATS, allow_stream=False)
-            f = up.fields
-            voices = await voice_fields(f)
-            model, diarize = openai_model_and_diarize(form, f, bool(voices))
-            align = form_bool(f, "align", True)
-            result = await run(up, job, model=model, language=form.language, align=align, diarize=diarize,
-                               num_speakers=form_int(f, "num_speakers"), min_speakers=form_int(f, "min_speakers"),
-                               max_speakers=form_int(f, "max_speakers"), prompt=form.prompt,
-                               temperature=form.temperature, voices=voices, caller=owner_of(request))
-        return openai_response(result, form)
-
+    app.state.transcriber = Transcriber(settings, engine, cache, executor, store, svc.metrics, device_check, bulk)
+    svc.api.include_router(router)   # behind the API key, like every route of svc.api
     svc.mount()
     return app
 

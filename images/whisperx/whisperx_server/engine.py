@@ -94,7 +94,7 @@ class WhisperXEngine(ModelLoading, Alignment, Diarization):
             batch_size: int | None = None, prompt: str | None = None, temperature: float = 0.0,
             voices: list | None = None, reference_clips: list | None = None,
             speaker_threshold: float | None = None, job=None) -> dict:
-        """``job`` (stt_common.Job): checked between windows, between the VAD's batches, after each ASR batch,
+        """``job`` (stt_common.StopHandle): checked between windows, between the VAD's batches, after each ASR batch,
         after each aligned segment and within diarization's steps; stops the run once cancelled (client gone,
         time limit). ``prompt`` and ``temperature`` (OpenAI's) and the server's guards apply to this run's ASR
         only (:func:`.decoding.decoding`).

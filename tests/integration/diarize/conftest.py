@@ -24,7 +24,7 @@ def synth_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def conversation(synth_dir):
-    from synth_conversations import make_conversation
+    from support.synth_conversations import make_conversation
 
     def make(n, seed, overlaps=False, duration_s=60.0):
         return make_conversation(n, seed, synth_dir, duration_s=duration_s, overlaps=overlaps)
@@ -46,7 +46,7 @@ def eval_results(diarizer, conversation):
     from pyannote.database.util import load_rttm
     from pyannote.metrics.diarization import DiarizationErrorRate
 
-    from synth_conversations import load_audio
+    from support.synth_conversations import load_audio
 
     out = []
     for n, seed, ov in EVAL_SET:

@@ -12,7 +12,7 @@ pytest.importorskip("pyannote.metrics", reason="pyannote.metrics is needed to sc
 
 import pandas as pd  # noqa: E402
 
-from synth_conversations import load_audio  # noqa: E402
+from support.synth_conversations import load_audio  # noqa: E402
 
 
 def test_dataframe_shape_and_labels(diarizer, conversation):
@@ -68,7 +68,7 @@ def test_assign_word_speakers_from_whisperx(diarizer, conversation):
     df = diarizer(load_audio(conv.wav_path))
     ref_to_hyp = {}
     segments = []
-    for start, end, spk, text in conv.turns:
+    for start, end, _spk, text in conv.turns:
         words = text.split()
         step = (end - start) / len(words)
         ws = [{"word": w, "start": start + i * step, "end": start + (i + 1) * step} for i, w in enumerate(words)]

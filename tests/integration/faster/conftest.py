@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from support.jobs_support import Worker
+
 ROOT = Path(__file__).resolve().parents[3]
 SPOKEN = ("Today we are testing a speech to text server. It should return the words that were spoken, "
           "with their timestamps, in every format. The weather is sunny and the meeting starts at ten.")
@@ -132,9 +134,75 @@ def client(server):
 def base_server(tmp_path_factory):
     """A server whose model store holds the multilingual `base` (the folder it was assembled in, sandbox/models.py);
     its default stays tiny.en, as on the sandbox."""
-    neural_speech = pytest.importorskip("neural_speech")
+    neural_speech = pytest.importorskip("support.neural_speech")
     models = pytest.importorskip("sandbox.models")
     base = neural_speech.or_skip(models.base)
     s = start_server(tmp_path_factory.mktemp("faster-base"), STT_MODELS_DIR=str(base.parent))
     yield s
     stop_server(s)
+
+
+# --- the job tests' helpers (test_faster_jobs, test_faster_trust, test_faster_link) -----------------------
+KEY = "sk-jobs-test"
+
+
+def faster_worker(tmp_path: Path, env: dict) -> Worker:
+    return Worker(tmp_path, {"STT_MODEL": tiny_model(), "STT_MODELS_DIR": str(tmp_path), **env},
+                  "faster")
+
+
+def headers(key: str = KEY) -> dict:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def submit(api, path: Path, key: str = KEY, **fields) -> dict:
+    with open(path, "rb") as f:
+        r = httpx.post(api.url + "/v1/jobs", headers=headers(key), files={"file": (path.name, f)},
+                       data={k: str(v) for k, v in fields.items()}, timeout=60)
+    assert r.status_code == 202, r.text
+    assert r.headers["location"] == f"/v1/jobs/{r.json()['id']}"
+    return r.json()
+
+
+def status(api, job_id: str, key: str = KEY) -> dict:
+    r = httpx.get(f"{api.url}/v1/jobs/{job_id}", headers=headers(key), timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def wait_for(api, job_id: str, states=("succeeded", "failed", "canceled"), timeout: float = 240,
+             worker: Worker | None = None) -> tuple[dict, list]:
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        s = status(api, job_id)
+        seen.append(s)
+        if s["status"] in states:
+            return s, seen
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} still {seen[-1]}\n" + (worker.logs() if worker else ""))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MB file system of its own for STT_JOBS_DIR (a tmpfs): what a full disk does, without filling a real one."""
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "day-two-test", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill(folder: Path, leave: int) -> None:
+    """Fill the file system of `folder` until `leave` bytes are free."""
+    import os
+    st = os.statvfs(folder)
+    free = st.f_bavail * st.f_frsize
+    with open(folder / f"filler-{time.monotonic_ns()}", "wb") as f:
+        try:
+            f.write(b"\0" * max(0, free - leave))
+            f.flush()
+        except OSError:
+            pass

@@ -5,7 +5,7 @@ import time
 import httpx
 import pytest
 
-from transcript_wer import wer
+from support.transcript_wer import wer
 
 from .conftest import start_server, stop_server
 

@@ -5,8 +5,8 @@ import time
 import httpx
 import pytest
 
-from image_build import ROOT, built_image, docker, service_container, wait_health
-from transcript_wer import wer
+from support.image_build import ROOT, built_image, docker, service_container, wait_health
+from support.transcript_wer import wer
 
 from .conftest import tiny_model
 

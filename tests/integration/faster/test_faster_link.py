@@ -15,10 +15,9 @@ import time
 import httpx
 import pytest
 
-from jobs_support import Worker, needs_redis
+from support.jobs_support import Worker, needs_redis
 
-from .conftest import start_server, stop_server
-from .test_faster_jobs import KEY, faster_worker, fill, headers, small_disk, status, submit, wait_for  # noqa: F401
+from .conftest import KEY, faster_worker, fill, headers, start_server, status, stop_server, submit, wait_for
 
 pytestmark = needs_redis
 TOKEN, OTHER = "link-token-of-gpu-7", "link-token-of-gpu-8"

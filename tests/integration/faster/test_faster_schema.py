@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from jobs_support import RedisServer
-from openai_errors import check_answer
+from support.jobs_support import RedisServer
+from support.openai_errors import check_answer
 
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is in the dev extra (make venv)")
 from hypothesis import HealthCheck, settings  # noqa: E402

@@ -17,12 +17,11 @@ import httpx
 import pytest
 from redis import Redis
 
-from jobs_support import RedisServer, Worker, needs_redis
-from local_http import Receiver, drip, redirect
+from support.jobs_support import RedisServer, Worker, needs_redis
+from support.local_http import Receiver, drip, redirect
 from stt_common.jobs import SIGNATURE_HEADER, derived_secret, verify
 
-from .conftest import start_server, stop_server
-from .test_faster_jobs import KEY, faster_worker, headers, submit, wait_for
+from .conftest import KEY, faster_worker, headers, start_server, stop_server, submit, wait_for
 
 pytestmark = needs_redis
 SECRET = "trust-webhook-master-secret"

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from jobs_support import Worker, needs_redis
-from local_http import Receiver, answer, redirect
+from support.jobs_support import Worker, needs_redis
+from support.local_http import Receiver, answer, redirect
 
 from .conftest import start_server, stop_server, tiny_model
 

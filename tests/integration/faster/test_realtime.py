@@ -15,9 +15,9 @@ import httpx
 import numpy as np
 import pytest
 
-from realtime_support import (RATE, connect, espeak_recording, recording, run_session, sdk_client, server_vad,
+from support.realtime_support import (RATE, connect, espeak_recording, recording, run_session, sdk_client, server_vad,
                               stream, transcription_session)
-from transcript_wer import wer
+from support.transcript_wer import wer
 
 from .conftest import start_server, stop_server
 

@@ -1,5 +1,5 @@
 """Live transcription in French: the multilingual `base` chosen in the session (the server's default stays the
-English-only tiny.en, as on the sandbox), neural French speech (tests/neural_speech.py), the openai SDK's realtime
+English-only tiny.en, as on the sandbox), neural French speech (tests/support/neural_speech.py), the openai SDK's realtime
 client. The same audio sent as a file is the yardstick. `base_server`: conftest.py."""
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import asyncio
 
 import pytest
 
-from realtime_support import connect, recording, run_session, sdk_client, transcription_session
-from transcript_wer import wer
+from support.realtime_support import connect, recording, run_session, sdk_client, transcription_session
+from support.transcript_wer import wer
 
-neural_speech = pytest.importorskip("neural_speech")
+neural_speech = pytest.importorskip("support.neural_speech")
 
 MAX_WER_FR = 0.15   # as the file route's French test: base on the Kokoro voices
 

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from jobs_support import needs_redis
+from support.jobs_support import needs_redis
 from stages import monitoring_config as mc
 from stages.settings import Platform, read_group_data
 

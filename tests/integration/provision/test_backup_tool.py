@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from jobs_support import RedisServer, needs_redis
+from support.jobs_support import RedisServer, needs_redis
 
 from stages.backup_archive import keygen, open_archive, public_keys, sha256_file
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from email.utils import formatdate
 from pathlib import Path
 
 import pytest
-from throwaway_host import sh, systemd_host
+from support.throwaway_host import sh, systemd_host
 
 REPO = Path(__file__).resolve().parents[3]
 PYINFRA = Path(sys.executable).with_name("pyinfra")

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from throwaway_host import sh, systemd_host
+from support.throwaway_host import sh, systemd_host
 
 from stages import monitoring_config as mc
 

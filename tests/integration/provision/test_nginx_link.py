@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from local_http import Receiver
-from private_nginx import NGINX, start_nginx
+from support.local_http import Receiver
+from support.private_nginx import NGINX, start_nginx
 from stages import link
 from stages.web import _render
 pytestmark = pytest.mark.skipif(not Path(NGINX).exists(), reason="nginx is not installed (make docker installs it)")

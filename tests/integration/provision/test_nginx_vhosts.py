@@ -18,7 +18,7 @@ import bcrypt
 import pytest
 import requests
 
-from private_nginx import start_nginx
+from support.private_nginx import start_nginx
 from stages.settings import Platform, read_group_data
 from stages.web import render_auth_map, render_http_vhost, render_https_vhost, render_shared, render_tls_params
 

@@ -1,9 +1,9 @@
-"""tests/neural_speech.py: French phonemes with their punctuation, speech rendered once and cached."""
+"""tests/support/neural_speech.py: French phonemes with their punctuation, speech rendered once and cached."""
 import wave
 
 import pytest
 
-neural_speech = pytest.importorskip("neural_speech")
+neural_speech = pytest.importorskip("support.neural_speech")
 
 
 def test_phonemes_keep_punctuation():

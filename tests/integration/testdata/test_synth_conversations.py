@@ -1,9 +1,9 @@
-"""tests/synth_conversations.py: deterministic conversations with a reference RTTM (espeak-ng + sox, no models)."""
+"""tests/support/synth_conversations.py: deterministic conversations with a reference RTTM (espeak-ng + sox, no models)."""
 import shutil
 
 import pytest
 
-from synth_conversations import VOICE_POOL, load_audio, make_conversation
+from support.synth_conversations import VOICE_POOL, load_audio, make_conversation
 
 pytestmark = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("sox")),
                                 reason="espeak-ng and sox are needed (apt-get install espeak-ng sox)")
@@ -21,7 +21,7 @@ def test_turns_rttm_and_audio_agree(out):
     audio = load_audio(conv.wav_path)
     assert abs(audio.size / 16000 - conv.duration_s) < 0.01
     assert 40 <= conv.duration_s <= 50
-    for start, end, spk, text in conv.turns:
+    for start, end, _spk, text in conv.turns:
         assert 1.0 <= end - start <= 8.0 + 1e-6, (start, end)
         assert text.strip()
     lines = conv.rttm_path.read_text().splitlines()
@@ -30,7 +30,7 @@ def test_turns_rttm_and_audio_agree(out):
     assert first[0] == "SPEAKER" and first[1] == conv.uri and first[7] == conv.turns[0][2]
     assert float(first[3]) == pytest.approx(conv.turns[0][0])
     # no overlaps asked: turns are separated by pauses
-    for (s0, e0, *_), (s1, *_rest) in zip(conv.turns, conv.turns[1:]):
+    for (_s0, e0, *_), (s1, *_rest) in zip(conv.turns, conv.turns[1:]):
         assert s1 - e0 >= 0.19
     # the reference turns hold the speech: the audio is quiet outside them
     quiet = audio.copy()

@@ -79,9 +79,9 @@ def speech_wav(audio_dir) -> Path:
 def conversation(audio_dir):
     sys.path.insert(0, str(ROOT))
     try:
-        from synth_conversations import make_conversation
+        from support.synth_conversations import make_conversation
     except ImportError as e:  # pragma: no cover
-        pytest.skip(f"tests/synth_conversations.py is not available: {e}")
+        pytest.skip(f"tests/support/synth_conversations.py is not available: {e}")
     return make_conversation(n_speakers=2, seed=0, out_dir=audio_dir / "conv", duration_s=30)
 
 

@@ -8,7 +8,7 @@ carries a speaker.
 """
 import pytest
 
-from wav2vec2_stub import save_random_wav2vec2
+from support.wav2vec2_stub import save_random_wav2vec2
 
 pytestmark = pytest.mark.slow
 

@@ -1,5 +1,5 @@
 """French first through the WhisperX server run from source: `base` as default (as in production), neural French
-speech (tests/neural_speech.py), the runbook's /transcribe JSON.
+speech (tests/support/neural_speech.py), the runbook's /transcribe JSON.
 
 Alignment: French's default wav2vec2 model (torchaudio's VOXPOPULI_ASR_BASE_10K_FR) cannot be downloaded here, so
 the answer says so (segment timestamps); a French model given through STT_ALIGN_MODELS (what an offline host
@@ -9,12 +9,12 @@ vocabulary: it proves the path (loaded, words back with times inside their segme
 
 import pytest
 
-from transcript_wer import wer
-from wav2vec2_stub import save_random_wav2vec2
+from support.transcript_wer import wer
+from support.wav2vec2_stub import save_random_wav2vec2
 
 pytestmark = pytest.mark.slow
 
-neural_speech = pytest.importorskip("neural_speech")
+neural_speech = pytest.importorskip("support.neural_speech")
 models = pytest.importorskip("sandbox.models")
 
 MAX_WER_FR = 0.15

@@ -9,7 +9,7 @@ import json
 import pytest
 import requests
 
-from image_build import ROOT, built_image, cuda_probe, docker, service_container, wait_health
+from support.image_build import ROOT, built_image, cuda_probe, docker, service_container, wait_health
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -56,7 +56,7 @@ def test_cuda_worker_exits_in_one_line(image):
 
 
 def test_same_image_on_cpu_transcribes(image, tiny_model, speech_wav, speech_text):
-    from transcript_wer import wer
+    from support.transcript_wer import wer
 
     with _run(image, tiny_model, "cpu") as (name, url):
         h = wait_health(url, name, lambda r: r.status_code == 200)

@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-import hostile
+from support import hostile
 
 PATH = "/v1/audio/transcriptions"
 
@@ -118,12 +118,12 @@ def test_queue_full_before_the_body_and_hang_up_stops_the_job(tmpdir_server, lon
 
 
 class CancelAt:
-    """A job (stt_common.Job) that is cancelled, as by a hang-up, at its `n`-th stop check: where the engine
+    """A job (stt_common.StopHandle) that is cancelled, as by a hang-up, at its `n`-th stop check: where the engine
     then stops shows which stretch of the work checks (no clock involved)."""
 
     def __init__(self, n: int):
-        from stt_common import Job
-        self.job, self.n, self.calls = Job(None, None), n, 0
+        from stt_common import StopHandle
+        self.job, self.n, self.calls = StopHandle(None, None), n, 0
 
     def check(self):
         self.calls += 1
@@ -184,7 +184,7 @@ def test_hang_up_during_diarization_stops_inside_it(engine, long_speech, tmp_pat
 
 
 def test_job_time_limit(start_server, long_speech):
-    srv = start_server("timeout", STT_JOB_TIMEOUT="3", STT_BATCH_SIZE="1")
+    srv = start_server("timeout", STT_REQUEST_TIMEOUT="3", STT_BATCH_SIZE="1")
     try:
         a = hostile.post(srv.url, PATH, hostile.multipart(file=long_speech.read_bytes()))
         # stopped at the engine's next check, not at the end of the audio (about a minute here)

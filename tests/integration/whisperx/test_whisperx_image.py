@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from image_build import ROOT, built_image, docker, service_container, wait_health
+from support.image_build import ROOT, built_image, docker, service_container, wait_health
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

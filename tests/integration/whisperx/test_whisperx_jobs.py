@@ -1,13 +1,13 @@
 """WhisperX asynchronous jobs with a real Redis and a real worker (python -m whisperx_server.worker): a
 diarized job on a two-voice conversation runs to the end, reports progress and renders the runbook's JSON and
-OpenAI's formats; the same helpers as the faster service's job tests (tests/jobs_support.py)."""
+OpenAI's formats; the same helpers as the faster service's job tests (tests/support/jobs_support.py)."""
 from __future__ import annotations
 
 import subprocess
 
 import requests
 
-from jobs_support import Worker, needs_redis, wait_finished
+from support.jobs_support import Worker, needs_redis, wait_finished
 
 pytestmark = needs_redis
 

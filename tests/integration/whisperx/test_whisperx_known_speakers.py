@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import requests
 
-from jobs_support import Worker, needs_redis, wait_finished
+from support.jobs_support import Worker, needs_redis, wait_finished
 
 sf = pytest.importorskip("soundfile")
 

@@ -3,7 +3,7 @@ import re
 
 import pytest
 import requests
-from transcript_wer import wer
+from support.transcript_wer import wer
 
 
 pytestmark = pytest.mark.slow

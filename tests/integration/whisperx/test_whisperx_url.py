@@ -8,8 +8,8 @@ from pathlib import Path
 
 import requests
 
-from jobs_support import Worker, needs_redis, wait_finished
-from local_http import Receiver, answer
+from support.jobs_support import Worker, needs_redis, wait_finished
+from support.local_http import Receiver, answer
 
 BUCKET = "127.0.0.2"
 URL_ENV = {"STT_URL_ALLOW_NETWORKS": f"{BUCKET}/32"}

@@ -48,7 +48,7 @@ class Jobs:
     @property
     def blocking_conn(self):
         """A connection for the link's long polls (BLPOP up to a minute), apart from the short calls'."""
-        self.conn   # 503 when jobs are off
+        _ = self.conn   # 503 when jobs are off
         if self._blocking is None:
             self._blocking = redis_connection(self.settings, socket_timeout=90)
         return self._blocking

@@ -17,7 +17,7 @@ from typing import Awaitable, Callable, Deque, Optional
 
 import numpy as np
 
-from stt_common import APIError, Job, JobStopped, SAMPLE_RATE, check_language, model_languages, public_name
+from stt_common import APIError, StopHandle, JobStopped, SAMPLE_RATE, check_language, model_languages, public_name
 
 from ..engine import Options
 from . import decode, events
@@ -130,7 +130,7 @@ class Session:
         self._wake = asyncio.Event()
         self._backlog_ok = asyncio.Event()
         self._backlog_ok.set()
-        self._job: Optional[Job] = None
+        self._job: Optional[StopHandle] = None
         self._interim_rest = 0.0                   # no interim decode before this time (monotonic)
         self.closed = False
 
@@ -345,7 +345,7 @@ class Session:
 
     async def _run(self, what: str, turn: Turn, fn):
         """`fn(job)` in an inference thread, waiting for a slot (the sessions' own cap bounds the waiting)."""
-        job = self._job = Job()
+        job = self._job = StopHandle()
         t0 = time.monotonic()
         try:
             return await self.hub.executor.run(lambda: fn(job), job=job, bounded=False)

@@ -6,7 +6,7 @@ itself reads IPA phonemes, so here espeak-ng's French phonemes (`espeak-ng --ipa
 French pipeline does) are fed to two of its voices, which `base` transcribes almost word for word (measured:
 WER 0-0.04 on the sentences below). espeak-ng's own French voice makes `base` loop ("la vidéo de la vidéo").
 
-    from neural_speech import speak, conversation, VOICES
+    from support.neural_speech import speak, conversation, VOICES
     wav = speak("Bonjour à tous.", voice="jm_kumo")             # cached 16 kHz mono wav
     conv = conversation([("jf_nezumi", "..."), ("jm_kumo", "...")])  # conv.wav, conv.turns, conv.text
 

@@ -2,7 +2,7 @@
 
 Stable API (other tests import it):
 
-    from synth_conversations import make_conversation
+    from support.synth_conversations import make_conversation
     conv = make_conversation(n_speakers=2, seed=0, out_dir=tmp, duration_s=60, overlaps=False)
     conv.wav_path, conv.rttm_path, conv.turns  # [(start, end, speaker, text), ...]
     conv.voices                                # {speaker: VOICE_POOL entry}
