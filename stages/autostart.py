@@ -40,7 +40,7 @@ def autostart_proxy(p: Platform):
 
     current = host.get_fact(RawFile, path=config)
     wanted = {svc.vhost: entry_for(svc, p) for svc in p.services}
-    merged = merge_services(current, wanted)
+    merged: str | None = merge_services(current, wanted)   # remove_services hands back str | None
     retired = [svc.vhost for svc in retired_services(p)
                if (registered(current, svc.vhost) or {}).get("composeDir") == svc.project_dir]
     if retired:

@@ -25,7 +25,9 @@ class ConfigError(ValueError):
 
 
 def _skip_ws(text: str, pos: int) -> int:
-    return _WS.match(text, pos).end()
+    m = _WS.match(text, pos)
+    assert m is not None   # \s* matches at any position
+    return m.end()
 
 
 def _object_members(text: str, start: int):
@@ -130,7 +132,9 @@ def merge_services(text: str | None, entries: dict[str, dict]) -> str:
             cursor = insert_at
         else:
             key_line_start = text.rfind("\n", 0, svc_start) + 1
-            outer = re.match(r"\s*", text[key_line_start:]).group(0)
+            lead = re.match(r"\s*", text[key_line_start:])
+            assert lead is not None   # \s* matches any string
+            outer = lead.group(0)
             indent = outer + "  "
             body = ",\n".join(indent + json.dumps(h) + ": " + _dump(entries[h], indent, "  ") for h in missing)
             out.append(text[cursor:svc_start + 1])
@@ -178,7 +182,9 @@ def registered(text: str | None, host: str) -> dict | None:
 
 def _guess_step(text: str, obj_start: int, member_indent: str) -> str:
     key_line_start = text.rfind("\n", 0, obj_start) + 1
-    outer = re.match(r"[ \t]*", text[key_line_start:]).group(0)
+    lead = re.match(r"[ \t]*", text[key_line_start:])
+    assert lead is not None   # [ \t]* matches any string
+    outer = lead.group(0)
     step = member_indent[len(outer):] if member_indent.startswith(outer) else "  "
     return step or "  "
 

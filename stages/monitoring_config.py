@@ -253,7 +253,9 @@ def extend_config(text: str, scrape_jobs: str, alertmanager_port: int) -> str:
                          if re.match(r"\s+alertmanagers\s*:", lines[i])), None)
         if managers is None:
             raise ConfigShapeError("its alerting section has no alertmanagers list to add ours to")
-        indent = re.match(r"(\s*)", lines[managers]).group(1)
+        lead = re.match(r"(\s*)", lines[managers])
+        assert lead is not None   # (\s*) matches any string
+        indent = lead.group(1)
         value = lines[managers].split(":", 1)[1].split("#", 1)[0].strip()
         if value in ("[]", "null", "~"):
             lines[managers] = f"{indent}alertmanagers:\n"

@@ -11,6 +11,7 @@ import posixpath
 import shlex
 from fnmatch import fnmatch
 from pathlib import Path
+from typing import cast
 
 from pyinfra import host, logger
 from pyinfra.api import FactBase, FileUploadCommand, OperationError, StringCommand, operation
@@ -105,6 +106,7 @@ def secret_file(
     remote = host.get_fact(File, path=path)
     same = remote and host.get_fact(Sha256File, path=path) == desired_sum
     if same:
+        assert remote   # `same` is falsy when the file is absent
         if str(remote.get("mode")) != mode.lstrip("0") or remote.get("user") != user or remote.get("group") != group:
             yield StringCommand("chown", f"{user}:{group}", path)
             yield StringCommand("chmod", mode, path)
@@ -233,7 +235,7 @@ def env_secret_file(path: str, header: str, values: dict, staging_dir: str, mode
             desired.append(env_line_digest(f"{name}={value.reveal() if isinstance(value, Secret) else value}"))
     kept = [n for n in names if values[n] is None and n in existing]
     if current is not None and [d for _, d in current] == desired:
-        remote = host.get_fact(File, path=path)
+        remote = cast(dict, host.get_fact(File, path=path))   # the digests were read from it: it exists
         if str(remote.get("mode")) != mode.lstrip("0") or remote.get("user") != "root" or remote.get("group") != "root":
             yield StringCommand("chown", "root:root", path)
             yield StringCommand("chmod", mode, path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Mapping
 
 REPO = Path(__file__).resolve().parent.parent
 SANDBOX_SECRETS = REPO / ".sandbox" / "secrets.env"
@@ -75,7 +76,7 @@ def _read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
-def load(sandbox: bool | Path | str = False, environ: dict | None = None) -> dict[str, Secret | None]:
+def load(sandbox: bool | Path | str = False, environ: Mapping[str, str] | None = None) -> dict[str, Secret | None]:
     """All secret variables. A variable absent from the environment is None: the deploy keeps
     the value already on the host; only an explicit empty value (`HF_TOKEN=`) clears it.
     For the sandbox hosts, a secrets file (`make sandbox`: .sandbox/secrets.env, or the path
@@ -132,6 +133,7 @@ def validate(values: dict[str, Secret | None]) -> None:
 
 def api_keys(env_secrets: dict[str, Secret | None]) -> list[str] | None:
     """Our API keys; None when WHISPER_API_KEY is absent (the host's keys are kept)."""
-    if env_secrets.get("WHISPER_API_KEY") is None:
+    key = env_secrets.get("WHISPER_API_KEY")
+    if key is None:
         return None
-    return [k.strip() for k in env_secrets["WHISPER_API_KEY"].reveal().split(",") if k.strip()]
+    return [k.strip() for k in key.reveal().split(",") if k.strip()]

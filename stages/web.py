@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import shlex
 from types import SimpleNamespace
-from typing import Callable
+from typing import Callable, cast
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pyinfra import host
@@ -130,7 +130,7 @@ def monitoring_files(p: Platform, with_https: bool) -> list[dict]:
 def nginx_files(p: Platform, env_secrets: dict, with_https: bool) -> list[dict]:
     """Every nginx file we own, as nginx_apply takes them."""
     keys = api_keys(env_secrets)
-    out = [
+    out: list[dict] = [
         {"path": f"{NGINX}/conf.d/whisper-platform.conf", "content": render_shared(p), "mode": "644"},
         {"path": f"{NGINX}/snippets/whisper-platform-tls.conf", "content": render_tls_params(), "mode": "644"},
         # API keys absent from the environment: the host's map (and keys) stay as they are
@@ -167,7 +167,7 @@ def _retired_files(p: Platform) -> list[dict]:
     out = []
     # named after one of our vhosts, so the first versions' generic "Managed by pyinfra" counts here too
     owned = lambda path: host.get_fact(CommandSucceeds, command=marker.owned_command(path, generic=True))  # noqa: E731
-    link_target = lambda path: (host.get_fact(Link, path=path) or {}).get("link_target")  # noqa: E731
+    link_target = lambda path: cast(dict, host.get_fact(Link, path=path) or {}).get("link_target")  # noqa: E731
     for svc in retired_services(p):
         out += retired_vhost_files(svc, owned=owned, link_target=link_target)
     if not p.monitoring_enabled:   # monitoring turned off: its vhost and stub_status leave too

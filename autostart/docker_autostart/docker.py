@@ -69,6 +69,7 @@ async def run(argv: Sequence[str], *, cwd: Optional[str] = None, timeout: Option
             proc.kill()
             await proc.wait()
         raise
+    assert proc.returncode is not None   # communicate() returned: the process has exited
     return Result(proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
 
 

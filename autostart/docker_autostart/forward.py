@@ -7,7 +7,7 @@ import asyncio
 import json
 import logging
 import time
-from typing import Optional
+from typing import Optional, cast
 
 import aiohttp
 from aiohttp import web
@@ -118,7 +118,7 @@ class Forwarding(ProxyParts):
         data = _body(request.content, body_touched) if request.body_exists else None
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=cfg.upstream_timeout)
         try:
-            async with self.session.request(request.method, url, headers=headers, data=data,
+            async with cast(aiohttp.ClientSession, self.session).request(request.method, url, headers=headers, data=data,
                                             allow_redirects=False, skip_auto_headers=SKIP_AUTO_HEADERS,
                                             timeout=timeout) as up:
                 out_headers = downstream_response_headers(up.headers)

@@ -10,6 +10,8 @@ import asyncio
 import json
 import logging
 
+from typing import cast
+
 import aiohttp
 
 from .readiness import PERMANENT_BODY_LIMIT, health_summary, read_some
@@ -37,7 +39,7 @@ class HealthWatch(ProxyParts):
         next request finds out why, and starts it again if its containers are gone)."""
         url = f"http://127.0.0.1:{st.cfg.proxy_port}{st.cfg.readiness_path}"
         try:
-            async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=5), allow_redirects=False) as r:
+            async with cast(aiohttp.ClientSession, self.session).get(url, timeout=aiohttp.ClientTimeout(total=5), allow_redirects=False) as r:
                 body = await read_some(r.content, PERMANENT_BODY_LIMIT)
             st.record_health(health_summary(json.loads(body.decode("utf-8"))))
         except (aiohttp.ClientError, asyncio.TimeoutError, UnicodeDecodeError, ValueError):

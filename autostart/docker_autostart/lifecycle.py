@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import time
+from typing import cast
 
 import aiohttp
 
@@ -184,7 +185,7 @@ class Lifecycle(ProxyParts):
         while True:
             try:
                 timeout = aiohttp.ClientTimeout(total=max(1.0, min(5.0, deadline - time.monotonic())))
-                async with self.session.get(url, timeout=timeout, allow_redirects=False) as resp:
+                async with cast(aiohttp.ClientSession, self.session).get(url, timeout=timeout, allow_redirects=False) as resp:
                     body = await read_some(resp.content, PERMANENT_BODY_LIMIT)
                     if 200 <= resp.status < 300 or (cfg.readiness_path is None and resp.status < 500):
                         if cfg.readiness_path:

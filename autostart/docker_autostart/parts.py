@@ -28,6 +28,7 @@ class ProxyParts:
     _locks: Dict[str, asyncio.Lock]
     _stopping: set
     _websockets: set
+    # opened in the app's startup, before any handler or background task runs (the parts cast it to ClientSession)
     session: Optional[aiohttp.ClientSession]
     started_at: float
 

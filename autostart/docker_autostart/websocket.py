@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Tuple
+from typing import Tuple, cast
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -61,8 +61,9 @@ class WebSocketRelay(ProxyParts):
         offered = [p.strip() for v in request.headers.getall("Sec-WebSocket-Protocol", ())
                    for p in v.split(",") if p.strip()]
         try:
-            up = await self.session.ws_connect(url, protocols=offered, headers=headers, autoclose=True,
-                                               autoping=True, compress=0, max_msg_size=MAX_MESSAGE)
+            session = cast(aiohttp.ClientSession, self.session)
+            up = await session.ws_connect(url, protocols=offered, headers=headers, autoclose=True,
+                                          autoping=True, compress=0, max_msg_size=MAX_MESSAGE)
         except aiohttp.WSServerHandshakeError as exc:   # the service answered the upgrade with an HTTP status
             return json_error(exc.status, f"{cfg.host} refused the WebSocket: {exc.status} {exc.message}",
                               "upstream_refused", cfg.host)
