@@ -108,9 +108,9 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     from .dependencies import install_handlers
 
-    app.add_exception_handler(APIError, _api_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(APIError, _api_error)  # type: ignore[arg-type]  # Starlette types a handler's exception as Exception; it calls it with this class
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]  # Starlette types a handler's exception as Exception; it calls it with this class
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]  # Starlette types a handler's exception as Exception; it calls it with this class
     # a dependency's failure (Redis, a full disk) is a documented 503/507 (stt_common.dependencies), never a 500
     install_handlers(app)
     app.add_exception_handler(Exception, unexpected_error)

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, AsyncIterator, Callable, Iterable, Optional
@@ -165,6 +165,7 @@ class InferenceExecutor:
 
     def release(self) -> None:
         self.running -= 1
+        assert self._sem is not None   # released after acquire(), which made it
         self._sem.release()
         self._gauges()
 
@@ -263,7 +264,7 @@ class StreamHandle:
         self._q: asyncio.Queue = asyncio.Queue()
         self._stop = threading.Event()
         self._started = False
-        self._future = None
+        self._future: Optional[Future] = None
 
     async def start(self) -> "StreamHandle":
         """Admission (may raise the 503) and wait for a slot; then the producer starts."""

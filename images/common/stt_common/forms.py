@@ -98,9 +98,9 @@ class TranscriptionForm(BaseModel):
             raise bad_request(f"stream=true is not supported with response_format '{rf}': use json or text.",
                               param="stream", code="invalid_value")
 
-        known = {"model", "language", "prompt", "temperature", "response_format", "timestamp_granularities[]",
+        known_fields = {"model", "language", "prompt", "temperature", "response_format", "timestamp_granularities[]",
                  "timestamp_granularities", "stream"}
-        extra = {k: v[-1] for k, v in fields.items() if k not in known and v}
+        extra = {k: v[-1] for k, v in fields.items() if k not in known_fields and v}
         prompt = last("prompt")
         return cls(model=model, language=language, prompt=prompt or None, temperature=temperature,
                    response_format=rf, timestamp_granularities=list(dict.fromkeys(grans)), stream=stream,

@@ -3,6 +3,8 @@ before; public. The autostart proxy reads it to decide readiness and whether job
 to say why a service answers 503/507 (stt_common.dependencies)."""
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
@@ -28,7 +30,7 @@ def health_router(service) -> APIRouter:
             ready = False
         if not ready:
             return JSONResponse({"status": "loading"}, status_code=503)
-        body = {"status": "ok"}
+        body: dict[str, Any] = {"status": "ok"}
         try:
             body.update(service.details() or {})
         except Exception:  # noqa: BLE001

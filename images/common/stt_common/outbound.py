@@ -226,10 +226,10 @@ def _with_timeout(fn, timeout: Optional[float], message: str):
     if t.is_alive():
         raise OutboundError("timeout", message)
     if "error" in box:
-        e = box["error"]
-        if isinstance(e, (socket.gaierror, UnicodeError)):
-            raise OutboundError("unresolvable", f"cannot resolve the host name ({e})") from None
-        raise e
+        err = box["error"]
+        if isinstance(err, (socket.gaierror, UnicodeError)):
+            raise OutboundError("unresolvable", f"cannot resolve the host name ({err})") from None
+        raise err
     return box["value"]
 
 

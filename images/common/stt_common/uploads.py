@@ -6,11 +6,14 @@ import re
 import tempfile
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import AsyncIterator, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, AsyncIterator, Dict, Iterator, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 
@@ -50,6 +53,8 @@ class UploadedFile:
 class Upload:
     """One received multipart request: the fields and the file on disk (``files``: every file part where a
     route takes several, in the order sent; ``path`` and friends describe the first)."""
+
+    source_url: Optional[str]   # set by stt_common.audio_url's receive: the audio's URL, when sent as one
 
     def __init__(self, tmp_dir: Optional[str]):
         self.tmp_dir = tmp_dir
@@ -248,7 +253,7 @@ async def receive_upload(request: Request, max_bytes: int, file_field: str = "fi
         callbacks = {k: getattr(rec, k) for k in (
             "on_part_begin", "on_part_data", "on_part_end", "on_header_field", "on_header_value",
             "on_header_end", "on_headers_finished")}
-        parser = MultipartParser(boundary, callbacks)
+        parser = MultipartParser(boundary, cast("MultipartCallbacks", callbacks))
         total = 0
         try:
             async with (gate if gate is not None else _nogate()):
@@ -318,13 +323,14 @@ def _iter_frames(src, max_seconds: Optional[float] = None) -> Iterator[np.ndarra
     import av
     container = _open(src)
     limit = int(max_seconds * SAMPLE_RATE) if max_seconds else None
+    seconds = cast(float, max_seconds)   # the limit's, read only where limit is set
     done = 0
     try:
         if not container.streams.audio:
             raise bad_request("The file holds no audio stream.", param="file", code="invalid_audio")
         stream = container.streams.audio[0]
-        if limit is not None and container.duration and container.duration / 1_000_000 > max_seconds + 1:
-            raise audio_too_long(max_seconds)  # the header says so: refuse before decoding anything
+        if limit is not None and container.duration and container.duration / 1_000_000 > seconds + 1:
+            raise audio_too_long(seconds)  # the header says so: refuse before decoding anything
         stream.thread_type = "AUTO"
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         try:
@@ -334,7 +340,7 @@ def _iter_frames(src, max_seconds: Optional[float] = None) -> Iterator[np.ndarra
                     a = out.to_ndarray().reshape(-1)
                     done += a.size
                     if limit is not None and done > limit:   # headers lie: the count of decoded samples decides
-                        raise audio_too_long(max_seconds)
+                        raise audio_too_long(seconds)
                     yield a
         except av.error.InvalidDataError:
             pass  # a damaged tail: keep what decoded (faster-whisper does the same)
@@ -342,7 +348,7 @@ def _iter_frames(src, max_seconds: Optional[float] = None) -> Iterator[np.ndarra
             a = out.to_ndarray().reshape(-1)
             done += a.size
             if limit is not None and done > limit:
-                raise audio_too_long(max_seconds)
+                raise audio_too_long(seconds)
             yield a
     except APIError:
         raise

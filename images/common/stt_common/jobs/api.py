@@ -9,9 +9,12 @@ import os
 import shutil
 import time
 import uuid
-from typing import Dict, Optional
+from typing import TYPE_CHECKING, Dict, Optional
 
 from fastapi import Request
+
+if TYPE_CHECKING:
+    from redis import Redis
 from fastapi.responses import JSONResponse, Response
 
 from ..auth import caller_of
@@ -43,7 +46,9 @@ class Jobs:
         self.enabled = bool(settings.redis_url)
         self.limits = quotas.Limits.from_settings(settings)
         self.policy = policy_from(settings.webhook_allow_private, getattr(settings, "webhook_allow_networks", ""))
-        self._conn = self._blocking = self._probe = None
+        self._conn: Optional[Redis] = None
+        self._blocking: Optional[Redis] = None
+        self._probe: Optional[Redis] = None
 
     @property
     def blocking_conn(self):

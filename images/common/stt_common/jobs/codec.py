@@ -17,7 +17,7 @@ import json
 import logging
 import pickle
 import zlib
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, cast
 
 from rq.job import Job
 from rq.queue import Queue
@@ -102,7 +102,7 @@ def queue(conn, name: str, timeout: Optional[int] = None) -> Queue:
 
 
 def fetch(conn, job_id: str) -> StoredJob:
-    return StoredJob.fetch(job_id, connection=conn, serializer=SERIALIZER)
+    return cast(StoredJob, StoredJob.fetch(job_id, connection=conn, serializer=SERIALIZER))   # rq builds cls(...)
 
 
 def fetch_many(conn, ids: Iterable[str]) -> list:

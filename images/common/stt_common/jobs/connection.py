@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+from typing import Any
 
 
 # How a client rides out a Redis that does not answer for a moment (restarted, upgraded, loading its AOF): a command
@@ -13,7 +14,7 @@ import ssl
 #   worker  about 25 s, then RQ's own loop (and, past it, Docker's restart policy) takes over; no socket timeout
 #           (RQ's dequeue blocks on Redis by design);
 #   probe   /health's and /metrics' PING: no retry, 2 s at most, so that they tell the state at once.
-ROLES = {
+ROLES: dict[str, dict[str, Any]] = {
     "api": {"retries": (3, 0.1, 1.0), "socket_connect_timeout": 2, "socket_timeout": 5},
     "worker": {"retries": (10, 0.25, 4.0), "socket_connect_timeout": 5},
     "probe": {"retries": (0, 0.0, 0.0), "socket_connect_timeout": 2, "socket_timeout": 2},

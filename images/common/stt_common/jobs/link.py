@@ -34,7 +34,7 @@ import os
 import secrets
 import threading
 import time
-from typing import Optional
+from typing import Any, Optional
 
 from ..dependencies import is_disk_full
 from ..errors import APIError, not_found
@@ -150,6 +150,7 @@ def next_assignment(conn, service: str, host: str, slot: str, ticket: str,
 
 def slots_seen(conn, service: str) -> dict:
     """Worker hosts and their slots that asked for work lately: {host: slots}."""
+    out: dict[str, int]
     cutoff, out, stale = time.time() - SEEN_TTL_S, {}, []
     for field, value in conn.hgetall(_seen_key(service)).items():
         host, _, _slot = field.decode().rpartition("|")
@@ -292,7 +293,7 @@ def report_failure(conn, lease: str, host: str, body: dict) -> None:
     error = body.get("error") or {}
     if not isinstance(error, dict):
         raise APIError(422, "error must be an object.", param="error", code="invalid_value")
-    clean = {"message": str(error.get("message") or "")[:MAX_ERROR_MESSAGE] or "the worker host failed",
+    clean: dict[str, Any] = {"message": str(error.get("message") or "")[:MAX_ERROR_MESSAGE] or "the worker host failed",
              "code": str(error.get("code") or "")[:64] or None, "param": str(error.get("param") or "")[:64] or None}
     if clean["code"] and not all(c.isalnum() or c == "_" for c in clean["code"]):
         clean["code"] = None

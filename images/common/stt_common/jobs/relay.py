@@ -19,7 +19,7 @@ import signal
 import sys
 import time
 import uuid
-from typing import Optional
+from typing import Any, Optional, cast
 
 from rq.exceptions import DequeueTimeout
 from rq.worker import WorkerStatus
@@ -90,14 +90,15 @@ class RelayWorker(ModelWorker):
 
 def remote_run(audio_path: str, params: dict, ctx: JobContext) -> dict:
     """JobSpec.run of a relay: hand the job to the slot that asked for it, follow its lease, return its result."""
-    conn, job, settings = ctx.conn, ctx.job, runtime.SETTINGS
-    host = runtime.REMOTE_HOST
+    # execute_job set these for the job it runs, and configure() the settings, before RQ calls this
+    conn, job, settings = ctx.conn, ctx.job, cast(Any, runtime.SETTINGS)
+    host = cast(str, runtime.REMOTE_HOST)
     ttl = int(settings.job_max_seconds) + 3600
     lease = link.new_lease(conn, job.id, host, ttl)
     beat_ttl = max(2.0, float(settings.job_heartbeat_ttl))
     assignment = {"lease": lease, "job_id": job.id, "params": params, "heartbeat_s": beat_ttl,
                   "attempt": int(job.meta.get("attempts") or 1)}
-    if not link.assign_ticket(conn, runtime.TICKET, runtime.RELAY, assignment):
+    if not link.assign_ticket(conn, cast(str, runtime.TICKET), cast(str, runtime.RELAY), assignment):
         link.end_lease(conn, lease)
         raise RemoteLost(f"the slot of {host} that asked for this job is gone")
     folder = os.path.dirname(audio_path)
@@ -144,7 +145,8 @@ def remote_run(audio_path: str, params: dict, ctx: JobContext) -> dict:
 def run_relay(settings: STTSettings) -> None:
     """One relay process."""
     service = settings.jobs_service
-    spec = JobSpec(service=service, formats=(), prepare=None, run=remote_run, render=None)
+    # a relay only runs: the front prepares and renders (JobSpec types them for the services' own specs)
+    spec = JobSpec(service=service, formats=(), prepare=None, run=remote_run, render=None)  # type: ignore[arg-type]
     runtime.configure(spec, settings)
     # a dequeue waits up to a slot's wait
     conn = redis_connection(settings, role="worker", socket_timeout=link.NEXT_WAIT_S + 30)

@@ -17,7 +17,7 @@ import ssl
 import threading
 import time
 import uuid
-from typing import Optional
+from typing import Optional, cast
 from urllib.parse import urlsplit
 
 from ..errors import APIError
@@ -47,9 +47,10 @@ class LinkClient:
         self.token, self.context, self.slot = token, context, slot
 
     def _conn(self, timeout: float) -> http.client.HTTPConnection:
+        host = cast(str, self.host)   # as parsed from the link's URL; http.client refuses a missing one
         if self.scheme == "https":
-            return http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self.context)
-        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+            return http.client.HTTPSConnection(host, self.port, timeout=timeout, context=self.context)
+        return http.client.HTTPConnection(host, self.port, timeout=timeout)
 
     def call(self, method: str, path: str, body=None, timeout: float = 30.0, sink=None,
              max_bytes: int = 0) -> tuple[int, bytes]:

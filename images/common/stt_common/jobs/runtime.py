@@ -3,7 +3,7 @@ functions RQ calls by name), the host a job runs on, and the counters it keeps i
 from __future__ import annotations
 
 import threading
-from typing import Optional
+from typing import Optional, cast
 
 from .connection import worker_name
 from .keys import stats_key, worker_stats_key
@@ -49,8 +49,9 @@ def current_worker() -> str:
 def stat(conn, name: str, amount: float = 1.0) -> None:
     """A service-wide counter, and the same per worker host (webhook failures are the front's only)."""
     try:
-        conn.hincrbyfloat(stats_key(SPEC.service), name, amount)
+        service = cast(JobSpec, SPEC).service   # configure() ran first (unset, this fails into the except as before)
+        conn.hincrbyfloat(stats_key(service), name, amount)
         if SETTINGS is not None and name != "webhook_failures":
-            conn.hincrbyfloat(worker_stats_key(SPEC.service), f"{current_worker()}|{name}", amount)
+            conn.hincrbyfloat(worker_stats_key(service), f"{current_worker()}|{name}", amount)
     except Exception:  # noqa: BLE001
         pass

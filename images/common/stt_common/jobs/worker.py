@@ -10,6 +10,7 @@ import logging
 import os
 import threading
 import uuid
+from typing import cast
 
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.scheduler import RQScheduler
@@ -123,7 +124,7 @@ class ModelWorker(SimpleWorker):
             holder = self.connection.get(key)
             if holder is None:
                 continue
-            holder = holder.decode()
+            holder = cast(bytes, holder).decode()   # the worker's connection returns bytes
             if holder == self.name or self.connection.exists(self.redis_worker_namespace_prefix + holder):
                 continue
             if release_lock(self.connection, key, holder):
