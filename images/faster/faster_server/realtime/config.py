@@ -53,7 +53,7 @@ class SessionConfig:
 
     def to_ga(self, session_id: str, model_name: str, expires_at: int) -> dict:
         fmt = {"type": self.format, "rate": self.rate} if self.format == "audio/pcm" else {"type": self.format}
-        transcription = {"model": model_name, "language": self.language, "prompt": self.prompt}
+        transcription: dict[str, Any] = {"model": model_name, "language": self.language, "prompt": self.prompt}
         if self.keywords:
             transcription["keywords"] = list(self.keywords)
         return {"type": "transcription", "object": "realtime.transcription_session", "id": session_id,
@@ -129,7 +129,7 @@ def _transcription(cfg: SessionConfig, value: Any, param: str) -> SessionConfig:
                             param=param)
     value = _obj(value, param)
     _known(value, {"model", "language", "prompt", "keywords"} | IGNORED, param)
-    changes = {}
+    changes: dict[str, Any] = {}
     if "model" in value:
         changes["model"] = _text(value["model"], f"{param}.model") or None
     if "language" in value:

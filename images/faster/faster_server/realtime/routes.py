@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, cast
 
 from fastapi import Request, WebSocket
 from fastapi.responses import FileResponse, JSONResponse
@@ -242,7 +242,7 @@ async def serve_session(ws: WebSocket, hub: Hub) -> None:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finished = done.pop()
         if finished is tasks[1]:      # the watchdog: too long, or idle
-            outcome = finished.result()
+            outcome = cast(str, finished.result())   # _watch and _read return one; the worker's is None
             message = (f"The session reached its maximum duration of {settings.realtime_max_session_seconds:g} s."
                        if outcome == "expired" else
                        f"The session was idle for {settings.realtime_idle_timeout:g} s (no speech, no event) and "
@@ -250,7 +250,7 @@ async def serve_session(ws: WebSocket, hub: Hub) -> None:
             await end(events.error_event(message, code=f"session_{'expired' if outcome == 'expired' else 'idle_timeout'}"),
                       events.CLOSE_NORMAL, outcome)
         elif finished is tasks[2]:
-            outcome = finished.result()
+            outcome = cast(str, finished.result())
             if outcome == "too_big":
                 await end(None, events.CLOSE_TOO_BIG, "message too big")
         else:                         # the worker stopped: a bug, said as a server error

@@ -413,6 +413,7 @@ class Session:
         turn.spec = (covered, result)
 
     async def _finish(self, turn: Turn) -> None:
+        assert turn.audio is not None   # a queued turn: _commit set its audio before queueing it
         seconds = turn.audio.size / SAMPLE_RATE
         try:
             if turn.spec is not None and turn.spec[0] >= turn.last_speech:
