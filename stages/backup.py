@@ -37,6 +37,7 @@ import io
 import json
 import posixpath
 import shlex
+from typing import cast
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, OperationError, StringCommand, deploy, operation
@@ -277,7 +278,8 @@ def restore(p: Platform, env_secrets: dict):
 
 def _secrets_from(checked: CheckedArchive, p: Platform, env_secrets: dict) -> list[str]:
     """The archive's API keys and HF token as this run's values where the environment has none."""
-    envs = [checked.env(name[len("secrets/env/"):-len(".env")])
+    # the backup writes only secrets/env/<service>.env there, so each name finds its own file
+    envs = [cast("dict[str, str]", checked.env(name[len("secrets/env/"):-len(".env")]))
             for name in sorted(checked.small) if name.startswith("secrets/env/")]
     notes = []
     keys = next((env["STT_API_KEYS"] for env in envs if env.get("STT_API_KEYS")), None)
@@ -358,7 +360,7 @@ def restore_redis(p: Platform):
         host.log("restore: jobs_enabled is False here, so the backup's Redis snapshot is not loaded")
         return
     server.shell(name=f"Load the Redis snapshot of {todo['archive']} (queued and finished jobs)", commands=[
-        StringCommand("python3", tool(p), "restore-redis", "--dump", f"{work_dir(p)}/restore-dump.rdb",
+        StringCommand("python3", tool(p), "restore-redis", "--dump", f"{work_dir(p)}/restore-dump.rdb",  # type: ignore[list-item]  # pyinfra types commands as str; it runs a StringCommand as is
                       "--jobs-env", p.jobs_env_file, "--socket", socket_path(p), "--marker", marker_path(p))])
 
 
@@ -376,4 +378,4 @@ def resume_jobs(p: Platform):
                      commands=[f"cd {shlex.quote(svc.project_dir)} && {locked(svc.project_dir)}{compose} up -d"
                                for svc in waiting])
     server.shell(name=f"Restore from {todo['archive']} complete", commands=[
-        StringCommand("python3", tool(p), "mark", "--marker", marker_path(p), "--step", "done")])
+        StringCommand("python3", tool(p), "mark", "--marker", marker_path(p), "--step", "done")])  # type: ignore[list-item]  # pyinfra types commands as str; it runs a StringCommand as is

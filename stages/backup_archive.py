@@ -22,6 +22,7 @@ import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from stages.host.backup import CHUNK, FORMAT, KIND, parse_env, sha256_file  # the writer's own definitions (host side)
@@ -200,10 +201,11 @@ def verify_tar(plain: Path) -> CheckedArchive:
                 if not member.isfile():
                     raise RestoreRefused(f"the archive holds {name!r}, which is neither file, folder nor link")
                 f = tar.extractfile(member)
+                assert f is not None   # a regular file (checked above) always has its data
                 h = hashlib.sha256()
                 keep = name.startswith(SMALL) and member.size <= 16 << 20
                 data = bytearray()
-                for block in iter(lambda f=f: f.read(CHUNK), b""):
+                for block in iter(partial(f.read, CHUNK), b""):
                     h.update(block)
                     if keep:
                         data += block
@@ -274,7 +276,9 @@ def unpack_pki(blob: bytes, folder: Path) -> list[str]:
         for member in tar:
             if not member.isfile() or "/" in member.name or member.name in (".", ".."):
                 raise RestoreRefused(f"the archive's link PKI holds an unexpected entry {member.name!r}")
-            files[member.name] = (tar.extractfile(member).read(), member.mode & 0o777)
+            member_file = tar.extractfile(member)
+            assert member_file is not None   # a regular file (checked above) always has its data
+            files[member.name] = (member_file.read(), member.mode & 0o777)
     conflicts = [name for name, (data, _) in files.items()
                  if (folder / name).exists() and (folder / name).read_bytes() != data]
     if conflicts:

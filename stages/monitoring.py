@@ -25,6 +25,7 @@ import shlex
 
 from pyinfra import host
 from pyinfra.api import FactBase, deploy
+from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, files, server, systemd
 
 from stages import apt_sources, link, marker, monitoring_config as mc
@@ -106,7 +107,7 @@ def watched_mounts(p: Platform, mount_of) -> list[tuple[str, str]]:
 @deploy("Monitoring: Prometheus, Alertmanager, exporters")
 def monitoring(p: Platform, env_secrets: dict):
     if not p.monitoring_enabled:
-        remove_monitoring(p)
+        remove_monitoring(p)  # type: ignore[call-arg, arg-type]  # pyinfra's PyinfraOperation types _sudo etc. as positional
         return
     setup = host.get_fact(PrometheusSetup)
     extend = host_owns_prometheus(setup)
@@ -205,7 +206,7 @@ def monitoring(p: Platform, env_secrets: dict):
     # Prometheus and Alertmanager reload for a config change alone
     restarts = {}
     for package in lines:
-        triggers = [install, defaults[package]]
+        triggers: list[OperationMeta | None] = [install, defaults[package]]   # changed() skips None
         if package == "prometheus-blackbox-exporter":
             triggers.append(blackbox)
         if package == REDIS_EXPORTER:

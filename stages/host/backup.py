@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from typing import cast
 
 FORMAT = 1
 KIND = "whisper-platform backup"
@@ -282,7 +283,7 @@ def add_certificates(archive: Archive, cfg: dict) -> list[str]:
 def add_jobs(archive: Archive, cfg: dict, redis: Redis | None) -> dict:
     """Every job folder: a finished job's result always, its audio only with `uploads`; a job still queued or
     running keeps its audio (it needs it to run after a restore)."""
-    summary = {}
+    summary: dict = {}
     root = cfg["jobs_dir"]
     if not os.path.isdir(root):
         return summary
@@ -383,7 +384,12 @@ def locked(path: str):
         os.close(fd)
 
 
-def sha256_file(path: str) -> str:
+def _key_count(keyspace: str) -> int:
+    """N of one INFO keyspace value ("keys=N,expires=...,avg_ttl=..."), as Redis writes it."""
+    return int(cast("re.Match[str]", re.search(r"keys=(\d+)", keyspace)).group(1))
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(CHUNK), b""):
@@ -433,6 +439,7 @@ def create(cfg: dict) -> dict:
         with open(part, "wb") as out:
             age = subprocess.Popen(["age", "--encrypt", "-R", cfg["recipients_file"]], stdin=subprocess.PIPE,
                                    stdout=out, stderr=subprocess.PIPE)
+            assert age.stdin is not None and age.stderr is not None   # both opened as pipes
             try:
                 archive = Archive(age.stdin)
                 contents: dict = {"secrets": add_secrets(archive, cfg), "certificates": add_certificates(archive, cfg)}
@@ -612,7 +619,7 @@ def restore_redis(dump: str, jobs_env_file: str, marker: str, socket_path: str, 
             except BackupFailed:
                 return False
         _wait(answers, "Redis to load the snapshot")
-        keys = sum(int(re.search(r"keys=(\d+)", v).group(1)) for v in one_off.info("keyspace").values())
+        keys = sum(_key_count(v) for v in one_off.info("keyspace").values())
         one_off("CONFIG", "SET", "appendonly", "yes")
 
         def rewritten() -> bool:
@@ -637,7 +644,7 @@ def restore_redis(dump: str, jobs_env_file: str, marker: str, socket_path: str, 
         except BackupFailed:
             return False
     _wait(serving, f"{unit} to start")
-    loaded = sum(int(re.search(r"keys=(\d+)", v).group(1)) for v in live.info("keyspace").values())
+    loaded = sum(_key_count(v) for v in live.info("keyspace").values())
     if loaded != keys:
         raise BackupFailed(f"Redis holds {loaded} keys after the restore, the snapshot {keys}")
     os.unlink(dump)
