@@ -6,10 +6,16 @@ import ast
 import importlib.util
 import os
 import time
+from typing import TYPE_CHECKING, Any, cast
 
 from stt_common import public_name
 
 from .models import hf_offline
+
+if TYPE_CHECKING:
+    from stt_common.models import ModelCache
+
+    from .engine import EngineConfig
 
 
 class AlignUnavailable(Exception):
@@ -21,14 +27,15 @@ def default_align_models() -> tuple[dict, dict]:
     from its alignment module's source (two literal dicts) without importing it."""
     global _DEFAULTS
     if _DEFAULTS is None:
-        found = {"DEFAULT_ALIGN_MODELS_TORCH": {}, "DEFAULT_ALIGN_MODELS_HF": {}}
+        found: dict[str, dict] = {"DEFAULT_ALIGN_MODELS_TORCH": {}, "DEFAULT_ALIGN_MODELS_HF": {}}
         try:
             spec = importlib.util.find_spec("whisperx.alignment")
-            tree = ast.parse(open(spec.origin, encoding="utf-8").read())
+            # whisperx missing (no spec, no origin): fails into the except below, as meant
+            tree = ast.parse(open(cast(Any, spec).origin, encoding="utf-8").read())
             for node in tree.body:
                 if isinstance(node, ast.Assign) and len(node.targets) == 1 and \
                         getattr(node.targets[0], "id", None) in found:
-                    found[node.targets[0].id] = ast.literal_eval(node.value)
+                    found[cast(ast.Name, node.targets[0]).id] = ast.literal_eval(node.value)   # it has an id
         except Exception:  # noqa: BLE001 - whisperx missing or reshaped: the real load decides
             pass
         _DEFAULTS = (found["DEFAULT_ALIGN_MODELS_TORCH"], found["DEFAULT_ALIGN_MODELS_HF"])
@@ -62,6 +69,12 @@ def torchaudio_cached(bundle_name: str) -> bool:
 class Alignment:
     """The engine's alignment part (a mixin of :class:`~whisperx_server.engine.WhisperXEngine`): needs
     ``self.cfg``, ``self.cache`` and ``self._setup_torch``."""
+
+    cfg: EngineConfig      # set by WhisperXEngine (annotations only: the type checker's view of the engine)
+    cache: ModelCache
+
+    if TYPE_CHECKING:
+        def _setup_torch(self) -> None: ...   # ModelLoading's
 
     ALIGN_RETRY_S = 600.0   # a failed alignment-model load is not retried for this long
 

@@ -36,7 +36,7 @@ log = logging.getLogger("whisperx_server")
 def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngine] = None) -> FastAPI:
     settings = settings or Settings()
     engine = engine or WhisperXEngine(engine_config(settings))
-    holder = {}
+    holder: dict[str, list] = {}
     # device=cuda without a GPU: said once, on /health and in every answer, never retried (images/README.md, "GPU")
     device_problem = settings.device_problem(cuda_devices)
 

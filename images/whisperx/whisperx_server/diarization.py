@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -12,6 +13,9 @@ from stt_common import JobStopped
 from .errors import (DiarizationUnavailable, InvalidRequest, ServiceError, map_diarization_load_error,
                      token_malformed_error, token_missing_error)
 from .speakers import SpeakerTurns
+
+if TYPE_CHECKING:
+    from .engine import EngineConfig
 from .voices import Naming, Voice, apply_names, name_clusters
 
 log = logging.getLogger("whisperx_server")
@@ -38,6 +42,8 @@ def check_speaker_hints(num_speakers, min_speakers, max_speakers):
 class Diarization:
     """The engine's diarization part (a mixin of :class:`~whisperx_server.engine.WhisperXEngine`): needs
     ``self.cfg``, ``self.cache`` and ``self._setup_torch``."""
+
+    cfg: EngineConfig      # set by WhisperXEngine (annotations only: the type checker's view of the engine)
 
     DIARIZE_RETRY_S = 60.0  # a refused pyannote download is answered from memory for this long
 
@@ -124,6 +130,7 @@ class Diarization:
         emb = self.voice_embedder() if clips else None
         out = []
         for name, audio in clips:
+            assert emb is not None   # there are clips, so it was made
             vec, _seconds = emb.clip(audio)
             if vec is None:
                 raise InvalidRequest(f"No speech was found in the reference clip for {name!r}.", param=param,

@@ -9,10 +9,16 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stt_common import check_text, public_name
 
 from .errors import ModelNotFound, ServiceError, map_model_load_error
+
+if TYPE_CHECKING:
+    from stt_common.models import ModelCache
+
+    from .engine import EngineConfig
 
 log = logging.getLogger("whisperx_server")
 
@@ -47,6 +53,9 @@ def _is_within(path: Path, root: str) -> bool:
 class ModelLoading:
     """The engine's ASR-model part (a mixin of :class:`~whisperx_server.engine.WhisperXEngine`): needs
     ``self.cfg`` and ``self.cache``."""
+
+    cfg: EngineConfig      # set by WhisperXEngine (annotations only: the type checker's view of the engine)
+    cache: ModelCache
 
     def _init_loading(self) -> None:
         self._torch_ready = False

@@ -3,6 +3,7 @@ numbers, NaN as None, speakers only when diarized)."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 
 def clean_float(x) -> float | None:
@@ -35,8 +36,8 @@ def offset_segment(s: dict, offset: float) -> dict:
 
 
 def public_segment(s: dict, diarized: bool) -> dict:
-    seg = {"start": clean_float(s.get("start")), "end": clean_float(s.get("end")),
-           "text": str(s.get("text", "")).strip()}
+    seg: dict[str, Any] = {"start": clean_float(s.get("start")), "end": clean_float(s.get("end")),
+                           "text": str(s.get("text", "")).strip()}
     if diarized:
         seg["speaker"] = s.get("speaker")
         if "speaker_similarity" in s:   # known speakers were given (whisperx_server.voices)

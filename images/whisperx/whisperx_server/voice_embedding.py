@@ -11,7 +11,12 @@ The identity (``id``) names backend and model: voices made by one embedder are n
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Optional
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from diarize_offline import SpeechDetector
 
 SAMPLE_RATE = 16000
 PIECE_S = 10.0          # pyannote embeds 10 s chunks; longer speech is cut into pieces and averaged
@@ -36,7 +41,7 @@ class PyannoteVoices:
         self.embedding = inner._embedding
         self.id = f"pyannote:{model_name}"
         self.device = device
-        self._vad = None
+        self._vad: Optional[SpeechDetector] = None
 
     def _speech(self, audio: np.ndarray) -> tuple[np.ndarray, float]:
         if self._vad is None:

@@ -76,7 +76,7 @@ def check_name(name: str, param: str) -> str:
 
 
 def _values(fields, names) -> list[str]:
-    out = []
+    out: list[str] = []
     for n in names:
         out.extend(fields.get(n) or [])
     return out
@@ -106,7 +106,7 @@ def parse_voice_fields(fields) -> VoiceRequest:
     if len(names) != len(refs):
         raise bad_request(f"known_speaker_names[] and known_speaker_references[] must come in pairs: {len(names)} "
                           f"name(s), {len(refs)} reference(s).", param=REFS[0], code="invalid_speaker_reference")
-    enrolled = []
+    enrolled: list[str] = []
     for v in _values(fields, ("speakers", "speakers[]")):
         enrolled.extend(check_name(p, "speakers") for p in v.split(",") if p.strip())
     if len(enrolled) > MAX_SPEAKER_NAMES:

@@ -18,6 +18,7 @@ Pure numpy and dicts: no model (the unit tier tests it).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -108,11 +109,12 @@ def apply_names(segments: list[dict], naming: Naming, voices: list[Voice],
     mat = np.stack([v.vector for v in voices]) if voices else None
     out = []
     for i, seg in enumerate(segments):
-        label = seg.get("speaker")
+        label: Any = seg.get("speaker")   # a diarizer's label; None (looked up all the same) where it gave none
         seg = dict(seg)
         name = naming.names.get(label)
         if name is not None:
             seg["speaker"] = name
+        score: float | None
         vec = segment_vectors[i] if segment_vectors is not None and i < len(segment_vectors) else None
         if vec is not None and mat is not None:
             vec = _unit(vec)

@@ -39,7 +39,7 @@ def speaker_turn_spans(turns, audio, max_s: float = 28.0, merge_gap: float = 0.6
     if hasattr(turns, "itertuples"):
         turns = [(r.start, r.end, r.speaker) for r in turns.itertuples()]
     rows = sorted((float(a), float(b), str(c)) for a, b, c in turns or [])
-    turns: list[list] = []
+    turns = []   # the merged turns, [start s, end s, speaker] each
     for st, en, spk in rows:
         if en <= st:
             continue
