@@ -107,6 +107,7 @@ def decode_batch(pipe, features, frames=None, offsets=None, timings: dict | None
     guard is decoded again alone up the ladder."""
     opts, n = pipe.options, features.shape[0]
     stop = getattr(pipe, "decode_stop", None)
+    tokens: list[list[int]]
     if opts.temperatures and opts.temperatures[0] > 0:   # a request's temperature: sampled, chunk by chunk
         encoded, tokens, texts, logprobs, again = None, [[]] * n, [""] * n, [0.0] * n, list(range(n))
     else:

@@ -141,13 +141,14 @@ class WhisperXEngine(ModelLoading, Alignment, Diarization):
             diar_info = {"backend": backend, "speakers": turns.speakers, "order": order,
                          "seconds": round(clock.seconds["diarize"], 3)}
         if order == "turns":
+            assert turns is not None   # order is set only when diarizing, which set turns
             groups = group_spans(speaker_turn_spans(turns.turns, audio), self.cfg.window_s)
         else:
             cuts = quiet_cut_points(audio, self.cfg.window_s)
             groups = [(a, b, None) for a, b in zip(cuts[:-1], cuts[1:])]
         segments: list[dict] = []
         words_by = None          # "wav2vec2" | "whisper" | None: who timed the words
-        align_info = {"status": "disabled"} if not align else None
+        align_info: dict[str, Any] | None = {"status": "disabled"} if not align else None
         for w0, w1, spans in groups:
             stop()
             chunk = np.ascontiguousarray(audio[w0:w1], dtype=np.float32)
@@ -201,15 +202,18 @@ class WhisperXEngine(ModelLoading, Alignment, Diarization):
             if "reason" in align_info:
                 align_info["reason"] += "; words are timed by Whisper's own word timestamps (coarser)"
         if diarize:
+            # diarizing set these above (and threshold where there are voices)
+            assert turns is not None and order is not None and diar_info is not None
             with clock("speakers"):
                 segments = self.label_speakers(segments, turns, order)
             if voices:
+                assert threshold is not None
                 with clock("voices"):
                     segments, naming = self.name_speakers(segments, turns, voices, threshold, audio, stop)
                 diar_info["speakers"] = [naming.names.get(k, k) for k in turns.speakers]
                 diar_info["speaker_threshold"] = threshold
                 diar_info["known_speakers"] = naming.summary(voices)
-        out = {
+        out: dict[str, Any] = {
             "segments": [public_segment(s, diarize) for s in segments],
             "language": language,
             "duration": round(duration, 3),

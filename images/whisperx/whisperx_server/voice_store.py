@@ -23,6 +23,7 @@ import json
 import os
 import time
 from datetime import datetime, timezone
+from typing import Any, List, cast
 
 import numpy as np
 
@@ -53,7 +54,7 @@ class VoiceStore:
 
     def _path(self, caller: str) -> str:
         digest = hashlib.sha256(f"caller:{caller}".encode()).hexdigest()[:32]
-        return os.path.join(self.folder, f"{digest}.json")
+        return os.path.join(cast(str, self.folder), f"{digest}.json")   # after _check(): configured
 
     def _read(self, caller: str) -> dict:
         self._check()
@@ -69,7 +70,7 @@ class VoiceStore:
     @contextlib.contextmanager
     def _locked(self, caller: str):
         self._check()
-        os.makedirs(self.folder, mode=0o700, exist_ok=True)
+        os.makedirs(cast(str, self.folder), mode=0o700, exist_ok=True)
         path = self._path(caller)
         fd = os.open(path + ".lock", os.O_CREAT | os.O_RDWR, 0o600)
         try:
@@ -90,7 +91,7 @@ class VoiceStore:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        dfd = os.open(self.folder, os.O_RDONLY)
+        dfd = os.open(cast(str, self.folder), os.O_RDONLY)
         try:
             os.fsync(dfd)
         finally:
@@ -136,8 +137,8 @@ class VoiceStore:
                 if len(voices) >= self.max_voices:
                     raise bad_request(f"At most {self.max_voices} enrolled speakers per caller: delete one first.",
                                       param="name", code="too_many_speakers")
-                entry = {"name": name, "created_at": now, "clips": 0, "speech_seconds": 0.0, "embeddings": {},
-                         "weights": {}}
+                entry: dict[str, Any] = {"name": name, "created_at": now, "clips": 0, "speech_seconds": 0.0,
+                                         "embeddings": {}, "weights": {}}
                 voices[name] = entry
             else:
                 entry = voices[k]
@@ -164,7 +165,7 @@ class VoiceStore:
             self._write(path, data)
         return {"object": "speaker", "name": k, "deleted": True}
 
-    def voices(self, caller: str, names: list[str], embedder: str) -> list[Voice]:
+    def voices(self, caller: str, names: List[str], embedder: str) -> List[Voice]:   # List: `list` is a method here
         """The named voices as the diarizing backend's model (``embedder``) made them; 400 for a name the caller
         never enrolled, 409 for a voice enrolled while another backend diarized (enroll it again)."""
         if not names:
