@@ -14,6 +14,8 @@ import numpy as np
 from stt_common.uploads import iter_audio_chunks
 
 CHUNK_SECONDS = 60.0
+# what a closed DecodedAudio holds: no samples (the file and its mapping are gone)
+_CLOSED = np.empty(0, dtype=np.float32)
 
 
 class DecodedAudio:
@@ -25,7 +27,7 @@ class DecodedAudio:
         return len(self.array) / 16000
 
     def close(self) -> None:
-        arr, self.array = self.array, None
+        arr, self.array = self.array, _CLOSED
         mm = getattr(arr, "_mmap", None)
         del arr
         if mm is not None:

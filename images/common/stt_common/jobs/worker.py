@@ -10,12 +10,12 @@ import logging
 import os
 import threading
 import uuid
-from typing import cast
+from typing import Optional, cast
 
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.scheduler import RQScheduler
 from rq.scripts import release_lock
-from rq.worker import SimpleWorker, WorkerStatus
+from rq.worker import DequeueStrategy, SimpleWorker, WorkerStatus
 
 from . import runtime
 from .codec import SERIALIZER, StoredJob, convert_legacy_jobs, legacy_webhook_jobs, queue
@@ -82,11 +82,16 @@ class ModelWorker(SimpleWorker):
         self.set_state(WorkerStatus.IDLE)
 
     # ---------------------------------------------------------------- the scheduler, named after this worker
-    def work(self, burst: bool = False, logging_level=None, with_scheduler: bool = False, **kwargs):
-        """RQ's loop. With `with_scheduler`, the scheduler is ours (started in `bootstrap`, where RQ's `work`
-        would start its own right after), so RQ is told to start none."""
+    def work(self, burst: bool = False, logging_level: Optional[str] = None,
+             date_format: str = DEFAULT_LOGGING_DATE_FORMAT, log_format: str = DEFAULT_LOGGING_FORMAT,
+             max_jobs: Optional[int] = None, max_idle_time: Optional[int] = None, with_scheduler: bool = False,
+             dequeue_strategy: DequeueStrategy = DequeueStrategy.DEFAULT) -> bool:
+        """RQ's loop, RQ's signature. With `with_scheduler`, the scheduler is ours (started in `bootstrap`, where
+        RQ's `work` would start its own right after), so RQ is told to start none."""
         self.with_named_scheduler, self.scheduler_burst = with_scheduler, burst
-        return super().work(burst=burst, logging_level=logging_level, with_scheduler=False, **kwargs)
+        return super().work(burst=burst, logging_level=logging_level, date_format=date_format, log_format=log_format,
+                            max_jobs=max_jobs, max_idle_time=max_idle_time, with_scheduler=False,
+                            dequeue_strategy=dequeue_strategy)
 
     def bootstrap(self, logging_level="INFO", date_format=DEFAULT_LOGGING_DATE_FORMAT,
                   log_format=DEFAULT_LOGGING_FORMAT):
