@@ -3,6 +3,7 @@ turn detection on frame probabilities, the deltas' agreement, the input buffer, 
 hooks for sessions. The protocol against a real model and the openai SDK: tests/integration/faster/test_realtime*.py."""
 import asyncio
 import base64
+import collections
 import threading
 import time
 
@@ -163,6 +164,42 @@ def test_buffer_keeps_positions_across_takes_and_drops():
     assert taken.size == 190 and b.start == 310 and b.peek(310, 320).tolist() == [3.0] * 10
     b.clear()
     assert b.start == b.end == 500 and b.peek(0, 500).size == 0
+
+
+def _session_with_history(history, floor=0, context_seconds=10):
+    """A Session's context bookkeeping alone (timeline at 16 kHz; no socket, no model)."""
+    from faster_server.realtime.session import Session, Turn
+    s = Session.__new__(Session)
+    s.recent, s.context_floor, s.context_samples = Buffer(), floor, context_seconds * 16000
+    s.recent.append(np.arange(40 * 16000, dtype=np.float32))
+    s.history = collections.deque(history)
+    return s, Turn
+
+
+def test_a_turn_hears_the_whole_earlier_turns_that_fit_with_their_transcripts():
+    sec = 16000
+    s, Turn = _session_with_history([(0 * sec, "Bonjour."), (4 * sec, "Ça va ?"), (9 * sec, "Oui.")])
+    turn = Turn("item_c", 12 * sec)
+    context, start = s._context(turn, 14 * sec)             # 10 s in all: the context may begin at 4 s
+    assert start == 4 * sec and context.size == 8 * sec
+    audio, prefix = s._prefixed(context, start, turn)
+    assert prefix == "Ça va ? Oui." and audio.size == 8 * sec and audio[0] == 4 * sec   # from the turn at 4 s on
+    s.history[1] = (4 * sec, None)                          # a failed turn: nothing before it is heard
+    audio, prefix = s._prefixed(context, start, turn)
+    assert prefix == "Oui." and audio.size == 3 * sec and audio[0] == 9 * sec
+    s.history.pop()
+    s.history.pop()                                         # nothing transcribed since: the turn alone
+    assert s._prefixed(context, start, turn) == (None, "")
+
+
+def test_a_cleared_buffer_is_never_heard_as_context():
+    sec = 16000
+    s, Turn = _session_with_history([(2 * sec, "Bonjour.")], floor=5 * sec)
+    turn = Turn("item_d", 7 * sec)
+    context, start = s._context(turn, 8 * sec)
+    assert start == 5 * sec and s._prefixed(context, start, turn) == (None, "")
+    long_turn = Turn("item_e", 20 * sec)                    # a turn as long as the window: decoded alone
+    assert s._context(long_turn, 31 * sec) == (None, 0)
 
 
 # ---------------------------------------------------------------- client secrets

@@ -92,8 +92,8 @@ class Turn:
     last_speech_at: float = 0.0          # when that frame arrived (monotonic): the end of the utterance
     interim_at: int = 0                  # the buffer's end at its last interim decode
     spec: Optional[tuple] = None         # (samples covered, decode.Result): a final decode made during a pause
-    context: Optional[np.ndarray] = None  # set at the commit: the audio before it the final decode sees
-    cut: float = 0.0                     # seconds of that context (its words are not this turn's)
+    context: Optional[np.ndarray] = None  # set at the commit: the audio before it its final decode may hear
+    context_start: int = 0               # the first sample of that audio
 
 
 class Session:
@@ -118,7 +118,10 @@ class Session:
         self.recent = Buffer()                     # all audio of the last seconds: the context of the next turns
         self.context_samples = int(s.realtime_context_seconds * SAMPLE_RATE)
         self.recent_samples = self.context_samples + int(s.realtime_max_buffer_seconds * SAMPLE_RATE)
-        self.previous_speech_end: Optional[int] = None   # the last committed turn's end of speech
+        # the transcribed turns (first sample, transcript; None: failed) that a later turn's decode may hear
+        # before it, and the first sample that may be heard (a clear of the buffer moves it past what it dropped)
+        self.history: Deque[tuple[int, Optional[str]]] = collections.deque()
+        self.context_floor = 0
         self.turn: Optional[Turn] = None          # the buffer's turn in progress (has speech)
         self.queue: Deque[Turn] = collections.deque()
         self.backlog = 0                           # samples committed, not yet transcribed
@@ -291,21 +294,39 @@ class Session:
         await self._commit(turn, self.buffer.end)
 
     def _context(self, turn: Turn, end: int) -> tuple:
-        """(the audio before `turn` (ending at `end`) its decode sees, its length in seconds): what fills the
-        decoded audio up to STT_REALTIME_CONTEXT_SECONDS, if an earlier turn spoke in it; the cut sits in the middle
-        of the pause between the two."""
-        previous = self.previous_speech_end
-        start = max(self.recent.start, turn.start - (self.context_samples - (end - turn.start)))
-        if previous is None or previous <= start or turn.start <= start:
-            return None, 0.0
-        cut = (min(previous, turn.start) + max(turn.speech, turn.start)) / 2
-        return self.recent.peek(start, turn.start), (cut - start) / SAMPLE_RATE
+        """(the audio before `turn` (ending at `end`) that its decode may hear, its first sample): what fills the
+        decoded audio up to STT_REALTIME_CONTEXT_SECONDS; which earlier turns of it are heard is decided once their
+        transcripts are known (`_prefixed`)."""
+        start = max(self.recent.start, self.context_floor, turn.start - (self.context_samples - (end - turn.start)))
+        if turn.start <= start:
+            return None, 0
+        return self.recent.peek(start, turn.start), start
+
+    def _prefixed(self, context: Optional[np.ndarray], start: int, turn: Turn) -> tuple:
+        """(the audio of the earlier turns the decode of `turn` hears, their transcripts): whole turns from
+        `context` (which begins at sample `start`), the latest ones back to the first that fits, none across a
+        failed one."""
+        first = None
+        for t_start, text in reversed(self.history):
+            if t_start >= turn.start:
+                continue
+            if t_start < start or text is None:
+                break
+            first = t_start
+        if context is None or first is None:
+            return None, ""
+        texts = [text for t_start, text in self.history if first <= t_start < turn.start]
+        return context[first - start:], " ".join(t for t in texts if t)
+
+    def _remember(self, turn: Turn, text: Optional[str]) -> None:
+        self.history.append((turn.start, text))
+        while self.history and self.history[0][0] < turn.start - self.context_samples:
+            self.history.popleft()
 
     async def _commit(self, turn: Turn, end: int) -> None:
-        turn.context, turn.cut = self._context(turn, end)
+        turn.context, turn.context_start = self._context(turn, end)
         turn.audio = self.buffer.take(end)
         turn.previous_id, self.last_item_id = self.last_item_id, turn.id
-        self.previous_speech_end = turn.last_speech or end
         if not turn.last_speech_at:
             turn.last_speech_at = time.monotonic()
         self.turn = None
@@ -319,6 +340,7 @@ class Session:
         await self.send(events.item_added(turn.id, turn.previous_id))
 
     def clear(self) -> None:
+        self.context_floor = self.buffer.end   # what was cleared is never heard as a later turn's context
         self.buffer.clear()
         self.turns.reset()
         self.turn = None
@@ -338,10 +360,6 @@ class Session:
         # no earlier transcript as the prompt: measured, it made French turns worse where audio context helps
         return Options(language=self.config.language, prompt=self.config.prompt or None,
                        hotwords=" ".join(self.config.keywords) or None)
-
-    @staticmethod
-    def _with_context(context: Optional[np.ndarray], audio: np.ndarray) -> np.ndarray:
-        return audio if context is None else np.concatenate([context, audio])
 
     async def _run(self, what: str, turn: Turn, fn):
         """`fn(job)` in an inference thread, waiting for a slot (the sessions' own cap bounds the waiting)."""
@@ -401,13 +419,13 @@ class Session:
                 await self.send(events.transcription_delta(turn.id, delta))
 
     async def _speculate(self, turn: Turn) -> None:
-        context, cut = self._context(turn, self.buffer.end)
-        audio = self._with_context(context, self.buffer.peek(turn.start, self.buffer.end))
+        context, prefix = self._prefixed(*self._context(turn, self.buffer.end), turn)
+        audio = self.buffer.peek(turn.start, self.buffer.end)
         covered = turn.last_speech
         model, opts, settings = self.model, self._options(), self.final_settings
         try:
             result = await self._run("speculative", turn,
-                                     lambda job: decode.final(model, audio, opts, settings, job, cut))
+                                     lambda job: decode.final(model, audio, opts, settings, job, context, prefix))
         except (APIError, JobStopped):
             return
         turn.spec = (covered, result)
@@ -420,22 +438,26 @@ class Session:
                 result = turn.spec[1]
             else:
                 model, opts, settings = self.model, self._options(), self.final_settings
-                audio, cut = self._with_context(turn.context, turn.audio), turn.cut
+                audio = turn.audio
+                context, prefix = self._prefixed(turn.context, turn.context_start, turn)
                 result = await self._run("final", turn,
-                                         lambda job: decode.final(model, audio, opts, settings, job, cut))
+                                         lambda job: decode.final(model, audio, opts, settings, job, context, prefix))
         except JobStopped:
             return
         except APIError as e:
             if self.closed:
                 return
             self.hub.count_item("failed")
+            self._remember(turn, None)
             await self.send(events.transcription_failed(turn.id, e.message, e.code, e.type))
         except Exception:  # noqa: BLE001 - one failed item: said for that item, the session goes on
             log.exception("realtime transcription failed")
             self.hub.count_item("failed")
+            self._remember(turn, None)
             await self.send(events.transcription_failed(turn.id, "The server had an error while transcribing.",
                                                         "internal_error"))
         else:
+            self._remember(turn, result.text)
             delta = turn.deltas.final(result.text)
             if delta:
                 await self.send(events.transcription_delta(turn.id, delta))
