@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .mel import mel_spectrogram
+
 SAMPLE_RATE = 16000
 HOP = 160  # 10 ms frames for both front-ends
 
@@ -76,11 +78,10 @@ class ResemblyzerEmbedder(_Embedder):
         self.device = device
 
     def features(self, chunk):
-        from resemblyzer.audio import wav_to_mel_spectrogram
-
-        # resemblyzer normalises loudness to -30 dBFS before its mel front-end
+        # resemblyzer normalises loudness to -30 dBFS before its mel front-end (its own, through librosa, costs a
+        # numba compilation on each start of the service: ours is the same numbers in numpy)
         rms = float(np.sqrt(np.mean(chunk.astype(np.float64) ** 2))) + 1e-9
-        return wav_to_mel_spectrogram(chunk * (10 ** (-30 / 20) / rms))
+        return mel_spectrogram(chunk * (10 ** (-30 / 20) / rms))
 
     def forward(self, batch):
         with self.torch.inference_mode():

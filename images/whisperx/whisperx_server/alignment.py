@@ -55,9 +55,13 @@ def hf_cached(repo_id: str, cache_dir: str | None = None) -> bool:
 
 
 def torchaudio_cached(bundle_name: str) -> bool:
-    """Whether torchaudio's checkpoint for a pipeline bundle is already in the torch hub cache."""
+    """Whether torchaudio's checkpoint for a pipeline bundle is already in the torch hub cache. An empty cache is
+    told without importing torchaudio (a second on a cold start, for every offline host with no checkpoint)."""
     try:
         import torch
+        checkpoints = os.path.join(torch.hub.get_dir(), "checkpoints")
+        if not os.path.isdir(checkpoints) or not any(f.endswith((".pth", ".pt")) for f in os.listdir(checkpoints)):
+            return False
         import torchaudio
         bundle = getattr(torchaudio.pipelines, bundle_name)
         fname = os.path.basename(bundle._path)
