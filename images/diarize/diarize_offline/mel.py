@@ -20,13 +20,13 @@ _MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
 _LOGSTEP = np.log(6.4) / 27.0
 
 
-def hz_to_mel(f: np.ndarray) -> np.ndarray:
+def hz_to_mel(f) -> np.ndarray:
     f = np.asarray(f, dtype=np.float64)
     return np.where(f >= _MIN_LOG_HZ, _MIN_LOG_MEL + np.log(np.maximum(f, 1e-10) / _MIN_LOG_HZ) / _LOGSTEP,
                     f / _F_SP)
 
 
-def mel_to_hz(m: np.ndarray) -> np.ndarray:
+def mel_to_hz(m) -> np.ndarray:
     m = np.asarray(m, dtype=np.float64)
     return np.where(m >= _MIN_LOG_MEL, _MIN_LOG_HZ * np.exp(_LOGSTEP * (m - _MIN_LOG_MEL)), _F_SP * m)
 
