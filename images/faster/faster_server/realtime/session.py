@@ -293,7 +293,7 @@ class Session:
         self.turns.reset()
         await self._commit(turn, self.buffer.end)
 
-    def _context(self, turn: Turn, end: int) -> tuple:
+    def _context(self, turn: Turn, end: int) -> tuple[Optional[np.ndarray], int]:
         """(the audio before `turn` (ending at `end`) that its decode may hear, its first sample): what fills the
         decoded audio up to STT_REALTIME_CONTEXT_SECONDS; which earlier turns of it are heard is decided once their
         transcripts are known (`_prefixed`)."""
@@ -302,7 +302,7 @@ class Session:
             return None, 0
         return self.recent.peek(start, turn.start), start
 
-    def _prefixed(self, context: Optional[np.ndarray], start: int, turn: Turn) -> tuple:
+    def _prefixed(self, context: Optional[np.ndarray], start: int, turn: Turn) -> tuple[Optional[np.ndarray], str]:
         """(the audio of the earlier turns the decode of `turn` hears, their transcripts): whole turns from
         `context` (which begins at sample `start`), the latest ones back to the first that fits, none across a
         failed one."""
@@ -419,7 +419,8 @@ class Session:
                 await self.send(events.transcription_delta(turn.id, delta))
 
     async def _speculate(self, turn: Turn) -> None:
-        context, prefix = self._prefixed(*self._context(turn, self.buffer.end), turn)
+        heard, start = self._context(turn, self.buffer.end)
+        context, prefix = self._prefixed(heard, start, turn)
         audio = self.buffer.peek(turn.start, self.buffer.end)
         covered = turn.last_speech
         model, opts, settings = self.model, self._options(), self.final_settings
