@@ -63,7 +63,7 @@ from .api import Jobs, owner_of
 from .connection import link_ssl_context, redis_connection, worker_name
 from .keys import cancel_key, finished_key, owner_index_key, queue_name, stats_key, worker_stats_key
 from .metrics import register_job_metrics
-from .routes import jobs_routes
+from .routes import mount_jobs
 from .signing import DELIVERY_HEADER, SIGNATURE_HEADER, caller_secret, check_callback_url, derived_secret, sign, verify
 from .spec import PROGRESS_EVERY_S, JobContext, JobSpec, RunContext, claim_finish
 from .status import describe, failed_error, job_state, retry_time
@@ -86,7 +86,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "Jobs", "owner_of", "link_ssl_context", "redis_connection", "worker_name", "cancel_key", "finished_key",
-    "owner_index_key", "queue_name", "stats_key", "worker_stats_key", "register_job_metrics", "jobs_routes",
+    "owner_index_key", "queue_name", "stats_key", "worker_stats_key", "register_job_metrics", "mount_jobs",
     "DELIVERY_HEADER", "SIGNATURE_HEADER", "caller_secret", "check_callback_url", "derived_secret", "sign", "verify",
     "PROGRESS_EVERY_S", "JobContext", "JobSpec", "RunContext", "claim_finish", "describe", "failed_error", "job_state",
     "retry_time", "sweep_files", *_WORKER_SIDE,
