@@ -15,10 +15,10 @@ from pyinfra.operations import files, server, systemd
 from stages import marker
 from stages.autostart_registry import entry_for, merge_services, registered, remove_services
 from stages.monitoring_config import targets_file
-from stages.ops import CommandSucceeds, RawFile, synced_tree
+from stages.ops import CommandSucceeds, RawFile, render_template, synced_tree, text_source
 from stages.retired import retired_services
 from stages.settings import REPO, GroupDataError, Platform
-from stages.signals import changed, reload_unit, restart_existing_unit, restart_unit
+from stages.signals import beyond_header, changed, reload_unit, restart_existing_unit, restart_unit
 
 UNIT = "docker-autostart"
 # the proxy's own journal namespace (autostart_journal_max_use): a size cap for its logs alone
@@ -27,8 +27,8 @@ JOURNALD_CONF = f"/etc/systemd/journald@{JOURNAL_NAMESPACE}.conf"
 
 
 def journald_conf(max_use: str) -> str:
-    return ("# whisper-platform (pyinfra): the journal namespace of the autostart proxy (LogNamespace= in its unit),\n"
-            "# capped here; the host's own journal and its settings are not touched.\n"
+    return (f"# The autostart proxy's journal namespace (LogNamespace= in its unit): {marker.MARKER}. Capped\n"
+            "# here; the host's own journal and its settings are not touched.\n"
             f"[Journal]\nSystemMaxUse={max_use}\nRuntimeMaxUse={max_use}\n")
 
 
@@ -74,10 +74,13 @@ def autostart_proxy(p: Platform):
     code = synced_tree("Autostart proxy code", str(REPO / "autostart" / "docker_autostart"),
                        f"{install_dir}/docker_autostart", exclude=["*.pyc"], exclude_dir=["__pycache__", "*/__pycache__"])
     namespace = JOURNAL_NAMESPACE if p.autostart_journal_max_use else ""
+    # the unit and the journal's settings, their headers apart (stages.signals.beyond_header): one command for both
+    batch = (unit_path, JOURNALD_CONF)
     if namespace:
-        journal = files.put(name=f"The proxy's journal namespace, capped at {p.autostart_journal_max_use}",
-                            src=io.StringIO(journald_conf(p.autostart_journal_max_use)), dest=JOURNALD_CONF,
-                            mode="644")
+        journal_text = journald_conf(p.autostart_journal_max_use)
+        journal = beyond_header(files.put(name=f"The proxy's journal namespace, capped at {p.autostart_journal_max_use}",
+                                          src=io.StringIO(journal_text), dest=JOURNALD_CONF, mode="644"),
+                                JOURNALD_CONF, journal_text, batch)
         # journald reads its settings when it starts: the namespace's instance, not the host's journald
         server.shell(name="Restart the namespace's journald (its cap changed)",
                      commands=[f"systemctl try-restart systemd-journald@{JOURNAL_NAMESPACE}.service"],
@@ -85,11 +88,8 @@ def autostart_proxy(p: Platform):
     else:
         journal = files.file(name="No journal namespace for the proxy (autostart_journal_max_use empty)",
                              path=JOURNALD_CONF, present=False)
-    unit = files.template(
-        name="Autostart proxy systemd unit",
-        src=str(REPO / "templates/systemd/docker-autostart.service.j2"),
-        dest=unit_path,
-        mode="644",
+    unit_text = render_template(
+        REPO / "templates/systemd/docker-autostart.service.j2",
         install_dir=install_dir,
         config_path=config,
         listen=f"{p.autostart_listen_host}:{p.autostart_port}",
@@ -97,7 +97,10 @@ def autostart_proxy(p: Platform):
         targets_file=targets_file(p) if p.monitoring_enabled else "",
         journal_namespace=namespace,
     )
-    systemd.daemon_reload(name="systemd daemon-reload (unit changed)", _if=changed(unit))
+    unit_put = files.put(name="Autostart proxy systemd unit", src=text_source(unit_text), dest=unit_path, mode="644")
+    systemd.daemon_reload(name="systemd daemon-reload (unit changed)", _if=changed(unit_put))
+    # a unit whose header alone changed (an earlier version's marker) restarts nothing: the proxy runs the same way
+    unit = beyond_header(unit_put, unit_path, unit_text, batch)
     systemd.service(name="Autostart proxy running and enabled", service=UNIT, running=True, enabled=True)
     restart_unit(UNIT, changed(code, unit, journal), "its code, unit or journal changed")
     # a config change alone is picked up without a restart (no request in flight is cut)

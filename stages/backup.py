@@ -49,11 +49,11 @@ from stages.backup_archive import (CheckedArchive, RestoreRefused, decrypt, encr
                                    open_archive, pack_pki, sha256_file, unpack_pki)
 from stages.compose_projects import locked
 from stages.monitoring_config import SMTP_PASSWORD_FILE
-from stages.ops import CommandSucceeds, ComposeFlavour, RawFile, compose_command, secret_file
+from stages.ops import CommandSucceeds, ComposeFlavour, RawFile, compose_command, render_template, secret_file, text_source
 from stages.redis import socket_path
 from stages.secrets_env import Secret, validate
 from stages.settings import REPO, Platform
-from stages.signals import changed, restart_unit
+from stages.signals import beyond_header, changed, restart_unit
 from stages.web import AUTH_MAP, cert_paths, sites
 
 SCRIPT = REPO / "stages" / "host" / "backup.py"
@@ -138,14 +138,18 @@ def backups(p: Platform, env_secrets: dict):
                 content=Secret(json.dumps(host_config(p, user, host.name), indent=1, sort_keys=True) + "\n"),
                 staging_dir=f"{p.state_dir}/staging")
     link_pki(p)
-    units = [
-        files.template(name=f"systemd unit {UNIT}.{kind}", src=str(REPO / f"templates/systemd/{UNIT}.{kind}.j2"),
-                       dest=f"/etc/systemd/system/{UNIT}.{kind}", mode="644", tool=tool(p), config=CONFIG,
-                       backup_dir=p.backup_dir, schedule=p.backup_schedule, keep=p.backup_keep)
-        for kind in ("service", "timer")
-    ]
-    server.shell(name="systemd: reload units (backups)", commands=["systemctl daemon-reload"], _if=changed(*units))
-    restart_unit(f"{UNIT}.timer", changed(units[1]), "its schedule changed", enable=True)
+    paths = {kind: f"/etc/systemd/system/{UNIT}.{kind}" for kind in ("service", "timer")}
+    texts = {kind: render_template(REPO / f"templates/systemd/{UNIT}.{kind}.j2", tool=tool(p), config=CONFIG,
+                                   backup_dir=p.backup_dir, schedule=p.backup_schedule, keep=p.backup_keep)
+             for kind in paths}
+    units = {kind: files.put(name=f"systemd unit {UNIT}.{kind}", src=text_source(texts[kind]), dest=paths[kind],
+                             mode="644") for kind in paths}
+    server.shell(name="systemd: reload units (backups)", commands=["systemctl daemon-reload"],
+                 _if=changed(*units.values()))
+    # a timer whose header alone changed (an earlier version's marker) keeps its schedule: no restart
+    restart_unit(f"{UNIT}.timer", changed(beyond_header(units["timer"], paths["timer"], texts["timer"],
+                                                        tuple(paths.values()))),
+                 "its schedule changed", enable=True)
     systemd.service(name="Backup timer running and enabled", service=f"{UNIT}.timer", running=True, enabled=True)
 
 

@@ -1,19 +1,21 @@
 """Which files on a host are ours: the one ownership marker, and the spellings earlier versions wrote.
 
-Every file the deploy writes says that whisper-platform manages it, in its header. Earlier versions wrote that in
-three spellings, and files on deployed hosts keep theirs until their content changes for another reason, so every
-detector recognises them all:
+Every file the deploy writes says that whisper-platform manages it, in its header, spelled as `MARKER` ("managed by
+whisper-platform", exactly so: `grep -rl 'managed by whisper-platform' /etc /opt` finds them all;
+tests/unit/test_marker.py holds every template and rendered header to it). Earlier versions wrote two other
+spellings, and a host deployed by one keeps them until the next deploy rewrites the header, so every detector
+recognises them all:
 
-- `MARKER`, "managed by whisper-platform" (any case): compose files, Redis's settings, systemd units, the link's
-  nginx server. New files carry it.
 - `LEGACY`: "Managed by pyinfra (whisper-platform)" (Prometheus, Alertmanager and blackbox configs, rules, the
   monitoring units' command lines and drop-ins, the monitor and status vhosts).
-- `LEGACY_GENERIC`, "Managed by pyinfra": what the service vhosts of the first versions said. It matches any
-  pyinfra-managed file, so it counts only where the path already says the file is ours (a vhost named after one of
-  our services, `owned_command(path, generic=True)`); never as proof by itself.
+- `LEGACY_GENERIC`, "Managed by pyinfra": what the service vhosts and nginx snippets of the first versions said. It
+  matches any pyinfra-managed file, so it counts only where the path already says the file is ours (a vhost named
+  after one of our services, `owned_command(path, generic=True)`); never as proof by itself.
 
-The templates keep their header lines as they are: rewriting a header rewrites the file on every deployed host on
-the next run, which restarts Redis, recreates the containers and restarts the monitoring units for nothing.
+Rewriting an old header rewrites the file on every deployed host on the next deploy; a change confined to a file's
+header restarts nothing that reads it (stages.signals.beyond_header), and nginx only reloads. Files whose header
+already carried `MARKER` (the compose files, Redis's settings, the link's nginx server) keep their header lines as
+they are: a new one would recreate the containers or restart Redis for a comment.
 """
 
 from __future__ import annotations

@@ -25,13 +25,12 @@ import shlex
 
 from pyinfra import host
 from pyinfra.api import FactBase, deploy
-from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, files, server, systemd
 
 from stages import apt_sources, link, marker, monitoring_config as mc
 from stages.ops import CommandSucceeds, RawFile, secret_file, synced_tree, text_file, text_source
 from stages.settings import REPO, GroupDataError, Platform
-from stages.signals import changed, reload_unit, restart_unit
+from stages.signals import beyond_header, changed, reload_unit, restart_unit
 
 PACKAGES = ["prometheus", "prometheus-alertmanager", "prometheus-node-exporter", "prometheus-blackbox-exporter",
             "prometheus-nginx-exporter"]
@@ -128,14 +127,16 @@ def monitoring(p: Platform, env_secrets: dict):
     files.directory(name="Monitoring state folder", path=f"{p.state_dir}/monitoring", mode="755")
     rules = text_file(name="Alert and recording rules", path=mc.RULES_FILE, batch=batch,
                       content=mc.render_rules(p, [w.name for w in link.worker_hosts()]))
+    probes = mc.render_blackbox(p)
     blackbox = text_file(name="blackbox_exporter probes (TLS of our vhosts, the services' /health)",
-                         content=mc.render_blackbox(p), path=mc.BLACKBOX_CONFIG, batch=batch)
+                         content=probes, path=mc.BLACKBOX_CONFIG, batch=batch)
     alertmanager = text_file(name="Alertmanager routes and receivers", content=mc.render_alertmanager(p),
                              path=mc.ALERTMANAGER_CONFIG, batch=batch)
-    jobs_script = None
+    jobs_script, script = None, ""
     if p.jobs_enabled:
+        script = mc.render_jobs_script(p)
         jobs_script = text_file(name="The job queues as metrics (Lua, run by the Redis exporter)",
-                                content=mc.render_jobs_script(p), path=mc.JOBS_SCRIPT, batch=batch)
+                                content=script, path=mc.JOBS_SCRIPT, batch=batch)
     # the services the autostart proxy reports running (it rewrites this file; an empty list until then)
     targets = mc.targets_file(p)
     targets_present = host.get_fact(CommandSucceeds, command=f"test -f {q(targets)}")
@@ -147,7 +148,7 @@ def monitoring(p: Platform, env_secrets: dict):
     if not extend:
         config = text_file(name="Prometheus config (ours: no Prometheus of the host's own)", batch=batch,
                            content=mc.render_prometheus(p, scrape_jobs), path=mc.PROMETHEUS_CONFIG)
-    defaults = {}
+    defaults, command_lines = {}, {}
     backup = f"{p.takeover_backup_dir}/monitoring"
     foreign = host.get_fact(ForeignDefaults, paths=tuple(f"{DEFAULTS}/{package}" for package in lines))
     for package, args in lines.items():
@@ -155,9 +156,11 @@ def monitoring(p: Platform, env_secrets: dict):
         if path in foreign:
             server.shell(name=f"Keep the host's own {path} in {backup}",
                          commands=[f"install -d -m 700 {backup}", f"cp -a {path} {backup}/"])
+        command_lines[package] = mc.render_defaults(package, args)
         defaults[package] = text_file(name=f"{package}: command line (loopback)", path=path, batch=batch,
-                                      content=mc.render_defaults(package, args))
+                                      content=command_lines[package])
     redis_env = dropin = None
+    exporter_dropin = ""
     if p.jobs_enabled:
         # the exporter's password: only REDIS_PASSWORD, copied from the host's secret file (root 0600)
         redis_env_current = host.get_fact(CommandSucceeds, command=(
@@ -170,11 +173,9 @@ def monitoring(p: Platform, env_secrets: dict):
             _if=lambda: not redis_env_current)
         # the services' group: Redis's unix socket is theirs (the only local way in while worker hosts turn the
         # plain port off)
+        exporter_dropin = mc.render_redis_exporter_dropin(p, REDIS_EXPORTER_ENV)
         dropin = text_file(name="Redis exporter: its password file, the socket's group, after Redis",
-                           path=REDIS_EXPORTER_DROPIN, batch=batch,
-                           content="# Managed by pyinfra (whisper-platform): stages/monitoring.py\n[Unit]\n"
-                                   "After=redis-server.service\n[Service]\n"
-                                   f"EnvironmentFile={REDIS_EXPORTER_ENV}\nSupplementaryGroups={p.app_user}\n")
+                           path=REDIS_EXPORTER_DROPIN, batch=batch, content=exporter_dropin)
     systemd.daemon_reload(name="systemd daemon-reload (Redis exporter drop-in changed)", _if=changed(dropin))
 
     # remembered before the install: only what this deploy added leaves with monitoring_enabled False
@@ -202,15 +203,17 @@ def monitoring(p: Platform, env_secrets: dict):
     if extend:
         config = _extend_host_config(p, setup, scrape_jobs)
 
-    # restarts (stages/signals.py): a unit whose package, command line or own settings changed restarts;
-    # Prometheus and Alertmanager reload for a config change alone
+    # restarts (stages/signals.py): a unit whose package, command line or own settings changed restarts (not for a
+    # change of a file's header alone: beyond_header); Prometheus and Alertmanager reload for a config change alone
     restarts = {}
     for package in lines:
-        triggers: list[OperationMeta | None] = [install, defaults[package]]   # changed() skips None
+        triggers: list = [install, beyond_header(defaults[package], f"{DEFAULTS}/{package}", command_lines[package],
+                                                 batch)]   # changed() skips None
         if package == "prometheus-blackbox-exporter":
-            triggers.append(blackbox)
+            triggers.append(beyond_header(blackbox, mc.BLACKBOX_CONFIG, probes, batch))
         if package == REDIS_EXPORTER:
-            triggers += [redis_env, dropin, jobs_script]
+            triggers += [redis_env, beyond_header(dropin, REDIS_EXPORTER_DROPIN, exporter_dropin, batch),
+                         beyond_header(jobs_script, mc.JOBS_SCRIPT, script, batch)]
         restarts[package] = restart_unit(package, changed(*triggers), "its package, command line or settings changed",
                                          enable=True)
     # a restart reads the new config already; a host's own Prometheus is never restarted, only reloaded
@@ -230,6 +233,8 @@ def monitoring(p: Platform, env_secrets: dict):
 GRAFANA_KEYRING = "/usr/share/keyrings/whisper-platform-grafana.asc"
 GRAFANA_SOURCE = "/etc/apt/sources.list.d/whisper-platform-grafana.list"
 GRAFANA_DROPIN = "/etc/systemd/system/grafana-server.service.d/whisper-platform.conf"
+GRAFANA_DATASOURCE = "/etc/grafana/provisioning/datasources/whisper-platform.yaml"
+GRAFANA_PROVIDERS = "/etc/grafana/provisioning/dashboards/whisper-platform.yaml"
 
 
 def grafana(p: Platform):
@@ -240,20 +245,27 @@ def grafana(p: Platform):
         raise GroupDataError("grafana_apt_key", problem)
     source = apt_sources.signed_source("Grafana", p.grafana_apt_repo, p.grafana_apt_key.strip(), GRAFANA_KEYRING,
                                        GRAFANA_SOURCE)
+    # its small files, their headers apart (stages.signals.beyond_header): one command for all of them
+    written = {GRAFANA_DROPIN: mc.render_grafana_dropin(p), GRAFANA_DATASOURCE: mc.render_grafana_datasource(p),
+               GRAFANA_PROVIDERS: mc.render_grafana_dashboards()}
+    batch = tuple(written)
     dropin = files.put(name="Grafana: loopback, under /grafana/, read-only viewers, no calls home",
-                       src=text_source(mc.render_grafana_dropin(p)), dest=GRAFANA_DROPIN, mode="644")
+                       src=text_source(written[GRAFANA_DROPIN]), dest=GRAFANA_DROPIN, mode="644")
     provisioning = [
-        files.put(name="Grafana: our Prometheus as a data source", src=text_source(mc.render_grafana_datasource(p)),
-                  dest="/etc/grafana/provisioning/datasources/whisper-platform.yaml", mode="644"),
-        files.put(name="Grafana: the dashboards folder", src=text_source(mc.render_grafana_dashboards()),
-                  dest="/etc/grafana/provisioning/dashboards/whisper-platform.yaml", mode="644"),
+        beyond_header(files.put(name="Grafana: our Prometheus as a data source",
+                                src=text_source(written[GRAFANA_DATASOURCE]), dest=GRAFANA_DATASOURCE, mode="644"),
+                      GRAFANA_DATASOURCE, written[GRAFANA_DATASOURCE], batch),
+        beyond_header(files.put(name="Grafana: the dashboards folder", src=text_source(written[GRAFANA_PROVIDERS]),
+                                dest=GRAFANA_PROVIDERS, mode="644"),
+                      GRAFANA_PROVIDERS, written[GRAFANA_PROVIDERS], batch),
         synced_tree("Grafana: the dashboards (dashboards/*.json)", str(REPO / "dashboards"), mc.GRAFANA_DASHBOARDS,
                     exclude=["*.md"]),
     ]
     install = apt.packages(name="Install Grafana", packages=["grafana"], no_recommends=True,
                            _env={"DEBIAN_FRONTEND": "noninteractive"})
     systemd.daemon_reload(name="systemd daemon-reload (Grafana's drop-in changed)", _if=changed(dropin))
-    restart_unit("grafana-server", changed(install, dropin, *provisioning, *source),
+    restart_unit("grafana-server", changed(install, beyond_header(dropin, GRAFANA_DROPIN, written[GRAFANA_DROPIN], batch),
+                                           *provisioning, *source),
                  "its package, settings or dashboards changed", enable=True)
     systemd.service(name="grafana-server running and enabled", service="grafana-server", running=True, enabled=True)
 

@@ -9,6 +9,7 @@ import re
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from stages.marker import MARKER
 from stages.redis import socket_path as redis_socket_path
 from stages.settings import REPO, Platform
 
@@ -23,8 +24,6 @@ SMTP_PASSWORD_FILE = f"{MON_DIR}/smtp-password"
 # the marker of the blocks we add to a host's own prometheus.yml
 BEGIN = "# BEGIN whisper-platform (managed by pyinfra: stages/monitoring.py)"
 END = "# END whisper-platform"
-# the first line of every whole file we write (a host's file without it is not ours)
-MARKER = "Managed by pyinfra (whisper-platform)"
 
 # node_exporter's defaults (1.5) keep overlay out, which is the root filesystem of a host in a container; ours
 # keep it and drop Docker's own mounts instead
@@ -162,9 +161,16 @@ def command_lines(p: Platform, own_prometheus: bool) -> dict[str, str]:
 
 
 def render_defaults(package: str, args: str) -> str:
-    return (f"# {package}'s command line. {MARKER}; edit group_data, not this file\n"
+    return (f"# {package}'s command line: {MARKER}; edit group_data, not this file\n"
             f"# (stages/monitoring.py). Every listener is on 127.0.0.1.\n"
             f'ARGS="{args}"\n')
+
+
+def render_redis_exporter_dropin(p: Platform, env_file: str) -> str:
+    """The Redis exporter's unit drop-in: its password file, the socket's group (the services'), after Redis."""
+    return (f"# The Redis exporter's drop-in: {MARKER} (stages/monitoring.py)\n[Unit]\n"
+            "After=redis-server.service\n[Service]\n"
+            f"EnvironmentFile={env_file}\nSupplementaryGroups={p.app_user}\n")
 
 
 # --- a Prometheus the host already runs: our blocks in its config ----------------------------------
@@ -274,7 +280,7 @@ GRAFANA_DATASOURCE_UID = "whisper-prometheus"   # what dashboards/*.json name as
 
 
 def render_grafana_datasource(p: Platform) -> str:
-    return (f"# {MARKER}: the monitoring stage's Prometheus for Grafana\n"
+    return (f"# The monitoring stage's Prometheus for Grafana: {MARKER}\n"
             "apiVersion: 1\ndatasources:\n"
             f"  - name: whisper-platform Prometheus\n    uid: {GRAFANA_DATASOURCE_UID}\n    type: prometheus\n"
             f"    access: proxy\n    url: http://127.0.0.1:{p.prometheus_port}/prometheus\n    isDefault: false\n"
@@ -282,7 +288,7 @@ def render_grafana_datasource(p: Platform) -> str:
 
 
 def render_grafana_dashboards() -> str:
-    return (f"# {MARKER}: the dashboards of the repository's dashboards/ folder\n"
+    return (f"# The dashboards of the repository's dashboards/ folder: {MARKER}\n"
             "apiVersion: 1\nproviders:\n  - name: whisper-platform\n    folder: whisper-platform\n"
             "    type: file\n    disableDeletion: true\n    allowUiUpdates: false\n"
             f"    options:\n      path: {GRAFANA_DASHBOARDS}\n")
@@ -299,5 +305,5 @@ def render_grafana_dropin(p: Platform) -> str:
         "GF_ANALYTICS_CHECK_FOR_UPDATES": "false", "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES": "false",
         "GF_NEWS_NEWS_FEED_ENABLED": "false",
     }
-    return (f"# {MARKER}: stages/monitoring.py\n[Service]\n"
+    return (f"# Grafana's settings: {MARKER} (stages/monitoring.py)\n[Service]\n"
             + "".join(f"Environment={k}={v}\n" for k, v in env.items()))

@@ -341,10 +341,27 @@ def htpasswd_user(path: str, user: str, password: Secret | None, staging_dir: st
 
 
 # --- many small files, one fact ---------------------------------------------------------------------
+# a header line: a comment at the top of a file we write (shell, YAML, INI, systemd, nginx: '#'; Lua: '--')
+HEADER_LINE = ("#", "--")
+# what prints a file from its first line that is not a header line (awk adds a newline the last line lacks)
+BELOW_HEADER_AWK = "awk 'b || !/^(#|--)/ {b=1; print}'"
+
+
+def below_header(text: str) -> str:
+    """`text` without its header (the comment lines it begins with), as BELOW_HEADER_AWK prints it: what a program
+    reading the file sees of it (comments mean nothing to any of them)."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    first = next((i for i, line in enumerate(lines) if not line.startswith(HEADER_LINE)), len(lines))
+    return "".join(line + "\n" for line in lines[first:])
+
+
 class FileStates(FactBase):
-    """{path: {"mode", "user", "group", "sha256"}} for those of `paths` that are regular files: one command for
-    all of them, shared by every `text_file` that names the same `paths` (pyinfra caches a fact per arguments), where
-    files.put costs two or three commands per file."""
+    """{path: {"mode", "user", "group", "sha256", "body"}} for those of `paths` that are regular files (`body`: the
+    sha256 of the file below its header, `below_header`): one command for all of them, shared by every `text_file`
+    that names the same `paths` (pyinfra caches a fact per arguments), where files.put costs two or three commands
+    per file."""
 
     @staticmethod
     def default():
@@ -353,16 +370,34 @@ class FileStates(FactBase):
     def command(self, paths):
         quoted = " ".join(shlex.quote(p) for p in paths)
         return (f"for f in {quoted}; do if [ -f \"$f\" ] && [ ! -L \"$f\" ]; then "
-                "printf '%s\\t%s\\t%s\\n' \"$f\" \"$(stat -c '%a\t%U\t%G' \"$f\")\" \"$(sha256sum < \"$f\" | cut -d' ' -f1)\"; "
+                "printf '%s\\t%s\\t%s\\t%s\\n' \"$f\" \"$(stat -c '%a\t%U\t%G' \"$f\")\" \"$(sha256sum < \"$f\" | cut -d' ' -f1)\" "
+                f"\"$({BELOW_HEADER_AWK} \"$f\" | sha256sum | cut -d' ' -f1)\"; "
                 "fi; done")
 
     def process(self, output):
         out = {}
         for line in output:
             parts = line.rstrip("\n").split("\t")
-            if len(parts) == 5:
-                out[parts[0]] = {"mode": parts[1], "user": parts[2], "group": parts[3], "sha256": parts[4]}
+            if len(parts) == 6:
+                out[parts[0]] = {"mode": parts[1], "user": parts[2], "group": parts[3], "sha256": parts[4],
+                                 "body": parts[5]}
         return out
+
+
+def render_template(src: Path, **values) -> str:
+    """A template rendered as pyinfra's files.template renders it (StrictUndefined, the trailing newline kept), for
+    an operation that needs the text itself (files.put of it, and stages.signals.beyond_header)."""
+    from jinja2 import Environment, StrictUndefined
+    env = Environment(undefined=StrictUndefined, keep_trailing_newline=True)
+    return env.from_string(src.read_text()).render(**values)
+
+
+def header_only(path: str, content: str, batch: tuple = ()) -> bool:
+    """True when the host's file at `path` differs from `content` in its header at most (the same FileStates fact
+    as `text_file(path, content, batch=batch)`: no command of its own where they share `batch`). A deploy that
+    brings an earlier version's header up to date rewrites the file, and nothing that reads it needs to restart."""
+    current = host.get_fact(FileStates, paths=tuple(batch) or (path,)).get(path)
+    return bool(current) and current["body"] == hashlib.sha256(below_header(content).encode()).hexdigest()
 
 
 @operation()

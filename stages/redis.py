@@ -20,10 +20,11 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server, systemd
 
+from stages import marker
 from stages.ops import CommandSucceeds
 from stages.restoring import restored
 from stages.settings import REPO, Platform
-from stages.signals import changed, restart_unit
+from stages.signals import beyond_header, changed, restart_unit
 
 REDIS_CONF = "/etc/redis/redis.conf"
 OUR_CONF = "/etc/redis/whisper-platform.conf"
@@ -48,7 +49,7 @@ def tmpfiles_conf(p: Platform) -> str:
     """systemd-tmpfiles' lines for the socket folder: made at every boot (and by the deploy), setgid to the
     services' group so that the socket Redis creates in it belongs to that group (unixsocketperm 770)."""
     parent = p.redis_socket_dir.rsplit("/", 1)[0] or "/"
-    lines = ["# whisper-platform (pyinfra): the folder of Redis's unix socket, which the services' containers mount.",
+    lines = [f"# The folder of Redis's unix socket, which the services' containers mount: {marker.MARKER}.",
              "# Not /run/redis: systemd deletes and makes anew that one on every Redis restart."]
     if parent not in ("/", "/run"):
         lines.append(f"d {parent} 0755 root root -")
@@ -57,8 +58,9 @@ def tmpfiles_conf(p: Platform) -> str:
 
 
 def unit_dropin(p: Platform) -> str:
-    return ("# whisper-platform (pyinfra): Redis's unix socket lives in a folder of ours (redis_socket_dir), which the\n"
-            "# services' containers mount; the unit's ProtectSystem=strict needs it listed to write there.\n"
+    return (f"# Redis's unit may write its socket folder: {marker.MARKER}. The socket lives in a folder of ours\n"
+            "# (redis_socket_dir), which the services' containers mount; the unit's ProtectSystem=strict needs it\n"
+            "# listed to write there.\n"
             f"[Service]\nReadWritePaths={p.redis_socket_dir}\n")
 
 
@@ -97,7 +99,8 @@ def redis_server(p: Platform):
                          src=io.StringIO(tmpfiles_conf(p)), dest=TMPFILES_CONF, mode="644")
     server.shell(name=f"Redis's socket folder now ({p.redis_socket_dir})",
                  commands=[f"systemd-tmpfiles --create {TMPFILES_CONF}"], _if=changed(install, tmpfiles))
-    dropin = files.put(name="Redis's unit may write its socket folder (drop-in)", src=io.StringIO(unit_dropin(p)),
+    dropin_text = unit_dropin(p)
+    dropin = files.put(name="Redis's unit may write its socket folder (drop-in)", src=io.StringIO(dropin_text),
                        dest=UNIT_DROPIN, mode="644", create_remote_dir=True)
     old_dropin = files.file(name="Redis: no drop-in keeping /run/redis (the socket moved out of it)",
                             path=OLD_UNIT_DROPIN, present=False)
@@ -108,7 +111,9 @@ def redis_server(p: Platform):
     includes = [files.line(name=f"redis.conf includes {path}", path=REDIS_CONF, line=f"include {path}")
                 for path in (OUR_CONF, AUTH_CONF)]
     # installed by this very run on a fresh host: a plain restart (see stages.signals)
-    restart_unit("redis-server", changed(install, conf, auth, dropin, *includes),
+    # a drop-in whose header alone changed (an earlier version's) restarts nothing: Redis runs the same way
+    restart_unit("redis-server", changed(install, conf, auth, beyond_header(dropin, UNIT_DROPIN, dropin_text),
+                                         *includes),
                  "its settings changed; queued jobs are kept in its AOF", enable=True)
     systemd.service(name="Redis running and enabled", service="redis-server", running=True, enabled=True)
     files.directory(name="Jobs folder", path=p.jobs_dir, user=p.app_user, group=p.app_user, mode="750")

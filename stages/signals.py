@@ -28,6 +28,8 @@ Who restarts what:
 - a worker host's workers (stages.workers): `compose up` when their compose file, .env or link credentials
   changed, or when they are not running (`changed_or_stopped`); Docker is started once, after its installation.
 - an apt source of ours (stages.apt_sources): `apt update` when its key or source line changed.
+- a file whose header alone changed (an earlier version's ownership marker brought up to date: `beyond_header`)
+  restarts nothing: its unit reads the same settings. (nginx reloads for it, which is graceful.)
 - a retired service (enabled False, deployed here before): `compose down` once, only while a container
   of it is left (stages.compose_projects.retire_services); the proxy reloads for it only when its
   config.json entry was cut out (the rule above).
@@ -38,6 +40,8 @@ from __future__ import annotations
 from typing import Callable
 
 from pyinfra.operations import server, systemd
+
+from stages.ops import header_only
 
 
 def changed(*ops, unless=()) -> Callable[[], bool]:
@@ -50,6 +54,26 @@ def changed(*ops, unless=()) -> Callable[[], bool]:
             return False
         return any(op.did_change() for op in ops if op is not None)
     return check
+
+
+class _BeyondHeader:
+    """An operation as `changed()` sees it, less a change confined to its file's header."""
+
+    def __init__(self, op, header_only: bool):
+        self.op, self.header_only = op, header_only
+
+    def did_change(self) -> bool:
+        return self.op.did_change() and not self.header_only
+
+
+def beyond_header(op, path: str, content: str, batch: tuple = ()):
+    """`op`, which writes `content` to `path`, as a trigger for `changed()`: a change counts unless it rewrote only
+    the file's header (its leading comment lines, stages.ops.header_only), which no program reading the file sees.
+    So a deploy that brings the ownership marker of a file an earlier version wrote up to date restarts nothing
+    that reads it (Redis's exporter, Prometheus, Alertmanager, the autostart proxy). None stays None."""
+    if op is None:
+        return None
+    return _BeyondHeader(op, header_only(path, content, batch))
 
 
 def changed_or_stopped(running: dict | None, *ops) -> Callable[[], bool]:

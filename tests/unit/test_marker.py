@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from stages import marker
+from stages.ops import below_header
 
 REPO = Path(__file__).resolve().parents[2]
 # the header lines earlier versions and this one write, as they stand on deployed hosts
@@ -17,6 +18,7 @@ OURS = [
     "# Redis for the asynchronous transcription jobs: managed by whisper-platform (pyinfra); edit group_data.",
     "# Managed by whisper-platform (pyinfra). Local changes are overwritten on the next deploy.",
     "# Prometheus for whisper-platform. Managed by pyinfra (whisper-platform); edit group_data, not this file.",
+    "# Prometheus: managed by whisper-platform; edit group_data, not this file.",
 ]
 FIRST_VHOSTS = "# whisper.example.org: TLS, basic auth, CORS. Managed by pyinfra."
 FOREIGN = [
@@ -61,13 +63,56 @@ def test_a_missing_file_and_a_marker_past_the_first_line(tmp_path):
     assert owned(g)   # the path is quoted
 
 
-@pytest.mark.parametrize("template", sorted(p.relative_to(REPO).as_posix() for p in (REPO / "templates").rglob("*.j2")
-                                            if p.name not in ("scrape-jobs.yml.j2", "auth-map.conf.j2")))
-def test_every_template_says_it_is_ours_in_its_header(template):
-    """Every whole file the deploy renders carries a spelling every detector knows, in its first lines
-    (scrape-jobs.yml.j2 is a block inside a config, marked by BEGIN/END; the auth map is ours by its name, which
-    no detector asks). The generic spelling only where the file lives in a path of ours (vhosts named after our
-    services, nginx files and the jobs script named whisper-platform)."""
-    head = "\n".join((REPO / template).read_text().splitlines()[:3])
-    generic = template.startswith("templates/nginx/") or template.endswith("jobs.lua.j2")
-    assert marker.is_ours(head, generic=generic), head
+TEMPLATES = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "templates").rglob("*.j2")
+                   if p.name not in ("scrape-jobs.yml.j2", "auth-map.conf.j2"))
+
+
+def header(text: str) -> list[str]:
+    """The comment lines a file begins with, as stages.ops.below_header leaves them out."""
+    lines = text.splitlines()
+    return lines[:len(lines) - len(below_header(text).splitlines())]
+
+
+def test_every_spelling_of_the_past_is_still_known():
+    assert marker.MARKER == "managed by whisper-platform" and marker.is_ours(f"# x: {marker.MARKER}")
+    for old in marker.LEGACY:
+        assert marker.is_ours(f"# {old.title()}")
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_every_template_writes_the_one_marker_in_its_header(template):
+    """Every whole file the deploy renders says `MARKER`, spelled exactly so, on one line of its header (the comment
+    lines it begins with: a later change of it is a header change, which restarts nothing), and no earlier spelling
+    (scrape-jobs.yml.j2 is a block inside a host's config, marked by BEGIN/END; the auth map is ours by its name,
+    which no detector asks). Within its first three lines, where the detectors that read only a first line (a
+    Prometheus config) or a head find it."""
+    text = (REPO / template).read_text()
+    head = header(text)
+    assert any(marker.MARKER in line for line in head[:3]), head[:3]
+    assert not any("managed by pyinfra" in line.lower() for line in head), head
+
+
+def python_made() -> dict[str, str]:
+    """The files the stages write from Python text, not a template (the .env files and tokens are secrets that say
+    what they are, compared by digest: their headers stay)."""
+    from stages import autostart, monitoring_config as mc, redis
+    from stages.settings import Platform, read_group_data
+    p = Platform.from_group_data(read_group_data())
+    out = {f"/etc/default/{pkg}": mc.render_defaults(pkg, "--x") for pkg in ("prometheus", "prometheus-node-exporter")}
+    out.update({
+        "redis exporter drop-in": mc.render_redis_exporter_dropin(p, "/etc/x.env"),
+        "grafana drop-in": mc.render_grafana_dropin(p),
+        "grafana datasource": mc.render_grafana_datasource(p),
+        "grafana dashboards": mc.render_grafana_dashboards(),
+        "journald namespace": autostart.journald_conf("200M"),
+        "redis tmpfiles": redis.tmpfiles_conf(p),
+        "redis drop-in": redis.unit_dropin(p),
+    })
+    return out
+
+
+def test_what_the_stages_write_from_python_carries_the_one_marker_too():
+    for name, text in python_made().items():
+        head = header(text)
+        assert any(marker.MARKER in line for line in head[:3]), (name, head)
+        assert not any("managed by pyinfra" in line.lower() for line in head), (name, head)

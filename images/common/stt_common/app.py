@@ -54,6 +54,6 @@ def create_app(settings, title: str, version: str = "0.1.0", description: str = 
     app.state.service = svc
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.include_router(health_router(svc))
-    app.include_router(metrics_router(metrics))
+    app.include_router(health_router)
+    app.include_router(metrics_router)
     return app, svc

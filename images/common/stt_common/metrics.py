@@ -5,7 +5,7 @@ import os
 import time
 from typing import Optional
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -69,14 +69,17 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def metrics_router(metrics: Metrics) -> APIRouter:
-    router = APIRouter(tags=["service"])
+def app_metrics(request: Request) -> Metrics:
+    """The service's Metrics, held by its AppRuntime (`app.state.service`, create_app)."""
+    return request.app.state.service.metrics
 
-    @router.get("/metrics", include_in_schema=True, summary="Prometheus metrics")
-    def get_metrics() -> Response:
-        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    return router
+metrics_router = APIRouter(tags=["service"])   # mounted on the app by create_app: public, no API key
+
+
+@metrics_router.get("/metrics", include_in_schema=True, summary="Prometheus metrics")
+def get_metrics(metrics: Metrics = Depends(app_metrics)) -> Response:
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 class MetricsMiddleware:

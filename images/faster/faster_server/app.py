@@ -8,12 +8,12 @@ from typing import Optional
 
 from stt_common import APIError, InferenceExecutor, ModelCache, create_app, public_name, receive_audio, upload_limits
 
-from stt_common.jobs import Jobs, jobs_routes, register_job_metrics
+from stt_common.jobs import Jobs, mount_jobs, register_job_metrics
 
 from . import __version__
 from .engine import ModelNames, cuda_devices, load_model
 from .jobs import job_spec
-from .realtime.routes import Hub, realtime_routes
+from .realtime.routes import Hub, live_router, router as realtime_router
 from .routes import Transcriber, router
 from .settings import FasterSettings
 
@@ -70,13 +70,16 @@ def build_app(settings: Optional[FasterSettings] = None):
                            "running": executor.running, "waiting": executor.waiting,
                            "realtime_sessions": realtime.open}
     app.state.cache, app.state.executor, app.state.names = cache, executor, names
-    jobs = app.state.jobs = Jobs(job_spec(settings, names, cache), settings)
-    jobs_routes(svc, jobs, lambda request: receive_audio(   # file or file_url (fetched by the job's worker)
+    jobs = Jobs(job_spec(settings, names, cache), settings)
+    mount_jobs(svc, jobs, lambda request: receive_audio(   # file or file_url (fetched by the job's worker)
         request, settings, fetch_now=False, gate=executor.receiving,
         **{**upload_limits(settings), "tmp_dir": settings.jobs_dir}))
     register_job_metrics(metrics, jobs)
     svc.jobs = jobs
-    realtime_routes(app, svc, realtime)   # live transcription: /v1/realtime, its client secrets, /live
+    # live transcription: /v1/realtime and /live on the app, the client secrets behind the API key
+    app.state.realtime = realtime
+    app.include_router(live_router)
+    svc.api.include_router(realtime_router)
 
     app.state.transcriber = Transcriber(settings, names, cache, executor, metrics)
     svc.api.include_router(router)   # behind the API key, like every route of svc.api

@@ -9,7 +9,7 @@ from typing import Optional
 
 from stt_common import (Transcript, TranscriptionForm, check_language, join_text, model_languages, public_name,
                         render_transcript, transcript_from_dict, transcript_to_dict)
-from stt_common.jobs import JobContext, JobSpec
+from stt_common.jobs import JobSpec, RunContext
 from stt_common.uploads import audio_duration, iter_audio_chunks
 
 from .engine import LANGUAGE_NAMES, Info, ModelNames, Options, load_model, transcribe_chunks
@@ -41,7 +41,7 @@ class WorkerModels:
             return model
 
 
-def job_spec(settings: FasterSettings, names: Optional[ModelNames] = None, cache=None) -> JobSpec:
+def job_spec(settings: FasterSettings, names: Optional[ModelNames] = None, cache=None) -> JobSpec[RunContext]:
     """`cache` (the API's ModelCache) is needed to validate languages in the API; the worker passes none."""
     names = names or ModelNames(settings)
     models = WorkerModels(settings, names)
@@ -62,7 +62,7 @@ def job_spec(settings: FasterSettings, names: Optional[ModelNames] = None, cache
                 "language": language, "prompt": form.prompt, "temperature": form.temperature,
                 "response_format": form.response_format, "timestamp_granularities": form.timestamp_granularities}
 
-    def run(audio_path: str, params: dict, ctx: JobContext) -> dict:
+    def run(audio_path: str, params: dict, ctx: RunContext) -> dict:
         model = models.get(params["model_key"])
         total = audio_duration(audio_path)
         if total:

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from stt_common import APIError, InferenceExecutor, create_app, public_name, receive_audio, upload_limits
-from stt_common.jobs import Jobs, jobs_routes, register_job_metrics
+from stt_common.jobs import Jobs, mount_jobs, register_job_metrics
 
 from . import __version__
 from .engine import WhisperXEngine
@@ -25,7 +25,7 @@ from .jobs import job_spec
 from .routes import Transcriber, router
 from .settings import Settings, cuda_devices, engine_config
 from .voice_fields import references_field
-from .voice_routes import voice_routes
+from .voice_routes import EnrolledVoices, router as voice_router
 from .voice_store import VoiceStore
 
 log = logging.getLogger("whisperx_server")
@@ -110,12 +110,13 @@ def build_app(settings: Optional[Settings] = None, engine: Optional[WhisperXEngi
 
     # asynchronous jobs (POST /v1/jobs, stt_common.jobs): the upload lands in the jobs folder directly
     svc.jobs = Jobs(job_spec(settings, engine, cache, store), settings)
-    jobs_routes(svc, svc.jobs, lambda request: receive_audio(   # file or file_url (fetched by the job's worker)
+    mount_jobs(svc, svc.jobs, lambda request: receive_audio(   # file or file_url (fetched by the job's worker)
         request, settings, fetch_now=False, gate=executor.receiving, bulk=bulk,
         **{**upload_limits(settings), "tmp_dir": settings.jobs_dir}))
     register_job_metrics(svc.metrics, svc.jobs)
     # enrolled voices: POST/GET/DELETE /v1/speakers
-    voice_routes(svc, engine, store, executor, settings)
+    app.state.enrolled_voices = EnrolledVoices(engine, store, executor, settings)
+    svc.api.include_router(voice_router)   # behind the API key
 
     app.state.transcriber = Transcriber(settings, engine, cache, executor, store, svc.metrics, device_check, bulk)
     svc.api.include_router(router)   # behind the API key, like every route of svc.api

@@ -8,7 +8,7 @@ from typing import Optional
 from starlette.concurrency import run_in_threadpool
 
 from stt_common import TranscriptionForm, check_language, model_languages, public_name
-from stt_common.jobs import JobContext, JobSpec
+from stt_common.jobs import JobSpec, RunContext
 
 from .audio import decode_to_memmap
 from .engine import WhisperXEngine, check_speaker_hints
@@ -22,7 +22,7 @@ from .voices import Voice
 FORMATS = OPENAI_FORMATS
 
 
-def job_spec(settings: Settings, engine: WhisperXEngine, cache=None, store=None) -> JobSpec:
+def job_spec(settings: Settings, engine: WhisperXEngine, cache=None, store=None) -> JobSpec[RunContext]:
     """`cache` (the API's ModelCache) validates models and languages in the API; the worker passes none. `store`
     (the API's VoiceStore) gives the caller's enrolled voices."""
 
@@ -52,7 +52,7 @@ def job_spec(settings: Settings, engine: WhisperXEngine, cache=None, store=None)
                 "prompt": form.prompt, "temperature": form.temperature, "response_format": form.response_format,
                 "timestamp_granularities": form.timestamp_granularities}
 
-    def run(audio_path: str, params: dict, ctx: JobContext) -> dict:
+    def run(audio_path: str, params: dict, ctx: RunContext) -> dict:
         audio = decode_to_memmap(audio_path, settings.tmp_dir, settings.job_max_audio_seconds)
         try:
             ctx.set_total(len(audio.array) / 16000)

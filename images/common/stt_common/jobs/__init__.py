@@ -38,7 +38,7 @@ is accepted in one transaction with its owner's index and counts, or not at all.
 The modules, one concern each:
     keys        every Redis key and queue name, and the function names RQ stores with a job
     codec       jobs as JSON, the allow-list of job functions, the conversion of jobs pickled by earlier versions
-    spec        JobSpec (what a service plugs in) and JobContext (what its run gets in the worker)
+    spec        JobSpec (what a service plugs in), RunContext (what its run may use) and JobContext (the front's)
     connection  the Redis connection, the link's TLS, the worker's name
     signing     the webhook signature, the callers' secrets and the callback URL check
     status      our five states and the status body
@@ -63,9 +63,9 @@ from .api import Jobs, owner_of
 from .connection import link_ssl_context, redis_connection, worker_name
 from .keys import cancel_key, finished_key, owner_index_key, queue_name, stats_key, worker_stats_key
 from .metrics import register_job_metrics
-from .routes import jobs_routes
+from .routes import mount_jobs
 from .signing import DELIVERY_HEADER, SIGNATURE_HEADER, caller_secret, check_callback_url, derived_secret, sign, verify
-from .spec import PROGRESS_EVERY_S, JobContext, JobSpec, claim_finish
+from .spec import PROGRESS_EVERY_S, JobContext, JobSpec, RunContext, claim_finish
 from .status import describe, failed_error, job_state, retry_time
 from .store import sweep_files
 
@@ -86,8 +86,8 @@ def __getattr__(name: str):
 
 __all__ = [
     "Jobs", "owner_of", "link_ssl_context", "redis_connection", "worker_name", "cancel_key", "finished_key",
-    "owner_index_key", "queue_name", "stats_key", "worker_stats_key", "register_job_metrics", "jobs_routes",
+    "owner_index_key", "queue_name", "stats_key", "worker_stats_key", "register_job_metrics", "mount_jobs",
     "DELIVERY_HEADER", "SIGNATURE_HEADER", "caller_secret", "check_callback_url", "derived_secret", "sign", "verify",
-    "PROGRESS_EVERY_S", "JobContext", "JobSpec", "claim_finish", "describe", "failed_error", "job_state",
+    "PROGRESS_EVERY_S", "JobContext", "JobSpec", "RunContext", "claim_finish", "describe", "failed_error", "job_state",
     "retry_time", "sweep_files", *_WORKER_SIDE,
 ]

@@ -89,7 +89,8 @@ class RelayWorker(ModelWorker):
 
 
 def remote_run(audio_path: str, params: dict, ctx: JobContext) -> dict:
-    """JobSpec.run of a relay: hand the job to the slot that asked for it, follow its lease, return its result."""
+    """JobSpec.run of a relay: hand the job to the slot that asked for it, follow its lease, return its result. It
+    takes the front's JobContext, not any RunContext: it reads and writes the job's lease in Redis (`ctx.conn`)."""
     # execute_job set these for the job it runs, and configure() the settings, before RQ calls this
     conn, job, settings = ctx.conn, ctx.job, cast(Any, runtime.SETTINGS)
     host = cast(str, runtime.REMOTE_HOST)

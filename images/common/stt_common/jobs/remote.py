@@ -24,7 +24,7 @@ from ..errors import APIError
 from ..executor import JobStopped
 from .connection import link_ssl_context, worker_name
 from .link import CLAIM_GRACE_S, NEXT_WAIT_S
-from .spec import PROGRESS_EVERY_S, JobSpec
+from .spec import PROGRESS_EVERY_S, JobSpec, RunContext
 
 log = logging.getLogger("stt_common.jobs")
 
@@ -98,8 +98,8 @@ class LinkClient:
 
 
 class RemoteContext:
-    """JobContext's interface for JobSpec.run on a worker host: progress and beats go to the front, whose answer
-    says when to stop (canceled, finished elsewhere, or the host shutting down)."""
+    """The RunContext JobSpec.run gets on a worker host: progress and beats go to the front, whose answer says when
+    to stop (canceled, finished elsewhere, or the host shutting down)."""
 
     def __init__(self, client: LinkClient, lease: str, heartbeat_s: float,
                  stopping: Optional[threading.Event] = None):
@@ -158,7 +158,7 @@ class RemoteContext:
             raise JobStopped(self.reason)
 
 
-def run_assignment(client: LinkClient, spec: JobSpec, settings, a: dict, stopping: threading.Event) -> str:
+def run_assignment(client: LinkClient, spec: JobSpec[RunContext], settings, a: dict, stopping: threading.Event) -> str:
     """One job from the front, start to end. Returns its outcome as this host saw it."""
     lease, job_id = a["lease"], a["job_id"]
     folder = os.path.join(settings.jobs_dir, job_id if all(c in "0123456789abcdef" for c in job_id) else lease)
@@ -205,7 +205,7 @@ def _failure(client: LinkClient, lease: str, kind: str, error: dict) -> None:
         log.warning("reporting the failure to the front failed: %s", e)
 
 
-def run_remote_worker(spec: JobSpec, settings, burst: bool = False) -> None:
+def run_remote_worker(spec: JobSpec[RunContext], settings, burst: bool = False) -> None:
     """A worker host's slot: ask for jobs and run them until SIGTERM (or, with `burst`, until none is waiting)."""
     if not settings.link_token:
         raise SystemExit("STT_JOBS_FRONT_URL is set but STT_LINK_TOKEN is empty: a worker host needs its token.")

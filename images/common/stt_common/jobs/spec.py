@@ -1,11 +1,12 @@
-"""What a service plugs in (`JobSpec`) and what its `run` gets in the worker (`JobContext`)."""
+"""What a service plugs in (`JobSpec`) and what its `run` gets: a `RunContext`, which is a `JobContext` in a worker of
+the front and a `remote.RemoteContext` on a worker host."""
 from __future__ import annotations
 
 import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Dict, List, Optional, Sequence
+from typing import Awaitable, Callable, Dict, Generic, List, Optional, Protocol, Sequence, TypeVar
 
 from fastapi.responses import Response
 
@@ -18,12 +19,31 @@ log = logging.getLogger("stt_common.jobs")
 PROGRESS_EVERY_S = 1.0  # progress is written to Redis at most this often
 
 
+class RunContext(Protocol):
+    """What `JobSpec.run` may use of the context it is handed, wherever the job runs: the front's worker hands a
+    `JobContext` (Redis behind it), a worker host a `remote.RemoteContext` (the link behind it)."""
+
+    def set_total(self, seconds: float) -> None:
+        """The audio's length, once known (the status shows progress against it)."""
+
+    def progress(self, seconds_done: float, force: bool = False) -> None:
+        """Seconds of audio done so far (saved at most every PROGRESS_EVERY_S unless `force`)."""
+
+    def check(self) -> None:
+        """Raise JobStopped once the job must stop (canceled, finished elsewhere, its worker stopping)."""
+
+
+# what a spec's run takes: RunContext for a service's own spec (it runs on the front and on worker hosts alike);
+# JobContext for the relay's, which follows its job in Redis and so runs on the front only (relay.remote_run)
+Context = TypeVar("Context", bound=RunContext)
+
+
 @dataclass
-class JobSpec:
+class JobSpec(Generic[Context]):
     service: str                                             # queue stt-<service>
     formats: Sequence[str]                                   # result formats
     prepare: Callable[[Dict[str, List[str]], str], Awaitable[dict]]   # API: the form and its caller -> job parameters
-    run: Callable[[str, dict, "JobContext"], dict]           # worker: audio path, parameters -> JSON result
+    run: Callable[[str, dict, Context], dict]                # worker: audio path, parameters, context -> JSON result
     render: Callable[[dict, str, dict], Response]            # API: stored result, format, parameters
     warm: Optional[Callable[[], None]] = None                # worker: load the default model at start
     openapi: Optional[dict] = None                           # the multipart body, for /docs and schema tests

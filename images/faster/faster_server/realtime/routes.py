@@ -1,4 +1,5 @@
-"""`/v1/realtime` (the WebSocket), the client-secret routes and the `/live` captions page."""
+"""`/v1/realtime` (the WebSocket), the client-secret routes and the `/live` captions page: two routers whose
+handlers get the service's Hub through `Depends(realtime_hub)`."""
 from __future__ import annotations
 
 import asyncio
@@ -9,9 +10,10 @@ import time
 from pathlib import Path
 from typing import Optional, cast
 
-from fastapi import Request, WebSocket
+from fastapi import APIRouter, Depends, Request, WebSocket
 from fastapi.responses import FileResponse, JSONResponse
 from prometheus_client import Counter, Gauge, Histogram
+from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketDisconnect
 
 from stt_common import APIError, bad_request, check_key, public_name, too_large
@@ -96,65 +98,76 @@ def _config_error(e: ProtocolError) -> APIError:
     return APIError(400, e.message, param=e.param, code=e.code)
 
 
-def realtime_routes(app, svc, hub: Hub) -> None:
-    settings = hub.settings
+def realtime_hub(conn: HTTPConnection) -> Hub:
+    """The service's Hub, which build_app keeps in `app.state.realtime` (HTTP routes and the WebSocket alike)."""
+    return conn.app.state.realtime
 
-    def ttl_of(body: dict) -> Optional[int]:
-        expires = body.get("expires_after")
-        if expires is None:
-            return None
-        if not isinstance(expires, dict) or expires.get("anchor", "created_at") != "created_at":
-            raise bad_request("expires_after: {\"anchor\": \"created_at\", \"seconds\": N}.", param="expires_after",
-                              code="invalid_value")
-        seconds = expires.get("seconds", settings.realtime_client_secret_ttl)
-        if not isinstance(seconds, int) or isinstance(seconds, bool):
-            raise bad_request("expires_after.seconds must be an integer.", param="expires_after.seconds",
-                              code="invalid_value")
-        return seconds
 
-    @svc.api.post("/v1/realtime/client_secrets", tags=["realtime"],
-                  summary="An ephemeral client secret for one Realtime transcription session (browsers)")
-    async def client_secrets(request: Request):
-        """OpenAI's `client.realtime.client_secrets.create(session={"type": "transcription", ...})`. The secret
-        opens one session within `expires_after.seconds` (at most STT_REALTIME_CLIENT_SECRET_TTL), presented as
-        the WebSocket subprotocol `openai-insecure-api-key.<value>`; the session starts with this configuration."""
-        body = await _json_body(request)
-        try:
-            config = apply_ga(SessionConfig(), body.get("session", {"type": "transcription"}))
-        except ProtocolError as e:
-            raise _config_error(e) from None
-        hub.check_model(config, "session.audio.input.transcription")
-        value, expires_at = hub.secrets.mint(config, ttl_of(body))
-        return JSONResponse({"value": value, "expires_at": expires_at,
-                             "session": config.to_ga(events.new_id("sess"), hub.model_name(config), expires_at)})
+def _ttl_of(body: dict, settings) -> Optional[int]:
+    expires = body.get("expires_after")
+    if expires is None:
+        return None
+    if not isinstance(expires, dict) or expires.get("anchor", "created_at") != "created_at":
+        raise bad_request("expires_after: {\"anchor\": \"created_at\", \"seconds\": N}.", param="expires_after",
+                          code="invalid_value")
+    seconds = expires.get("seconds", settings.realtime_client_secret_ttl)
+    if not isinstance(seconds, int) or isinstance(seconds, bool):
+        raise bad_request("expires_after.seconds must be an integer.", param="expires_after.seconds",
+                          code="invalid_value")
+    return seconds
 
-    @svc.api.post("/v1/realtime/transcription_sessions", tags=["realtime"],
-                  summary="The beta Realtime API's transcription session with a client secret")
-    async def transcription_sessions(request: Request):
-        body = await _json_body(request)
-        secret = body.pop("client_secret", None) or {}
-        try:
-            config = apply_beta(SessionConfig(), body)
-        except ProtocolError as e:
-            raise _config_error(e) from None
-        hub.check_model(config, "input_audio_transcription")
-        value, expires_at = hub.secrets.mint(config, ttl_of(secret if isinstance(secret, dict) else {}))
-        session = config.to_beta(events.new_id("sess"), hub.model_name(config), expires_at)
-        return JSONResponse({**session, "client_secret": {"value": value, "expires_at": expires_at}})
 
-    @app.websocket("/v1/realtime")
-    async def realtime(ws: WebSocket):
-        await serve_session(ws, hub)
+router = APIRouter()        # mounted by build_app on the service's authenticated router: the client secrets
+live_router = APIRouter()   # mounted on the app: the WebSocket (it checks its key or client secret itself), /live
 
-    @app.get("/live", include_in_schema=False)
-    async def live_page():
-        return FileResponse(STATIC / "live.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
 
-    @app.get("/live/{name}", include_in_schema=False)
-    async def live_asset(name: str):
-        if name not in PAGES:
-            raise APIError(404, f"Invalid URL (GET /live/{name[:64]})")
-        return FileResponse(STATIC / name, media_type=PAGES[name], headers={"Cache-Control": "no-cache"})
+@router.post("/v1/realtime/client_secrets", tags=["realtime"],
+             summary="An ephemeral client secret for one Realtime transcription session (browsers)")
+async def client_secrets(request: Request, hub: Hub = Depends(realtime_hub)):
+    """OpenAI's `client.realtime.client_secrets.create(session={"type": "transcription", ...})`. The secret
+    opens one session within `expires_after.seconds` (at most STT_REALTIME_CLIENT_SECRET_TTL), presented as
+    the WebSocket subprotocol `openai-insecure-api-key.<value>`; the session starts with this configuration."""
+    body = await _json_body(request)
+    try:
+        config = apply_ga(SessionConfig(), body.get("session", {"type": "transcription"}))
+    except ProtocolError as e:
+        raise _config_error(e) from None
+    hub.check_model(config, "session.audio.input.transcription")
+    value, expires_at = hub.secrets.mint(config, _ttl_of(body, hub.settings))
+    return JSONResponse({"value": value, "expires_at": expires_at,
+                         "session": config.to_ga(events.new_id("sess"), hub.model_name(config), expires_at)})
+
+
+@router.post("/v1/realtime/transcription_sessions", tags=["realtime"],
+             summary="The beta Realtime API's transcription session with a client secret")
+async def transcription_sessions(request: Request, hub: Hub = Depends(realtime_hub)):
+    body = await _json_body(request)
+    secret = body.pop("client_secret", None) or {}
+    try:
+        config = apply_beta(SessionConfig(), body)
+    except ProtocolError as e:
+        raise _config_error(e) from None
+    hub.check_model(config, "input_audio_transcription")
+    value, expires_at = hub.secrets.mint(config, _ttl_of(secret if isinstance(secret, dict) else {}, hub.settings))
+    session = config.to_beta(events.new_id("sess"), hub.model_name(config), expires_at)
+    return JSONResponse({**session, "client_secret": {"value": value, "expires_at": expires_at}})
+
+
+@live_router.websocket("/v1/realtime")
+async def realtime(ws: WebSocket, hub: Hub = Depends(realtime_hub)):
+    await serve_session(ws, hub)
+
+
+@live_router.get("/live", include_in_schema=False)
+async def live_page():
+    return FileResponse(STATIC / "live.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
+
+
+@live_router.get("/live/{name}", include_in_schema=False)
+async def live_asset(name: str):
+    if name not in PAGES:
+        raise APIError(404, f"Invalid URL (GET /live/{name[:64]})")
+    return FileResponse(STATIC / name, media_type=PAGES[name], headers={"Cache-Control": "no-cache"})
 
 
 def _authenticate(hub: Hub, authorization: Optional[str], presented: list) -> tuple:
