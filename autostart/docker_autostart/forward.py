@@ -25,8 +25,10 @@ NONBLOCKING_GRACE = 1.0  # a non-blocking request waits this long for an already
 RETRY_AFTER = 5  # seconds, for non-blocking services while they start
 CONNECT_TIMEOUT = 10.0
 # requests sent again when the service closed the connection before answering (nothing of their body was read):
-# the ones HTTP calls idempotent
+# the ones HTTP calls idempotent, and any whose body the service never got (see ContinueRequest)
 REPLAYABLE = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
+# how long a body waits for the service's '100 Continue' before it is sent anyway (a service that ignores Expect)
+CONTINUE_WAIT = 1.0
 # aiohttp's client would add these itself; a proxy sends only what the client sent
 SKIP_AUTO_HEADERS = ("Accept-Encoding", "User-Agent", "Content-Type")
 
@@ -38,6 +40,27 @@ def json_error(status: int, message: str, err_type: str, host: Optional[str] = N
         body["error"]["host"] = host
     return web.Response(status=status, text=json.dumps(body), content_type="application/json",
                         headers=headers)
+
+
+class ContinueRequest(aiohttp.ClientRequest):
+    """A request with a body asks the service first (`Expect: 100-continue`) and sends the body once the service
+    reads it. A service that answers before reading (401, 429, 503, 507: its checks come before the upload) gets no
+    body byte, so its answer reaches the client instead of a reset connection; and a connection dropped before the
+    service answered (Docker's port proxy while the container is still starting) left the client's body unread,
+    so the request can be sent again. A service that ignores Expect gets the body after CONTINUE_WAIT, as RFC 9110
+    lets a client do. aiohttp's own expect100 waits without end: this adds the timer to its waiter (`_continue`;
+    tests/unit/test_autostart_continue.py fails on an aiohttp that changes it)."""
+
+    def update_expect_continue(self, expect: bool = False) -> None:
+        super().update_expect_continue(expect)
+        waiter = self._continue
+        if waiter is not None:
+            self.loop.call_later(CONTINUE_WAIT, _go_ahead, waiter)
+
+
+def _go_ahead(waiter: "asyncio.Future[bool]") -> None:
+    if not waiter.done():
+        waiter.set_result(True)
 
 
 class _UpstreamUnreachable(Exception):
@@ -120,7 +143,7 @@ class Forwarding(ProxyParts):
         try:
             async with cast(aiohttp.ClientSession, self.session).request(request.method, url, headers=headers, data=data,
                                             allow_redirects=False, skip_auto_headers=SKIP_AUTO_HEADERS,
-                                            timeout=timeout) as up:
+                                            timeout=timeout, expect100=data is not None) as up:
                 out_headers = downstream_response_headers(up.headers)
                 if request.method == "HEAD" or up.status in (204, 304) or up.status < 200:
                     return web.Response(status=up.status, reason=up.reason, headers=out_headers)
@@ -145,8 +168,9 @@ class Forwarding(ProxyParts):
             raise _UpstreamUnreachable(str(exc)) from None
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             # the service went away before it answered (its container stopped: Docker restarting, a deploy
-            # recreating it): a request that can be sent again is, once the service is ready again
-            if not body_touched[0] and request.method in REPLAYABLE:
+            # recreating it): a request that can be sent again is, once the service is ready again; one whose body
+            # waited for '100 Continue' was never read by the service, so it cannot have acted on it
+            if not body_touched[0] and (request.method in REPLAYABLE or data is not None):
                 raise _UpstreamUnreachable(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
             self.metrics.upstream_errors.labels(host=cfg.host, kind="broken").inc()
             st.invalidate()

@@ -22,7 +22,7 @@ from . import __version__
 from . import config_file as configmod
 from .config_file import Config, ConfigError
 from .docker import Docker
-from .forward import Forwarding
+from .forward import ContinueRequest, Forwarding
 from .health_watch import HealthWatch
 from .idle import IdleStopper
 from .lifecycle import Lifecycle
@@ -106,6 +106,7 @@ class Autostart(Lifecycle, IdleStopper, Forwarding, WebSocketRelay, HealthWatch)
     async def _on_startup(self, app) -> None:
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, force_close=True),
+            request_class=ContinueRequest,
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
             trust_env=False,

@@ -107,7 +107,8 @@ class Service:
 
     def __init__(self, root: Path, image: str, *, health_delay: float = 0, blocking: bool = True,
                  idle_timeout: float | None = None, max_wait: float | None = None,
-                 compose_text: str | None = None, health_permanent: str = "", wake_path: str | None = None):
+                 compose_text: str | None = None, health_permanent: str = "", wake_path: str | None = None,
+                 listen_delay: float = 0):
         self.id = uuid.uuid4().hex[:8]
         self.project = f"{PREFIX}{self.id}"
         self.container = f"{PREFIX}{self.id}"
@@ -126,6 +127,7 @@ services:
     environment:
       HEALTH_DELAY: "{health_delay}"
       HEALTH_PERMANENT: "{health_permanent}"
+      LISTEN_DELAY: "{listen_delay}"
     stop_grace_period: 2s
 """)
         self.entry = {"name": f"test service {self.id}", "composeDir": str(self.dir), "proxyPort": self.port,

@@ -1,6 +1,8 @@
 """Starting on demand, readiness, failures, idle stop, crash recovery: real Docker, real compose."""
 
+import hashlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -198,6 +200,34 @@ def test_crashed_container_is_started_by_next_request(make_service, start_proxy)
     assert r.json()["bytes"] == 100_000
     assert svc.state() == "running"
     assert proxy.metric(M + "starts_total", host=svc.host) == 2
+
+
+def test_an_upload_to_a_service_restarted_behind_the_proxys_back_is_answered_by_it(make_service, start_proxy):
+    """Restarted by someone else (an operator's compose restart, its restart policy after a crash) and not
+    listening yet: Docker's port proxy takes the connection and drops it. The proxy asks for '100 Continue' before
+    it sends a body, so nothing of the upload was sent when the connection dropped: it waits for the service and
+    sends the upload then, the client never sees a 502."""
+    svc = make_service(listen_delay=3)
+    proxy = start_proxy([svc])
+    assert proxy.get(svc.host, "/health").status_code == 200
+    subprocess.run(["docker", "restart", "-t", "1", svc.container], check=True, capture_output=True)
+    body = os.urandom(2_000_000)
+    r = proxy.request("POST", svc.host, "/echo", data=body)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"bytes": len(body), "sha256": hashlib.sha256(body).hexdigest(), "chunked": False}
+    assert proxy.metric(M + "upstream_errors_total", host=svc.host, kind="broken") == 0
+
+
+def test_an_answer_given_before_the_upload_was_read_reaches_the_client(make_service, start_proxy):
+    """The whisper images answer 401, 429, 503 or 507 before they read an upload: the client gets that answer, not
+    a 502 for the connection the service closed while the proxy was still sending the body."""
+    svc = make_service()
+    proxy = start_proxy([svc])
+    for _ in range(5):
+        r = proxy.request("POST", svc.host, "/refuse?status=507", data=b"x" * 8_000_000)
+        assert r.status_code == 507 and r.json()["error"]["message"] == "refused before the body was read", r.text
+    assert proxy.request("POST", svc.host, "/echo", data=b"y" * 1000).json()["bytes"] == 1000
+    assert proxy.metric(M + "upstream_errors_total", host=svc.host, kind="broken") == 0
 
 
 def test_upstream_timeout_answers_504(make_service, start_proxy):

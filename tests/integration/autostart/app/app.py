@@ -16,6 +16,10 @@ GET  /sse?n=N&delay=S   N server-sent events, S seconds apart, written as produc
 GET  /ws                a WebSocket (Upgrade): first a text message with the handshake's path, headers and offered
                         subprotocols (the first one is accepted), then every message echoed; the text "close:CODE:REASON"
                         makes it close with that code; ?refuse=N answers the upgrade with HTTP N instead
+POST /refuse?status=N   answers N before reading the body and closes the connection, as the whisper images' checks
+                        (auth, quotas, the jobs' disk) do: with Expect: 100-continue, no '100 Continue' is sent
+LISTEN_DELAY=S          the port opens S seconds after the start (a service still starting up: Docker's own port
+                        proxy takes connections and drops them until then)
 POST /echo              counts the body (Content-Length or chunked): {"bytes", "sha256"};
                         with ?back=1 streams the body back instead
 """
@@ -57,6 +61,11 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Set-Cookie", "b=2")
         self.end_headers()
         self.wfile.write(body)
+
+    def handle_expect_100(self):
+        if urlsplit(self.path).path == "/refuse":
+            return True   # answered without the body: no '100 Continue'
+        return super().handle_expect_100()
 
     def _query(self):
         parts = urlsplit(self.path)
@@ -202,6 +211,11 @@ class Handler(BaseHTTPRequestHandler):
                 pass
             self._problem()
             return
+        if path == "/refuse":
+            self.close_connection = True
+            self._json(int(q.get("status", "507")), {"error": {"message": "refused before the body was read"}},
+                       headers=[("Connection", "close")])
+            return
         if path == "/jobs":
             JOBS.update(queued=int(q.get("queued", "0")), running=int(q.get("running", "0")))
             self._json(200, JOBS)
@@ -232,6 +246,7 @@ class Handler(BaseHTTPRequestHandler):
 
 def main():
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # PID 1 has no default SIGTERM action
+    time.sleep(float(os.environ.get("LISTEN_DELAY", "0")))
     server = ThreadingHTTPServer(("0.0.0.0", int(os.environ.get("PORT", "8000"))), Handler)
     server.daemon_threads = True
     server.serve_forever()
