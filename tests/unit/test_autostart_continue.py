@@ -19,9 +19,20 @@ def test_aiohttp_still_has_the_waiter_the_timer_resolves():
     assert hasattr(aiohttp.ClientRequest, "_continue")
 
 
-async def _serve(handler):
-    server = await asyncio.start_server(handler, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1]
+def _post(handler, body: bytes) -> tuple[int, bytes]:
+    """POST `body` with Expect: 100-continue, as the proxy sends it, to a server on 127.0.0.1 that runs `handler`
+    on the connection; the answer's status and body."""
+    async def main():
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with aiohttp.ClientSession(request_class=ContinueRequest) as session:
+            async with session.post(f"http://127.0.0.1:{port}/", data=body, expect100=True) as r:
+                answer = (r.status, await r.read())
+        await asyncio.sleep(0.2)   # the server's handler sees the client's close
+        server.close()
+        return answer
+
+    return asyncio.run(main())
 
 
 async def _head(reader) -> dict:
@@ -42,14 +53,7 @@ def test_a_service_that_ignores_expect_gets_the_body_after_the_wait(monkeypatch)
         await writer.drain()
         writer.close()
 
-    async def main():
-        server, port = await _serve(old_server)
-        async with aiohttp.ClientSession(request_class=ContinueRequest) as session:
-            async with session.post(f"http://127.0.0.1:{port}/", data=b"x" * 1000, expect100=True) as r:
-                assert (r.status, await r.read()) == (200, b"ok")
-        server.close()
-
-    asyncio.run(main())
+    assert _post(old_server, b"x" * 1000) == (200, b"ok")
     assert seen["expect"] == "100-continue" and seen["body"] == b"x" * 1000
     assert 0.2 < seen["waited"] < 5
 
@@ -64,15 +68,7 @@ def test_a_service_that_answers_first_gets_no_body_byte():
         seen["after"] = await reader.read()   # until the client closes
         writer.close()
 
-    async def main():
-        server, port = await _serve(refusing)
-        async with aiohttp.ClientSession(request_class=ContinueRequest) as session:
-            async with session.post(f"http://127.0.0.1:{port}/", data=b"x" * 100_000, expect100=True) as r:
-                assert (r.status, await r.read()) == (507, b"full")
-        await asyncio.sleep(0.2)
-        server.close()
-
-    asyncio.run(main())
+    assert _post(refusing, b"x" * 100_000) == (507, b"full")
     assert seen["after"] == b""
 
 
