@@ -31,13 +31,12 @@ import os
 import secrets as random
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pyinfra import host, inventory
 from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
 from stages.nginx_txn import nginx_apply
-from stages.ops import CommandSucceeds, text_source
+from stages.ops import CommandSucceeds, render_template, text_source
 from stages.secrets_env import Secret
 from stages.settings import REPO, Platform, WorkerHost
 
@@ -251,9 +250,7 @@ def front_link(p: Platform):
 def render_conf(**values) -> str:
     """templates/nginx/link.conf.j2, rendered as pyinfra's files.template renders it (StrictUndefined, the
     trailing newline kept)."""
-    env = Environment(loader=FileSystemLoader(str(REPO / "templates" / "nginx")), undefined=StrictUndefined,
-                      keep_trailing_newline=True)
-    return env.get_template("link.conf.j2").render(**values)
+    return render_template(REPO / "templates" / "nginx" / "link.conf.j2", **values)
 
 
 def _txn(p: Platform) -> dict:

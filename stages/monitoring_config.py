@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import re
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from stages.marker import MARKER
+from stages.ops import render_template
 from stages.redis import socket_path as redis_socket_path
 from stages.settings import REPO, Platform
 
@@ -33,14 +33,8 @@ NODE_FS_TYPES_EXCLUDE = ("^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|dev
 NODE_MOUNTS_EXCLUDE = "^/(dev|proc|run|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)"
 
 
-def _env() -> Environment:
-    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined, keep_trailing_newline=True)
-    env.filters["regex_escape"] = re.escape
-    return env
-
-
 def render(name: str, **values) -> str:
-    return _env().get_template(name).render(**values)
+    return render_template(TEMPLATES / name, filters={"regex_escape": re.escape}, **values)
 
 
 def targets_file(p: Platform) -> str:

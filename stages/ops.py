@@ -384,11 +384,13 @@ class FileStates(FactBase):
         return out
 
 
-def render_template(src: Path, **values) -> str:
+def render_template(src: Path, filters: dict | None = None, **values) -> str:
     """A template rendered as pyinfra's files.template renders it (StrictUndefined, the trailing newline kept), for
-    an operation that needs the text itself (files.put of it, and stages.signals.beyond_header)."""
+    an operation that needs the text itself (files.put of it, and stages.signals.beyond_header); `filters`: jinja
+    filters of our own the template uses."""
     from jinja2 import Environment, StrictUndefined
     env = Environment(undefined=StrictUndefined, keep_trailing_newline=True)
+    env.filters.update(filters or {})
     return env.from_string(src.read_text()).render(**values)
 
 

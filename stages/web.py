@@ -14,7 +14,6 @@ import shlex
 from types import SimpleNamespace
 from typing import Callable, cast
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import Link
@@ -23,7 +22,7 @@ from pyinfra.operations import files, server
 from stages import marker
 from stages.identity import PROXY_KEY_CONF
 from stages.nginx_txn import nginx_apply
-from stages.ops import CommandSucceeds, htpasswd_user, text_source
+from stages.ops import CommandSucceeds, htpasswd_user, render_template, text_source
 from stages.restoring import certificate_valid_for, restored, restored_htpasswd
 from stages.retired import retired_services
 from stages.secrets_env import SAFE_KEY, Secret, UnsafeSecret, api_keys
@@ -43,9 +42,7 @@ def nginx_regex(text: str) -> str:
 
 
 def _render(name: str, **values) -> str:
-    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined, keep_trailing_newline=True)
-    env.filters["nginx_regex"] = nginx_regex
-    return env.get_template(name).render(**values)
+    return render_template(TEMPLATES / name, filters={"nginx_regex": nginx_regex}, **values)
 
 
 def cert_paths(svc: ServiceEntry, p: Platform) -> tuple[str, str]:
