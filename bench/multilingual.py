@@ -48,11 +48,7 @@ EN = ["Good morning everyone. We are starting the meeting of the technical team.
       "Please send me the report about the new office before lunch.",
       "Our customers asked for a faster service, so we should test the system again tomorrow.",
       "The weather was cold this morning, but the train arrived on time at the station."]
-FR = ["Bonjour à tous. Nous commençons la réunion de l'équipe technique.",
-      "Le nouveau serveur de transcription fonctionne bien, et les résultats sont enregistrés chaque soir.",
-      "Merci de m'envoyer le rapport sur le nouveau bureau avant le déjeuner.",
-      "Nos clients ont demandé un service plus rapide, alors nous testerons le système demain.",
-      "Il faisait froid ce matin, mais le train est arrivé à l'heure à la gare."]
+FR = neural_speech.FRENCH_MEETING[:5]
 GUARDS = {
     "defaults (2.4 / -1.0 / 0.6, previous text on)": {},
     "off (no fallback, no silence skip)": {"STT_COMPRESSION_RATIO_THRESHOLD": "1000",

@@ -4,6 +4,7 @@ real-time pace with the openai SDK's realtime client, through nginx and the auto
 
     .venv/bin/python bench/realtime.py                          # the sandbox: tiny.en (English), base (French)
     .venv/bin/python bench/realtime.py --models base --sessions 1,2,3
+    .venv/bin/python bench/realtime.py --models base --long --sessions 1   # French WER on 25 turns, not 8
     .venv/bin/python bench/realtime.py --url http://127.0.0.1:8001 --key sk-...   # a server run from source
 
 Per model it prints:
@@ -44,14 +45,18 @@ FRENCH = [(v, t) for v, t in neural_speech.FRENCH_DIALOGUE] + [
     ("jf_nezumi", "Le nouveau serveur de transcription fonctionne bien, et les résultats sont enregistrés chaque soir."),
     ("jm_kumo", "Il fait beau aujourd'hui à Paris. Le train part de la gare à huit heures.")]
 MODELS = {"tiny.en": ("en", ENGLISH), "base": ("fr", FRENCH)}
+# --long: also a meeting's French turns (25 in all), for a WER that one word moves by 0.004
+FRENCH_LONG = FRENCH + [(neural_speech.VOICES[i % 2], t) for i, t in enumerate(neural_speech.FRENCH_MEETING)]
 
 
 def load_average() -> str:
     return " ".join(open("/proc/loadavg").read().split()[:3])
 
 
-def build(model: str) -> tuple[str, Recording]:
+def build(model: str, long: bool = False) -> tuple[str, Recording]:
     language, lines = MODELS[model]
+    if long and language == "fr":
+        lines = FRENCH_LONG
     parts = [(neural_speech.speak(text, voice, lang="en-us" if language == "en" else "fr-fr"), text)
              for voice, text in lines]
     return language, recording(parts, gap=1.2)
@@ -142,13 +147,14 @@ def main() -> None:
     ap.add_argument("--key", help="its API key (default: the sandbox's)")
     ap.add_argument("--models", default="tiny.en,base")
     ap.add_argument("--sessions", default="1,2,3,4", help="session counts streamed at once (the first is the base)")
+    ap.add_argument("--long", action="store_true", help="French: 25 turns of a meeting (2 min) instead of 8")
     ap.add_argument("--server-pid", type=int, help="a local server's process: its CPU seconds per second of audio in "
                                                    "the one-session run (what an idle host's capacity follows from)")
     args = ap.parse_args()
     target = Target(args.url, args.key)
     rows, conc = [], []
     for model in args.models.split(","):
-        language, rec = build(model)
+        language, rec = build(model, args.long)
         print(f"{model}: {len(rec.utterances)} utterances, {rec.seconds:.1f} s, load {load_average()}", flush=True)
         asyncio.run(target.session(rec.head(1), model, language))   # the model loaded, the service up
         cpu0 = server_cpu(args.server_pid)

@@ -185,6 +185,27 @@ FRENCH_DIALOGUE = [
     ("jm_kumo", "Parfait, alors nous pourrons valider le projet demain matin."),
 ]
 
+# a technical team's meeting, one sentence a turn (the multilingual and live benchmarks)
+FRENCH_MEETING = [
+    "Bonjour à tous. Nous commençons la réunion de l'équipe technique.",
+    "Le nouveau serveur de transcription fonctionne bien, et les résultats sont enregistrés chaque soir.",
+    "Merci de m'envoyer le rapport sur le nouveau bureau avant le déjeuner.",
+    "Nos clients ont demandé un service plus rapide, alors nous testerons le système demain.",
+    "Il faisait froid ce matin, mais le train est arrivé à l'heure à la gare.",
+    "Pouvez-vous partager l'écran, s'il vous plaît?",
+    "La mise à jour du serveur est prévue pour samedi soir, entre vingt heures et minuit.",
+    "Je crois que le problème vient de la base de données, elle répond trop lentement.",
+    "D'accord.",
+    "Nous avons reçu trois nouvelles demandes de la part des clients de Lyon et de Marseille.",
+    "Qui s'occupe de la formation des nouveaux collègues la semaine prochaine?",
+    "Moi, je peux le faire mardi après-midi.",
+    "Il faudra aussi prévoir une salle plus grande, car nous serons une quinzaine.",
+    "Le budget a été validé par la direction, mais avec une réduction de dix pour cent.",
+    "Très bien, merci pour ces informations.",
+    "Avant de terminer, quelqu'un a-t-il une question sur le calendrier du projet?",
+    "Oui, quand est-ce que la première version sera livrée aux utilisateurs?",
+]
+
 
 def or_skip(fn, *args, **kw):
     """fn(*args, **kw), or the test is skipped saying which voice or model this machine cannot get."""

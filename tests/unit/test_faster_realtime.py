@@ -12,7 +12,7 @@ import pytest
 
 from faster_server.realtime.audio import G711, AudioInput
 from faster_server.realtime.config import SessionConfig, TurnDetection, apply_beta, apply_ga
-from faster_server.realtime.decode import Deltas, words
+from faster_server.realtime.decode import Deltas, looping, short_window, trim_padding, words
 from faster_server.realtime.events import ProtocolError, error_event
 from faster_server.realtime.secrets import ClientSecrets
 from faster_server.realtime.session import Buffer
@@ -152,6 +152,41 @@ def test_deltas_after_a_correction_continue_where_the_final_matches():
 
 
 # ---------------------------------------------------------------- buffer
+def test_the_encoder_hears_the_audio_and_some_padding_not_the_whole_window():
+    audio = np.random.default_rng(0).normal(size=(80, 437)).astype(np.float32)
+    padded = np.pad(audio, ((0, 0), (0, 3000 - 437)))
+    assert trim_padding(padded, 300).shape == (80, 800)              # 437 + 300 frames, up to a whole second
+    assert trim_padding(padded[None], 300).shape == (1, 80, 800)     # the batch axis kept
+    assert trim_padding(padded, 2700).shape == (80, 3000)            # never longer than the window
+    assert np.array_equal(trim_padding(padded, 300)[:, :437], audio)
+    assert trim_padding(np.zeros((80, 3000), np.float32), 300).shape == (80, 300)   # silence: the padding alone
+
+    class Model:
+        seen = []
+
+        def encode(self, features):
+            self.seen.append(features.shape)
+            return "encoded"
+
+    model = Model()
+    windowed = short_window(model, 3.0)
+    assert windowed is not model and windowed.encode(padded) == "encoded" and Model.seen == [(80, 800)]
+    assert model.encode(padded) == "encoded" and Model.seen[-1] == (80, 3000)     # the model itself is untouched
+    assert short_window(model, 0) is model and short_window(model, 30) is model
+
+
+@pytest.mark.parametrize("text, loops", [
+    ("Good more, good more, good more, good more, good", True),     # greedy on the first half second of a turn
+    ("Bonjour Pierre, tu as reçu le compte rendu", False),
+    ("Non, non, non, je ne crois pas.", False),                      # speech repeats a word...
+    ("la la la la la la", True),                                     # ...not five times
+    ("Le train part. Le train part. Le train part.", True),
+    ("", False),
+])
+def test_an_interim_decode_that_loops_is_not_shown(text, loops):
+    assert looping(text) is loops
+
+
 def test_buffer_keeps_positions_across_takes_and_drops():
     b = Buffer()
     for i in range(5):

@@ -3,6 +3,7 @@ text only) and the final one (the file routes' own decode, so that a live transc
 and the interim text turned into `delta` events that only grow."""
 from __future__ import annotations
 
+import copy
 import difflib
 import logging
 import re
@@ -11,6 +12,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from stt_common import SAMPLE_RATE
 from stt_common.settings import temperatures
 
 from ..engine import Info, Options, transcribe_chunks
@@ -19,6 +21,36 @@ log = logging.getLogger("faster_server.realtime")
 
 _WORD = re.compile(r"\s*\S+")
 _NORM = re.compile(r"[^\w']+")
+
+
+FRAMES_PER_SECOND = 100   # Whisper's mel frames: a hop of 160 samples at 16 kHz
+
+
+def trim_padding(features: np.ndarray, keep: int) -> np.ndarray:
+    """Mel `features` ([..., mels, frames]) that faster-whisper padded to 30 s with zero columns, cut to their
+    content and `keep` frames of that padding, rounded up to a whole second (a handful of shapes for the encoder).
+    A column of audio is never all zeros (log-mel, normalised), so the trailing zero columns are the padding."""
+    columns = features.reshape(-1, features.shape[-1])
+    filled = np.flatnonzero(np.any(columns != 0, axis=0))
+    content = int(filled[-1]) + 1 if filled.size else 0
+    frames = -(-(content + keep) // FRAMES_PER_SECOND) * FRAMES_PER_SECOND
+    return features if frames >= features.shape[-1] else features[..., :frames]
+
+
+def short_window(model, padding: float):
+    """`model` (a faster-whisper WhisperModel) for the short audio of a live decode: a shallow copy whose encoder
+    hears the audio and `padding` seconds of the silence Whisper pads it with, not the whole 30 s window. The
+    encoder's cost grows with what it hears: a 4 s French turn with base on 2 threads is encoded in 0.07 s instead
+    of 0.69 s, and decoded with context (beam 5) in 0.6 s instead of 1.2 s, for the same words (bench/README.md,
+    "Live transcription"). With no padding at all Whisper loses the end of the sentence; `padding` <= 0 or >= 30
+    is the model itself. The copy shares the weights, the tokenizer and the feature extractor."""
+    encode = getattr(model, "encode", None)
+    if padding <= 0 or padding >= 30 or encode is None:
+        return model
+    keep = int(padding * FRAMES_PER_SECOND)
+    windowed = copy.copy(model)
+    windowed.encode = lambda features: encode(trim_padding(features, keep))
+    return windowed
 
 
 @dataclass
@@ -59,16 +91,39 @@ def final(model, audio: np.ndarray, opts: Options, settings, job, context: Optio
     return final(model, audio, opts, settings, job)
 
 
-def interim(model, audio: np.ndarray, opts: Options, job) -> Result:
-    """A quick look at the turn so far: greedy, one temperature, no timestamps."""
+INTERIM_TOKENS_PER_SECOND = 10   # fast French speech is about 6 tokens a second
+
+
+def looping(text: str) -> bool:
+    """Whether `text` ends in a decoder's loop: a phrase of two to six words said three times in a row ("good
+    more, good more, good more"), or a word five times. Whisper's greedy decoder loops on a fragment of a word at
+    the start of a turn; speech repeats a word ("non, non, non") but seldom a phrase."""
+    found = [_norm(w) for w in words(text)]
+    found = [w for w in found if w]
+    for n, times in ((1, 5), (2, 3), (3, 3), (4, 3), (5, 3), (6, 3)):
+        for i in range(len(found) - n * times + 1):
+            if all(found[i + k * n:i + (k + 1) * n] == found[i:i + n] for k in range(1, times)):
+                return True
+    return False
+
+
+def interim(model, audio: np.ndarray, opts: Options, job) -> Optional[Result]:
+    """A quick look at the turn so far: greedy, one temperature, no timestamps, at most the tokens such speech
+    can hold; None when the decoder looped (a look that shows nothing: no delta from it)."""
+    limit = int(INTERIM_TOKENS_PER_SECOND * audio.size / SAMPLE_RATE) + 10
     segments, info = model.transcribe(audio, language=opts.language, task="transcribe", beam_size=1,
                                       temperature=[0.0], initial_prompt=opts.prompt, hotwords=opts.hotwords,
-                                      without_timestamps=True, condition_on_previous_text=False, vad_filter=False)
+                                      without_timestamps=True, condition_on_previous_text=False, vad_filter=False,
+                                      max_new_tokens=limit)
     parts = []
     for s in segments:
         job.check()
         parts.append(s.text)
-    return Result("".join(parts).strip(), info.language)
+    text = "".join(parts).strip()
+    if looping(text):
+        log.debug("realtime: an interim decode looped, not shown: %.80s", text)
+        return None
+    return Result(text, info.language)
 
 
 def words(text: str) -> List[str]:

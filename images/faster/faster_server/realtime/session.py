@@ -168,7 +168,8 @@ class Session:
                                 type=e.type) from None
         if use is not None:
             await self.release_model()
-            self._model_use, self.model, self.model_key = use, model, key
+            self._model_use, self.model_key = use, key
+            self.model = decode.short_window(model, self.settings.realtime_window_padding)
         self.model_name = name or public_name(hub.names.default_id)
 
     async def release_model(self) -> None:
@@ -413,7 +414,7 @@ class Session:
             return
         finally:
             self._interim_rest = 2 * time.monotonic() - t0
-        if self.turn is turn or turn in self.queue:
+        if result is not None and (self.turn is turn or turn in self.queue):
             delta = turn.deltas.interim(result.text)
             if delta:
                 await self.send(events.transcription_delta(turn.id, delta))

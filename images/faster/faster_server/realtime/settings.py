@@ -41,9 +41,19 @@ class RealtimeSettings(BaseModel):
                                      "10 s, 0.10 / 0.02 with 20 s; live through a whole session, 10 s gave WER 0.114 "
                                      "and the completed event 1.8 s after the speech (median, 2 cores), 20 s 0.136 "
                                      "and 2.3 s. A turn this long or longer is decoded alone; 0 = every turn alone.")
+    realtime_window_padding: float = Field(
+        5, ge=0, le=30, description="Seconds of the silence Whisper pads its 30 s window with that a live decode's "
+                                    "encoder hears after the audio, in place of the whole window: the encoder's "
+                                    "time grows with what it hears. French with base on 2 cores, 75 turns each "
+                                    "heard after 10 s of context (bench/realtime_window.py): a turn decoded in "
+                                    "half the time, for the same WER; 2 s loses words at the ends of sentences. "
+                                    "0 = the whole window.")
     realtime_partial_interval: float = Field(
-        0.5, ge=0.1, description="Seconds of new speech between two interim decodes of the turn in progress (its "
-                                 "`delta` events); they run only while an inference slot is free.")
+        0.3, ge=0.1, description="Seconds of new speech between two interim decodes of the turn in progress (its "
+                                 "`delta` events); they run only while an inference slot is free, and after a "
+                                 "decode of d seconds the next waits d more. French with base through nginx and "
+                                 "the proxy: the first delta 0.78 s after the speech starts (median) with 0.3, "
+                                 "1.17 s with 0.5, the completed event as soon.")
     realtime_beam_size: int = Field(
         0, ge=0, le=20, description="Beam size of a turn's final decode; 0 = STT_BEAM_SIZE (the file routes' own, so "
                                     "a live transcript is as accurate as the file's).")
