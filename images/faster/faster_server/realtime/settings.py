@@ -36,11 +36,11 @@ class RealtimeSettings(BaseModel):
     realtime_context_seconds: float = Field(
         10, ge=0, le=28, description="A turn is decoded after the earlier turns that fit with it in this many seconds, "
                                      "their transcripts handed to the decoder as the start of its text: Whisper is "
-                                     "far less accurate on a lone sentence than inside a longer window. French with "
-                                     "base, 13 and 6 turns: WER 0.22 turn by turn (the file: 0.09), 0.08 / 0.06 with "
-                                     "10 s, 0.10 / 0.02 with 20 s; live through a whole session, 10 s gave WER 0.114 "
-                                     "and the completed event 1.8 s after the speech (median, 2 cores), 20 s 0.136 "
-                                     "and 2.3 s. A turn this long or longer is decoded alone; 0 = every turn alone.")
+                                     "more accurate inside a longer window, and slower. French with base on 2 "
+                                     "cores, 25 turns (bench/README.md): WER 0.135 and 0.63 s a decode with 10 s, "
+                                     "0.111 and 1.50 s with 20 s, 0.084 (the file's: 0.081) and 1.95 s with 28 s; "
+                                     "`completed` comes a decode and about 0.35 s after the speech ends. A turn this long or "
+                                     "longer is decoded alone; 0 = every turn alone.")
     realtime_window_padding: float = Field(
         5, ge=0, le=30, description="Seconds of the silence Whisper pads its 30 s window with that a live decode's "
                                     "encoder hears after the audio, in place of the whole window: the encoder's "
