@@ -12,7 +12,7 @@ from pyinfra.api import deploy
 from pyinfra.facts.files import File
 from pyinfra.operations import files, server, systemd
 
-from stages import marker
+from stages import link, marker
 from stages.autostart_registry import entry_for, merge_services, registered, remove_services
 from stages.monitoring_config import targets_file
 from stages.ops import CommandSucceeds, RawFile, render_template, synced_tree, text_source
@@ -39,7 +39,7 @@ def autostart_proxy(p: Platform):
     files.directory(name="Autostart config folder", path=config_dir, mode="755")
 
     current = host.get_fact(RawFile, path=config)
-    wanted = {svc.vhost: entry_for(svc, p) for svc in p.services}
+    wanted = {svc.vhost: entry_for(svc, p, link.relays(svc.key)) for svc in p.services}
     merged: str | None = merge_services(current, wanted)   # remove_services hands back str | None
     retired = [svc.vhost for svc in retired_services(p)
                if (registered(current, svc.vhost) or {}).get("composeDir") == svc.project_dir]

@@ -189,8 +189,11 @@ def _guess_step(text: str, obj_start: int, member_indent: str) -> str:
     return step or "  "
 
 
-def entry_for(svc: ServiceEntry, p: Platform) -> dict:
-    """The runbook's entry format, plus our optional keys."""
+def entry_for(svc: ServiceEntry, p: Platform, relays: int = 0) -> dict:
+    """The runbook's entry format, plus our optional keys (`relays`: stages.link.relays of the service, which
+    decides whether its project has a relay container)."""
+    from stages.compose_projects import made_from, project_containers
+
     return {
         "name": svc.name,
         "composeDir": svc.project_dir,
@@ -202,4 +205,6 @@ def entry_for(svc: ServiceEntry, p: Platform) -> dict:
         "maxWait": p.autostart_max_wait,
         "upstreamTimeout": p.proxy_timeout,
         **({"wakePath": p.autostart_wake_path} if p.autostart_wake_path else {}),
+        # the proxy may start the stopped project with `docker start` while these files are older than it
+        "dockerStart": {"containers": project_containers(svc, p, relays), "madeFrom": made_from(svc, p)},
     }

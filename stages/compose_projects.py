@@ -108,6 +108,21 @@ def speakers_folder(svc: ServiceEntry, p: Platform) -> str:
     return f"{p.speakers_dir}/{svc.key}"
 
 
+def project_containers(svc: ServiceEntry, p: Platform, relays: int = 0) -> list[str]:
+    """The containers templates/compose/service.yml.j2 names: the API, its job worker when jobs are on, and the
+    worker hosts' relays when some take its jobs."""
+    return ([svc.container] + ([f"{svc.container}-worker"] if p.jobs_enabled else [])
+            + ([f"{svc.container}-relay"] if p.jobs_enabled and relays else []))
+
+
+def made_from(svc: ServiceEntry, p: Platform) -> list[str]:
+    """The files compose makes a service's containers from: its compose file and every env file that names."""
+    from stages.identity import proxy_env_file
+
+    return ([f"{svc.project_dir}/docker-compose.yml", f"{svc.project_dir}/.env", proxy_env_file(p)]
+            + ([p.jobs_env_file] if p.jobs_enabled else []))
+
+
 def compose_values(svc: ServiceEntry, p: Platform, worker_name: str = "", relays: int = 0) -> dict:
     """Everything templates/compose/service.yml.j2 renders from (the stage's files.template, the tests)."""
     from stages.identity import proxy_env_file

@@ -36,6 +36,26 @@ def failed(message: str, stderr: str) -> DockerError:
     return (DockerUnavailable if any(s in low for s in DAEMON_DOWN) else DockerError)(message)
 
 
+@dataclass(frozen=True)
+class Made:
+    """What a container was made from: its state, when it was created (ns since the epoch, UTC), the image it runs
+    (an id) and the image reference it was created with."""
+    state: str
+    created_ns: int
+    image_id: str
+    image_ref: str
+
+
+def rfc3339_ns(text: str) -> int:
+    """Docker's timestamps ("2026-12-03T10:06:31.685780859Z", nanoseconds, UTC) as ns since the epoch."""
+    import calendar
+    import time
+    main, _, frac = text.strip().rstrip("Z").partition(".")
+    seconds = calendar.timegm(time.strptime(main, "%Y-%m-%dT%H:%M:%S"))
+    digits = "".join(c for c in frac if c.isdigit())[:9]
+    return seconds * 1_000_000_000 + int(digits.ljust(9, "0") or 0)
+
+
 @dataclass
 class Result:
     rc: int
@@ -117,6 +137,38 @@ class Docker:
         if res.rc != 0 and all(s == "missing" for s, _ in states.values()) and "No such" not in res.stderr:
             raise failed(f"docker inspect failed: {tail(res.stderr) or f'exit {res.rc}'}", res.stderr)
         return states
+
+    async def made(self, containers: Sequence[str]) -> Dict[str, Optional[Made]]:
+        """{container: what it was made from, None when missing}."""
+        fmt = "{{.Name}}\t{{.State.Status}}\t{{.Created}}\t{{.Image}}\t{{.Config.Image}}"
+        res = await run(self.docker_cmd + ["inspect", "--type", "container", "--format", fmt, *containers],
+                        timeout=60)
+        found: Dict[str, Optional[Made]] = {c: None for c in containers}
+        for line in res.stdout.splitlines():
+            parts = line.strip().split("\t")
+            if len(parts) == 5 and parts[0].lstrip("/") in found:
+                try:
+                    found[parts[0].lstrip("/")] = Made(parts[1], rfc3339_ns(parts[2]), parts[3], parts[4])
+                except ValueError:
+                    pass   # an unreadable date: as if missing, compose decides
+        if res.rc != 0 and not any(found.values()) and "No such" not in res.stderr:
+            raise failed(f"docker inspect failed: {tail(res.stderr) or f'exit {res.rc}'}", res.stderr)
+        return found
+
+    async def image_id(self, ref: str) -> Optional[str]:
+        """The id of the image `ref` names now; None when there is none."""
+        res = await run(self.docker_cmd + ["image", "inspect", "--format", "{{.Id}}", ref], timeout=60)
+        if res.rc != 0:
+            if "No such" in res.stderr:
+                return None
+            raise failed(f"docker image inspect failed: {tail(res.stderr) or f'exit {res.rc}'}", res.stderr)
+        return res.stdout.strip() or None
+
+    async def start(self, container: str) -> Result:
+        res = await run(self.docker_cmd + ["start", container], timeout=self.compose_timeout)
+        if res.rc != 0:
+            raise failed(f"docker start {container} failed: {tail(res.stderr) or f'exit {res.rc}'}", res.stderr)
+        return res
 
     async def running(self, containers: Sequence[str]) -> Dict[str, str]:
         """{container: state} for each listed container: running, exited (N), restarting... or missing."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from typing import cast
 
@@ -23,6 +24,8 @@ RECHECK_INTERVAL = 5.0  # a service seen ready within this many seconds is proxi
 # each interval adds half of itself to a cold start on average
 READY_POLL = 0.1
 CONTAINER_CHECK_EVERY = 20  # readiness probes between two `docker inspect` while starting (every 2 s)
+REST_WAIT = 60.0  # seconds a started project's other containers wait at most for the requests in flight to end
+REST_POLL = 0.2
 DOCKER_POLL = 1.0  # seconds between two tries while the Docker daemon does not answer
 
 
@@ -87,6 +90,34 @@ class Lifecycle(ProxyParts):
             log.info("ready host=%s after %.1fs", cfg.host, elapsed)
         st.ready, st.verified_at, st.stopped, st.last_error, st.permanent = True, time.monotonic(), False, None, None
         st.started_sig = sig
+        if st.deferred:
+            rest, st.deferred = st.deferred, []
+            task = asyncio.ensure_future(self._start_rest(st, rest))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())   # it logs its own failures
+
+    async def _start_rest(self, st: ServiceState, containers: list) -> None:
+        """The project's other containers (its job worker), started once the service is ready and has answered
+        what it was woken for (at most REST_WAIT later), not beside it: on two cores their start slowed the
+        service's own start and its first answer. `compose up -d` when `docker start` fails."""
+        cfg = st.cfg
+        until = time.monotonic() + REST_WAIT
+        while st.in_flight and time.monotonic() < until:
+            await asyncio.sleep(REST_POLL)
+        if not st.ready:
+            return   # stopped meanwhile: its next start starts them
+        async with self._lock(cfg.compose_dir):
+            try:
+                results = await asyncio.gather(*(self.docker.start(c) for c in containers), return_exceptions=True)
+                errors = [r for r in results if isinstance(r, BaseException)]
+                if not errors:
+                    log.info("host=%s: started %s with docker start, once it was ready", cfg.host,
+                             ", ".join(containers))
+                    return
+                log.warning("host=%s: docker start of %s failed (%s): compose up -d", cfg.host, ", ".join(containers),
+                            errors[0])
+                await self.docker.up(cfg.compose_dir)
+            except DockerError as exc:
+                log.error("host=%s: its other containers (%s) did not start: %s", cfg.host, ", ".join(containers), exc)
 
     async def _check_and_up(self, st: ServiceState, deadline: float):
         """Under the composeDir's lock: its containers checked, `compose up -d` when one is down. (True when it
@@ -112,19 +143,69 @@ class Lifecycle(ProxyParts):
             st.invalidate()
             st.stopped = False
             self.metrics.starts.labels(host=cfg.host).inc()
-            log.info("starting host=%s (%s): %s; compose up -d in %s", cfg.host, cfg.name,
+            log.info("starting host=%s (%s): %s; composeDir %s", cfg.host, cfg.name,
                      ", ".join(f"{c} {s}" for c, s in down.items()), cfg.compose_dir)
-            st.phase = "compose up -d still running"
             t_up = time.monotonic()
-            try:
-                await self._docker(st, deadline, lambda: self.docker.up(cfg.compose_dir))
-            except DockerError as exc:
-                # started meanwhile by someone else (their restart policy, a deploy's own compose up): go on
-                if not await self._all_running(cfg):
-                    raise self._fail(st, 502, str(exc), "compose") from None
-                log.info("host=%s: compose up failed, but its containers run now: %s", cfg.host, exc)
+            st.deferred = []
+            if not await self._docker_start(st):
+                st.phase = "compose up -d still running"
+                converged = time.time_ns()   # compose reads the files after this: they are accounted for
+                try:
+                    await self._docker(st, deadline, lambda: self.docker.up(cfg.compose_dir))
+                    st.converged_ns = converged
+                except DockerError as exc:
+                    # started meanwhile by someone else (their restart policy, a deploy's own compose up): go on
+                    if not await self._all_running(cfg):
+                        raise self._fail(st, 502, str(exc), "compose") from None
+                    log.info("host=%s: compose up failed, but its containers run now: %s", cfg.host, exc)
             self.metrics.compose_up_duration.labels(host=cfg.host).observe(time.monotonic() - t_up)
             return True, sig
+
+    async def _docker_start(self, st: ServiceState) -> bool:
+        """`docker start` of the project's stopped containers, side by side, when the entry allows it
+        (`dockerStart`) and they are what `compose up -d` would start: all there, running the image their tag
+        names now, and made after every file they are made from last changed (or the proxy's own last compose up
+        saw those files). True when they were started so; False when compose should decide (said in the log)."""
+        cfg = st.cfg
+        quick = cfg.docker_start
+        if quick is None:
+            return False
+        st.phase = "checking whether docker start will do"
+        try:
+            made = await self.docker.made(quick.containers)
+            missing = [c for c, m in made.items() if m is None]
+            if missing:
+                return self._compose_decides(cfg, f"{', '.join(missing)} missing")
+            try:
+                changed = max(os.stat(f).st_mtime_ns for f in quick.made_from)
+            except OSError as exc:
+                return self._compose_decides(cfg, f"{exc.filename}: {exc.strerror}")
+            made_at = max(min(m.created_ns for m in made.values() if m), st.converged_ns)
+            if changed > made_at:
+                return self._compose_decides(cfg, "its files changed since its containers were made")
+            for ref in {m.image_ref for m in made.values() if m}:
+                current = await self.docker.image_id(ref)
+                stale = [c for c, m in made.items() if m and m.image_ref == ref and m.image_id != current]
+                if stale:
+                    return self._compose_decides(cfg, f"{', '.join(stale)} run an older {ref}")
+            stopped = [c for c, m in made.items() if m and m.state not in RUNNING_STATES]
+            # what requests need first; the project's other containers once the service is ready (_start_rest)
+            first = [c for c in stopped if c in cfg.containers]
+            st.phase = "docker start still running"
+            results = await asyncio.gather(*(self.docker.start(c) for c in first), return_exceptions=True)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if errors:
+                raise errors[0]
+        except DockerError as exc:
+            return self._compose_decides(cfg, str(exc))
+        st.deferred = [c for c in stopped if c not in first]
+        log.info("host=%s: started %s with docker start", cfg.host, ", ".join(first) or "nothing")
+        return True
+
+    @staticmethod
+    def _compose_decides(cfg, why: str) -> bool:
+        log.info("host=%s: compose up -d, not docker start: %s", cfg.host, why)
+        return False
 
     def wake(self, st: ServiceState) -> bool:
         """Start the service in the background unless it is ready (its config's wakePath): True when ready. The

@@ -42,7 +42,7 @@ class Metrics:
             p + "start_duration_seconds", "From compose up to the readiness path answering 2xx.", ["host"],
             buckets=START_BUCKETS, registry=None)
         self.compose_up_duration = Histogram(
-            p + "compose_up_duration_seconds", "compose up -d alone (the containers' start), by service host; "
+            p + "compose_up_duration_seconds", "compose up -d (or docker start) alone: the containers' start, by service host; "
             "start_duration_seconds minus this is the service's own start (imports, model loads).", ["host"],
             buckets=START_BUCKETS, registry=None)
         self.requests = Counter(p + "requests_total", "Requests proxied or refused, by service host and status.",

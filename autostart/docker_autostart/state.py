@@ -46,6 +46,8 @@ class ServiceState:
         self.phase = "idle"  # what a start is doing, for the 504 message
         self.health: Optional[dict] = None  # what its own /health said last (readiness.health_summary)
         self.health_at = 0.0  # when (monotonic)
+        self.converged_ns = 0  # wall clock (ns) just before the proxy's last compose up that worked: its files seen
+        self.deferred: list = []  # the project's other containers, to start once the service is ready
 
     @property
     def starting(self) -> bool:

@@ -18,6 +18,7 @@ runs the service (it is retired, then comes back): below.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -113,7 +114,11 @@ def jobs_off(deployed):
     """faster running with its worker, then a deploy with jobs_enabled=False; afterwards the default deploy."""
     key = deployed["secrets"]["WHISPER_API_KEY"]
     assert curl(FASTER, "/v1/models", "-H", f"Authorization: Bearer {key}")["status"] == 200   # starts it
-    assert {"faster-whisper", "faster-whisper-worker"} <= running()
+    # the proxy starts the job worker once the service has answered (docs: autostart/README.md)
+    deadline = time.monotonic() + 30
+    while not {"faster-whisper", "faster-whisper-worker"} <= running():
+        assert time.monotonic() < deadline, running()
+        time.sleep(0.5)
     yield pyinfra("-y", "--data", "jobs_enabled=False")
     pyinfra("-y")
     assert "faster-whisper-worker" in ssh(f"cat {COMPOSE}").stdout

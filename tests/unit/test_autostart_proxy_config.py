@@ -52,6 +52,15 @@ def test_optional_keys_override_defaults():
     assert parse_config({"services": {"a.test": entry()}}).services["a.test"].wake_path is None
 
 
+def test_docker_start_names_every_container_and_the_files_they_are_made_from():
+    quick = {"containers": ["w", "w-worker"], "madeFrom": ["/opt/w/docker-compose.yml", "/opt/w/.env"]}
+    svc = parse_config({"services": {"a.test": entry(dockerStart=quick)}}).services["a.test"]
+    assert svc.docker_start is not None
+    assert (svc.docker_start.containers, svc.docker_start.made_from) == (
+        ("w", "w-worker"), ("/opt/w/docker-compose.yml", "/opt/w/.env"))
+    assert parse_config({"services": {"a.test": entry()}}).services["a.test"].docker_start is None
+
+
 def test_idle_timeout_zero_means_never_stop():
     assert parse_config({"services": {"a.test": entry(idleTimeout=0)}}).services["a.test"].idle_timeout == 0
 
@@ -95,6 +104,11 @@ def test_missing_services_key_is_an_empty_config():
     ({"maxWait": 0}, "'maxWait' must be > 0"),
     ({"upstreamTimeout": "600"}, "'upstreamTimeout' must be a number"),
     ({"maxWait": False}, "'maxWait' must be a number"),
+    ({"dockerStart": True}, "dockerStart: must be an object"),
+    ({"dockerStart": {"containers": ["w"]}}, "'madeFrom' must be a non-empty list of absolute paths"),
+    ({"dockerStart": {"containers": ["w"], "madeFrom": [".env"]}}, "'madeFrom' must be a non-empty list"),
+    ({"dockerStart": {"containers": [], "madeFrom": ["/a"]}}, "'containers' must be a non-empty list"),
+    ({"dockerStart": {"containers": ["w-worker"], "madeFrom": ["/a"]}}, "must include the entry's own containers"),
 ])
 def test_invalid_entries_are_refused_naming_host_and_key(bad, message):
     with pytest.raises(ConfigError) as err:

@@ -125,3 +125,22 @@ def test_redis_socket_lives_in_a_folder_no_restart_deletes():
         redis_port=6379, redis_maxmemory="256mb", redis_socket=redis.socket_path(p))
     assert "unixsocket /run/whisper-platform/redis/redis.sock" in conf and "unixsocketperm 770" in conf
     assert "/run/redis" not in [line.split()[-1] for line in conf.splitlines() if line.startswith("unixsocket ")]
+
+
+@pytest.mark.parametrize("jobs, relays", [(True, 0), (True, 2), (False, 0)])
+def test_the_autostart_entry_lists_every_container_the_compose_file_makes(jobs, relays):
+    import yaml
+
+    from stages.autostart_registry import entry_for
+    p = build(jobs_enabled=jobs)
+    for key in ("faster", "whisperx"):
+        svc = p.service(key)
+        rendered = yaml.safe_load(jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(REPO / "templates/compose")), undefined=jinja2.StrictUndefined,
+        ).get_template("service.yml.j2").render(**{**compose_values(svc, p, relays=relays), "image_tag": "x:src-0"}))
+        quick = entry_for(svc, p, relays)["dockerStart"]
+        services = rendered["services"].values()
+        assert quick["containers"] == [s["container_name"] for s in services]
+        # the compose file itself and every env file it reads
+        env_files = {f if f.startswith("/") else f"{svc.project_dir}/{f}" for s in services for f in s["env_file"]}
+        assert env_files | {f"{svc.project_dir}/docker-compose.yml"} == set(quick["madeFrom"])

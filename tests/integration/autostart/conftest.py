@@ -110,6 +110,7 @@ class Service:
                  compose_text: str | None = None, health_permanent: str = "", wake_path: str | None = None,
                  listen_delay: float = 0):
         self.id = uuid.uuid4().hex[:8]
+        self.entry_image = image
         self.project = f"{PREFIX}{self.id}"
         self.container = f"{PREFIX}{self.id}"
         self.host = f"svc-{self.id}.autostart.test"

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from .conftest import compose_cmd, wait_for
+from .conftest import compose_cmd, container_state, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -160,6 +160,53 @@ def test_idle_stop_then_next_request_starts_again(make_service, start_proxy):
     # `stop`, not `down`: the container still exists and comes back
     assert proxy.get(svc.host, "/health").status_code == 200
     assert proxy.metric(M + "starts_total", host=svc.host) == 2
+
+
+def test_a_stopped_project_is_started_with_docker_start_only_while_it_is_current(make_service, start_proxy):
+    svc = make_service(idle_timeout=1)
+    compose_file, env_file = svc.dir / "docker-compose.yml", svc.dir / ".env"
+    worker = svc.container + "-worker"   # a second container, as the services' job worker
+    compose_file.write_text(compose_file.read_text() + f"""\
+  worker:
+    image: {svc.entry_image}
+    container_name: {worker}
+    stop_grace_period: 2s
+""")
+    svc.entry["dockerStart"] = {"containers": [svc.container, worker],
+                                "madeFrom": [str(compose_file), str(env_file)]}
+    proxy = start_proxy([svc])
+
+    def container():
+        return subprocess.run(["docker", "inspect", "-f", "{{.Id}} {{json .Config.Env}}", svc.container],
+                              capture_output=True, text=True, check=True).stdout
+
+    def cold_start(starts: int) -> str:
+        wait_for(lambda: svc.state() == "exited", 30, what="the idle stop")
+        assert proxy.get(svc.host, "/health").status_code == 200
+        assert proxy.metric(M + "starts_total", host=svc.host) == starts
+        return container()
+
+    assert proxy.get(svc.host, "/health").status_code == 200      # no container yet: compose makes it
+    assert "missing" in proxy.log()
+    made = container()
+    assert cold_start(2) == made                                    # the same container, started by docker
+    assert f"host={svc.host}: started {svc.container} with docker start" in proxy.log()
+    # the worker once the service is ready, not beside it
+    proxy.wait_log(f"started {worker} with docker start, once it was ready")
+    wait_for(lambda: container_state(worker) == "running", 10, what="the worker")
+
+    # the compose file changed while the project was stopped: compose recreates it with the change
+    compose_file.write_text(compose_file.read_text().replace('LISTEN_DELAY: "0"', 'LISTEN_DELAY: "0.1"'))
+    remade = cold_start(3)
+    assert remade.split()[0] != made.split()[0] and "LISTEN_DELAY=0.1" in remade
+    assert "its files changed since its containers were made" in proxy.log()
+
+    # a file touched but not changed: compose once (it changes nothing), docker start from then on
+    os.utime(env_file)
+    assert cold_start(4) == remade
+    assert proxy.log().count("its files changed since its containers were made") == 2
+    assert cold_start(5) == remade
+    assert proxy.log().count(f"started {svc.container} with docker start") == 2
 
 
 def test_long_request_in_flight_is_not_cut_by_idle_stop(make_service, start_proxy):
