@@ -107,14 +107,13 @@ class Lifecycle(ProxyParts):
             return   # stopped meanwhile: its next start starts them
         async with self._lock(cfg.compose_dir):
             try:
-                results = await asyncio.gather(*(self.docker.start(c) for c in containers), return_exceptions=True)
-                errors = [r for r in results if isinstance(r, BaseException)]
-                if not errors:
+                error = await self._start_each(containers)
+                if error is None:
                     log.info("host=%s: started %s with docker start, once it was ready", cfg.host,
                              ", ".join(containers))
                     return
                 log.warning("host=%s: docker start of %s failed (%s): compose up -d", cfg.host, ", ".join(containers),
-                            errors[0])
+                            error)
                 await self.docker.up(cfg.compose_dir)
             except DockerError as exc:
                 log.error("host=%s: its other containers (%s) did not start: %s", cfg.host, ", ".join(containers), exc)
@@ -192,15 +191,19 @@ class Lifecycle(ProxyParts):
             # what requests need first; the project's other containers once the service is ready (_start_rest)
             first = [c for c in stopped if c in cfg.containers]
             st.phase = "docker start still running"
-            results = await asyncio.gather(*(self.docker.start(c) for c in first), return_exceptions=True)
-            errors = [r for r in results if isinstance(r, BaseException)]
-            if errors:
-                raise errors[0]
+            error = await self._start_each(first)
+            if error is not None:
+                raise error
         except DockerError as exc:
             return self._compose_decides(cfg, str(exc))
         st.deferred = [c for c in stopped if c not in first]
         log.info("host=%s: started %s with docker start", cfg.host, ", ".join(first) or "nothing")
         return True
+
+    async def _start_each(self, containers: list) -> BaseException | None:
+        """`docker start` of each container, side by side, every one tried; the first failure, if any."""
+        results = await asyncio.gather(*(self.docker.start(c) for c in containers), return_exceptions=True)
+        return next((r for r in results if isinstance(r, BaseException)), None)
 
     @staticmethod
     def _compose_decides(cfg, why: str) -> bool:
