@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 
-
 from stages.marker import MARKER
 from stages.ops import render_template
 from stages.redis import socket_path as redis_socket_path

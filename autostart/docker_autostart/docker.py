@@ -4,10 +4,12 @@ up and stop. Plain subprocesses, run with asyncio."""
 from __future__ import annotations
 
 import asyncio
+import calendar
 import logging
 import os
 import shlex
 import shutil
+import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -48,8 +50,6 @@ class Made:
 
 def rfc3339_ns(text: str) -> int:
     """Docker's timestamps ("2026-12-03T10:06:31.685780859Z", nanoseconds, UTC) as ns since the epoch."""
-    import calendar
-    import time
     main, _, frac = text.strip().rstrip("Z").partition(".")
     seconds = calendar.timegm(time.strptime(main, "%Y-%m-%dT%H:%M:%S"))
     digits = "".join(c for c in frac if c.isdigit())[:9]
@@ -121,39 +121,39 @@ class Docker:
             raise DockerError("neither `docker compose` nor `docker-compose` works on this host "
                               "(install one, or pass --compose-command)")
 
-    async def inspect(self, containers: Sequence[str]) -> Dict[str, Tuple[str, str]]:
-        """{container: (state, started_at)}; state is running, exited (N), restarting... or missing."""
-        fmt = "{{.Name}}\t{{.State.Status}}\t{{.State.ExitCode}}\t{{.State.StartedAt}}"
+    async def _inspect(self, containers: Sequence[str], fields: Sequence[str]) -> Dict[str, List[str]]:
+        """{container: its `fields` (Go template expressions)} for the listed containers that exist."""
+        fmt = "\t".join(["{{.Name}}", *fields])
         res = await run(self.docker_cmd + ["inspect", "--type", "container", "--format", fmt, *containers],
                         timeout=60)
-        states = {c: ("missing", "") for c in containers}
+        found: Dict[str, List[str]] = {}
         for line in res.stdout.splitlines():
             parts = line.strip().split("\t")
-            if len(parts) >= 4:
-                name = parts[0].lstrip("/")
-                if name in states:
-                    status = f"exited ({parts[2]})" if parts[1] == "exited" else parts[1]
-                    states[name] = (status, parts[3])
-        if res.rc != 0 and all(s == "missing" for s, _ in states.values()) and "No such" not in res.stderr:
+            if len(parts) == len(fields) + 1 and parts[0].lstrip("/") in containers:
+                found[parts[0].lstrip("/")] = parts[1:]
+        if res.rc != 0 and not found and "No such" not in res.stderr:
             raise failed(f"docker inspect failed: {tail(res.stderr) or f'exit {res.rc}'}", res.stderr)
+        return found
+
+    async def inspect(self, containers: Sequence[str]) -> Dict[str, Tuple[str, str]]:
+        """{container: (state, started_at)}; state is running, exited (N), restarting... or missing."""
+        found = await self._inspect(containers, ["{{.State.Status}}", "{{.State.ExitCode}}", "{{.State.StartedAt}}"])
+        states = {c: ("missing", "") for c in containers}
+        for name, (status, code, started) in found.items():
+            states[name] = (f"exited ({code})" if status == "exited" else status, started)
         return states
 
     async def made(self, containers: Sequence[str]) -> Dict[str, Optional[Made]]:
-        """{container: what it was made from, None when missing}."""
-        fmt = "{{.Name}}\t{{.State.Status}}\t{{.Created}}\t{{.Image}}\t{{.Config.Image}}"
-        res = await run(self.docker_cmd + ["inspect", "--type", "container", "--format", fmt, *containers],
-                        timeout=60)
-        found: Dict[str, Optional[Made]] = {c: None for c in containers}
-        for line in res.stdout.splitlines():
-            parts = line.strip().split("\t")
-            if len(parts) == 5 and parts[0].lstrip("/") in found:
-                try:
-                    found[parts[0].lstrip("/")] = Made(parts[1], rfc3339_ns(parts[2]), parts[3], parts[4])
-                except ValueError:
-                    pass   # an unreadable date: as if missing, compose decides
-        if res.rc != 0 and not any(found.values()) and "No such" not in res.stderr:
-            raise failed(f"docker inspect failed: {tail(res.stderr) or f'exit {res.rc}'}", res.stderr)
-        return found
+        """{container: what it was made from, None when missing (or its creation date unreadable)}."""
+        found = await self._inspect(containers, ["{{.State.Status}}", "{{.Created}}", "{{.Image}}",
+                                                 "{{.Config.Image}}"])
+        made: Dict[str, Optional[Made]] = {c: None for c in containers}
+        for name, (status, created, image_id, image_ref) in found.items():
+            try:
+                made[name] = Made(status, rfc3339_ns(created), image_id, image_ref)
+            except ValueError:
+                pass   # as if missing: compose decides
+        return made
 
     async def image_id(self, ref: str) -> Optional[str]:
         """The id of the image `ref` names now; None when there is none."""

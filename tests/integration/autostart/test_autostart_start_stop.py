@@ -162,13 +162,17 @@ def test_idle_stop_then_next_request_starts_again(make_service, start_proxy):
     assert proxy.metric(M + "starts_total", host=svc.host) == 2
 
 
-def test_a_stopped_project_is_started_with_docker_start_only_while_it_is_current(make_service, start_proxy):
+def test_a_stopped_project_is_started_with_docker_start_only_while_it_is_current(make_service, start_proxy,
+                                                                               request):
     svc = make_service(idle_timeout=1)
     compose_file, env_file = svc.dir / "docker-compose.yml", svc.dir / ".env"
     worker = svc.container + "-worker"   # a second container, as the services' job worker
-    compose_file.write_text(compose_file.read_text() + f"""\
+    tag = f"{svc.project}:current"        # the test's own tag, built again below
+    subprocess.run(["docker", "tag", svc.entry_image, tag], check=True)
+    request.addfinalizer(lambda: subprocess.run(["docker", "rmi", "-f", tag], capture_output=True))
+    compose_file.write_text(compose_file.read_text().replace(svc.entry_image, tag) + f"""\
   worker:
-    image: {svc.entry_image}
+    image: {tag}
     container_name: {worker}
     stop_grace_period: 2s
 """)
@@ -207,6 +211,13 @@ def test_a_stopped_project_is_started_with_docker_start_only_while_it_is_current
     assert proxy.log().count("its files changed since its containers were made") == 2
     assert cold_start(5) == remade
     assert proxy.log().count(f"started {svc.container} with docker start") == 2
+
+    # the tag now names another image (a deploy's rebuild): compose recreates the containers on it
+    subprocess.run(["docker", "build", "-q", "-t", tag, "-"], input=f"FROM {svc.entry_image}\nLABEL rebuilt=1\n",
+                   text=True, check=True, capture_output=True)
+    rebuilt = cold_start(6)
+    assert rebuilt.split()[0] != remade.split()[0]
+    assert f"{svc.container}, {worker} run an older {tag}" in proxy.log()
 
 
 def test_long_request_in_flight_is_not_cut_by_idle_stop(make_service, start_proxy):

@@ -95,7 +95,7 @@ INTERIM_TOKENS_PER_SECOND = 10   # fast French speech is about 6 tokens a second
 
 
 def looping(text: str) -> bool:
-    """Whether `text` ends in a decoder's loop: a phrase of two to six words said three times in a row ("good
+    """Whether `text` holds a decoder's loop: a phrase of two to six words said three times in a row ("good
     more, good more, good more"), or a word five times. Whisper's greedy decoder loops on a fragment of a word at
     the start of a turn; speech repeats a word ("non, non, non") but seldom a phrase."""
     found = [_norm(w) for w in words(text)]
